@@ -1,0 +1,1 @@
+"""ICFRR: Iterative Cluster-free Re-ranking for cross-domain image retrieval."""

@@ -1,0 +1,136 @@
+"""The DuckDB schema: spec section 6 (a public interface) plus our own columns.
+
+Researchers query these tables with SQL, so the spec's tables and columns are
+never renamed or dropped; new columns go beside them with a migration step.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+#: Bumped by every migration; a database with a newer version is refused.
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
+
+CREATE SEQUENCE IF NOT EXISTS dataset_id_seq START 1;
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset_id   INTEGER PRIMARY KEY DEFAULT nextval('dataset_id_seq'),
+    name         VARCHAR NOT NULL,
+    root         VARCHAR,            -- absolute path of the dataset root, NULL for imported distances
+    n_query      INTEGER NOT NULL,
+    n_gallery    INTEGER NOT NULL,
+    n_classes    INTEGER NOT NULL,
+    created_at   TIMESTAMP NOT NULL,
+    fingerprint  VARCHAR              -- hash of the item lists, to reuse the row
+);
+
+CREATE TABLE IF NOT EXISTS items (
+    dataset_id   INTEGER NOT NULL,
+    side         VARCHAR NOT NULL,    -- 'query' or 'gallery'
+    idx          INTEGER NOT NULL,    -- row in the distance matrices
+    path         VARCHAR,             -- relative to datasets.root, NULL when only distances were given
+    label        INTEGER NOT NULL,    -- -1: unknown
+    class_name   VARCHAR
+);
+
+CREATE SEQUENCE IF NOT EXISTS artifact_id_seq START 1;
+CREATE TABLE IF NOT EXISTS artifacts (
+    artifact_id        INTEGER PRIMARY KEY DEFAULT nextval('artifact_id_seq'),
+    dataset_id         INTEGER NOT NULL,
+    backbone           VARCHAR NOT NULL,
+    checkpoint_sha256  VARCHAR,
+    per_class          INTEGER NOT NULL,
+    created_at         TIMESTAMP NOT NULL,
+    cache_key          VARCHAR,
+    cache_dir          VARCHAR,
+    query_features_path   VARCHAR,
+    gallery_features_path VARCHAR,
+    qg_dists_path      VARCHAR,
+    neighbors_path     VARCHAR,
+    neighbors_k        INTEGER
+);
+
+CREATE SEQUENCE IF NOT EXISTS sweep_id_seq START 1;
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id     INTEGER PRIMARY KEY DEFAULT nextval('sweep_id_seq'),
+    dataset_id   INTEGER NOT NULL,
+    artifact_id  INTEGER NOT NULL,
+    command      VARCHAR NOT NULL,
+    started_at   TIMESTAMP NOT NULL,
+    finished_at  TIMESTAMP,
+    status       VARCHAR NOT NULL     -- 'running', 'done', 'failed'
+);
+
+CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id       INTEGER PRIMARY KEY DEFAULT nextval('run_id_seq'),
+    sweep_id     INTEGER NOT NULL,
+    method       VARCHAR NOT NULL,    -- 'icfrr'
+    variant      VARCHAR NOT NULL,    -- 'reference' or 'paper'
+    kg           INTEGER NOT NULL,
+    kq           INTEGER NOT NULL,
+    beta         DOUBLE NOT NULL,
+    n_iter       INTEGER NOT NULL,
+    params       VARCHAR NOT NULL,    -- JSON text of every parameter
+    device       VARCHAR NOT NULL,
+    seconds      DOUBLE,
+    status       VARCHAR NOT NULL,    -- 'done' once its results are committed
+    finished_at  TIMESTAMP,
+    artifact_id  INTEGER,             -- which distances the run re-ranked
+    config_key   VARCHAR              -- artifact + parameters; a finished run with the same key is skipped
+);
+
+CREATE TABLE IF NOT EXISTS run_metrics (
+    run_id     INTEGER NOT NULL,
+    iteration  INTEGER NOT NULL,      -- 0: initial ranking
+    map_all    DOUBLE,
+    map_200    DOUBLE,
+    p_25       DOUBLE,
+    p_100      DOUBLE,
+    p_200      DOUBLE
+);
+
+CREATE TABLE IF NOT EXISTS query_metrics (
+    run_id     INTEGER NOT NULL,
+    iteration  INTEGER NOT NULL,
+    query_idx  INTEGER NOT NULL,
+    ap         DOUBLE,                -- NULL for queries of unknown label
+    ap_200     DOUBLE,
+    p_25       DOUBLE,
+    p_100      DOUBLE,
+    p_200      DOUBLE,
+    first_relevant_rank INTEGER       -- 1-based; NULL when nothing relevant
+);
+
+CREATE TABLE IF NOT EXISTS rankings (
+    run_id       INTEGER NOT NULL,
+    iteration    INTEGER NOT NULL,
+    query_idx    INTEGER NOT NULL,
+    rank         INTEGER NOT NULL,    -- starts at 1
+    gallery_idx  INTEGER NOT NULL,
+    score        DOUBLE
+);
+
+CREATE OR REPLACE VIEW class_metrics AS
+SELECT qm.run_id, qm.iteration, i.label, any_value(i.class_name) AS class_name,
+       count(*) AS n_queries, avg(qm.ap) AS map
+FROM query_metrics qm
+JOIN runs r ON r.run_id = qm.run_id
+JOIN sweeps s ON s.sweep_id = r.sweep_id
+JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query' AND i.idx = qm.query_idx
+WHERE i.label <> -1
+GROUP BY qm.run_id, qm.iteration, i.label;
+"""
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create (idempotently) every table, sequence and view of the current schema.
+
+    Args:
+        con: A writable DuckDB connection.
+    """
+    con.execute(_DDL)
+    if con.execute("SELECT count(*) FROM schema_info").fetchone()[0] == 0:
+        con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])
