@@ -8,6 +8,10 @@ gives, at the speed of numpy's vectorised integer sort and partition.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 _SIGN = np.uint32(0x80000000)
@@ -41,15 +45,27 @@ def split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (keys & _LOW).astype(np.int64), _float_from_bits((keys >> _SHIFT).astype(np.uint32))
 
 
+_THREADS = max(1, min(8, os.cpu_count() or 1))
+_POOL = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="icfrr-rows") if _THREADS > 1 else None
+
+
+def _by_row_slices(fn: Callable[..., tuple[np.ndarray, np.ndarray]], x: np.ndarray, *args) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``fn`` to slices of rows of ``x`` on a thread pool (numpy sorts release the GIL)."""
+    n = x.shape[0]
+    if _POOL is None or n < 2 * _THREADS:
+        return fn(x, *args)
+    step = -(-n // _THREADS)
+    parts = list(_POOL.map(lambda s: fn(x[s : s + step], *args), range(0, n, step)))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ascending sort of each row of float32 ``x`` [B, N], ties by column index.
 
     Returns:
         (order int64 [B, N], sorted values float32 [B, N]).
     """
-    keys = row_keys(x)
-    keys.sort(axis=1)
-    return split_keys(keys)
+    return _by_row_slices(_stable_argsort_rows, x)
 
 
 def smallest_rows(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,9 +74,19 @@ def smallest_rows(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         (column indices int64 [B, k], values float32 [B, k]), ascending.
     """
+    return _by_row_slices(_smallest_rows, x, k)
+
+
+def _stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keys = row_keys(x)
+    keys.sort(axis=1)
+    return split_keys(keys)
+
+
+def _smallest_rows(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = x.shape[1]
     if k + 1 >= n:
-        order, values = stable_argsort_rows(x)
+        order, values = _stable_argsort_rows(x)
         return order[:, :k], values[:, :k]
     # k + 1 candidates per row: the (k+1)-th smallest tells whether a tie crosses the cut.
     cand = np.argpartition(x, k, axis=1)[:, : k + 1]
@@ -71,6 +97,6 @@ def smallest_rows(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     idx, values = idx[:, :k].copy(), values[:, :k].copy()
     for r in straddles:
         # Items tied with the k-th value may lie outside the candidates: sort the whole row.
-        row_idx, row_values = stable_argsort_rows(x[r : r + 1])
+        row_idx, row_values = _stable_argsort_rows(x[r : r + 1])
         idx[r], values[r] = row_idx[0, :k], row_values[0, :k]
     return idx, values

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from icfrr._bonus import vote_sums
+from icfrr._update import update_cpu, update_torch
 from icfrr._checks import as_matrix, check_positive_int, resolve_device
 from icfrr._sorting import stable_argsort_rows
 from icfrr.neighbors import NeighborGraph, as_graph
@@ -57,8 +57,8 @@ def _check_params(kg: int, kq: int, beta: float, n_iter: int, variant: str) -> t
 
 
 def _query_chunk(n_gallery: int, kq: int, kg: int, device: torch.device) -> int:
-    """Queries per chunk: keeps each chunk's working set near 256 MiB (1 GiB on a GPU)."""
-    budget = (1 << 30) if device.type == "cuda" else (1 << 28)
+    """Queries per chunk: keeps each chunk's working set near 128 MiB (1 GiB on a GPU)."""
+    budget = (1 << 30) if device.type == "cuda" else (1 << 27)
     per_query = 8 * (4 * n_gallery + (kq * kg if device.type == "cuda" else 0))
     return max(1, min(4096, budget // max(per_query, 1)))
 
@@ -123,20 +123,21 @@ def _steps(qg, nbr, weights, *, kq, denom, beta, n_iter, variant, chunks, dev) -
     yield RerankStep(0, ranking.cpu(), base.cpu())
 
     item_scores = -qg.to(dev, torch.float64) if variant == "paper" else None
+    update = update_cpu if dev.type == "cpu" else update_torch
     for t in range(1, n_iter + 1):
         new_ranking = torch.empty_like(ranking)
         scores = torch.empty_like(base)
         for sl in chunks:
-            current = ranking[sl]
-            delta = vote_sums(current[:, :kq], nbr, weights, n_gallery).div_(denom)
-            if item_scores is None:
-                by_position = base[sl].to(torch.float64).add_(delta.gather(1, current), alpha=beta)
-            else:
-                item_scores[sl] += beta * delta
-                by_position = item_scores[sl].gather(1, current)
-            sorted_scores, order = torch.sort(by_position, dim=1, descending=True, stable=True)
-            new_ranking[sl] = current.gather(1, order)
-            scores[sl] = sorted_scores
+            new_ranking[sl], scores[sl] = update(
+                ranking[sl],
+                base[sl] if item_scores is None else None,
+                item_scores[sl] if item_scores is not None else None,
+                nbr,
+                weights,
+                kq=kq,
+                denom=denom,
+                beta=beta,
+            )
         ranking = new_ranking
         yield RerankStep(t, ranking.cpu(), scores.cpu())
 

@@ -109,3 +109,12 @@ def test_summarize_equals_evaluate_and_skips_unknown_labels():
 def test_bad_input(args, message):
     with pytest.raises(ValueError, match=message):
         icfrr.evaluate(*args)
+
+
+def test_literal_per_query_evaluation_agrees():
+    from icfrr.literal import literal_evaluate
+
+    ranking, lq, lg = make_case(60, 250, 4, seed=3)
+    got, want = icfrr.evaluate(ranking, lq, lg), literal_evaluate(ranking, lq, lg)
+    for name in icfrr.METRIC_NAMES:
+        assert got[name] == pytest.approx(want[name], abs=1e-12)
