@@ -339,6 +339,9 @@ def ensure_demo(root: str | Path = DEFAULT_ROOT, seed: int = 0) -> Path:
                            "choose another --data_root or empty it")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)                               # mkdtemp makes it private
     try:
         generate_demo(tmp, seed)
         (tmp / _MARKER).write_text(json.dumps(want))

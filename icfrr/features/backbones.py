@@ -133,6 +133,21 @@ def load_icfrr(checkpoint: str | Path, trust: bool = False, model_name: str = IC
     return bb
 
 
+def weights_file(spec: str, *, dataset: str = "custom", pretrained_root: str | Path | None = None,
+                 weights: str | Path | None = None) -> Path | None:
+    """The weights file a backbone spec would read (None for ``demo`` and random weights).
+
+    Lets callers hash the file (to key caches) without building the model.
+    """
+    if spec == "icfrr":
+        if weights is not None:
+            return Path(weights)
+        return icfrr_checkpoint_path(pretrained_root, dataset) if pretrained_root is not None else None
+    if spec.startswith("timm:") and weights is not None and str(weights) != "random":
+        return Path(weights)
+    return None
+
+
 def load_backbone(spec: str, *, dataset: str = "custom", pretrained_root: str | Path | None = None,
                   weights: str | Path | None = None, trust_checkpoint: bool = False) -> Backbone:
     """Build a backbone from its command-line name.
@@ -158,8 +173,8 @@ def load_backbone(spec: str, *, dataset: str = "custom", pretrained_root: str | 
         if weights is None and pretrained_root is None:
             raise BackboneError("--backbone icfrr needs --pretrained-root (the folder of the published "
                                 "checkpoints) or --weights <checkpoint.pth>")
-        path = Path(weights) if weights is not None else icfrr_checkpoint_path(pretrained_root, dataset)
-        return load_icfrr(path, trust_checkpoint)
+        return load_icfrr(weights_file(spec, dataset=dataset, pretrained_root=pretrained_root, weights=weights),
+                          trust_checkpoint)
     if spec.startswith("timm:") and len(spec) > 5:
         name = spec[5:]
         if weights is None:
