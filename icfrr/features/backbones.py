@@ -96,7 +96,8 @@ def _timm_backbone(name: str, model: nn.Module, weights: Path | None, trust: boo
         report = fit_state_dict(model, state, str(weights), optional_prefixes=_classifier_prefixes(model))
         sha = file_sha256(weights)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
+    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)   # a ViT's own input size
+    size = tuple(fixed) if fixed else tuple(cfg.get("input_size", (3, 224, 224))[1:])
     return Backbone(label, PooledTimm(model).eval(), size, tuple(cfg.get("mean", IMAGENET_MEAN)),
                     tuple(cfg.get("std", IMAGENET_STD)), sha, weights, report)
 
