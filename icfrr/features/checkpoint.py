@@ -34,6 +34,12 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def pickled_global(exc: BaseException) -> str | None:
+    """The Python object a weights-only ``torch.load`` refused, or None if it failed otherwise."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return found.group(1) if found else None
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -64,12 +70,12 @@ def read_weights_file(path: str | Path, trust: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = pickled_global(exc)
         if trust or not found:
             raise BackboneError(f"cannot read weights file {path}: not a torch checkpoint "
                                 f"({_first_line(exc)[:80]})") from None
         raise BackboneError(
-            f"{path} holds pickled Python objects (e.g. {found.group(1)}); reading them runs code from the file, "
+            f"{path} holds pickled Python objects (e.g. {found}); reading them runs code from the file, "
             "so pass --trust-checkpoint only if you trust where it came from") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise BackboneError(f"cannot read weights file {path}: {_first_line(exc)}") from None
