@@ -163,3 +163,22 @@ def test_demo_descriptor_matches_outlines_to_filled_shapes(tmp_path):
         assert same < min(others), kind
     again = extract_features(load_backbone("demo"), [paths[k] for k in order], num_workers=0, progress=False)
     assert np.array_equal(feats, again)
+
+
+@pytest.mark.slow
+def test_full_size_published_checkpoint_loads_through_the_dataset_layout(tmp_path, images):
+    """The real architecture: a random ViT-B/16 saved as the published dict, found via --pretrained-root."""
+    import timm
+    torch.manual_seed(5)
+    source = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
+    state = source.state_dict() | {"distill_head.weight": torch.zeros(2, 768)}
+    (tmp_path / "sketchy" / "zeroshot1").mkdir(parents=True)
+    published_checkpoint(tmp_path / "sketchy" / "zeroshot1" / "checkpoint.pth", state, with_objects=True)
+    bb = load_backbone("icfrr", dataset="sketchy_zs1", pretrained_root=tmp_path, trust_checkpoint=True)
+    assert bb.report.unexpected == ["distill_head.weight"] and not bb.report.missing
+    assert bb.input_size == (224, 224)
+    feats = extract_features(bb, images[:2], num_workers=0, progress=False)
+    with torch.no_grad():
+        expected = _vit_oracle(source, _pixels(images[:2], 224)).numpy()
+    np.testing.assert_allclose(feats, expected, atol=1e-4)
+    del source, bb
