@@ -221,6 +221,21 @@ def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
                      record, reused=True)
 
 
+def _reuse(folder: Path, key: str, ds: Dataset, kg_max: int, rebuild: Callable[[int], NeighborGraph],
+           log: Callable[[str], None]) -> Artifacts | None:
+    """The cached artifacts of ``key``, or None when there are none or they cannot be read (then recomputed)."""
+    record = _complete(folder, key)
+    if record is None:
+        return None
+    try:
+        return _load_folder(folder, record, ds, kg_max, rebuild, log)
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, USER_ERRORS):
+            raise
+        log(f"cached artifacts in {folder} are unreadable ({str(exc).splitlines()[0][:120]}); recomputing them")
+        return None
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -246,8 +261,8 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
         fg = read_rows(folder / FILES["gallery_features"], ["feature"])[0]["feature"]
         return neighbor_graph_from_features(torch.from_numpy(fg).to(device), k)
 
-    if not (force or no_cache) and (record := _complete(folder, key)) is not None:
-        return _load_folder(folder, record, ds, kg_max, rebuild, log)
+    if not (force or no_cache) and (cached := _reuse(folder, key, ds, kg_max, rebuild, log)) is not None:
+        return cached
     bb = load_backbone(spec, dataset=dataset, **backbone_args, trust_checkpoint=trust)
     if bb.report is not None:
         log(f"weights {bb.weights_path}: {bb.report.summary()}")
@@ -296,9 +311,12 @@ def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None
     if gg.shape != (n_g, n_g):
         raise ArtifactError(f"{gg_path} is {list(gg.shape)} but the query-gallery matrix has {n_g} gallery "
                             f"columns: it must be [{n_g}, {n_g}]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)        # a read-only memmap: the graph never writes to it
+        dense = torch.from_numpy(np.asarray(gg))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        graph = neighbor_graph(torch.from_numpy(np.asarray(gg)), k)
+        graph = neighbor_graph(dense, k)
     for w in caught:
         log(f"warning: {gg_path}: {w.message}")
     return graph
@@ -323,8 +341,8 @@ def _from_import(dataset: str, data_root: str | Path | None, per_class: int, cac
     def rebuild(k: int) -> NeighborGraph:
         return _graph_from_dense(gg_path, n_g, k, log)
 
-    if not (force or no_cache) and (record := _complete(folder, key)) is not None:
-        return _load_folder(folder, record, ds, kg_max, rebuild, log)
+    if not (force or no_cache) and (cached := _reuse(folder, key, ds, kg_max, rebuild, log)) is not None:
+        return cached
     graph = rebuild(graph_k(n_g, kg_max))
     meta = _base_meta(dataset, ds, "import", None, per_class, key) | {
         "neighbors_k": graph.k, "metric": "as imported",
