@@ -44,6 +44,7 @@ from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, p
 from icfrr.datasets import DATASET_NAMES, Dataset, DatasetError, Item, load_dataset
 from icfrr.features import (BackboneError, ImageReadError, default_device, extract_features, file_sha256,
                             load_backbone, weights_file)
+from icfrr.features.edges import DESCRIPTOR_VERSION
 from store.imports import (SourceError, has_published_cache, published_cache_dir, read_labels, read_matrix)
 from store.parquet_rows import atomic_write_bytes, public_tempdir, read_rows, write_rows, write_table
 
@@ -253,7 +254,8 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
     wpath = weights_file(spec, dataset=dataset, **backbone_args)
     sha = file_sha256(wpath) if wpath is not None and wpath.is_file() else None
     key = _hash_json({"v": FORMAT_VERSION, "kind": "features", "dataset": dataset, "items": ds.fingerprint(),
-                      "backbone": spec, "weights_sha256": sha, "per_class": per_class, "metric": "euclidean"})
+                      "backbone": spec, "weights_sha256": sha, "per_class": per_class, "metric": "euclidean",
+                      "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None})
     folder = cache_root / dataset / str(per_class) / f"{_slug(spec)}-{key[:16]}"
     device = extract_args.get("device") or default_device()
 
@@ -303,7 +305,8 @@ def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, 
     names = ds.class_names
     return Dataset(dataset, ds.root,
                    [Item("query", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.query, labels[0])],
-                   [Item("gallery", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.gallery, labels[1])])
+                   [Item("gallery", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.gallery, labels[1])],
+                   ds.version)
 
 
 def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None]) -> NeighborGraph:
