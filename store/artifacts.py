@@ -215,7 +215,9 @@ def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
     if graph.k < need:
         log(f"the cached neighbour graph keeps {graph.k} neighbours; rebuilding it with {need}")
         graph = rebuild(need)
+        record = record | {"neighbors_k": graph.k}
         _write_graph(paths["neighbors"], graph, {k: v for k, v in record.items() if k != "files"})
+        atomic_write_bytes(folder / MARKER, json.dumps(record, indent=1).encode())
     log(f"reusing artifacts in {folder}")
     return Artifacts(ds, torch.from_numpy(qg), graph, ds.labels_q, ds.labels_g, record["backbone"],
                      record.get("checkpoint_sha256"), record["per_class"], record["cache_key"], folder, paths,

@@ -187,6 +187,8 @@ def test_larger_kg_max_rebuilds_the_cached_graph(tmp_path, monkeypatch):
     assert small.graph.k == 2
     big = ensure_artifacts("custom", cache_root=tmp_path, kg_max=5, log=_quiet)
     assert big.reused and big.graph.k == 5
+    assert json.loads((big.cache_dir / "COMPLETE.json").read_text())["neighbors_k"] == 5
+    assert read_meta(big.paths["neighbors"])["k"] == 5
     assert torch.equal(big.graph.indices[:, :2], small.graph.indices)
     assert ensure_artifacts("custom", cache_root=tmp_path, kg_max=4, log=_quiet).graph.k == 5
 
