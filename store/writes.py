@@ -269,6 +269,29 @@ def finished_config_keys(con: duckdb.DuckDBPyConnection, keys: Sequence[str]) ->
     return {r[0] for r in rows}
 
 
+def finished_runs(
+    con: duckdb.DuckDBPyConnection, keys: Sequence[str]
+) -> dict[str, tuple[int, list[dict[str, float]]]]:
+    """The finished run of each of ``keys`` that has one: ``key -> (run_id, metrics by iteration)``.
+
+    With several finished runs for a key (possible only if two sweeps raced),
+    the latest is taken. NULL metrics come back as NaN.
+    """
+    if not keys:
+        return {}
+    rows = con.execute(
+        f"SELECT r.config_key, r.run_id, m.iteration, {', '.join('m.' + m for m in METRICS)} "
+        "FROM runs r JOIN run_metrics m USING (run_id) "
+        "WHERE r.status = 'done' AND r.config_key IN (SELECT unnest(?::VARCHAR[])) "
+        "ORDER BY r.run_id, m.iteration", [list(keys)]).fetchall()
+    out: dict[str, tuple[int, list[dict[str, float]]]] = {}
+    for key, run_id, _it, *vals in rows:
+        if key not in out or out[key][0] != run_id:
+            out[key] = (run_id, [])
+        out[key][1].append({m: math.nan if v is None else float(v) for m, v in zip(METRICS, vals)})
+    return out
+
+
 def _null_nan(values: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(values, dtype=np.float64), pa.float64(), from_pandas=True)
 

@@ -182,3 +182,14 @@ def test_sweep_status(setup) -> None:
     assert status == "done" and finished is not None
     with pytest.raises(ValueError):
         w.finish_sweep(con, args["sweep_id"], "half")
+
+
+def test_finished_runs_gives_stored_metrics(setup) -> None:
+    con, args, *_ = setup
+    args["metrics"][1]["p_25"] = float("nan")
+    run_id = _write(con, args)
+    key = w.RunConfig(kg=5, kq=3, beta=0.5, n_iter=3).config_key(args["artifact_key"])
+    got = w.finished_runs(con, [key, "other"])
+    assert list(got) == [key] and got[key][0] == run_id
+    for stored, given in zip(got[key][1], args["metrics"], strict=True):
+        assert stored == pytest.approx(given, nan_ok=True)
