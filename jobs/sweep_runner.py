@@ -37,9 +37,9 @@ class RunOutcome:
 
 
 def _keep(step: icfrr.RerankStep, per_query: dict[str, np.ndarray], top_n: int) -> KeptIteration:
-    # np.array copies, so the full [Q, G] ranking can be freed after this step
-    return KeptIteration(per_query, np.array(step.ranking[:, :top_n]),
-                         np.array(step.scores[:, :top_n], dtype=np.float64))
+    # clone/to copy, so the full [Q, G] ranking can be freed after this step
+    return KeptIteration(per_query, step.ranking[:, :top_n].clone().numpy(),
+                         step.scores[:, :top_n].to(torch.float64).numpy())
 
 
 def run_config(
