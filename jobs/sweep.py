@@ -33,6 +33,7 @@ from tqdm import tqdm
 from jobs import published_outputs as pub
 from jobs.sweep_runner import RunOutcome, run_config
 from store import writes
+from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts
 from store.db import StoreError, check_database, connect_writer
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
@@ -77,13 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--per-class", "--per_class", dest="per_class", type=int, default=-1,
                       help="keep the first N items of each class (-1: all)")
     data.add_argument("--cache-root", "--cache_root", dest="cache_root", type=Path,
-                      help="import the published cache <DIR>/<dataset>/<per_class>/"
-                           "{qg,gg}_dists.pth[, labels.pth] instead of extracting features")
+                      help="cache folder (default cache); when it holds the published cache "
+                           "<DIR>/<dataset>/<per_class>/{qg,gg}_dists.pth[, labels.pth] the "
+                           "distances are imported from it: no images or checkpoint needed")
     data.add_argument("--pretrained-root", "--pretrained_root", dest="pretrained_root",
                       type=Path, default=Path("pretrained"),
                       help="folder of the published checkpoints (default pretrained)")
-    data.add_argument("--backbone", help="override the default backbone "
-                                         "(published checkpoint, or timm:<name> with local weights)")
+    data.add_argument("--backbone",
+                      help="icfrr (the published checkpoint; default except for demo), demo "
+                           "(weight-free descriptor; demo's default) or timm:<model> with --weights")
+    data.add_argument("--weights", help="local weights for timm:<model> (or 'random' for a smoke "
+                                        "test), or a checkpoint file for icfrr")
+    data.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint",
+                      action="store_true",
+                      help="allow the checkpoint's pickled Python objects to run (trusted files only)")
     data.add_argument("--batch-size", "--batchsize", dest="batchsize", type=int, default=32,
                       help="feature extraction batch size (default 32)")
     data.add_argument("--no-cache", "--no_cache", dest="no_cache", action="store_true",
@@ -251,6 +259,44 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def load_artifacts(args: argparse.Namespace, kg_max: int, device: str) -> Artifacts:
+    """Reuse, compute or import the distances and neighbour graph (no database involved)."""
+    return ensure_artifacts(
+        args.dataset, args.data_root, backbone=args.backbone, per_class=args.per_class,
+        cache_root=args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
+        kg_max=kg_max, weights=args.weights, pretrained_root=args.pretrained_root,
+        trust_checkpoint=args.trust_checkpoint, force=args.force_cache, no_cache=args.no_cache,
+        batch_size=args.batchsize, device=device, log=lambda m: tqdm.write(m, file=sys.stderr))
+
+
+def artifact_info(arts: Artifacts) -> writes.ArtifactInfo:
+    """The ``artifacts`` row of these distances."""
+    path = {kind: str(p) for kind, p in arts.paths.items()}
+    return writes.ArtifactInfo(
+        key=arts.cache_key, backbone=arts.backbone, checkpoint_sha256=arts.checkpoint_sha256,
+        per_class=arts.per_class, cache_dir=str(arts.cache_dir) if arts.cache_dir else None,
+        query_features_path=path.get("query_features"),
+        gallery_features_path=path.get("gallery_features"), qg_dists_path=path.get("qg_dists"),
+        neighbors_path=path.get("neighbors"), neighbors_k=arts.graph.k)
+
+
+def dataset_row(arts: Artifacts) -> dict[str, object]:
+    """Keyword arguments of ``writes.upsert_dataset`` for the artifacts' dataset."""
+    ds = arts.dataset
+    return {"name": ds.name, "root": str(Path(ds.root).resolve()) if ds.root else None,
+            "items": writes.items_table(
+                arts.labels_q, arts.labels_g, paths_q=[it.path for it in ds.query],
+                paths_g=[it.path for it in ds.gallery], class_names=ds.class_names)}
+
+
+def image_paths(arts: Artifacts) -> tuple[list[Path], list[Path]] | None:
+    """Absolute image files of both sides, or None when the items have no images."""
+    ds = arts.dataset
+    if ds.root is None or any(it.path is None for it in (*ds.query, *ds.gallery)):
+        return None
+    return ds.absolute_paths("query"), ds.absolute_paths("gallery")
+
+
 def _fail(message: str) -> int:
     print(f"sweep: error: {message}", file=sys.stderr)
     return 2
@@ -291,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_flags(args)
         device = resolve_device(args)
         check_database(args.db)
-        arts = load_artifacts(args, max(args.kg))
+        arts = load_artifacts(args, max(args.kg), device)
         n_query, n_gallery = arts.qg_dists.shape
         entries, warnings = expand_grid(args, n_gallery)
         bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]

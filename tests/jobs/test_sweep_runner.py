@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-
 import icfrr
 from jobs.sweep_runner import run_config
 from store.writes import RunConfig
-
-
-def _toy(seed: int = 0, q: int = 12, g: int = 40, classes: int = 4):
-    rng = np.random.default_rng(seed)
-    labels_g = rng.integers(0, classes, g)
-    labels_q = rng.integers(0, classes, q)
-    centres = rng.normal(size=(classes, 8))
-    fq = centres[labels_q] + rng.normal(scale=1.2, size=(q, 8))
-    fg = centres[labels_g] + rng.normal(scale=1.2, size=(g, 8))
-    qg = torch.cdist(torch.tensor(fq), torch.tensor(fg)).float()
-    gg = torch.cdist(torch.tensor(fg), torch.tensor(fg)).float()
-    labels_q[0] = -1  # one query of unknown label
-    return qg, gg, labels_q, labels_g
+from tests.jobs.toy import toy_distances
 
 
 def test_outcome_matches_engine() -> None:
-    qg, gg, labels_q, labels_g = _toy()
+    qg, gg, labels_q, labels_g = toy_distances()
     graph = icfrr.neighbor_graph(gg, 39)
     cfg = RunConfig(kg=10, kq=6, beta=0.8, n_iter=6, variant="paper")
     seen: list[int] = []
