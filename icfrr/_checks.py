@@ -27,6 +27,8 @@ def as_matrix(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
 
 def check_finite(t: torch.Tensor, name: str, rows_per_chunk: int = 4096) -> None:
     """Raise ValueError if ``t`` holds NaN or infinite values (checked in row chunks)."""
+    if t.numel() == 0 or torch.isfinite(t.sum()):
+        return  # NaN and inf propagate through a sum (an overflow falls through to the full check)
     for start in range(0, max(t.shape[0], 1), rows_per_chunk):
         if not torch.isfinite(t[start : start + rows_per_chunk]).all():
             raise ValueError(f"{name} contains NaN or infinite values; clean or recompute the distances")

@@ -47,6 +47,60 @@ def bonus(ranks: np.ndarray, weights: np.ndarray, top: np.ndarray) -> np.ndarray
     return weights[ranks[top] + 1].mean(axis=0)
 
 
+def literal_initial(qg_dists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Initial rankings and original descending scores ``v``, one query at a time.
+
+    Returns:
+        (ranking int64 [Q, G], v float64 [Q, G]).
+    """
+    ranking = np.empty(qg_dists.shape, dtype=np.int64)
+    v = np.empty(qg_dists.shape)
+    for q in range(qg_dists.shape[0]):
+        s0 = -qg_dists[q].astype(np.float64)
+        ranking[q] = np.argsort(-s0, kind="stable")
+        v[q] = s0[ranking[q]]
+    return ranking, v
+
+
+def literal_step(
+    ranks: np.ndarray,
+    weights: np.ndarray,
+    ranking: np.ndarray,
+    v: np.ndarray,
+    item_scores: np.ndarray,
+    *,
+    kq: int,
+    beta: float,
+    variant: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One ICFRR update of every query, one query at a time.
+
+    Args:
+        ranks, weights: from ``rank_matrix`` and ``rank_weights``.
+        ranking: int [Q, G] current rankings ``pi_t``.
+        v: float64 [Q, G] original descending scores (reference variant).
+        item_scores: float64 [Q, G] accumulated item scores ``s_t`` (paper variant).
+
+    Returns:
+        (next ranking int64 [Q, G], float64 [Q, G] score of every item by index).
+    """
+    n_query, n_gallery = ranking.shape
+    top_n = min(kq, n_gallery)
+    new_ranking = np.empty_like(ranking)
+    new_scores = np.empty(ranking.shape)
+    for q in range(n_query):
+        order = ranking[q]
+        delta = bonus(ranks, weights, order[:top_n])
+        if variant == "reference":
+            u = v[q] + beta * delta[order]
+            new_scores[q, order] = u
+        else:
+            new_scores[q] = item_scores[q] + beta * delta
+            u = new_scores[q][order]
+        new_ranking[q] = order[np.argsort(-u, kind="stable")]
+    return new_ranking, new_scores
+
+
 def literal_rerank(
     qg_dists: np.ndarray,
     gg_dists: np.ndarray,
@@ -64,30 +118,35 @@ def literal_rerank(
         iteration the float64 [Q, G] score of every gallery ITEM (by index) that
         its ranking was sorted by.
     """
-    n_query, n_gallery = qg_dists.shape
     ranks = rank_matrix(gg_dists)
-    weights = rank_weights(n_gallery, kg)
-    top_n = min(kq, n_gallery)
-    rankings = [np.empty((n_query, n_gallery), dtype=np.int64) for _ in range(n_iter + 1)]
-    scores = [np.empty((n_query, n_gallery)) for _ in range(n_iter + 1)]
-    for q in range(n_query):
-        s0 = -qg_dists[q].astype(np.float64)
-        order = np.argsort(-s0, kind="stable")
-        v = s0[order]
-        rankings[0][q], scores[0][q] = order, s0
-        s = s0.copy()
-        for t in range(1, n_iter + 1):
-            delta = bonus(ranks, weights, order[:top_n])
-            if variant == "reference":
-                u = v + beta * delta[order]
-                scores[t][q, order] = u
-            else:
-                s = s + beta * delta
-                u = s[order]
-                scores[t][q] = s
-            order = order[np.argsort(-u, kind="stable")]
-            rankings[t][q] = order
+    weights = rank_weights(qg_dists.shape[1], kg)
+    ranking, v = literal_initial(qg_dists)
+    rankings, scores = [ranking], [-qg_dists.astype(np.float64)]
+    for _ in range(n_iter):
+        ranking, item_scores = literal_step(
+            ranks, weights, rankings[-1], v, scores[-1], kq=kq, beta=beta, variant=variant
+        )
+        rankings.append(ranking)
+        scores.append(item_scores)
     return rankings, scores
+
+
+def literal_evaluate(ranking: np.ndarray, labels_q: np.ndarray, labels_g: np.ndarray) -> dict[str, float]:
+    """Spec section 4 metrics, one query at a time (the published evaluation's shape)."""
+    per_metric: dict[str, list[float]] = {"map_all": [], "map_200": [], "p_25": [], "p_100": [], "p_200": []}
+    for q in range(ranking.shape[0]):
+        if labels_q[q] == -1:
+            continue
+        rel = (labels_g[ranking[q]] == labels_q[q]).astype(np.float64)
+        for name, cut in (("map_all", None), ("map_200", 200)):
+            r = rel[:cut]
+            hits = np.cumsum(r)
+            n_rel = r.sum()
+            ap = (r * hits / np.arange(1, r.size + 1)).sum() / n_rel if n_rel else 0.0
+            per_metric[name].append(ap)
+        for k in (25, 100, 200):
+            per_metric[f"p_{k}"].append(rel[:k].sum() / k)
+    return {name: float(np.mean(values)) for name, values in per_metric.items()}
 
 
 def max_order_violation(ranking: np.ndarray, item_scores: np.ndarray) -> float:

@@ -20,22 +20,40 @@ METRIC_NAMES = ("map_all", "map_200", "p_25", "p_100", "p_200")
 _QUERY_CHUNK = 256
 
 
-def _as_ranking(ranking: np.ndarray | torch.Tensor) -> torch.Tensor:
-    r = torch.as_tensor(ranking)
+def _as_ranking(ranking: np.ndarray | torch.Tensor) -> np.ndarray:
+    r = np.asarray(ranking.cpu() if isinstance(ranking, torch.Tensor) else ranking)
     if r.ndim != 2:
-        raise ValueError(f"ranking must be a [Q, G] matrix of gallery indices, got shape {tuple(r.shape)}")
-    if r.dtype.is_floating_point or r.dtype == torch.bool:
+        raise ValueError(f"ranking must be a [Q, G] matrix of gallery indices, got shape {r.shape}")
+    if r.dtype.kind not in "iu":
         raise ValueError(f"ranking must hold integer gallery indices, got dtype {r.dtype}")
-    return r.cpu()
+    return r
 
 
-def _average_precision(rel: torch.Tensor) -> torch.Tensor:
-    """AP of each row of a boolean relevance matrix [B, L]; 0 where nothing is relevant."""
-    hits = rel.cumsum(dim=1, dtype=torch.float64)
-    ranks = torch.arange(1, rel.shape[1] + 1, dtype=torch.float64)
-    n_rel = hits[:, -1] if rel.shape[1] else torch.zeros(rel.shape[0], dtype=torch.float64)
-    total = torch.where(rel, hits / ranks, 0.0).sum(dim=1)
-    return torch.where(n_rel > 0, total / n_rel.clamp(min=1), 0.0)
+def _chunk_metrics(rel: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of each row of a boolean relevance matrix [B, G] (rank order).
+
+    Works on the relevant positions only: the j-th relevant item, at 0-based
+    position p, contributes precision j / (p + 1) to AP.
+    """
+    n_rows = rel.shape[0]
+    rows, cols = np.nonzero(rel)  # row-major: each row's positions ascending
+    n_rel = np.bincount(rows, minlength=n_rows)
+    starts = np.cumsum(n_rel) - n_rel
+    precision = (np.arange(rows.size) - starts[rows] + 1) / (cols + 1.0)
+
+    def mean_precision(keep: np.ndarray) -> np.ndarray:
+        count = np.bincount(rows[keep], minlength=n_rows)
+        total = np.bincount(rows[keep], weights=precision[keep], minlength=n_rows)
+        return np.divide(total, count, out=np.zeros(n_rows), where=count > 0)
+
+    out = {"ap": mean_precision(np.ones(rows.size, dtype=bool)), "ap_200": mean_precision(cols < MAP_CUTOFF)}
+    for k in PRECISION_KS:
+        out[f"p_{k}"] = np.bincount(rows[cols < k], minlength=n_rows) / k
+    has_rel = n_rel > 0
+    first = np.full(n_rows, -1, dtype=np.int64)
+    first[has_rel] = cols[starts[has_rel]] + 1
+    out["first_relevant_rank"] = first
+    return out
 
 
 def per_query(
@@ -59,23 +77,22 @@ def per_query(
     r = _as_ranking(ranking)
     n_query, n_gallery = r.shape
     lq = as_labels(labels_q, n_query, "labels_q")
-    lg = torch.from_numpy(as_labels(labels_g, n_gallery, "labels_g"))
-    if n_gallery and (int(r.min()) < 0 or int(r.max()) >= n_gallery):
+    lg = as_labels(labels_g, n_gallery, "labels_g")
+    if n_gallery and (r.min() < 0 or r.max() >= n_gallery):
         raise ValueError("ranking holds indices outside the gallery")
-    out = {name: np.full(n_query, np.nan) for name in ("ap", "ap_200", "p_25", "p_100", "p_200")}
-    first = np.full(n_query, -1, dtype=np.int64)
-    known_all = lq != -1
+    names = ("ap", "ap_200") + tuple(f"p_{k}" for k in PRECISION_KS)
+    out: dict[str, np.ndarray] = {name: np.empty(n_query) for name in names}
+    out["first_relevant_rank"] = np.empty(n_query, dtype=np.int64)
     for start in range(0, n_query, _QUERY_CHUNK):
         sl = slice(start, min(start + _QUERY_CHUNK, n_query))
-        rel = lg[r[sl]] == torch.from_numpy(lq[sl])[:, None]
-        known = known_all[sl]
-        out["ap"][sl] = np.where(known, _average_precision(rel).numpy(), np.nan)
-        out["ap_200"][sl] = np.where(known, _average_precision(rel[:, :MAP_CUTOFF]).numpy(), np.nan)
-        for k in PRECISION_KS:
-            out[f"p_{k}"][sl] = np.where(known, rel[:, :k].sum(dim=1).numpy() / k, np.nan)
-        any_rel = rel.any(dim=1).numpy() & known
-        first[sl] = np.where(any_rel, rel.to(torch.uint8).argmax(dim=1).numpy() + 1, -1)
-    return {"query_idx": np.arange(n_query, dtype=np.int64), "label": lq, **out, "first_relevant_rank": first}
+        chunk = _chunk_metrics(lg[r[sl]] == lq[sl, None])
+        for name, values in chunk.items():
+            out[name][sl] = values
+    unknown = lq == -1
+    for name in names:
+        out[name][unknown] = np.nan
+    out["first_relevant_rank"][unknown] = -1
+    return {"query_idx": np.arange(n_query, dtype=np.int64), "label": lq, **out}
 
 
 def summarize(per_query_columns: dict[str, np.ndarray]) -> dict[str, float]:

@@ -59,27 +59,31 @@ def _nearest_in_block(block: torch.Tensor, row_offset: int, k: int) -> tuple[tor
     """k smallest entries of each row of ``block`` [B, G], excluding the diagonal item.
 
     ``block`` is modified (its self entries set to +inf). Returns (indices int64
-    [B, k], distances float32 [B, k]) sorted by (distance, index).
+    [B, k], distances float32 [B, k]) sorted by (distance, index), as a stable
+    sort of the row would give.
     """
     b, g = block.shape
     rows = torch.arange(b, device=block.device)
     block[rows, rows + row_offset] = float("inf")
-    dist, idx = torch.topk(block, k, dim=1, largest=False, sorted=True)
+    take = min(k + 1, g)  # one more than needed, to see ties across the cut
+    dist, idx = torch.topk(block, take, dim=1, largest=False, sorted=True)
     # topk picks arbitrarily among items tied with the k-th distance; where such a
     # tie straddles the cut, take the tied items of lowest index instead.
-    kth = dist[:, -1:]
-    ambiguous = (block <= kth).sum(dim=1) > k
-    for r in torch.nonzero(ambiguous).flatten().tolist():
-        below = torch.nonzero(block[r] < kth[r]).flatten()
-        tied = torch.nonzero(block[r] == kth[r]).flatten()[: k - below.numel()]
-        chosen = torch.cat([below, tied])
-        idx[r] = chosen
-        dist[r] = block[r, chosen]
-    # Order by (distance, index): a stable sort by distance of index-sorted rows.
-    idx, perm = torch.sort(idx, dim=1)
-    dist = dist.gather(1, perm)
-    dist, perm = torch.sort(dist, dim=1, stable=True)
-    idx = idx.gather(1, perm)
+    straddles = dist[:, k] == dist[:, k - 1] if take > k else torch.zeros(b, dtype=torch.bool)
+    dist, idx = dist[:, :k].contiguous(), idx[:, :k].contiguous()
+    for r in torch.nonzero(straddles).flatten().tolist():
+        kth = dist[r, k - 1]
+        below = torch.nonzero(block[r] < kth).flatten()
+        tied = torch.nonzero(block[r] == kth).flatten()[: k - below.numel()]
+        idx[r] = torch.cat([below, tied])
+        dist[r] = block[r, idx[r]]
+    # Order equal distances by index: re-sort only the rows that have such ties.
+    has_ties = (dist[:, 1:] == dist[:, :-1]).any(dim=1) | straddles
+    if has_ties.any():
+        sub_idx, perm = torch.sort(idx[has_ties], dim=1)
+        sub_dist, perm2 = torch.sort(dist[has_ties].gather(1, perm), dim=1, stable=True)
+        idx[has_ties] = sub_idx.gather(1, perm2)
+        dist[has_ties] = sub_dist
     return idx, dist
 
 

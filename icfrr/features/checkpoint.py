@@ -1,0 +1,166 @@
+"""Reading weight files safely and fitting their keys to a timm model.
+
+The published ICFRR checkpoints are pickled dicts that also hold Python
+objects (``args``, ``data_transform``); unpickling those runs code from the
+file, so it only happens when the user says the file is trusted. Otherwise a
+weights-only load is tried, which works when the file holds only tensors and
+plain containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .errors import BackboneError
+
+#: Dict keys under which training scripts commonly nest the model weights, tried in order.
+STATE_DICT_KEYS = ("model_state_dict_best", "state_dict_ema", "model_state_dict", "state_dict", "model")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_weights_file(path: str | Path, trust: bool = False) -> dict:
+    """Load a ``.safetensors``, ``.pth``/``.pt``/``.bin`` file without running its code.
+
+    Args:
+        path: The weights file.
+        trust: Allow full unpickling (runs code from the file).
+
+    Returns:
+        Whatever the file holds (normally a dict).
+
+    Raises:
+        BackboneError: Missing file, unreadable file, or pickled objects without ``trust``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise BackboneError(f"cannot read {path} as safetensors: {exc}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise BackboneError(f"cannot unpickle {path}: {exc}") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f"e.g. {found.group(1)}" if found else "not only tensors"
+        raise BackboneError(
+            f"{path} holds pickled Python objects ({what}); reading them runs code from the file, "
+            "so pass --trust-checkpoint only if you trust where it came from") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise BackboneError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
+
+
+def extract_state_dict(obj: object, path: str | Path) -> dict[str, torch.Tensor]:
+    """Find the model weights in a loaded file: nested under a known key or the dict itself."""
+    if isinstance(obj, Mapping):
+        for key in STATE_DICT_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+        tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise BackboneError(f"{path} holds no model weights (expected a state dict, or one under "
+                        f"one of the keys {', '.join(STATE_DICT_KEYS)})")
+
+
+@dataclass
+class LoadReport:
+    """What happened when a state dict was fitted to a model.
+
+    Attributes:
+        loaded: Number of tensors copied into the model.
+        prefix: Key prefix stripped from the file's keys ("" for none).
+        missing: Model keys the file lacks (only classifier keys may be missing).
+        unexpected: File keys the model has no place for (ignored).
+        mismatched: Keys present in both with different shapes (ignored; classifier only).
+    """
+
+    loaded: int
+    prefix: str = ""
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    def summary(self, limit: int = 8) -> str:
+        """One line for the console: counts and the first few key names of each kind."""
+        def names(keys: list[str]) -> str:
+            more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+            return ", ".join(keys[:limit]) + more
+        parts = [f"loaded {self.loaded} tensors"]
+        if self.prefix:
+            parts.append(f"stripped key prefix {self.prefix!r}")
+        for what, keys in (("ignored unexpected keys", self.unexpected), ("missing keys", self.missing),
+                           ("ignored keys of another shape", self.mismatched)):
+            if keys:
+                parts.append(f"{what} ({len(keys)}): {names(keys)}")
+        return "; ".join(parts)
+
+
+def _best_prefix(keys: list[str], model_keys: set[str]) -> str:
+    """The key prefix (up to two dotted components) whose removal matches most model keys."""
+    candidates = {""}
+    for k in keys:
+        parts = k.split(".")
+        for n in (1, 2):
+            if len(parts) > n:
+                candidates.add(".".join(parts[:n]) + ".")
+
+    def score(p: str) -> tuple[int, int]:
+        return sum(1 for k in keys if k.startswith(p) and k[len(p):] in model_keys), -len(p)
+    return max(sorted(candidates), key=score)
+
+
+def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                   optional_prefixes: tuple[str, ...] = ()) -> LoadReport:
+    """Copy ``state`` into ``model``, reporting every key that does not fit.
+
+    Keys under ``optional_prefixes`` (the classifier head) may be missing or of
+    another shape: features never use them. Anything else missing is an error.
+
+    Args:
+        model: The timm model to fill.
+        state: Tensors by key, possibly under a wrapper prefix such as ``module.``.
+        source: Path shown in messages.
+        optional_prefixes: Model key prefixes allowed to stay unfilled.
+
+    Raises:
+        BackboneError: Nothing matches, or trunk weights are missing or of another shape.
+    """
+    own = model.state_dict()
+    prefix = _best_prefix(list(state), set(own))
+    stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    unexpected = sorted([k for k in state if not k.startswith(prefix)]
+                        + [prefix + k for k in stripped if k not in own])
+    mismatched = sorted(k for k, v in stripped.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
+    usable = {k: v for k, v in stripped.items() if k in own and k not in mismatched}
+    missing = sorted(k for k in own if k not in usable)
+    report = LoadReport(len(usable), prefix, missing, unexpected, mismatched)
+    if not usable:
+        raise BackboneError(f"no key of {source} matches the model (first keys: "
+                            f"{', '.join(list(state)[:3])}); is it the right model?")
+    fatal = [k for k in missing if not k.startswith(optional_prefixes)]
+    if fatal:
+        raise BackboneError(f"{source} does not fit the model: {report.summary()}")
+    model.load_state_dict(usable, strict=False)
+    return report

@@ -1,0 +1,85 @@
+"""Extract features (or import distances) into the Parquet artifact cache.
+
+    python -m jobs.extract --dataset demo                       # generated demo, weight-free backbone
+    python -m jobs.extract --dataset tuberlin --data_root /data --backbone icfrr --pretrained-root /ckpt
+    python -m jobs.extract --dataset folder --data_root my_images --backbone timm:resnet50 --weights r50.safetensors
+    python -m jobs.extract --dataset custom --cache_root examples --data_root examples/custom   # published cache
+    python -m jobs.extract --dataset mine --qg qg.npy --gg gg.npy --labels labels.npz          # own matrices
+
+Prints where the artifacts are and, when labels are known, the initial ranking's
+mAP@all. Errors in the input: one line on stderr, exit status 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+import icfrr
+from store.artifacts import DEFAULT_CACHE_ROOT, MIN_GRAPH_K, USER_ERRORS, ensure_artifacts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m jobs.extract``."""
+    p = argparse.ArgumentParser(prog="python -m jobs.extract", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True,
+                   help="tuberlin, sketchy_zs1, sketchy_zs2, custom, folder, demo (any name with --qg/--gg)")
+    p.add_argument("--data_root", help="folder of the dataset's images (demo: where to generate it)")
+    p.add_argument("--backbone", help="icfrr, demo or timm:<model> (default: demo for the demo, icfrr otherwise; "
+                                      "a published cache under --cache_root is imported when no backbone is given)")
+    p.add_argument("--weights", help="local .safetensors/.pth for timm:<model> ('random' for a smoke test), "
+                                     "or the icfrr checkpoint file")
+    p.add_argument("--pretrained-root", "--pretrained_root", dest="pretrained_root",
+                   help="folder of the published checkpoints (<root>/tuberlin/checkpoint.pth ...)")
+    p.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint", action="store_true",
+                   help="allow unpickling the Python objects in the checkpoint (runs code from the file)")
+    p.add_argument("--cache_root", "--cache-root", dest="cache_root", default=str(DEFAULT_CACHE_ROOT))
+    p.add_argument("--force-cache", "--force_cache", dest="force_cache", action="store_true",
+                   help="recompute even when matching artifacts exist")
+    p.add_argument("--no-cache", "--no_cache", dest="no_cache", action="store_true",
+                   help="compute in memory only, write nothing")
+    p.add_argument("--per_class", "--per-class", dest="per_class", type=int, default=-1)
+    p.add_argument("--batchsize", "--batch-size", dest="batchsize", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: automatic)")
+    p.add_argument("--device", default=None, help="cuda, cpu ... (default: cuda when available)")
+    p.add_argument("--kg-max", "--kg_max", dest="kg_max", type=int, default=MIN_GRAPH_K,
+                   help="largest KG a sweep will use; the neighbour graph keeps max(512, this) neighbours")
+    p.add_argument("--qg", help="query-gallery distances to import (.npy or .pth, [Q, G])")
+    p.add_argument("--gg", help="gallery-gallery distances to import (.npy or .pth, [G, G])")
+    p.add_argument("--labels", help="labels of imported distances (.pth/.npz/.json with 'query' and 'gallery')")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job; returns the exit status (0 done, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    if args.batchsize < 1:
+        print("error: --batchsize must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        art = ensure_artifacts(
+            args.dataset, args.data_root, backbone=args.backbone, per_class=args.per_class,
+            cache_root=args.cache_root, kg_max=args.kg_max, weights=args.weights,
+            pretrained_root=args.pretrained_root, trust_checkpoint=args.trust_checkpoint,
+            qg_path=args.qg, gg_path=args.gg, labels_path=args.labels, force=args.force_cache,
+            no_cache=args.no_cache, batch_size=args.batchsize, num_workers=args.workers, device=args.device,
+            progress=not args.quiet)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    q, g = art.qg_dists.shape
+    where = art.cache_dir if art.cache_dir is not None else "memory only (--no-cache)"
+    print(f"{art.dataset.name}: {q} queries x {g} gallery, backbone {art.backbone}, "
+          f"{art.graph.k} neighbours per gallery item, {'reused' if art.reused else 'written'}: {where}")
+    if (art.labels_q != -1).any():
+        ranking = torch.argsort(art.qg_dists, dim=1, stable=True)   # the initial ranking, closest first
+        m = icfrr.evaluate(ranking, art.labels_q, art.labels_g)
+        print(f"initial ranking: mAP@all {m['map_all']:.4f}  mAP@200 {m['map_200']:.4f}  P@100 {m['p_100']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Matrices as Parquet, one row per matrix row, readable by DuckDB without our code.
+
+A matrix [N, M] becomes a table with an int32 index column and one or more
+fixed-size list columns of M values per row (Arrow ``fixed_size_list``; DuckDB
+reads them as lists). This writes and reads a 2,400 x 28,000 float32 matrix in
+about a second and round-trips the values bit for bit. Metadata (shapes,
+dataset, backbone, hashes, created time) sits in the file's key/value metadata
+under the key ``icfrr`` as JSON:
+
+    SELECT * FROM parquet_kv_metadata('qg_dists.parquet');
+    SELECT query_idx, dists[1 + 7] AS d_to_gallery_7 FROM read_parquet('qg_dists.parquet');
+    SELECT query_idx, unnest(range(len(dists))) AS gallery_idx, unnest(dists) AS dist
+      FROM read_parquet('qg_dists.parquet');      -- long form
+
+Writes go to a temporary file in the same folder, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_KEY = b"icfrr"
+#: Rows per Parquet row group: small enough for quick point reads, large enough to stream fast.
+ROW_GROUP = 64
+
+
+def _umask_mode(mode: int) -> int:
+    """``mode`` filtered by the process umask (mkstemp/mkdtemp create 0600/0700 regardless)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def public_tempdir(parent: Path, prefix: str) -> Path:
+    """A new temporary folder in ``parent`` with ordinary (umask) permissions."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, _umask_mode(0o777))
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary sibling file and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, _umask_mode(0o666))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_rows(path: Path, index_name: str, columns: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+    """Write matrices sharing a row count as one Parquet file, atomically.
+
+    Args:
+        path: Destination ``.parquet`` file.
+        index_name: Name of the int32 row-index column (``query_idx``...).
+        columns: Column name -> 2-D array [N, M_c]; each row becomes a fixed-size list.
+        meta: JSON-able metadata stored under the ``icfrr`` key.
+    """
+    arrays = list(columns.values())
+    n = arrays[0].shape[0]
+    fields = {index_name: pa.array(np.arange(n, dtype=np.int32))}
+    for name, arr in columns.items():
+        arr = np.ascontiguousarray(arr)
+        if arr.ndim != 2 or arr.shape[0] != n:
+            raise ValueError(f"column {name} must be [{n}, M], got {arr.shape}")
+        fields[name] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
+    full_meta = dict(meta) | {"columns": {k: [int(v.shape[0]), int(v.shape[1]), str(v.dtype)]
+                                          for k, v in columns.items()}}
+    write_table(path, pa.table(fields), full_meta)
+
+
+def write_table(path: Path, table: pa.Table, meta: Mapping[str, object]) -> None:
+    """Write an Arrow table as Parquet with ``icfrr`` JSON metadata, atomically (temp file + os.replace)."""
+    table = table.replace_schema_metadata({META_KEY: json.dumps(dict(meta)).encode()})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, _umask_mode(0o666))
+        pq.write_table(table, tmp, compression="lz4", row_group_size=ROW_GROUP, use_dictionary=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_meta(path: Path) -> dict:
+    """The ``icfrr`` metadata of a file written by :func:`write_rows`."""
+    raw = pq.read_schema(path).metadata or {}
+    if META_KEY not in raw:
+        raise ValueError(f"{path} has no icfrr metadata; it was not written by this project")
+    return json.loads(raw[META_KEY])
+
+
+def read_rows(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict]:
+    """Read back the matrices written by :func:`write_rows`.
+
+    Returns:
+        (column name -> array [N, M] of the dtype it was written with, metadata).
+
+    Raises:
+        ValueError: A column is missing or its shape disagrees with the metadata.
+    """
+    table = pq.read_table(path, columns=names)
+    meta = json.loads((table.schema.metadata or {})[META_KEY])
+    out = {}
+    for name in names:
+        rows, width, dtype = meta["columns"][name]
+        col = table.column(name).combine_chunks()
+        values = col.flatten().to_numpy(zero_copy_only=False) if rows else np.zeros(0, dtype)
+        if values.size != rows * width:
+            raise ValueError(f"{path}: column {name} holds {values.size} values, metadata says {rows}x{width}")
+        out[name] = np.require(values, np.dtype(dtype), ["C", "W"]).reshape(rows, width)
+    return out, meta
