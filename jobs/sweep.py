@@ -23,7 +23,7 @@ import argparse
 import math
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,37 +236,41 @@ class Row:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """The compact table: before -> after (last iteration) per metric, best row starred."""
+    """The compact table: each metric before -> after the last iteration, best row starred."""
     def fmt(v: float) -> str:
         return "  n/a " if v is None or math.isnan(v) else f"{v:.4f}"
 
+    width = 16  # "0.1234 -> 0.5678"
     header = (f"  {'variant':<9} {'KG':>5} {'KQ':>5} {'beta':>6} {'T':>3}  "
-              + "  ".join(f"{h + ' before -> after':<22}" for _, h in TABLE_METRICS)
-              + f"  {'best it':>7}  run")
+              + "  ".join(f"{h:^{width}}" for _, h in TABLE_METRICS) + f"  {'best it':>7}  run")
     finals = [r.metrics[-1]["map_all"] for r in rows]
     ranked = [i for i, v in enumerate(finals) if not math.isnan(v)]
     star = max(ranked, key=lambda i: finals[i]) if ranked else None
     lines = [header]
     for i, r in enumerate(rows):
         c = r.entry.config
-        cells = "  ".join(f"{fmt(r.metrics[0][k])} -> {fmt(r.metrics[-1][k])}".ljust(22)
+        cells = "  ".join(f"{fmt(r.metrics[0][k])} -> {fmt(r.metrics[-1][k])}"
                           for k, _ in TABLE_METRICS)
         lines.append(f"{'*' if i == star else ' '} {c.variant:<9} {c.kg:>5} {c.kq:>5} "
                      f"{c.beta:>6g} {c.n_iter:>3}  {cells}  {r.best:>7}  "
                      f"{r.run_id if r.run_id is not None else '-'} ({r.status})")
+    lines.append("each metric: before re-ranking -> after the last iteration; best it: the "
+                 "iteration with the highest mAP@all")
     if star is not None:
-        lines.append("* best configuration by mAP@all after the last iteration")
+        lines.append("* best configuration (highest mAP@all after the last iteration)")
     return "\n".join(lines)
 
 
-def load_artifacts(args: argparse.Namespace, kg_max: int, device: str) -> Artifacts:
+def load_artifacts(
+    args: argparse.Namespace, kg_max: int, device: str, log: Callable[[str], None]
+) -> Artifacts:
     """Reuse, compute or import the distances and neighbour graph (no database involved)."""
     return ensure_artifacts(
         args.dataset, args.data_root, backbone=args.backbone, per_class=args.per_class,
         cache_root=args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
         kg_max=kg_max, weights=args.weights, pretrained_root=args.pretrained_root,
         trust_checkpoint=args.trust_checkpoint, force=args.force_cache, no_cache=args.no_cache,
-        batch_size=args.batchsize, device=device, log=lambda m: tqdm.write(m, file=sys.stderr))
+        batch_size=args.batchsize, device=device, log=log)
 
 
 def artifact_info(arts: Artifacts) -> writes.ArtifactInfo:
@@ -332,12 +336,13 @@ def _config_label(cfg: writes.RunConfig) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; returns the exit status (0 ok, 2 bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    notes: list[str] = []
     try:
         args = build_parser().parse_args(argv)
         check_flags(args)
         device = resolve_device(args)
         check_database(args.db)
-        arts = load_artifacts(args, max(args.kg), device)
+        arts = load_artifacts(args, max(args.kg), device, notes.append)
         n_query, n_gallery = arts.qg_dists.shape
         entries, warnings = expand_grid(args, n_gallery)
         bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]
@@ -349,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "dataset's image files")
     except (UsageError, StoreError, ValueError, OSError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    for message in notes:  # held back so that bad input gets one line only
+        tqdm.write(message, file=sys.stderr)
     for message in warnings:
         _warn(message)
 
