@@ -72,7 +72,7 @@ def _open_with_retry(
                     "wait for it to finish and try again"
                 ) from None
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, 0.1)
 
 
 def _table_names(con: duckdb.DuckDBPyConnection) -> set[str]:

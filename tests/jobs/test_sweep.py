@@ -91,7 +91,7 @@ def test_imported_cache_sweep_equals_engine(tmp_path: Path, capsys) -> None:
     qg, gg, labels_q, labels_g = write_cache(tmp_path / "cache")
     db = tmp_path / "out" / "r.duckdb"
     argv = ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db,
-            "--kg", 6, 100, "--kq", 5, "--beta", 0.5, 1.5, "--n-times", 3,
+            "--kg", 6, 100, "--kq", 5, "--beta", 1.5, "--n-times", 3,
             "--variant", "reference", "paper", "--top-n", 7, "--device", "cpu"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
@@ -100,7 +100,7 @@ def test_imported_cache_sweep_equals_engine(tmp_path: Path, capsys) -> None:
     con = duckdb.connect(str(db), read_only=True)
     try:
         runs = con.execute("SELECT run_id, kg, params FROM runs ORDER BY run_id").fetchall()
-        assert len(runs) == 2 * 2 * 2
+        assert len(runs) == 2 * 2
         assert {r[1] for r in runs} == {6, G - 1}
         assert {json.loads(r[2])["asked_kg"] for r in runs} == {6, 100}
         for run_id, *_ in runs:
@@ -116,23 +116,23 @@ def test_imported_cache_sweep_equals_engine(tmp_path: Path, capsys) -> None:
         con.close()
     # the table: one line per configuration, before -> after, one best marked
     lines = [ln for ln in out.splitlines() if re.search(r"\d -> \d", ln)]
-    assert len(lines) == 8 and sum(ln.startswith("*") for ln in lines) == 1
+    assert len(lines) == 4 and sum(ln.startswith("*") for ln in lines) == 1
 
     # the same command again: every run skipped and reported, nothing duplicated
     code, out, err = run(argv, capsys)
-    assert code == 0 and "skipping 8 configuration(s)" in err
+    assert code == 0 and "skipping 4 configuration(s)" in err
     with connect_reader(db) as con:
         assert con.execute("SELECT count(*), count(DISTINCT config_key) FROM runs").fetchone() \
-            == (8, 8)
+            == (4, 4)
         assert con.execute("SELECT count(*) FROM sweeps").fetchone() == (2,)
-    assert out.count("(skipped)") == 8
+    assert out.count("(skipped)") == 4
 
     # --force redoes them: still one run per configuration, new ids, old rows gone
     code, out, err = run([*argv, "--force"], capsys)
     assert code == 0, err
     with connect_reader(db) as con:
         ids = [r[0] for r in con.execute("SELECT run_id FROM runs ORDER BY 1").fetchall()]
-        assert len(ids) == 8 and min(ids) > max(r[0] for r in runs)
+        assert len(ids) == 4 and min(ids) > max(r[0] for r in runs)
         for table in ("run_metrics", "query_metrics", "rankings"):
             left = con.execute(f"SELECT count(*) FROM {table} WHERE run_id NOT IN "
                                "(SELECT run_id FROM runs)").fetchone()[0]
@@ -349,3 +349,81 @@ def test_database_not_duckdb_or_newer(tmp_path: Path, capsys) -> None:
     code, _, err = run([*base, "--db", newer], capsys)
     assert code == 2 and "newer than this icfrr-lab" in err and len(err.splitlines()) == 1
     assert newer.read_bytes() == before
+
+
+# ------------------------------------------- a reader polling while a sweep writes; kill; resume
+
+TOP_N = 10
+INCOMPLETE_SQL = f"""
+WITH m AS (SELECT run_id, count(*) AS n FROM run_metrics GROUP BY run_id),
+     q AS (SELECT run_id, count(*) AS n, count(DISTINCT iteration) AS its
+           FROM query_metrics GROUP BY run_id),
+     k AS (SELECT run_id, count(*) AS n FROM rankings GROUP BY run_id)
+SELECT r.run_id FROM runs r LEFT JOIN m USING (run_id) LEFT JOIN q USING (run_id)
+                            LEFT JOIN k USING (run_id)
+WHERE r.status <> 'done' OR m.n IS DISTINCT FROM r.n_iter + 1 OR q.its IS NULL
+   OR q.n <> q.its * {Q} OR k.n IS DISTINCT FROM q.its * {Q} * {TOP_N}
+UNION ALL SELECT run_id FROM run_metrics WHERE run_id NOT IN (SELECT run_id FROM runs)
+UNION ALL SELECT run_id FROM query_metrics WHERE run_id NOT IN (SELECT run_id FROM runs)
+UNION ALL SELECT run_id FROM rankings WHERE run_id NOT IN (SELECT run_id FROM runs)
+"""
+
+
+@pytest.mark.slow
+def test_reader_during_sweep_then_resume_after_kill(tmp_path: Path, capsys) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from store.db import connect_writer
+
+    write_cache(tmp_path / "cache")
+    db = tmp_path / "r.duckdb"
+    argv = ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db,
+            "--device", "cpu", "--kg", *range(2, 6), "--kq", 4, 8, "--n_times", 20,
+            "--top-n", TOP_N]  # 20 iterations: each configuration computes a while
+    argv = [str(a) for a in argv]
+    n_configs = 4 * 2
+    connect_writer(db).close()  # an empty store for the reader to open from the start
+    repo = Path(__file__).resolve().parents[2]
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "jobs.sweep", *argv], cwd=repo,
+                                stdout=out, stderr=err)
+    polls, counts, kill_at = 0, [], None
+    try:
+        while proc.poll() is None:
+            with connect_reader(db, timeout_s=60) as con:  # must never raise
+                incomplete = con.execute(INCOMPLETE_SQL).fetchall()
+                n_runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+            assert incomplete == [], "a reader saw a partial run"
+            polls += 1
+            counts.append(n_runs)
+            if kill_at is None and n_runs >= 2:
+                proc.kill()  # SIGKILL mid-sweep: no chance to clean up
+                kill_at = n_runs
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+    assert kill_at is not None, (counts, (tmp_path / "err.txt").read_text()[-2000:])
+    assert proc.returncode == -9
+    assert counts == sorted(counts) and counts[0] < kill_at  # it saw the store grow
+    assert polls >= 2
+    with connect_reader(db) as con:
+        assert con.execute(INCOMPLETE_SQL).fetchall() == []
+        done_before = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+        assert kill_at <= done_before < n_configs
+        assert con.execute("SELECT status FROM sweeps").fetchall() == [("running",)]
+
+    code, out, err = run(argv, capsys)  # the same command again resumes
+    assert code == 0, err
+    assert f"skipping {done_before} configuration(s)" in err
+    assert out.count("(skipped)") == done_before
+    assert out.count("(new)") == n_configs - done_before
+    with connect_reader(db) as con:
+        assert con.execute(INCOMPLETE_SQL).fetchall() == []
+        assert con.execute("SELECT count(*), count(DISTINCT config_key) FROM runs").fetchone() \
+            == (n_configs, n_configs)
+        assert con.execute("SELECT status FROM sweeps ORDER BY sweep_id").fetchall() == [
+            ("running",), ("done",)]
