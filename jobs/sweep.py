@@ -24,7 +24,7 @@ import math
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -230,9 +230,8 @@ class Row:
     entry: GridEntry
     metrics: list[dict[str, float]]
     best: int
-    status: str                      # 'new' or 'skipped'
+    status: str                      # 'new', 'skipped' or 'files only'
     run_id: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -333,101 +332,142 @@ def _config_label(cfg: writes.RunConfig) -> str:
     return f"{cfg.variant}_kg{cfg.kg}_kq{cfg.kq}_beta{cfg.beta:g}_t{cfg.n_iter}"
 
 
+@dataclass
+class _Plan:
+    """Everything checked and loaded before the database is opened for writing."""
+
+    args: argparse.Namespace
+    device: str
+    arts: Artifacts
+    entries: list[GridEntry]
+    warnings: list[str]
+    images: tuple[list[Path], list[Path]] | None
+
+    def out_dir(self, cfg: writes.RunConfig) -> Path | None:
+        """Where the published files of ``cfg`` go (None without --rerank_results_dir)."""
+        a = self.args
+        if a.rerank_results_dir is None:
+            return None
+        label = _config_label(cfg) if len(self.entries) > 1 else None
+        return pub.results_dir(a.rerank_results_dir, a.dataset, a.per_class, label)
+
+
+def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
+    """Parse and check every input and load the artifacts; nothing touches the database.
+
+    Raises:
+        UsageError, StoreError, ValueError, OSError: Bad input, to report in one line.
+    """
+    args = build_parser().parse_args(argv)
+    check_flags(args)
+    device = resolve_device(args)
+    check_database(args.db)
+    arts = load_artifacts(args, max(args.kg), device, log)
+    n_query, n_gallery = arts.qg_dists.shape
+    entries, warnings = expand_grid(args, n_gallery)
+    bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]
+    if bad:
+        raise UsageError(f"--query_idxs_to_vis {bad} outside 0..{n_query - 1}")
+    images = image_paths(arts)
+    if args.query_idxs_to_vis and images is None:
+        raise UsageError("--query_idxs_to_vis needs the images: give --data_root with the "
+                         "dataset's image files")
+    return _Plan(args, device, arts, entries, warnings, images)
+
+
+def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
+    """Re-rank and evaluate one configuration, writing its published files as it goes."""
+    iters = tqdm(total=cfg.n_iter + 1, desc="iterations", unit="it", leave=False)
+    hooks: list[Callable] = [lambda step, summary: iters.update(1)]
+    out_dir = plan.out_dir(cfg)
+    arts = plan.arts
+    if out_dir is not None:
+        hooks.append(_Published(out_dir, plan.args.query_idxs_to_vis,
+                                plan.args.num_gallery_ims_to_vis, plan.images,
+                                arts.labels_q, arts.labels_g))
+    try:
+        outcome = run_config(arts.qg_dists, arts.graph, arts.labels_q, arts.labels_g, cfg,
+                             device=plan.device, top_n=plan.args.top_n,
+                             on_step=lambda s, m: [h(s, m) for h in hooks])
+    finally:
+        iters.close()
+    if out_dir is not None:
+        pub.save_metrics(out_dir, outcome.metrics)
+    return outcome
+
+
+def run_sweep(plan: _Plan, command: str) -> list[Row]:
+    """Register the sweep, run every configuration not yet stored, one transaction each.
+
+    Returns:
+        One table row per grid entry, in grid order.
+    """
+    args, info = plan.args, artifact_info(plan.arts)
+    keys = [e.config.config_key(info.key) for e in plan.entries]
+    with connect_writer(args.db) as con:
+        dataset_id = writes.upsert_dataset(con, **dataset_row(plan.arts))
+        artifact_id = writes.upsert_artifact(con, dataset_id, info)
+        done = {} if args.force else writes.finished_runs(con, keys)
+        sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
+                                      command=command)
+    rows: dict[int, Row] = {}
+    todo = []
+    for i, (e, key) in enumerate(zip(plan.entries, keys)):
+        out_dir = plan.out_dir(e.config)
+        files_missing = out_dir is not None and not (out_dir / "metrics.csv").is_file()
+        if key in done and not files_missing:
+            run_id, metrics = done[key]
+            rows[i] = Row(e, metrics, writes.best_iteration(metrics), "skipped", run_id)
+        else:
+            todo.append(i)
+    if rows:
+        tqdm.write(f"sweep: skipping {len(rows)} configuration(s) already in {args.db} "
+                   "(--force redoes them)", file=sys.stderr)
+    status = "failed"
+    try:
+        bar = tqdm(todo, desc="configurations", unit="cfg", disable=not todo)
+        for i in bar:
+            cfg = plan.entries[i].config
+            bar.set_postfix_str(_config_label(cfg))
+            outcome = _run_one(plan, cfg)
+            with connect_writer(args.db) as con:
+                run_id = writes.write_run(
+                    con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
+                    config=cfg, device=plan.device, seconds=outcome.seconds,
+                    metrics=outcome.metrics, kept=outcome.kept, force=args.force)
+            # None: already stored by an earlier sweep, only the published files were missing
+            state = "new" if run_id is not None else "files only"
+            rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
+                          run_id if run_id is not None else done.get(keys[i], (None,))[0])
+        status = "done"
+    finally:
+        try:
+            with connect_writer(args.db) as con:
+                writes.finish_sweep(con, sweep_id, status)
+        except StoreError as exc:  # do not hide the error that got us here
+            _warn(f"could not mark sweep {sweep_id} {status}: {exc}")
+    return [rows[i] for i in sorted(rows)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; returns the exit status (0 ok, 2 bad input)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     notes: list[str] = []
     try:
-        args = build_parser().parse_args(argv)
-        check_flags(args)
-        device = resolve_device(args)
-        check_database(args.db)
-        arts = load_artifacts(args, max(args.kg), device, notes.append)
-        n_query, n_gallery = arts.qg_dists.shape
-        entries, warnings = expand_grid(args, n_gallery)
-        bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]
-        if bad:
-            raise UsageError(f"--query_idxs_to_vis {bad} outside 0..{n_query - 1}")
-        images = image_paths(arts)
-        if args.query_idxs_to_vis and images is None:
-            raise UsageError("--query_idxs_to_vis needs the images: give --data_root with the "
-                             "dataset's image files")
+        plan = prepare(argv, notes.append)
     except (UsageError, StoreError, ValueError, OSError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     for message in notes:  # held back so that bad input gets one line only
         tqdm.write(message, file=sys.stderr)
-    for message in warnings:
+    for message in plan.warnings:
         _warn(message)
-
-    info = artifact_info(arts)
-    keys = {id(e): e.config.config_key(info.key) for e in entries}
-    with connect_writer(args.db) as con:
-        dataset_id = writes.upsert_dataset(con, **dataset_row(arts))
-        artifact_id = writes.upsert_artifact(con, dataset_id, info)
-        done = {} if args.force else writes.finished_runs(con, list(keys.values()))
-        sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
-                                      command="python -m jobs.sweep " + shlex.join(argv))
-
-    rows: list[Row] = []
-    todo: list[GridEntry] = []
-    several = len(entries) > 1
-    for e in entries:
-        out_dir = None if args.rerank_results_dir is None else pub.results_dir(
-            args.rerank_results_dir, args.dataset, args.per_class,
-            _config_label(e.config) if several else None)
-        files_missing = out_dir is not None and not (out_dir / "metrics.csv").is_file()
-        if keys[id(e)] in done and not files_missing:
-            run_id, metrics = done[keys[id(e)]]
-            rows.append(Row(e, metrics, writes.best_iteration(metrics), "skipped", run_id))
-        else:
-            todo.append(e)
-    if rows:
-        tqdm.write(f"sweep: skipping {len(rows)} configuration(s) already in {args.db} "
-                   "(--force redoes them)", file=sys.stderr)
-
-    status = "failed"
     try:
-        bar = tqdm(todo, desc="configurations", unit="cfg", disable=not todo)
-        for e in bar:
-            cfg = e.config
-            bar.set_postfix_str(_config_label(cfg))
-            out_dir = None if args.rerank_results_dir is None else pub.results_dir(
-                args.rerank_results_dir, args.dataset, args.per_class,
-                _config_label(cfg) if several else None)
-            iters = tqdm(total=cfg.n_iter + 1, desc="iterations", unit="it", leave=False)
-            hooks = [lambda step, summary: iters.update(1)]
-            if out_dir is not None:
-                hooks.append(_Published(out_dir, args.query_idxs_to_vis,
-                                        args.num_gallery_ims_to_vis, images,
-                                        arts.labels_q, arts.labels_g))
-            try:
-                outcome: RunOutcome = run_config(
-                    arts.qg_dists, arts.graph, arts.labels_q, arts.labels_g, cfg, device=device,
-                    top_n=args.top_n, on_step=lambda s, m: [h(s, m) for h in hooks])
-            finally:
-                iters.close()
-            if out_dir is not None:
-                pub.save_metrics(out_dir, outcome.metrics)
-            with connect_writer(args.db) as con:
-                run_id = writes.write_run(
-                    con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
-                    config=cfg, device=device, seconds=outcome.seconds, metrics=outcome.metrics,
-                    kept=outcome.kept, force=args.force)
-            if run_id is None:  # already stored (by an earlier sweep): only the files were missing
-                run_id = done.get(keys[id(e)], (None,))[0]
-                rows.append(Row(e, outcome.metrics, outcome.best, "files only", run_id))
-            else:
-                rows.append(Row(e, outcome.metrics, outcome.best, "new", run_id))
-        status = "done"
-    finally:
-        with connect_writer(args.db) as con:
-            writes.finish_sweep(con, sweep_id, status)
-
-    order = {id(e): i for i, e in enumerate(entries)}
-    rows.sort(key=lambda r: order[id(r.entry)])
+        rows = run_sweep(plan, "python -m jobs.sweep " + shlex.join(argv))
+    except StoreError as exc:  # e.g. the database stayed locked
+        return _fail(str(exc))
     print(format_table(rows))
-    print(f"\nResults in {args.db}. Open the dashboard on them with:\n"
-          f"  streamlit run dashboard/app.py -- --db {shlex.quote(str(args.db))}")
+    print(f"\nResults in {plan.args.db}. Open the dashboard on them with:\n"
+          f"  streamlit run dashboard/app.py -- --db {shlex.quote(str(plan.args.db))}")
     return 0
 
 

@@ -259,6 +259,17 @@ def test_published_flags_write_published_files(tmp_path: Path, capsys) -> None:
         assert paths[:2] == [("query/q000.png",), ("query/q001.png",)]
 
 
+def test_grid_clamps_and_drops_duplicates() -> None:
+    args = sweep.build_parser().parse_args(
+        ["--dataset", "x", "--kg", "100", "39", "200", "3", "--kq", "50", "60", "--n_times", "2"])
+    entries, warnings = sweep.expand_grid(args, 40)
+    got = [(e.config.kg, e.config.kq, e.asked_kg, e.asked_kq) for e in entries]
+    assert got == [(39, 40, 100, 50), (3, 40, 3, 50)]  # 39/200 and kq 60 clamp onto the same
+    assert warnings == ["KG 100, 200 above the gallery size 40: clamped (every gallery item "
+                        "takes part)", "KQ 50, 60 above the gallery size 40: clamped (every "
+                        "gallery item takes part)"]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -288,7 +299,13 @@ BAD = {
                                "outside 0..11"),
     "vis without images": (["--rerank_results_dir", "{tmp}/res", "--query_idxs_to_vis", "1"],
                            "needs the images"),
+    "not a number": (["--kg", "ten"], "invalid int value"),
+    "bad device": (["--device", "abacus"], "--device"),
+    "per_class zero": (["--per_class", "0"], "--per_class must be -1 (all) or >= 1"),
+    "top-n zero": (["--top-n", "0"], "--top-n must be >= 1"),
 }
+if not torch.cuda.is_available():
+    BAD["cuda missing"] = (["--device", "cuda"], "none is available")
 
 
 @pytest.mark.parametrize("case", list(BAD))
