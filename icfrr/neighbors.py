@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_matrix, check_positive_int
+from icfrr._sorting import smallest_rows
 
 #: Rows of a distance block handled at once (bounds the temporary memory).
 _ROW_CHUNK = 1024
@@ -62,9 +63,17 @@ def _nearest_in_block(block: torch.Tensor, row_offset: int, k: int) -> tuple[tor
     [B, k], distances float32 [B, k]) sorted by (distance, index), as a stable
     sort of the row would give.
     """
-    b, g = block.shape
-    rows = torch.arange(b, device=block.device)
+    rows = torch.arange(block.shape[0], device=block.device)
     block[rows, rows + row_offset] = float("inf")
+    if block.device.type == "cpu":
+        idx, dist = smallest_rows(block.numpy(), k)
+        return torch.from_numpy(idx), torch.from_numpy(dist)
+    return _smallest_by_topk(block, k)
+
+
+def _smallest_by_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``smallest_rows`` for any device, with ``torch.topk`` (the CUDA path)."""
+    b, g = block.shape
     take = min(k + 1, g)  # one more than needed, to see ties across the cut
     dist, idx = torch.topk(block, take, dim=1, largest=False, sorted=True)
     # topk picks arbitrarily among items tied with the k-th distance; where such a
@@ -125,8 +134,14 @@ def neighbor_graph(gg_dists: np.ndarray | torch.Tensor, k: int, *, check_symmetr
         warnings.warn(
             "gg_dists is not symmetric; ranking gallery item i by row i of it", stacklevel=2
         )
-    blocks = ((s, d[s : s + _ROW_CHUNK].clone()) for s in range(0, g, _ROW_CHUNK))
-    return _graph_by_blocks(blocks, g, k)
+    buffer = torch.empty(min(_ROW_CHUNK, g), g, dtype=d.dtype, device=d.device)  # reused: no fresh pages per block
+
+    def blocks():
+        for s in range(0, g, _ROW_CHUNK):
+            rows = d[s : s + _ROW_CHUNK]
+            yield s, buffer[: rows.shape[0]].copy_(rows)
+
+    return _graph_by_blocks(blocks(), g, k)
 
 
 def _looks_symmetric(d: torch.Tensor, n_samples: int = 200_000, atol: float = 1e-5) -> bool:

@@ -19,6 +19,7 @@ import torch
 
 from icfrr._bonus import vote_sums
 from icfrr._checks import as_matrix, check_positive_int, resolve_device
+from icfrr._sorting import stable_argsort_rows
 from icfrr.neighbors import NeighborGraph, as_graph
 
 VARIANTS = ("reference", "paper")
@@ -116,7 +117,7 @@ def _steps(qg, nbr, weights, *, kq, denom, beta, n_iter, variant, chunks, dev) -
     ranking = torch.empty(n_query, n_gallery, dtype=torch.int64, device=dev)
     base = torch.empty(n_query, n_gallery, dtype=torch.float32, device=dev)  # v: original scores by position
     for sl in chunks:
-        dist, order = torch.sort(qg[sl].to(dev), dim=1, stable=True)
+        order, dist = _sort_distances(qg[sl].to(dev))
         ranking[sl] = order
         base[sl] = dist.neg_()
     yield RerankStep(0, ranking.cpu(), base.cpu())
@@ -138,6 +139,15 @@ def _steps(qg, nbr, weights, *, kq, denom, beta, n_iter, variant, chunks, dev) -
             scores[sl] = sorted_scores
         ranking = new_ranking
         yield RerankStep(t, ranking.cpu(), scores.cpu())
+
+
+def _sort_distances(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable ascending sort of each row: (order int64, sorted float32 distances)."""
+    if dist.device.type == "cpu":
+        order, values = stable_argsort_rows(dist.numpy())
+        return torch.from_numpy(order), torch.from_numpy(values)
+    values, order = torch.sort(dist, dim=1, stable=True)
+    return order, values
 
 
 def rerank(

@@ -83,6 +83,7 @@ def run_engine(folder: Path, device: str, k: int) -> dict:
     graph = icfrr.neighbor_graph(torch.from_numpy(gg).to(device), k)
     _sync(device)
     times["graph"] = time.perf_counter() - t0
+    del gg  # like the literal side: only the graph is needed from here on
     t0 = time.perf_counter()
     steps = icfrr.iter_rerank(qg, graph, kg=k, kq=k, beta=BETA, n_iter=1, device=device)
     initial = next(steps)

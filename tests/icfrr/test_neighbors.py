@@ -95,3 +95,21 @@ def test_pairwise_distances_matches_cdist():
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("values", [3, 1000])  # many ties, and few
+def test_cpu_partition_path_and_topk_path_agree(values):
+    from icfrr._sorting import smallest_rows
+    from icfrr.neighbors import _smallest_by_topk
+
+    rng = np.random.default_rng(values)
+    block = rng.integers(0, values, (64, 300)).astype(np.float32)
+    block[:, 5] = -0.0  # negative zero ties with zero
+    for k in (1, 10, 299):
+        idx_a, dist_a = smallest_rows(block, k)
+        idx_b, dist_b = _smallest_by_topk(torch.from_numpy(block.copy()), k)
+        want = np.argsort(block, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(idx_a, want)
+        np.testing.assert_array_equal(idx_b.numpy(), want)
+        np.testing.assert_array_equal(dist_a, np.take_along_axis(block, want, 1))
+        np.testing.assert_array_equal(dist_b.numpy(), dist_a)
