@@ -38,7 +38,6 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
@@ -155,17 +154,6 @@ def _items_table(ds: Dataset) -> pa.Table:
                      "class_name": pa.array([it.class_name for it in items], pa.string())})
 
 
-def _read_items(path: Path, name: str) -> Dataset:
-    table = pq.read_table(path)
-    meta = json.loads(table.schema.metadata[b"icfrr"])
-    sides: dict[str, list[Item]] = {"query": [], "gallery": []}
-    for row in table.to_pylist():
-        sides[row["side"]].append(Item(row["side"], row["idx"], row["path"], row["label"], row["class_name"]))
-    root = Path(meta["root"]) if meta.get("root") else None
-    return Dataset(name, root, sorted(sides["query"], key=lambda it: it.idx),
-                   sorted(sides["gallery"], key=lambda it: it.idx))
-
-
 def _write_graph(path: Path, graph: NeighborGraph, meta: dict) -> None:
     write_rows(path, "gallery_idx", {"neighbors": graph.indices.numpy().astype(np.int32),
                                      "distances": graph.distances.numpy().astype(np.float32)},
@@ -217,11 +205,9 @@ def _complete(folder: Path, key: str) -> dict | None:
     return record
 
 
-def _load_folder(folder: Path, record: dict, ds: Dataset | None, kg_max: int,
+def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
                  rebuild: Callable[[int], NeighborGraph], log: Callable[[str], None]) -> Artifacts:
     paths = {kind: folder / name for kind, name in FILES.items() if name in record["files"]}
-    if ds is None:
-        ds = _read_items(paths["items"], record["dataset"])
     qg = read_rows(paths["qg_dists"], ["dists"])[0]["dists"]
     graph = _read_graph(paths["neighbors"])
     need = graph_k(qg.shape[1], kg_max)

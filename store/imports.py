@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from icfrr.features.checkpoint import pickled_global
+
 
 class SourceError(ValueError):
     """A user-provided distance or label file is missing or malformed; the message names it."""
@@ -36,8 +38,11 @@ def has_published_cache(folder: Path) -> bool:
 def _load_pth(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise SourceError(f"{path} holds pickled Python objects, not plain tensors; "
+    except pickle.UnpicklingError as exc:
+        found = pickled_global(exc)
+        if found is None:
+            raise SourceError(f"cannot read {path}: not a torch.save file") from None
+        raise SourceError(f"{path} holds pickled Python objects (e.g. {found}), not plain tensors; "
                           "save it with torch.save(tensor) or as .npy") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise SourceError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None

@@ -286,16 +286,19 @@ def render_photo(parts: list[Part], r: np.random.Generator, size: int = IMAGE_SI
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def generate_demo(root: Path, seed: int = 0) -> None:
+def generate_demo(root: Path, seed: int = 0, n_query: int = N_QUERY_PER_CLASS,
+                  n_gallery: int = N_GALLERY_PER_CLASS) -> None:
     """Write the demo images under ``root`` (which must be empty or absent).
+
+    ``n_query`` sketches and ``n_gallery`` photos per class (smaller for tests).
 
     Every image depends only on ``seed``, the class, the side and its index, so
     two runs with the same seed write identical pixels.
     """
     root = Path(root)
     for ci, (name, make) in enumerate(CLASSES.items()):
-        for side, n, render, ext in (("query", N_QUERY_PER_CLASS, render_sketch, "png"),
-                                     ("gallery", N_GALLERY_PER_CLASS, render_photo, "jpg")):
+        for side, n, render, ext in (("query", n_query, render_sketch, "png"),
+                                     ("gallery", n_gallery, render_photo, "jpg")):
             folder = root / side / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
@@ -308,7 +311,8 @@ def generate_demo(root: Path, seed: int = 0) -> None:
                     img.save(out)
 
 
-def ensure_demo(root: str | Path = DEFAULT_ROOT, seed: int = 0) -> Path:
+def ensure_demo(root: str | Path = DEFAULT_ROOT, seed: int = 0, n_query: int = N_QUERY_PER_CLASS,
+                n_gallery: int = N_GALLERY_PER_CLASS) -> Path:
     """Generate the demo under ``root`` once; later calls with the same seed reuse it.
 
     The images are written to a temporary sibling folder and moved into place
@@ -317,6 +321,8 @@ def ensure_demo(root: str | Path = DEFAULT_ROOT, seed: int = 0) -> Path:
     Args:
         root: Where the demo lives (default ``data/demo`` under the current directory).
         seed: Seed of the generator; another seed regenerates the folder.
+        n_query: Sketches per class.
+        n_gallery: Photos per class.
 
     Returns:
         The demo root, in the ``folder`` layout.
@@ -327,7 +333,7 @@ def ensure_demo(root: str | Path = DEFAULT_ROOT, seed: int = 0) -> Path:
     root = Path(root)
     marker = root / _MARKER
     want = {"seed": seed, "version": GENERATOR_VERSION, "classes": list(CLASSES),
-            "query_per_class": N_QUERY_PER_CLASS, "gallery_per_class": N_GALLERY_PER_CLASS}
+            "query_per_class": n_query, "gallery_per_class": n_gallery}
     if marker.is_file():
         try:
             if json.loads(marker.read_text()) == want:
@@ -343,7 +349,7 @@ def ensure_demo(root: str | Path = DEFAULT_ROOT, seed: int = 0) -> Path:
     os.umask(mask)
     os.chmod(tmp, 0o777 & ~mask)                               # mkdtemp makes it private
     try:
-        generate_demo(tmp, seed)
+        generate_demo(tmp, seed, n_query, n_gallery)
         (tmp / _MARKER).write_text(json.dumps(want))
         if root.exists():
             shutil.rmtree(root)

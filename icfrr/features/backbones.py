@@ -89,14 +89,17 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{n}." for n in names) + ("head.",)
 
 
-def _timm_backbone(name: str, model: nn.Module, weights: Path | None, trust: bool, label: str) -> Backbone:
+def _timm_backbone(name: str, weights: Path | None, trust: bool, label: str, **model_kwargs: object) -> Backbone:
+    """Create timm model ``name`` and fill it from ``weights`` (read first: a bad file fails fast)."""
+    state = extract_state_dict(read_weights_file(weights, trust), weights) if weights is not None else None
+    model = _create_timm(name, **model_kwargs)
     report = sha = None
-    if weights is not None:
-        state = extract_state_dict(read_weights_file(weights, trust), weights)
+    if state is not None:
         report = fit_state_dict(model, state, str(weights), optional_prefixes=_classifier_prefixes(model))
         sha = file_sha256(weights)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
+    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)   # a ViT's own input size
+    size = tuple(fixed) if fixed else tuple(cfg.get("input_size", (3, 224, 224))[1:])
     return Backbone(label, PooledTimm(model).eval(), size, tuple(cfg.get("mean", IMAGENET_MEAN)),
                     tuple(cfg.get("std", IMAGENET_STD)), sha, weights, report)
 
@@ -127,8 +130,7 @@ def load_icfrr(checkpoint: str | Path, trust: bool = False, model_name: str = IC
     if not checkpoint.is_file():
         raise BackboneError(f"checkpoint not found: {checkpoint} (check --pretrained-root; expected "
                             "<pretrained_root>/{tuberlin,sketchy/zeroshot1,sketchy/zeroshot2,custom}/checkpoint.pth)")
-    model = _create_timm(model_name, **model_kwargs)
-    bb = _timm_backbone(model_name, model, checkpoint, trust, "icfrr")
+    bb = _timm_backbone(model_name, checkpoint, trust, "icfrr", **model_kwargs)
     bb.mean, bb.std = IMAGENET_MEAN, IMAGENET_STD
     return bb
 
@@ -182,6 +184,6 @@ def load_backbone(spec: str, *, dataset: str = "custom", pretrained_root: str | 
                                 "nothing is downloaded (use --weights random for an untrained smoke test)")
         if str(weights) == "random":
             torch.manual_seed(0)
-            return _timm_backbone(name, _create_timm(name), None, False, spec)
-        return _timm_backbone(name, _create_timm(name), Path(weights), trust_checkpoint, spec)
+            return _timm_backbone(name, None, False, spec)
+        return _timm_backbone(name, Path(weights), trust_checkpoint, spec)
     raise BackboneError(f"unknown backbone {spec!r}; use icfrr, demo or timm:<model name>")

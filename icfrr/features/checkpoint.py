@@ -34,6 +34,17 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def pickled_global(exc: BaseException) -> str | None:
+    """The Python object a weights-only ``torch.load`` refused, or None if it failed otherwise."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return found.group(1) if found else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_weights_file(path: str | Path, trust: bool = False) -> dict:
     """Load a ``.safetensors``, ``.pth``/``.pt``/``.bin`` file without running its code.
 
@@ -59,15 +70,15 @@ def read_weights_file(path: str | Path, trust: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if trust:
-            raise BackboneError(f"cannot unpickle {path}: {exc}") from None
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        what = f"e.g. {found.group(1)}" if found else "not only tensors"
+        found = pickled_global(exc)
+        if trust or not found:
+            raise BackboneError(f"cannot read weights file {path}: not a torch checkpoint "
+                                f"({_first_line(exc)[:80]})") from None
         raise BackboneError(
-            f"{path} holds pickled Python objects ({what}); reading them runs code from the file, "
+            f"{path} holds pickled Python objects (e.g. {found}); reading them runs code from the file, "
             "so pass --trust-checkpoint only if you trust where it came from") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise BackboneError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
+        raise BackboneError(f"cannot read weights file {path}: {_first_line(exc)}") from None
 
 
 def extract_state_dict(obj: object, path: str | Path) -> dict[str, torch.Tensor]:

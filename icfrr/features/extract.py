@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
-from torchvision import transforms
 from tqdm import tqdm
 
 from .backbones import Backbone
@@ -30,11 +29,15 @@ def open_rgb(path: Path) -> Image.Image:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Image files -> (tensor, error text); errors travel back instead of killing workers."""
+    """Image files -> (uint8 tensor [3, H, W], error text).
 
-    def __init__(self, paths: Sequence[Path], transform: transforms.Compose, size: tuple[int, int]) -> None:
+    Only decoding and resizing happen per image (in the workers); scaling and
+    normalisation run once per batch. Errors travel back as text instead of
+    killing a worker, so the main process can stop with the file's path.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: tuple[int, int]) -> None:
         self.paths = list(paths)
-        self.transform = transform
         self.size = size
 
     def __len__(self) -> int:
@@ -42,15 +45,17 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         try:
-            return self.transform(open_rgb(self.paths[i])), ""
+            img = open_rgb(self.paths[i]).resize((self.size[1], self.size[0]), Image.BILINEAR)
+            return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1), ""
         except Exception as exc:  # any decoder error: report the file, stop the run in the main process
-            return torch.zeros(3, *self.size), f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return torch.zeros(3, *self.size, dtype=torch.uint8), f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def make_transform(backbone: Backbone) -> transforms.Compose:
-    """Resize to the backbone's input size (no crop), scale to 0..1, normalise."""
-    return transforms.Compose([transforms.Resize(backbone.input_size), transforms.ToTensor(),
-                               transforms.Normalize(backbone.mean, backbone.std)])
+def normalise_batch(images: torch.Tensor, backbone: Backbone) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float32 scaled to 0..1 and normalised by the backbone's mean and std."""
+    mean = torch.tensor(backbone.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.std, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std
 
 
 def default_device() -> str:
@@ -86,7 +91,7 @@ def extract_features(backbone: Backbone, paths: Sequence[str | Path], *, batch_s
     device = device or default_device()
     if num_workers is None:
         num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
-    loader = DataLoader(ImageFiles(paths, make_transform(backbone), backbone.input_size), batch_size=batch_size,
+    loader = DataLoader(ImageFiles(paths, backbone.input_size), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, pin_memory=device.startswith("cuda"))
     model = backbone.model.to(device).eval()
     use_amp = device.startswith("cuda") and backbone.mixed_precision
@@ -97,7 +102,7 @@ def extract_features(backbone: Backbone, paths: Sequence[str | Path], *, batch_s
                 if err:
                     raise ImageReadError(f"cannot read image {paths[start + k]}: {err}")
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                feats = model(images.to(device, non_blocking=True))
+                feats = model(normalise_batch(images.to(device, non_blocking=True), backbone))
             out.append(F.normalize(feats.float(), dim=1).cpu())
             start += len(images)
             bar.update(len(images))
