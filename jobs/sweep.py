@@ -370,8 +370,9 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
         raise UsageError(f"--query_idxs_to_vis {bad} outside 0..{n_query - 1}")
     images = image_paths(arts)
     if args.query_idxs_to_vis and images is None:
-        raise UsageError("--query_idxs_to_vis needs the images: give --data_root with the "
-                         "dataset's image files")
+        where = (f"none were read under --data_root {args.data_root}" if args.data_root
+                 else "give --data_root with the dataset's image files")
+        raise UsageError(f"--query_idxs_to_vis needs the images: {where}")
     return _Plan(args, device, arts, entries, warnings, images)
 
 
