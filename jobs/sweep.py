@@ -67,22 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
                       help="top items of the query's ranking whose neighbours vote (default 250)")
     grid.add_argument("--beta", nargs="+", type=float, default=[0.5],
                       help="update strength, finite and >= 0 (default 0.5)")
-    grid.add_argument("--n-times", "--n_times", dest="n_times", nargs="+", type=int, default=[5],
+    grid.add_argument("--n-times", "--n_times", dest="n_times", metavar="T", nargs="+", type=int, default=[5],
                       help="iterations (default 5); every iteration's metrics are stored")
     grid.add_argument("--variant", nargs="+", choices=VARIANTS, default=["reference"],
                       help="reference (position-based, default) or paper (accumulating)")
     data = p.add_argument_group("data")
-    data.add_argument("--data-root", "--data_root", dest="data_root", type=Path,
+    data.add_argument("--data-root", "--data_root", dest="data_root", metavar="DIR", type=Path,
                       help="dataset folder (the parent of TUBerlin/ or Sketchy/; the custom or "
                            "folder layout's root; for demo where to generate it)")
-    data.add_argument("--per-class", "--per_class", dest="per_class", type=int, default=-1,
+    data.add_argument("--per-class", "--per_class", dest="per_class", metavar="N", type=int, default=-1,
                       help="keep the first N items of each class (-1: all)")
-    data.add_argument("--cache-root", "--cache_root", dest="cache_root", type=Path,
+    data.add_argument("--cache-root", "--cache_root", dest="cache_root", metavar="DIR", type=Path,
                       help="cache folder (default cache); when it holds the published cache "
                            "<DIR>/<dataset>/<per_class>/{qg,gg}_dists.pth[, labels.pth] the "
                            "distances are imported from it: no images or checkpoint needed")
     data.add_argument("--pretrained-root", "--pretrained_root", dest="pretrained_root",
-                      type=Path, default=Path("pretrained"),
+                      metavar="DIR", type=Path, default=Path("pretrained"),
                       help="folder of the published checkpoints (default pretrained)")
     data.add_argument("--backbone",
                       help="icfrr (the published checkpoint; default except for demo), demo "
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint",
                       action="store_true",
                       help="allow the checkpoint's pickled Python objects to run (trusted files only)")
-    data.add_argument("--batch-size", "--batchsize", dest="batchsize", type=int, default=32,
+    data.add_argument("--batch-size", "--batchsize", dest="batchsize", metavar="N", type=int, default=32,
                       help="feature extraction batch size (default 32)")
     data.add_argument("--no-cache", "--no_cache", dest="no_cache", action="store_true",
                       help="do not keep the Parquet artifacts")
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("running")
     run.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda:<gpu_id> when "
                                       "available, else cpu)")
-    run.add_argument("--gpu-id", "--gpu_id", dest="gpu_id", type=int, default=0,
+    run.add_argument("--gpu-id", "--gpu_id", dest="gpu_id", metavar="N", type=int, default=0,
                      help="CUDA device index (default 0)")
     run.add_argument("--limited-memory", "--limited_memory", dest="limited_memory",
                      action="store_true",
@@ -110,20 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
                      dest="cpu_as_metric_device", action="store_true",
                      help="accepted for compatibility: metrics are always computed on the CPU")
     out = p.add_argument_group("output")
-    out.add_argument("--db", type=Path, default=DEFAULT_DB,
+    out.add_argument("--db", metavar="PATH", type=Path, default=DEFAULT_DB,
                      help=f"DuckDB results file (default {DEFAULT_DB})")
-    out.add_argument("--top-n", dest="top_n", type=int, default=100,
+    out.add_argument("--top-n", dest="top_n", metavar="N", type=int, default=100,
                      help="how many of each query's top gallery items to store (default 100)")
     out.add_argument("--force", action="store_true",
                      help="redo configurations already in the database (replacing them)")
     out.add_argument("--rerank-results-dir", "--rerank_results_dir", dest="rerank_results_dir",
+                     metavar="DIR",
                      type=Path, help="also write the published files: rankings per iteration, "
                                      "image strips, metrics plot")
-    out.add_argument("--query-idxs-to-vis", "--query_idxs_to_vis", dest="query_idxs_to_vis",
+    out.add_argument("--query-idxs-to-vis", "--query_idxs_to_vis", dest="query_idxs_to_vis", metavar="Q",
                      nargs="+", type=int, default=[],
                      help="queries whose top gallery images are drawn (needs --rerank_results_dir)")
     out.add_argument("--num-gallery-ims-to-vis", "--num_gallery_ims_to_vis",
-                     dest="num_gallery_ims_to_vis", type=int, default=20,
+                     dest="num_gallery_ims_to_vis", metavar="N", type=int, default=20,
                      help="gallery images per drawn query (default 20)")
     return p
 
