@@ -10,9 +10,13 @@ row per setting: the initial mAP@all and the mAP@all after each iteration.
 from __future__ import annotations
 
 import itertools
+import sys
+from pathlib import Path
 
-import icfrr
-from store.artifacts import ensure_artifacts
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # runs from a checkout without installing
+
+import icfrr  # noqa: E402
+from store.artifacts import ensure_artifacts  # noqa: E402
 
 KG = (5, 10, 20, 50)
 KQ = (5, 10, 20)

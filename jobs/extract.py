@@ -35,13 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the published checkpoints (<root>/tuberlin/checkpoint.pth ...)")
     p.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint", action="store_true",
                    help="allow unpickling the Python objects in the checkpoint (runs code from the file)")
-    p.add_argument("--cache_root", "--cache-root", dest="cache_root", default=str(DEFAULT_CACHE_ROOT))
+    p.add_argument("--cache_root", "--cache-root", dest="cache_root", default=str(DEFAULT_CACHE_ROOT),
+                   help="cache folder (default: cache/); artifacts go to <cache_root>/<dataset>/<per_class>/")
     p.add_argument("--force-cache", "--force_cache", dest="force_cache", action="store_true",
                    help="recompute even when matching artifacts exist")
     p.add_argument("--no-cache", "--no_cache", dest="no_cache", action="store_true",
                    help="compute in memory only, write nothing")
-    p.add_argument("--per_class", "--per-class", dest="per_class", type=int, default=-1)
-    p.add_argument("--batchsize", "--batch-size", dest="batchsize", type=int, default=64)
+    p.add_argument("--per_class", "--per-class", dest="per_class", type=int, default=-1,
+                   help="keep the first N items of each class (default -1: all)")
+    p.add_argument("--batchsize", "--batch-size", dest="batchsize", type=int, default=64,
+                   help="images per forward pass")
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: automatic)")
     p.add_argument("--device", default=None, help="cuda, cpu ... (default: cuda when available)")
     p.add_argument("--kg-max", "--kg_max", dest="kg_max", type=int, default=MIN_GRAPH_K,

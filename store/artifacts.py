@@ -44,6 +44,7 @@ from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, p
 from icfrr.datasets import DATASET_NAMES, Dataset, DatasetError, Item, load_dataset
 from icfrr.features import (BackboneError, ImageReadError, default_device, extract_features, file_sha256,
                             load_backbone, weights_file)
+from icfrr.features.edges import DESCRIPTOR_VERSION
 from store.imports import (SourceError, has_published_cache, published_cache_dir, read_labels, read_matrix)
 from store.parquet_rows import atomic_write_bytes, public_tempdir, read_rows, write_rows, write_table
 
@@ -214,11 +215,28 @@ def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
     if graph.k < need:
         log(f"the cached neighbour graph keeps {graph.k} neighbours; rebuilding it with {need}")
         graph = rebuild(need)
+        record = record | {"neighbors_k": graph.k}
         _write_graph(paths["neighbors"], graph, {k: v for k, v in record.items() if k != "files"})
+        atomic_write_bytes(folder / MARKER, json.dumps(record, indent=1).encode())
     log(f"reusing artifacts in {folder}")
     return Artifacts(ds, torch.from_numpy(qg), graph, ds.labels_q, ds.labels_g, record["backbone"],
                      record.get("checkpoint_sha256"), record["per_class"], record["cache_key"], folder, paths,
                      record, reused=True)
+
+
+def _reuse(folder: Path, key: str, ds: Dataset, kg_max: int, rebuild: Callable[[int], NeighborGraph],
+           log: Callable[[str], None]) -> Artifacts | None:
+    """The cached artifacts of ``key``, or None when there are none or they cannot be read (then recomputed)."""
+    record = _complete(folder, key)
+    if record is None:
+        return None
+    try:
+        return _load_folder(folder, record, ds, kg_max, rebuild, log)
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, USER_ERRORS):
+            raise
+        log(f"cached artifacts in {folder} are unreadable ({str(exc).splitlines()[0][:120]}); recomputing them")
+        return None
 
 
 # --------------------------------------------------------------------------- sources
@@ -238,7 +256,8 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
     wpath = weights_file(spec, dataset=dataset, **backbone_args)
     sha = file_sha256(wpath) if wpath is not None and wpath.is_file() else None
     key = _hash_json({"v": FORMAT_VERSION, "kind": "features", "dataset": dataset, "items": ds.fingerprint(),
-                      "backbone": spec, "weights_sha256": sha, "per_class": per_class, "metric": "euclidean"})
+                      "backbone": spec, "weights_sha256": sha, "per_class": per_class, "metric": "euclidean",
+                      "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None})
     folder = cache_root / dataset / str(per_class) / f"{_slug(spec)}-{key[:16]}"
     device = extract_args.get("device") or default_device()
 
@@ -246,8 +265,8 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
         fg = read_rows(folder / FILES["gallery_features"], ["feature"])[0]["feature"]
         return neighbor_graph_from_features(torch.from_numpy(fg).to(device), k)
 
-    if not (force or no_cache) and (record := _complete(folder, key)) is not None:
-        return _load_folder(folder, record, ds, kg_max, rebuild, log)
+    if not (force or no_cache) and (cached := _reuse(folder, key, ds, kg_max, rebuild, log)) is not None:
+        return cached
     bb = load_backbone(spec, dataset=dataset, **backbone_args, trust_checkpoint=trust)
     if bb.report is not None:
         log(f"weights {bb.weights_path}: {bb.report.summary()}")
@@ -288,7 +307,8 @@ def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, 
     names = ds.class_names
     return Dataset(dataset, ds.root,
                    [Item("query", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.query, labels[0])],
-                   [Item("gallery", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.gallery, labels[1])])
+                   [Item("gallery", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.gallery, labels[1])],
+                   ds.version)
 
 
 def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None]) -> NeighborGraph:
@@ -296,9 +316,12 @@ def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None
     if gg.shape != (n_g, n_g):
         raise ArtifactError(f"{gg_path} is {list(gg.shape)} but the query-gallery matrix has {n_g} gallery "
                             f"columns: it must be [{n_g}, {n_g}]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)        # a read-only memmap: the graph never writes to it
+        dense = torch.from_numpy(np.asarray(gg))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        graph = neighbor_graph(torch.from_numpy(np.asarray(gg)), k)
+        graph = neighbor_graph(dense, k)
     for w in caught:
         log(f"warning: {gg_path}: {w.message}")
     return graph
@@ -323,8 +346,8 @@ def _from_import(dataset: str, data_root: str | Path | None, per_class: int, cac
     def rebuild(k: int) -> NeighborGraph:
         return _graph_from_dense(gg_path, n_g, k, log)
 
-    if not (force or no_cache) and (record := _complete(folder, key)) is not None:
-        return _load_folder(folder, record, ds, kg_max, rebuild, log)
+    if not (force or no_cache) and (cached := _reuse(folder, key, ds, kg_max, rebuild, log)) is not None:
+        return cached
     graph = rebuild(graph_k(n_g, kg_max))
     meta = _base_meta(dataset, ds, "import", None, per_class, key) | {
         "neighbors_k": graph.k, "metric": "as imported",

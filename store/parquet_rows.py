@@ -119,9 +119,15 @@ def read_rows(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict
     out = {}
     for name in names:
         rows, width, dtype = meta["columns"][name]
-        col = table.column(name).combine_chunks()
-        values = col.flatten().to_numpy(zero_copy_only=False) if rows else np.zeros(0, dtype)
-        if values.size != rows * width:
-            raise ValueError(f"{path}: column {name} holds {values.size} values, metadata says {rows}x{width}")
-        out[name] = np.require(values, np.dtype(dtype), ["C", "W"]).reshape(rows, width)
+        values = np.empty(rows * width, np.dtype(dtype))    # one writable copy, filled chunk by chunk
+        filled = 0
+        for chunk in table.column(name).chunks:
+            part = chunk.flatten().to_numpy(zero_copy_only=False)
+            if filled + part.size > values.size:
+                raise ValueError(f"{path}: column {name} holds more values than its metadata's {rows}x{width}")
+            values[filled:filled + part.size] = part
+            filled += part.size
+        if filled != values.size:
+            raise ValueError(f"{path}: column {name} holds {filled} values, metadata says {rows}x{width}")
+        out[name] = values.reshape(rows, width)
     return out, meta

@@ -7,12 +7,13 @@ file lists), ``custom`` (published folder layout, optional labels.json),
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .base import Dataset, DatasetError, Item
 from .custom import load_custom_dataset
 from .demo import DEFAULT_ROOT as DEMO_ROOT
-from .demo import ensure_demo
+from .demo import demo_version, ensure_demo
 from .filelist import LAYOUTS, load_filelist_dataset
 from .folder import load_folder_dataset
 
@@ -42,7 +43,9 @@ def load_dataset(name: str, data_root: str | Path | None = None, per_class: int 
     if name not in DATASET_NAMES:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     if name == "demo":
-        return load_folder_dataset(ensure_demo(Path(data_root) if data_root else DEMO_ROOT), per_class, "demo")
+        root = ensure_demo(Path(data_root) if data_root else DEMO_ROOT)
+        ds = load_folder_dataset(root, per_class, "demo")
+        return dataclasses.replace(ds, version=demo_version(root))
     if data_root is None:
         raise DatasetError(f"dataset {name!r} needs --data_root")
     if name in LAYOUTS:

@@ -46,12 +46,15 @@ class Dataset:
         root: Directory the item paths are relative to; None for imported distances.
         query: Query items, ``query[i].idx == i``.
         gallery: Gallery items, ``gallery[j].idx == j``.
+        version: What else the images depend on (the demo's seed and generator
+            version), so that regenerated images get another fingerprint.
     """
 
     name: str
     root: Path | None
     query: list[Item] = field(repr=False)
     gallery: list[Item] = field(repr=False)
+    version: str | None = None
 
     @property
     def labels_q(self) -> np.ndarray:
@@ -80,12 +83,16 @@ class Dataset:
         return len(labels)
 
     def fingerprint(self) -> str:
-        """sha256 hex of the item lists (sides, paths, labels) in order.
+        """sha256 hex of the item lists (sides, paths, labels) in order, and the version.
 
         Two datasets with the same fingerprint give the same distance matrices
-        for the same backbone, so cached artifacts can be reused by it.
+        for the same backbone, so cached artifacts can be reused by it. Image
+        contents are not read: after replacing images in place, recompute
+        with ``--force-cache``.
         """
         h = hashlib.sha256()
+        if self.version is not None:
+            h.update(f"version\t{self.version}\n".encode())
         for it in (*self.query, *self.gallery):
             h.update(f"{it.side}\t{it.idx}\t{it.path}\t{it.label}\n".encode())
         return h.hexdigest()

@@ -311,6 +311,11 @@ def generate_demo(root: Path, seed: int = 0, n_query: int = N_QUERY_PER_CLASS,
                     img.save(out)
 
 
+def demo_version(root: Path) -> str:
+    """The generator record (seed, version, sizes) of a generated demo folder, as JSON text."""
+    return (Path(root) / _MARKER).read_text()
+
+
 def ensure_demo(root: str | Path = DEFAULT_ROOT, seed: int = 0, n_query: int = N_QUERY_PER_CLASS,
                 n_gallery: int = N_GALLERY_PER_CLASS) -> Path:
     """Generate the demo under ``root`` once; later calls with the same seed reuse it.

@@ -17,6 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+#: Bumped whenever the descriptor's output changes, so cached demo features are recomputed.
+DESCRIPTOR_VERSION = 1
+
+
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
     radius = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)

@@ -10,7 +10,7 @@ import torch
 
 import icfrr
 from icfrr.datasets import DatasetError, ensure_demo, load_dataset
-from icfrr.datasets.demo import CLASSES, generate_demo
+from icfrr.datasets.demo import CLASSES, demo_version, generate_demo
 from icfrr.features import extract_features, load_backbone
 
 
@@ -53,6 +53,19 @@ def test_sketches_are_dark_lines_on_white_and_photos_are_coloured(tmp_path):
     assert np.ptp(sketch, axis=-1).max() < 10           # and no colour
     assert (photo.min(-1) > 240).mean() < 0.05          # no white background
     assert np.ptp(photo, axis=-1).mean() > 15           # coloured
+
+
+def test_another_seed_is_another_dataset_version(tmp_path):
+    import dataclasses
+    a = ensure_demo(tmp_path / "a", seed=1, n_query=1, n_gallery=1)
+    b = ensure_demo(tmp_path / "b", seed=2, n_query=1, n_gallery=1)
+    da, db = load_dataset("folder", a), load_dataset("folder", b)
+    assert da.fingerprint() == db.fingerprint()            # same paths and labels...
+    va = dataclasses.replace(da, version=demo_version(a))
+    vb = dataclasses.replace(db, version=demo_version(b))
+    assert va.fingerprint() != vb.fingerprint()            # ...but other images
+    ensure_demo(tmp_path / "a", seed=2, n_query=1, n_gallery=1)   # regenerated in place
+    assert demo_version(tmp_path / "a") == demo_version(b)
 
 
 def test_refuses_to_overwrite_a_foreign_folder(tmp_path):

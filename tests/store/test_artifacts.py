@@ -187,6 +187,8 @@ def test_larger_kg_max_rebuilds_the_cached_graph(tmp_path, monkeypatch):
     assert small.graph.k == 2
     big = ensure_artifacts("custom", cache_root=tmp_path, kg_max=5, log=_quiet)
     assert big.reused and big.graph.k == 5
+    assert json.loads((big.cache_dir / "COMPLETE.json").read_text())["neighbors_k"] == 5
+    assert read_meta(big.paths["neighbors"])["k"] == 5
     assert torch.equal(big.graph.indices[:, :2], small.graph.indices)
     assert ensure_artifacts("custom", cache_root=tmp_path, kg_max=4, log=_quiet).graph.k == 5
 
@@ -239,3 +241,15 @@ def test_imported_distances_refuse_a_backbone(tmp_path):
     with pytest.raises(ArtifactError, match="drop --backbone"):
         ensure_artifacts("mine", qg_path=tmp_path / "qg.npy", gg_path=tmp_path / "gg.npy", backbone="demo",
                          cache_root=tmp_path, log=_quiet)
+
+
+def test_a_damaged_cache_file_is_recomputed_not_trusted(tmp_path):
+    qg, gg, _ = _case(4, 6, seed=3)
+    _published(tmp_path / "custom" / "-1", qg, gg)
+    art = ensure_artifacts("custom", cache_root=tmp_path, log=_quiet)
+    art.paths["qg_dists"].write_bytes(art.paths["qg_dists"].read_bytes()[:100])
+    notes = []
+    again = ensure_artifacts("custom", cache_root=tmp_path, log=notes.append)
+    assert not again.reused and any("unreadable" in n for n in notes)
+    assert again.qg_dists.numpy().tobytes() == qg.tobytes()
+    assert ensure_artifacts("custom", cache_root=tmp_path, log=_quiet).reused
