@@ -1,0 +1,225 @@
+"""Opening the results database: one short-lived writer, read-only readers.
+
+DuckDB lets exactly one process hold a database file read-write, and while it
+does, no other process can open the file at all, not even read-only; while
+readers hold it read-only, no process can open it read-write (both sides get
+an ``IOException`` "Could not set lock on file"). The store therefore never
+keeps a connection open for long:
+
+* the writer (the sweep) opens the file, commits one run in one transaction
+  and closes it again, so readers get in between runs;
+* readers (the dashboard) open read-only, run their queries and close;
+* both sides retry briefly when the other holds the lock (the writer for
+  longer, since losing a computed run would cost more than waiting).
+
+A reader therefore only ever sees committed transactions, i.e. complete runs.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import duckdb
+
+from store.schema import SCHEMA_VERSION, create_schema
+
+#: Statements that bring a database from version ``v`` to ``v + 1``; every
+#: step keeps the spec's public columns (tables and columns are only added).
+MIGRATIONS: dict[int, str] = {}
+
+
+class StoreError(Exception):
+    """A database that cannot be used, with a one-line message saying what to do."""
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    """Whether ``exc`` means another connection holds the file (worth retrying)."""
+    text = str(exc)
+    return "Could not set lock" in text or "different configuration" in text
+
+
+def _is_not_duckdb(exc: Exception) -> bool:
+    return "not a valid DuckDB database file" in str(exc)
+
+
+def _open_with_retry(
+    path: Path, *, read_only: bool, timeout_s: float
+) -> duckdb.DuckDBPyConnection:
+    """Open ``path``, retrying with jittered backoff while another process holds it.
+
+    Raises:
+        StoreError: The file is not DuckDB, or stayed locked for ``timeout_s``.
+    """
+    deadline = time.monotonic() + max(timeout_s, 0.0)
+    delay = 0.02
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if _is_not_duckdb(exc):
+                raise StoreError(
+                    f"{path} is not a DuckDB database; pass --db with a new or existing "
+                    "icfrr-lab results file"
+                ) from None
+            if not _is_lock_error(exc):
+                raise StoreError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+            if time.monotonic() >= deadline:
+                who = "a writer (a running sweep?)" if read_only else "another process"
+                raise StoreError(
+                    f"{path} stayed locked by {who} for {timeout_s:g} s; "
+                    "wait for it to finish and try again"
+                ) from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+
+
+def _table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
+    """The schema version stored in an open database, ``None`` for an empty one.
+
+    Raises:
+        StoreError: The database holds tables but is not an icfrr-lab store.
+    """
+    tables = _table_names(con)
+    if "schema_info" not in tables:
+        if tables:
+            raise StoreError(
+                f"{path} is a DuckDB database but not an icfrr-lab results store; "
+                "pass --db with another file"
+            )
+        return None
+    row = con.execute("SELECT max(version) FROM schema_info").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _check_not_newer(version: int | None, path: Path) -> None:
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this icfrr-lab's "
+            f"{SCHEMA_VERSION}; upgrade icfrr-lab or pass --db with another file"
+        )
+
+
+def check_database(path: str | Path, *, timeout_s: float = 5.0) -> None:
+    """Check, without writing anything, that a writer could use ``path``.
+
+    A missing file is fine (the writer creates it). Used by jobs to refuse bad
+    input before any work starts.
+
+    Raises:
+        StoreError: Not DuckDB, not our store, or a newer schema.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory; pass --db with a database file path")
+    con = _open_with_retry(path, read_only=True, timeout_s=timeout_s)
+    try:
+        _check_not_newer(stored_version(con, path), path)
+    finally:
+        con.close()
+
+
+def _migrate(con: duckdb.DuckDBPyConnection, version: int, path: Path) -> None:
+    """Apply the migrations from ``version`` up to ``SCHEMA_VERSION`` in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for v in range(version, SCHEMA_VERSION):
+            if v not in MIGRATIONS:
+                raise StoreError(
+                    f"{path} has schema version {version} and no migration from {v} "
+                    f"exists; pass --db with another file"
+                )
+            con.execute(MIGRATIONS[v])
+        create_schema(con)  # new tables and views of the current version
+        con.execute("UPDATE schema_info SET version = ?", [SCHEMA_VERSION])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def connect_writer(path: str | Path, *, timeout_s: float = 120.0) -> duckdb.DuckDBPyConnection:
+    """Open ``path`` read-write, creating or migrating the schema.
+
+    Creates missing parent folders. Keep the connection for one short unit of
+    work and close it (``with connect_writer(path) as con:`` does): while it
+    is open no reader can get in.
+
+    Args:
+        path: The database file.
+        timeout_s: How long to retry while readers hold the file.
+
+    Returns:
+        A read-write connection on a database at ``SCHEMA_VERSION``.
+
+    Raises:
+        StoreError: Not DuckDB, not our store, a newer schema, or locked too long.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory; pass --db with a database file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = _open_with_retry(path, read_only=False, timeout_s=timeout_s)
+    try:
+        version = stored_version(con, path)
+        _check_not_newer(version, path)
+        if version is None:
+            con.execute("BEGIN TRANSACTION")
+            create_schema(con)
+            con.execute("COMMIT")
+        elif version < SCHEMA_VERSION:
+            _migrate(con, version, path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def connect_reader(path: str | Path, *, timeout_s: float = 5.0) -> duckdb.DuckDBPyConnection:
+    """Open ``path`` read-only, retrying briefly while a writer holds it.
+
+    Close the connection soon after use (``with connect_reader(path) as con:``
+    does): while it is open the sweep cannot write.
+
+    Args:
+        path: The database file.
+        timeout_s: How long to retry while a writer holds the file.
+
+    Returns:
+        A read-only connection.
+
+    Raises:
+        StoreError: Missing, not DuckDB, not our store, a schema other than
+            ``SCHEMA_VERSION``, or locked for longer than ``timeout_s``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(
+            f"no results database at {path}; run `python -m jobs.sweep --dataset demo "
+            f"--db {path}` first"
+        )
+    con = _open_with_retry(path, read_only=True, timeout_s=timeout_s)
+    try:
+        version = stored_version(con, path)
+        _check_not_newer(version, path)
+        if version is None:
+            raise StoreError(f"{path} holds no results yet; run `python -m jobs.sweep` first")
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has the older schema version {version}; run any sweep on it "
+                "(python -m jobs.sweep ... --db PATH) to migrate it"
+            )
+    except BaseException:
+        con.close()
+        raise
+    return con

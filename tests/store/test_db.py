@@ -1,0 +1,176 @@
+"""store.db: schema creation and checks, and the one-writer / many-readers locking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import store.db as db
+from store.schema import SCHEMA_VERSION
+
+# Spec section 6, copied literally: these columns are the public interface.
+SPEC_COLUMNS = {
+    "datasets": ["dataset_id", "name", "root", "n_query", "n_gallery", "n_classes", "created_at"],
+    "items": ["dataset_id", "side", "idx", "path", "label", "class_name"],
+    "artifacts": ["artifact_id", "dataset_id", "backbone", "checkpoint_sha256", "per_class",
+                  "created_at"],
+    "sweeps": ["sweep_id", "dataset_id", "artifact_id", "command", "started_at", "finished_at",
+               "status"],
+    "runs": ["run_id", "sweep_id", "method", "variant", "kg", "kq", "beta", "n_iter", "params",
+             "device", "seconds", "status", "finished_at"],
+    "run_metrics": ["run_id", "iteration", "map_all", "map_200", "p_25", "p_100", "p_200"],
+    "query_metrics": ["run_id", "iteration", "query_idx", "ap", "ap_200", "p_25", "p_100",
+                      "p_200", "first_relevant_rank"],
+    "rankings": ["run_id", "iteration", "query_idx", "rank", "gallery_idx", "score"],
+    "class_metrics": ["run_id", "iteration", "label", "class_name", "n_queries", "map"],
+}
+
+HOLD_WRITER = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "ro")
+print("ready", flush=True)
+sys.stdin.read()          # hold the lock until the test closes our stdin
+con.close()
+"""
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+        "ORDER BY ordinal_position", [table]).fetchall()
+    return [r[0] for r in rows]
+
+
+class _Holder:
+    """Another process holding ``path`` open (read-write or read-only) until released."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(path), mode],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def release(self) -> None:
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=30) == 0
+
+
+def test_writer_creates_folders_and_spec_schema(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "results.duckdb"
+    with db.connect_writer(path) as con:
+        for table, cols in SPEC_COLUMNS.items():
+            have = _columns(con, table)
+            assert set(cols) <= set(have), table
+    # reopening neither duplicates the version row nor changes it
+    with db.connect_writer(path) as con:
+        assert con.execute("SELECT version FROM schema_info").fetchall() == [(SCHEMA_VERSION,)]
+    with db.connect_reader(path) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+
+def test_reader_is_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "r.duckdb"
+    db.connect_writer(path).close()
+    with db.connect_reader(path) as con, pytest.raises(duckdb.Error):
+        con.execute("INSERT INTO schema_info VALUES (99)")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "none.duckdb"
+    with pytest.raises(db.StoreError, match="no results database"):
+        db.connect_reader(path)
+    db.check_database(path)  # fine: a writer would create it
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"definitely not a database\n" * 50])
+def test_not_duckdb_refused_untouched(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.duckdb"
+    path.write_bytes(content)
+    for call in (db.connect_writer, db.connect_reader, db.check_database):
+        with pytest.raises(db.StoreError, match="not a DuckDB database"):
+            call(path)
+    assert path.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.duckdb"]
+
+
+def test_foreign_duckdb_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.close()
+    for call in (db.connect_writer, db.connect_reader, db.check_database):
+        with pytest.raises(db.StoreError, match="not an icfrr-lab results store"):
+            call(path)
+    con = duckdb.connect(str(path), read_only=True)
+    assert [r[0] for r in con.execute("SHOW TABLES").fetchall()] == ["customers"]
+    con.close()
+
+
+def test_newer_schema_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "new.duckdb"
+    with db.connect_writer(path) as con:
+        con.execute("UPDATE schema_info SET version = ?", [SCHEMA_VERSION + 1])
+    before = path.read_bytes()
+    for call in (db.connect_writer, db.connect_reader, db.check_database):
+        with pytest.raises(db.StoreError, match="newer than this icfrr-lab"):
+            call(path)
+    assert path.read_bytes() == before
+
+
+def test_migration_from_older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "old.duckdb"
+    with db.connect_writer(path) as con:
+        con.execute("INSERT INTO datasets (name, n_query, n_gallery, n_classes, created_at) "
+                    "VALUES ('kept', 1, 2, 3, now())")
+    monkeypatch.setattr(db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(db.MIGRATIONS, SCHEMA_VERSION, "ALTER TABLE runs ADD COLUMN note VARCHAR")
+    with pytest.raises(db.StoreError, match="older schema"):
+        db.connect_reader(path)
+    with db.connect_writer(path) as con:
+        assert con.execute("SELECT version FROM schema_info").fetchall() == [(SCHEMA_VERSION + 1,)]
+        assert "note" in _columns(con, "runs")
+        assert con.execute("SELECT name FROM datasets").fetchall() == [("kept",)]
+    db.connect_reader(path).close()
+
+
+@pytest.mark.parametrize("held_as, open_", [("rw", db.connect_reader), ("ro", db.connect_writer)])
+def test_retries_while_other_process_holds_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_as: str, open_
+) -> None:
+    path = tmp_path / "locked.duckdb"
+    db.connect_writer(path).close()
+    retried = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        retried.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(db, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    holder = _Holder(path, held_as)
+    got: list[object] = []
+    try:
+        with pytest.raises(db.StoreError, match="stayed locked"):
+            open_(path, timeout_s=0.2)
+        retried.clear()
+
+        def attempt() -> None:
+            try:
+                with open_(path, timeout_s=60) as con:
+                    got.append(con.execute("SELECT count(*) FROM runs").fetchone())
+            except Exception as exc:  # noqa: BLE001 - reported by the assert below
+                got.append(exc)
+
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        assert retried.wait(timeout=60)  # it found the file locked and is retrying
+    finally:
+        holder.release()
+    thread.join(timeout=60)
+    assert got == [(0,)]
