@@ -177,7 +177,7 @@ def generate(db_path: str | Path, spec: SyntheticSpec, root: str | Path | None =
     items, relevant, base = _pools(spec, labels_q, labels_g, rng)
     n_rel = relevant.sum(1)
     known = labels_q != -1
-    response = rng.normal(1.0, 0.9, size=(spec.n_query, 1))
+    response = rng.normal(0.6, 1.0, size=(spec.n_query, 1))
     if spec.images:
         if root is None:
             raise ValueError("spec.images needs a dataset root")
