@@ -13,6 +13,7 @@ import itertools
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from dashboard.synthetic import SyntheticSpec, generate
 
@@ -39,3 +40,14 @@ def build_fixture(folder: Path) -> Path:
     finally:
         con.close()
     return db
+
+
+def raw_tables(db: Path) -> dict[str, pd.DataFrame]:
+    """Plain ``SELECT *`` dumps of the store's tables: the tests' oracle input."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT * FROM {t}").df()
+                for t in ("datasets", "items", "sweeps", "runs", "run_metrics",
+                          "query_metrics", "rankings")}
+    finally:
+        con.close()

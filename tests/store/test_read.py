@@ -13,7 +13,7 @@ import pytest
 
 from store import read
 from store.db import connect_reader
-from tests.dashboard.fixture_store import DEMO, build_fixture
+from tests.dashboard.fixture_store import DEMO, build_fixture, raw_tables
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +30,7 @@ def con(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 @pytest.fixture(scope="module")
 def raw(db: Path) -> dict[str, pd.DataFrame]:
-    c = duckdb.connect(str(db), read_only=True)
-    try:
-        return {t: c.execute(f"SELECT * FROM {t}").df()
-                for t in ("datasets", "items", "sweeps", "runs", "run_metrics",
-                          "query_metrics", "rankings")}
-    finally:
-        c.close()
+    return raw_tables(db)
 
 
 def _dataset_of_run(raw: dict[str, pd.DataFrame], run_id: int) -> int:
