@@ -54,6 +54,7 @@ class SyntheticSpec:
         images: Write images under ``root`` (else paths are NULL, as for
             imported distances).
         missing: Indices of query images left unwritten (placeholders).
+        keep_iterations: Iterations stored besides 0, the best and the last.
         seed: Random seed.
     """
 
@@ -72,6 +73,7 @@ class SyntheticSpec:
     pool: int = 30
     images: bool = True
     missing: tuple[int, ...] = (1,)
+    keep_iterations: tuple[int, ...] = ()
     seed: int = 0
 
 
@@ -251,7 +253,7 @@ def _generate_run(con, spec, sweep_id, artifact_id, config, items, relevant, bas
     })
     best = int(np.argmax(summary["ap"]))
     top = min(spec.top_n, m)
-    for t in sorted({0, best, spec.n_iter}):
+    for t in sorted({0, best, spec.n_iter, *spec.keep_iterations}):
         order, score, met = per_iter[t]
         nullable = {k: pa.array(np.where(known, met[k], np.nan), from_pandas=True)
                     for k in ("ap", "ap_200", "p_25", "p_100", "p_200")}
