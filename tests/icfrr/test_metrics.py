@@ -1,0 +1,111 @@
+"""Metrics against a brute-force reading of spec section 4, and torchmetrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.functional.retrieval import retrieval_average_precision
+
+import icfrr
+
+
+def brute_ap(relevant: list[bool]) -> float:
+    hits, total = 0, 0.0
+    for k, rel in enumerate(relevant, start=1):
+        if rel:
+            hits += 1
+            total += hits / k
+    return total / hits if hits else 0.0
+
+
+def brute_force(ranking, labels_q, labels_g):
+    rows = []
+    for q, row in enumerate(ranking):
+        if labels_q[q] == -1:
+            continue
+        rel = [labels_g[j] == labels_q[q] for j in row]
+        rows.append(
+            dict(
+                map_all=brute_ap(rel),
+                map_200=brute_ap(rel[:200]),
+                **{f"p_{k}": sum(rel[:k]) / k for k in (25, 100, 200)},
+            )
+        )
+    return {name: float(np.mean([r[name] for r in rows])) for name in rows[0]}
+
+
+def make_case(n_query, n_gallery, n_classes, seed):
+    rng = np.random.default_rng(seed)
+    labels_g = rng.integers(0, n_classes, n_gallery)
+    labels_q = rng.integers(-1, n_classes + 1, n_query)  # includes unknown and absent classes
+    ranking = np.stack([rng.permutation(n_gallery) for _ in range(n_query)])
+    return ranking, labels_q, labels_g
+
+
+@pytest.mark.parametrize("shape", [(40, 150, 4), (30, 420, 6), (300, 60, 3)])
+def test_evaluate_matches_brute_force(shape):
+    ranking, lq, lg = make_case(*shape, seed=shape[1])
+    got = icfrr.evaluate(ranking, lq, lg)
+    want = brute_force(ranking, lq, lg)
+    assert set(got) == set(icfrr.METRIC_NAMES)
+    for name in want:
+        assert got[name] == pytest.approx(want[name], abs=1e-12), name
+
+
+def test_per_query_columns_match_brute_force_and_torchmetrics():
+    ranking, lq, lg = make_case(25, 300, 5, seed=7)
+    cols = icfrr.per_query(torch.from_numpy(ranking), lq, lg)
+    n_gallery = ranking.shape[1]
+    for q in range(25):
+        rel = [lg[j] == lq[q] for j in ranking[q]]
+        if lq[q] == -1:
+            assert np.isnan(cols["ap"][q]) and cols["first_relevant_rank"][q] == -1
+            continue
+        assert cols["ap"][q] == pytest.approx(brute_ap(rel), abs=1e-12)
+        assert cols["ap_200"][q] == pytest.approx(brute_ap(rel[:200]), abs=1e-12)
+        assert cols["p_100"][q] == pytest.approx(sum(rel[:100]) / 100)
+        assert cols["first_relevant_rank"][q] == (rel.index(True) + 1 if any(rel) else -1)
+        if any(rel):
+            # torchmetrics wants positive scores: turn ranks into them.
+            scores = torch.empty(n_gallery)
+            scores[torch.from_numpy(ranking[q])] = torch.arange(n_gallery, 0, -1, dtype=torch.float32)
+            target = torch.from_numpy(lg == lq[q])
+            assert cols["ap"][q] == pytest.approx(float(retrieval_average_precision(scores, target)), abs=1e-6)
+    np.testing.assert_array_equal(cols["query_idx"], np.arange(25))
+    np.testing.assert_array_equal(cols["label"], lq)
+
+
+def test_map_200_counts_only_relevant_items_inside_the_top_200():
+    # One relevant item at rank 1 and one at rank 300: AP@200 is 1, AP@all is (1 + 2/300) / 2.
+    ranking = np.arange(400)[None, :]
+    labels_g = np.zeros(400, dtype=int)
+    labels_g[[0, 299]] = 1
+    got = icfrr.evaluate(ranking, np.array([1]), labels_g)
+    assert got["map_200"] == 1.0
+    assert got["map_all"] == pytest.approx((1 + 2 / 300) / 2)
+    assert got["p_200"] == pytest.approx(1 / 200)
+
+
+def test_summarize_equals_evaluate_and_skips_unknown_labels():
+    ranking, lq, lg = make_case(50, 80, 3, seed=1)
+    cols = icfrr.per_query(ranking, lq, lg)
+    assert icfrr.summarize(cols) == icfrr.evaluate(ranking, lq, lg)
+    all_unknown = icfrr.evaluate(ranking, np.full(50, -1), lg)
+    assert all(np.isnan(v) for v in all_unknown.values())
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ((np.zeros((2, 3), dtype=np.int64), np.zeros(3, int), np.zeros(3, int)), "labels_q"),
+        ((np.zeros((2, 3), dtype=np.int64), np.zeros(2, int), np.zeros(4, int)), "labels_g"),
+        ((np.zeros((2, 3)), np.zeros(2, int), np.zeros(3, int)), "integer gallery indices"),
+        ((np.zeros(3, dtype=np.int64), np.zeros(2, int), np.zeros(3, int)), r"\[Q, G\]"),
+        ((np.full((2, 3), 5), np.zeros(2, int), np.zeros(3, int)), "outside the gallery"),
+        ((np.zeros((2, 3), dtype=np.int64), np.array([0.5, 1.0]), np.zeros(3, int)), "integer class labels"),
+    ],
+)
+def test_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        icfrr.evaluate(*args)

@@ -1,0 +1,115 @@
+"""Neighbour graphs against the literal rank matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import icfrr
+from icfrr import literal
+from tests.icfrr.engine_data import clustered_features, euclidean, random_case
+
+
+def graph_from_rank_matrix(gg: np.ndarray, k: int) -> np.ndarray:
+    """Brute force: neighbour r of item i is the j with R[i, j] == r."""
+    ranks = literal.rank_matrix(gg)
+    g = gg.shape[0]
+    out = np.empty((g, k), dtype=np.int64)
+    for i in range(g):
+        for j in range(g):
+            if 0 <= ranks[i, j] < k:
+                out[i, ranks[i, j]] = j
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 5, 29])
+def test_matches_rank_matrix_on_random_distances(k):
+    _, gg = random_case(1, 30, seed=k)
+    graph = icfrr.neighbor_graph(gg, k)
+    np.testing.assert_array_equal(graph.indices.numpy(), graph_from_rank_matrix(gg, k))
+    want = np.take_along_axis(gg, graph.indices.numpy(), 1)
+    np.testing.assert_array_equal(graph.distances.numpy(), want)
+    assert graph.k == k and graph.n_items == 30
+
+
+def test_ties_are_broken_by_index_like_a_stable_sort():
+    rng = np.random.default_rng(0)
+    gg = rng.integers(0, 3, (50, 50)).astype(np.float32)  # many exact ties, some at distance 0
+    gg = np.minimum(gg, gg.T)
+    np.fill_diagonal(gg, 0)
+    for k in (1, 7, 20):
+        np.testing.assert_array_equal(icfrr.neighbor_graph(gg, k).indices.numpy(), graph_from_rank_matrix(gg, k))
+
+
+def test_k_is_clamped_to_gallery_size_minus_one():
+    _, gg = random_case(1, 6, seed=0)
+    graph = icfrr.neighbor_graph(gg, 100)
+    assert graph.k == 5
+    assert all(i not in row for i, row in enumerate(graph.indices.tolist()))
+
+
+def test_one_item_gallery_has_no_neighbours():
+    graph = icfrr.neighbor_graph(np.zeros((1, 1), np.float32), 4)
+    assert tuple(graph.indices.shape) == (1, 0)
+
+
+def test_from_features_matches_dense_distances():
+    _, fg, _, _ = clustered_features(1, 300, 6, 24, seed=1)
+    graph = icfrr.neighbor_graph_from_features(fg, 15, rows_per_chunk=64)  # several chunks
+    dense = euclidean(fg, fg)
+    np.fill_diagonal(dense, 0)
+    want = graph_from_rank_matrix(dense, 15)
+    # float32 matmul distances differ from exact ones by ~1e-7: allow swaps of near-ties only.
+    assert np.mean(graph.indices.numpy() == want) > 0.99
+    np.testing.assert_allclose(graph.distances.numpy(), np.take_along_axis(dense, want, 1), atol=1e-5)
+    assert not (graph.indices.numpy() == np.arange(300)[:, None]).any()
+
+
+def test_cosine_metric():
+    _, fg, _, _ = clustered_features(1, 80, 4, 8, seed=2)
+    graph = icfrr.neighbor_graph_from_features(fg * 3.0, 5, metric="cosine")
+    cos = 1.0 - fg.astype(np.float64) @ fg.T.astype(np.float64)
+    np.fill_diagonal(cos, 0)
+    np.testing.assert_allclose(graph.distances.numpy(), np.take_along_axis(cos, graph.indices.numpy(), 1), atol=1e-5)
+
+
+def test_pairwise_distances_matches_cdist():
+    a = torch.randn(20, 7)
+    b = torch.randn(30, 7)
+    np.testing.assert_allclose(icfrr.pairwise_distances(a, b), torch.cdist(a, b), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: icfrr.neighbor_graph(np.zeros((3, 4), np.float32), 2), "square"),
+        (lambda: icfrr.neighbor_graph(np.full((3, 3), np.nan, np.float32), 2), "NaN"),
+        (lambda: icfrr.neighbor_graph(np.zeros((3, 3), np.float32), 0), "k must be"),
+        (lambda: icfrr.neighbor_graph(np.zeros((0, 0), np.float32), 2), "empty"),
+        (lambda: icfrr.neighbor_graph_from_features(np.zeros((5, 3), np.float32), 2, metric="l1"), "metric"),
+        (lambda: icfrr.pairwise_distances(np.zeros((2, 3)), np.zeros((2, 4))), "widths"),
+        (lambda: icfrr.NeighborGraph(torch.zeros(3, 2, dtype=torch.int64), torch.zeros(3, 3)), "matching"),
+    ],
+)
+def test_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("values", [3, 1000])  # many ties, and few
+def test_cpu_partition_path_and_topk_path_agree(values):
+    from icfrr._sorting import smallest_rows
+    from icfrr.neighbors import _smallest_by_topk
+
+    rng = np.random.default_rng(values)
+    block = rng.integers(0, values, (64, 300)).astype(np.float32)
+    block[:, 5] = -0.0  # negative zero ties with zero
+    for k in (1, 10, 299):
+        idx_a, dist_a = smallest_rows(block, k)
+        idx_b, dist_b = _smallest_by_topk(torch.from_numpy(block.copy()), k)
+        want = np.argsort(block, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(idx_a, want)
+        np.testing.assert_array_equal(idx_b.numpy(), want)
+        np.testing.assert_array_equal(dist_a, np.take_along_axis(block, want, 1))
+        np.testing.assert_array_equal(dist_b.numpy(), dist_a)
