@@ -16,13 +16,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from icfrr.stats import PairedComparison, compare_paired
 from store import read
 from store.db import StoreError, connect_reader
+
+if TYPE_CHECKING:
+    from icfrr.stats import PairedComparison
 
 DEFAULT_DB = "results/icfrr.duckdb"
 ENV_DB = "ICFRR_DB"
@@ -86,6 +88,9 @@ def load(db: Db, fn_name: str, *args: Any, **kwargs: Any) -> Any:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _cached_compare(path: str, stamp: tuple, a: tuple[int, int], b: tuple[int, int]):
+    # Imported here: the icfrr package imports torch (seconds), which only this page needs.
+    from icfrr.stats import compare_paired
+
     with closing(connect_reader(path)) as con:
         pairs = read.paired_ap(con, a[0], a[1], b[0], b[1])
     return pairs, compare_paired(pairs.ap_a.to_numpy(), pairs.ap_b.to_numpy())

@@ -98,7 +98,7 @@ def server(fixture_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture(scope="module")
 def page(browser, server) -> Iterator[object]:
     """One tab for all pages (one browser context, so Streamlit's scripts stay cached)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 2000})
+    context = browser.new_context(viewport={"width": 1280, "height": 1600})
     tab = context.new_page()
     yield tab
     context.close()
@@ -135,10 +135,10 @@ def test_failure_case_link_opens_the_inspector(page, server) -> None:
     query = link.inner_text().split()[2]
     link.click()
     page.wait_for_url("**/inspector?**", timeout=30_000)
+    page.get_by_role("heading", name=f"Query {query}:").wait_for(timeout=30_000)
     page.wait_for_function(IDLE, timeout=30_000)
     assert page.locator("h1").first.inner_text().strip() == "Query inspector"
     assert f"query={query}" in page.url
-    assert page.get_by_role("heading", name=f"Query {query}:").count() == 1
 
 
 def test_missing_database_page(page, server, tmp_path) -> None:
