@@ -104,10 +104,19 @@ def page(browser, server) -> Iterator[object]:
     context.close()
 
 
+def _settle(page, timeout_s: float = 30.0) -> None:
+    """Wait until Streamlit has been idle for three polls in a row (reruns can follow)."""
+    deadline, calm = time.monotonic() + timeout_s, 0
+    while calm < 3:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{page.url} did not settle in {timeout_s:g} s")
+        calm = calm + 1 if page.evaluate(f"({IDLE})()") else 0
+        page.wait_for_timeout(250)
+
+
 def _open(page, url: str, shot: str) -> None:
     page.goto(url)
-    page.wait_for_function(IDLE, timeout=30_000)
-    page.wait_for_timeout(500)  # let the Vega charts draw
+    _settle(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
 
@@ -136,7 +145,7 @@ def test_failure_case_link_opens_the_inspector(page, server) -> None:
     link.click()
     page.wait_for_url("**/inspector?**", timeout=30_000)
     page.get_by_role("heading", name=f"Query {query}:").wait_for(timeout=30_000)
-    page.wait_for_function(IDLE, timeout=30_000)
+    _settle(page)
     assert page.locator("h1").first.inner_text().strip() == "Query inspector"
     assert f"query={query}" in page.url
 
