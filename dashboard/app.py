@@ -22,6 +22,7 @@ if _ROOT not in sys.path:  # `streamlit run` puts only dashboard/ on the path
 import streamlit as st  # noqa: E402
 
 from dashboard import sidebar, state  # noqa: E402
+from dashboard.data import StoreError  # noqa: E402
 
 PAGES = (
     ("views/overview.py", "Overview", "overview", ":material/dashboard:"),
@@ -56,7 +57,10 @@ def main() -> None:
             page = st.navigation([st.Page(path, title=title, url_path=url, icon=icon,
                                           default=i == 0)
                                   for i, (path, title, url, icon) in enumerate(PAGES)])
-        page.run()
+        try:
+            page.run()
+        except StoreError as exc:  # e.g. a sweep held the file longer than the retries
+            st.warning(f"Could not read the database: {exc}. Reload the page to try again.")
     finally:
         state.write_url()
 

@@ -106,7 +106,7 @@ def render(root: str | None, rel: str | None, size: int = 96, mark: str | None =
     return buf.getvalue()
 
 
-@st.cache_data(show_spinner=False, max_entries=20_000)
+@st.cache_data(show_spinner=False, max_entries=5_000)
 def thumbnail(root: str | None, rel: str | None, size: int = 96,
               mark: str | None = None) -> bytes:
     """``render`` through Streamlit's cache."""

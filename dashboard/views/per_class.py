@@ -35,6 +35,11 @@ def page() -> None:
         st.markdown(f"Largest loss: **{low.class_name}** {signed(low.gain)} "
                     f"({low.map_before:.4f} → {low.map_after:.4f}).")
     st.altair_chart(charts.class_dumbbell(cls))
+    worst = cls.iloc[0]
+    st.page_link("views/failures.py", label=f"Failure cases of {worst.class_name}, the class "
+                 f"that fares worst ({signed(worst.gain)})", icon=":material/report:",
+                 query_params={"db": ctx.db.path, "run": str(ctx.run_id),
+                               "iteration": str(iteration), "class": str(int(worst.label))})
     st.dataframe(
         cls.sort_values("gain", ascending=False), hide_index=True,
         column_config={

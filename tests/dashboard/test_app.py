@@ -208,3 +208,18 @@ def test_file_that_is_not_duckdb_is_reported_not_raised(tmp_path, monkeypatch):
     bad.write_text("hello")
     at = _empty_state(bad, monkeypatch)
     assert "not a DuckDB database" in at.info[0].value
+
+
+def test_inspector_on_a_query_of_unknown_label(fixture_db, monkeypatch):
+    unknown = DEMO.n_query - 1   # the fixture's last query has label -1
+    at = open_page(fixture_db, "Query inspector", monkeypatch, run=1, query=unknown)
+    assert "unknown" in at.warning[0].value
+    assert all(" ? " in c for c in at.image[2].captions)   # relevance not judged
+
+
+def test_per_class_links_to_the_worst_class_in_failure_cases(fixture_db, raw, monkeypatch):
+    at = open_page(fixture_db, "Per class", monkeypatch, run=1)
+    worst = at.dataframe[0].value.sort_values("gain").iloc[0]
+    link = at.get("page_link")[0]
+    assert worst.class_name in link.proto.label
+    assert f"class={worst.label}" in link.proto.query_string
