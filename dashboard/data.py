@@ -11,9 +11,11 @@ change time and size, so a finished sweep shows up on the next rerun.
 from __future__ import annotations
 
 import argparse
-from contextlib import closing
+import importlib
 import os
 import sys
+import threading
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +103,25 @@ def compare(db: Db, a: tuple[int, int], b: tuple[int, int]) -> tuple[Any, Paired
     return _cached_compare(db.path, db.stamp, a, b)
 
 
+_preload_lock = threading.Lock()
+_preloaded = False
+
+
+def preload_stats() -> None:
+    """Import ``icfrr.stats`` in a background thread, once per process.
+
+    The ``icfrr`` package imports torch (seconds); only the Compare page needs
+    it, so the import starts early instead of delaying that page's first visit.
+    """
+    global _preloaded
+    with _preload_lock:
+        if _preloaded:
+            return
+        _preloaded = True
+    threading.Thread(target=importlib.import_module, args=("icfrr.stats",), daemon=True,
+                     name="preload-icfrr-stats").start()
+
+
 def probe(db: Db) -> str | None:
     """Why ``db`` cannot be shown (missing, empty, not ours, locked), None when it can."""
     try:
@@ -112,4 +133,4 @@ def probe(db: Db) -> str | None:
 
 
 __all__ = ["DEFAULT_DB", "ENV_DB", "Db", "StoreError", "compare", "db_from_args",
-           "default_db", "load", "probe"]
+           "default_db", "load", "preload_stats", "probe"]
