@@ -3,7 +3,8 @@ opened in Debian's headless Chromium through Playwright, screenshots saved
 under test-artifacts/dashboard/.
 
 Skips when Chromium (or Playwright) is missing, except under CI (env CI set),
-where it must run: `.ci/run` installs Chromium first.
+where it must run: `.ci/run` installs Chromium first. $ICFRR_CHROMIUM names
+another Chromium binary (never downloaded: Playwright's own browsers are not used).
 """
 
 from __future__ import annotations
@@ -45,8 +46,12 @@ def _need(ok: bool, reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    path = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
-    _need(path is not None, "Debian's chromium is not installed")
+    wanted = os.environ.get("ICFRR_CHROMIUM")
+    if wanted:
+        path = wanted if Path(wanted).is_file() else None
+    else:
+        path = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    _need(path is not None, f"Chromium is not installed at {wanted or CHROMIUM}")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
