@@ -37,7 +37,8 @@ def metric_lines(by_iter: pd.DataFrame, labels: dict[int, str]) -> alt.FacetChar
 
 
 def gain_heatmap(grid: pd.DataFrame, value: str = "map_all_gain") -> alt.LayerChart:
-    """mAP@all gain over KG (rows) x KQ (columns), diverging around zero, values written in."""
+    """mAP@all gain over KG (rows) x KQ (columns), diverging around zero, values written in,
+    the best cell framed in black."""
     reach = float(grid[value].abs().max()) or 1e-6
     scale = alt.Scale(scheme="redblue", domain=[-reach, reach])
     base = alt.Chart(grid).encode(
@@ -54,7 +55,9 @@ def gain_heatmap(grid: pd.DataFrame, value: str = "map_all_gain") -> alt.LayerCh
                  "best_iteration:O"],
     )
     text = base.mark_text(fontSize=12).encode(text=alt.Text(f"{value}:Q", format="+.3f"))
-    return (cells + text).properties(height=110 + 56 * grid["kg"].nunique())
+    best = alt.Chart(grid.nlargest(1, value)).mark_rect(
+        fill=None, stroke="black", strokeWidth=3).encode(x="kq:O", y=alt.Y("kg:O", sort="descending"))
+    return (cells + text + best).properties(height=110 + 56 * grid["kg"].nunique())
 
 
 def class_dumbbell(cls: pd.DataFrame) -> alt.LayerChart:

@@ -79,6 +79,18 @@ def put(param: str, value: object | None) -> None:
         sel[param] = str(value)
 
 
+def matches(option: object, wanted: str | None) -> bool:
+    """Whether a URL value names ``option`` (``"1"`` names ``1.0`` too)."""
+    if wanted is None:
+        return False
+    if str(option) == wanted:
+        return True
+    try:
+        return float(option) == float(wanted)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
 def select(
     container: Any,
     label: str,
@@ -94,7 +106,7 @@ def select(
     Args:
         container: ``st``, ``st.sidebar`` or a column.
         label: Widget label.
-        options: Choices; matched against the selection by ``str(option)``.
+        options: Choices; matched against the selection with ``matches``.
         param: Selection key (see ``PARAMS``).
         default: Choice when the selection holds none of ``options``
             (the first option when None).
@@ -109,7 +121,7 @@ def select(
         put(param, None)
         return None
     wanted = get(param)
-    index = next((i for i, o in enumerate(options) if str(o) == wanted), None)
+    index = next((i for i, o in enumerate(options) if matches(o, wanted)), None)
     if index is None:
         index = options.index(default) if default in options else 0
     key = widget_key(param)

@@ -66,7 +66,7 @@ def test_every_page_renders(fixture_db, monkeypatch, title) -> None:
 
 
 def test_overview_lists_runs_and_calls_out_best_configuration(fixture_db, raw, monkeypatch):
-    at = open_page(fixture_db, "Overview", monkeypatch, run=2)
+    at = open_page(fixture_db, "Overview", monkeypatch, run=2, beta=1)
     runs_table = at.dataframe[0].value
     done = raw["runs"][raw["runs"].status == "done"]
     assert sorted(runs_table.run_id) == sorted(done.run_id)
@@ -80,6 +80,7 @@ def test_overview_lists_runs_and_calls_out_best_configuration(fixture_db, raw, m
     assert metric(at, "mAP@all after") == f"{rm.last()[2]:.4f}"
     # one heatmap panel per beta: the selector offers both betas of the grid
     assert sorted(at.selectbox(key="_w_beta").options) == ["0.5", "1"]
+    assert at.selectbox(key="_w_beta").value == 1.0   # "beta=1" in the URL names 1.0
 
 
 def test_per_class_matches_class_means(fixture_db, raw, monkeypatch):

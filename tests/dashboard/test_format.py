@@ -43,3 +43,10 @@ def test_db_flag_after_double_dash() -> None:
     assert db_from_args(["--db", "x.duckdb"]) == "x.duckdb"
     assert db_from_args(["--other", "1"]) is None
     assert db_from_args(["--d", "x"]) is None  # no abbreviations
+
+
+def test_url_values_match_options() -> None:
+    from dashboard.state import matches
+    assert matches(1.0, "1") and matches(1.0, "1.0") and matches(3, "3")
+    assert matches("all", "all") and not matches("all", "1")
+    assert not matches(0.5, "1") and not matches(2, None)
