@@ -54,7 +54,10 @@ def gain_heatmap(grid: pd.DataFrame, value: str = "map_all_gain") -> alt.LayerCh
                  alt.Tooltip(f"{value}:Q", format="+.4f", title="gain"),
                  "best_iteration:O"],
     )
-    text = base.mark_text(fontSize=12).encode(text=alt.Text(f"{value}:Q", format="+.3f"))
+    text = base.mark_text(fontSize=12).encode(
+        text=alt.Text(f"{value}:Q", format="+.3f"),
+        color=alt.condition(f"abs(datum.{value}) > {0.6 * reach}", alt.value("white"),
+                            alt.value("black")))
     best = alt.Chart(grid.nlargest(1, value)).mark_rect(
         fill=None, stroke="black", strokeWidth=3).encode(x="kq:O", y=alt.Y("kg:O", sort="descending"))
     return (cells + text + best).properties(height=110 + 56 * grid["kg"].nunique())
