@@ -1,0 +1,69 @@
+"""icfrr-lab evaluation dashboard: ``streamlit run dashboard/app.py -- --db results/icfrr.duckdb``.
+
+The entry point draws the shared sidebar (database, run), routes to one page
+module under ``dashboard/views/`` and keeps the selection in the URL. The
+database comes from the URL's ``db``, else ``--db`` after ``--``, else
+$ICFRR_DB, else ``results/icfrr.duckdb``. It is only ever read.
+
+The page modules live in ``views/``, not ``pages/``: Streamlit treats a
+``pages/`` folder beside the entry point as the old automatic multipage mode
+(the entry point is then skipped for those pages), which fights ``st.navigation``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # `streamlit run` puts only dashboard/ on the path
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from dashboard import sidebar, state  # noqa: E402
+from dashboard.data import StoreError, preload_stats  # noqa: E402
+
+PAGES = (
+    ("views/overview.py", "Overview", "overview", ":material/dashboard:"),
+    ("views/per_class.py", "Per class", "per-class", ":material/category:"),
+    ("views/failures.py", "Failure cases", "failures", ":material/report:"),
+    ("views/inspector.py", "Query inspector", "inspector", ":material/image_search:"),
+    ("views/compare.py", "Compare", "compare", ":material/compare_arrows:"),
+)
+
+
+def _getting_started(db_path: str, problem: str) -> None:
+    st.title("icfrr-lab dashboard")
+    st.info(f"Nothing to show yet: {problem}")
+    st.markdown("Run a sweep to fill the database, for example on the built-in demo data:")
+    st.code(f"python -m jobs.sweep --dataset demo --db {db_path}", language="bash")
+    st.markdown("then open the dashboard on it (or just reload this page):")
+    st.code(f"streamlit run dashboard/app.py -- --db {db_path}", language="bash")
+
+
+def main() -> None:
+    """Route one rerun of the app."""
+    st.set_page_config(page_title="icfrr-lab", page_icon=":material/image_search:",
+                       layout="wide")
+    preload_stats()
+    state.adopt_url()
+    db, ctx, problem = sidebar.render()
+    try:
+        if ctx is None:
+            page = st.navigation([st.Page(lambda: _getting_started(db.path, problem),
+                                          title="Getting started", url_path="start",
+                                          default=True)])
+        else:
+            page = st.navigation([st.Page(path, title=title, url_path=url, icon=icon,
+                                          default=i == 0)
+                                  for i, (path, title, url, icon) in enumerate(PAGES)])
+        try:
+            page.run()
+        except StoreError as exc:  # e.g. a sweep held the file longer than the retries
+            st.warning(f"Could not read the database: {exc}. Reload the page to try again.")
+    finally:
+        state.write_url()
+
+
+main()

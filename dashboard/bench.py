@@ -1,0 +1,160 @@
+"""Time the dashboard on a TU-Berlin-sized store: ``python -m dashboard.bench``.
+
+Generates (once, reused when present) a synthetic store of the size of the
+TU-Berlin zero-shot test split: 2,400 queries, 27,989 gallery photos, 30
+classes, a 36-configuration grid (KG x KQ x beta), 5 iterations each, top-100
+rankings kept for 3 iterations per run, tiny images on disk. Then, for every
+page, it prints the time of the page's store queries on a cold connection
+and of a full AppTest render, first (cold cache) and warm (median of
+repeats). Nothing here is asserted; the numbers go into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import statistics
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+from dashboard.synthetic import SyntheticSpec, generate
+
+APP = Path(__file__).resolve().parent / "app.py"
+PAGES = {
+    "Overview": None,
+    "Per class": "views/per_class.py",
+    "Failure cases": "views/failures.py",
+    "Query inspector": "views/inspector.py",
+    "Compare": "views/compare.py",
+}
+
+TUBERLIN = SyntheticSpec(
+    name="tuberlin-sized",
+    n_query=2400,
+    n_gallery=27_989,
+    n_classes=30,
+    n_unknown=0,
+    configs=tuple(("reference", kg, kq, beta) for beta, kg, kq in
+                  itertools.product((0.25, 0.5, 1.0), (64, 128, 256, 512), (50, 100, 250))),
+    n_iter=5,
+    top_n=100,
+    pool=150,
+    missing=(),
+    keep_iterations=(2,),
+    seed=0,
+)
+
+
+def build(folder: Path, images: bool) -> Path:
+    """Generate the benchmark store under ``folder`` unless it is already there."""
+    db = folder / "bench.duckdb"
+    if db.exists():
+        print(f"reusing {db}")
+        return db
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = TUBERLIN if images else SyntheticSpec(**{**TUBERLIN.__dict__, "images": False})
+    t = time.perf_counter()
+    generate(db.with_suffix(".tmp"), spec, folder / "data" if images else None)
+    db.with_suffix(".tmp").rename(db)
+    print(f"generated {db} in {time.perf_counter() - t:.1f} s "
+          f"({db.stat().st_size / 2**20:.0f} MiB)")
+    return db
+
+
+def _queries(db: Path, run_id: int, query: int, it: int, other: int) -> dict[str, list]:
+    """The store.read calls each page makes (as the pages make them)."""
+    return {
+        "Overview": [("has_results",), ("runs",), ("sweeps",), ("metrics_by_iteration", (run_id,)),
+                     ("sweep_grid", 1)],
+        "Per class": [("stored_iterations", run_id), ("class_before_after", run_id, it)],
+        "Failure cases": [("classes", run_id), ("query_changes", run_id, it),
+                          ("dataset_root", run_id)],
+        "Query inspector": [("n_queries", run_id), ("query_item", run_id, query),
+                            ("query_metrics_by_iteration", run_id, query),
+                            ("query_topn", run_id, query, it)],
+        "Compare": [("paired_ap", run_id, it, other, it)],
+    }
+
+
+def time_queries(db: Path, calls: list[tuple]) -> float:
+    """Seconds to run ``calls`` on one fresh read-only connection."""
+    from store import read
+    from store.db import connect_reader
+
+    t = time.perf_counter()
+    with closing(connect_reader(db)) as con:
+        for name, *args in calls:
+            getattr(read, name)(con, *args)
+    return time.perf_counter() - t
+
+
+def time_page(db: Path, title: str, params: dict[str, str], repeats: int) -> tuple[float, float]:
+    """(first, median warm) seconds of a full AppTest render of one page."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["ICFRR_DB"] = str(db)
+    at = AppTest.from_file(str(APP), default_timeout=600)
+    at.query_params.update(params)
+    at.run()
+    if PAGES[title]:
+        at.switch_page(PAGES[title])
+    t = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - t
+    if at.exception:
+        raise RuntimeError(f"{title}: {at.exception[0].value}")
+    warm = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        at.run()
+        warm.append(time.perf_counter() - t)
+    return first, statistics.median(warm)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or reuse) the store, time every page, print a table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dir", type=Path, default=Path("results/bench-dashboard"),
+                   help="where the benchmark store and images go (reused when present)")
+    p.add_argument("--no-images", action="store_true", help="items without image files")
+    p.add_argument("--repeats", type=int, default=5, help="warm renders per page")
+    args = p.parse_args(argv)
+
+    db = build(args.dir, not args.no_images)
+    # A running server imports this once per process (dashboard.data.preload_stats);
+    # do it before timing so that it does not land inside one page's numbers.
+    import icfrr.stats  # noqa: F401
+    from store import read
+    from store.db import connect_reader
+
+    with closing(connect_reader(db)) as con:
+        runs = read.runs(con)
+        run_id = int(runs.loc[runs.map_all_gain.idxmax(), "run_id"])
+        it = int(runs.set_index("run_id").loc[run_id, "last_iteration"])
+        query = int(read.query_changes(con, run_id, it).query_idx.iloc[0])
+        n_rank = con.execute("SELECT count(*) FROM rankings").fetchone()[0]
+    other = int(runs.run_id[runs.run_id != run_id].iloc[0])
+    params = {"run": str(run_id), "iteration": str(it), "query": str(query)}
+    print(f"{len(runs)} runs, {n_rank:,} ranking rows; page state: {params}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]}")
+
+    rows = []
+    for title in PAGES:
+        q = time_queries(db, _queries(db, run_id, query, it, other)[title])
+        first, warm = time_page(db, title, params, args.repeats)
+        rows.append((title, q, first, warm))
+    print()
+    print("| page | store queries, cold (ms) | first render (ms) | warm render, median (ms) |")
+    print("|---|---:|---:|---:|")
+    for title, q, first, warm in rows:
+        print(f"| {title} | {q * 1e3:.0f} | {first * 1e3:.0f} | {warm * 1e3:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

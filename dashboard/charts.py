@@ -1,0 +1,116 @@
+"""Altair charts of the dashboard (pure: DataFrame in, chart out)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from dashboard.format import METRIC_NAMES
+
+_GAIN_SCALE = alt.Scale(scheme="redblue", domainMid=0)
+
+
+def metric_lines(by_iter: pd.DataFrame, labels: dict[int, str]) -> alt.FacetChart:
+    """Each metric against iteration, one line per run, one panel per metric.
+
+    Args:
+        by_iter: ``store.read.metrics_by_iteration`` output.
+        labels: Run id -> legend label.
+    """
+    long = by_iter.melt(id_vars=["run_id", "iteration"], value_vars=list(METRIC_NAMES),
+                        var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map(METRIC_NAMES)
+    long["run"] = long["run_id"].map(labels)
+    return (
+        alt.Chart(long, height=170, width=230)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("iteration:O", title="iteration"),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=1, labelLimit=600)),
+            tooltip=["run:N", "metric:N", "iteration:O", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .facet(facet=alt.Facet("metric:N", sort=list(METRIC_NAMES.values()), title=None),
+               columns=3)
+        .resolve_scale(y="independent")
+    )
+
+
+def gain_heatmap(grid: pd.DataFrame, value: str = "map_all_gain") -> alt.LayerChart:
+    """mAP@all gain over KG (rows) x KQ (columns), diverging around zero, values written in,
+    the best cell framed in black."""
+    reach = float(grid[value].abs().max()) or 1e-6
+    scale = alt.Scale(scheme="redblue", domain=[-reach, reach])
+    base = alt.Chart(grid).encode(
+        x=alt.X("kq:O", title="KQ (voting neighbours of the query)",
+                axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("kg:O", title="KG (gallery neighbours)", sort="descending"),
+    )
+    cells = base.mark_rect(stroke="white").encode(
+        color=alt.Color(f"{value}:Q", title="gain", scale=scale),
+        tooltip=["run_id:Q", "kg:O", "kq:O", "beta:Q",
+                 alt.Tooltip("map_all_before:Q", format=".4f", title="mAP@all before"),
+                 alt.Tooltip("map_all_after:Q", format=".4f", title="mAP@all after"),
+                 alt.Tooltip(f"{value}:Q", format="+.4f", title="gain"),
+                 "best_iteration:O"],
+    )
+    text = base.mark_text(fontSize=12).encode(
+        text=alt.Text(f"{value}:Q", format="+.3f"),
+        color=alt.condition(f"abs(datum.{value}) > {0.6 * reach}", alt.value("white"),
+                            alt.value("black")))
+    best = alt.Chart(grid.nlargest(1, value)).mark_rect(
+        fill=None, stroke="black", strokeWidth=3).encode(x="kq:O", y=alt.Y("kg:O", sort="descending"))
+    return (cells + text + best).properties(height=110 + 56 * grid["kg"].nunique())
+
+
+def class_dumbbell(cls: pd.DataFrame) -> alt.LayerChart:
+    """Per-class mAP before (hollow) and after (filled), joined, sorted by gain.
+
+    Args:
+        cls: ``store.read.class_before_after`` output.
+    """
+    order = cls.sort_values("gain")["class_name"].tolist()
+    long = cls.melt(id_vars=["class_name", "gain"], value_vars=["map_before", "map_after"],
+                    var_name="when", value_name="mAP")
+    long["when"] = long["when"].map({"map_before": "before", "map_after": "after"})
+    y = alt.Y("class_name:N", sort=order, title=None)
+    rule = alt.Chart(cls).mark_rule(strokeWidth=3).encode(
+        y=y, x=alt.X("map_before:Q", title="mAP"), x2="map_after:Q",
+        color=alt.condition("datum.gain >= 0", alt.value("#2e7d32"), alt.value("#c62828")),
+    )
+    dots = alt.Chart(long).mark_point(size=70, filled=True).encode(
+        y=y, x="mAP:Q",
+        shape=alt.Shape("when:N", sort=["before", "after"], title=None),
+        color=alt.Color("when:N", sort=["before", "after"], title=None,
+                        scale=alt.Scale(range=["#9e9e9e", "#1565c0"])),
+        tooltip=["class_name:N", "when:N", alt.Tooltip("mAP:Q", format=".4f"),
+                 alt.Tooltip("gain:Q", format="+.4f")],
+    )
+    return (rule + dots).properties(height=90 + 26 * len(cls))
+
+
+def ap_scatter(pairs: pd.DataFrame, name_a: str, name_b: str) -> alt.LayerChart:
+    """Per-query AP of A (y) against B (x), with the diagonal; colour = who wins."""
+    d = pairs.assign(outcome=pd.cut(pairs.ap_a - pairs.ap_b, [-2, -1e-9, 1e-9, 2],
+                                    labels=["B better", "tie", "A better"]).astype(str))
+    diag = alt.Chart(pd.DataFrame({"x": [0.0, 1.0]})).mark_line(
+        color="#888", strokeDash=[4, 4]).encode(x="x:Q", y="x:Q")
+    pts = alt.Chart(d).mark_circle(size=28, opacity=0.6).encode(
+        x=alt.X("ap_b:Q", title=f"AP, B: {name_b}", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("ap_a:Q", title=f"AP, A: {name_a}", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("outcome:N", scale=alt.Scale(
+            domain=["A better", "tie", "B better"], range=["#1565c0", "#9e9e9e", "#ef6c00"])),
+        tooltip=["query_idx:Q", "class_name:N", alt.Tooltip("ap_a:Q", format=".4f"),
+                 alt.Tooltip("ap_b:Q", format=".4f")],
+    )
+    return (diag + pts).properties(height=380)
+
+
+def diff_bars(by_class: pd.DataFrame) -> alt.Chart:
+    """Mean AP difference per class (A - B), largest absolute first."""
+    return alt.Chart(by_class).mark_bar().encode(
+        x=alt.X("mean_diff:Q", title="mean AP difference (A - B)"),
+        y=alt.Y("class_name:N", sort=by_class["class_name"].tolist(), title=None),
+        color=alt.Color("mean_diff:Q", scale=_GAIN_SCALE, legend=None),
+        tooltip=["class_name:N", "n_queries:Q", alt.Tooltip("mean_diff:Q", format="+.4f")],
+    ).properties(height=80 + 26 * len(by_class))

@@ -1,0 +1,57 @@
+"""Small text formatters shared by the pages (pure functions)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+#: Display names of the metric columns.
+METRIC_NAMES = {"map_all": "mAP@all", "map_200": "mAP@200", "p_25": "P@25",
+                "p_100": "P@100", "p_200": "P@200"}
+
+
+def _missing(x: object) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA
+
+
+def movement(side: str, rank_before: object, rank_after: object) -> str:
+    """How an item moved between the two stored top-N lists.
+
+    Args:
+        side: ``'after'`` (describe where the item came from) or ``'before'``
+            (describe where it went).
+        rank_before: Its 1-based rank before, missing when outside the stored top-N.
+        rank_after: Its 1-based rank after, missing when outside the stored top-N.
+
+    Returns:
+        ``"up 14"``, ``"down 3"``, ``"same"``, ``"new"`` (an item of the
+        after list that was not in the stored top-N before) or ``"dropped"``
+        (an item of the before list that left the stored top-N).
+    """
+    if side == "after" and _missing(rank_before):
+        return "new"
+    if side == "before" and _missing(rank_after):
+        return "dropped"
+    if _missing(rank_before) or _missing(rank_after):
+        raise ValueError(f"the item's own rank on side {side!r} is missing")
+    d = int(rank_before) - int(rank_after)
+    return f"up {d}" if d > 0 else f"down {-d}" if d < 0 else "same"
+
+
+def run_label(row: object) -> str:
+    """One line naming a run: ``#3 demo · icfrr reference · KG 8 · KQ 6 · β 0.5``."""
+    return (f"#{row.run_id} {row.dataset} · {row.method} {row.variant} · "
+            f"KG {row.kg} · KQ {row.kq} · β {row.beta:g}")
+
+
+def p_value(p: float) -> str:
+    """A p-value for display: ``"n/a"`` when undefined, scientific when tiny."""
+    if _missing(p):
+        return "n/a"
+    return f"{p:.2e}" if p < 1e-4 else f"{p:.4f}"
+
+
+def signed(x: float, digits: int = 4) -> str:
+    """A difference with its sign: ``+0.0123`` / ``-0.0040``."""
+    return "n/a" if _missing(x) else f"{x:+.{digits}f}"

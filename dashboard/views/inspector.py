@@ -1,0 +1,99 @@
+"""Query inspector: one query's top-k before and after, side by side."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import state, thumbs
+from dashboard.data import load
+from dashboard.format import movement, signed
+from dashboard.sidebar import Context, context, iteration_select
+
+_THUMB = 112
+_ICONS = {"relevant": "✓", "irrelevant": "✗", "unknown": "?"}
+
+
+def _query_select(ctx: Context, container, iteration: int) -> int:
+    n = int(load(ctx.db, "n_queries", ctx.run_id))
+    key = state.widget_key("query")
+    wanted = state.get_int("query")
+    if wanted is None or not 0 <= wanted < n:
+        changes = load(ctx.db, "query_changes", ctx.run_id, iteration)
+        wanted = int(changes.query_idx.iloc[0]) if len(changes) else 0
+    if key not in st.session_state or not 0 <= st.session_state[key] < n:
+        st.session_state[key] = wanted
+    q = int(container.number_input(f"Query (0 to {n - 1})", min_value=0, max_value=n - 1,
+                                   step=1, key=key,
+                                   help="Defaults to the query re-ranking hurt most."))
+    state.put("query", q)
+    return q
+
+
+def _rank(r: object) -> str:
+    return "none" if pd.isna(r) else str(int(r))
+
+
+def _side(rows: pd.DataFrame, side: str, root: str | None, known: bool) -> None:
+    images, captions = [], []
+    for r in rows.itertuples():
+        mark = "unknown" if not known else "relevant" if r.relevant else "irrelevant"
+        images.append(thumbs.thumbnail(root, r.path, _THUMB, mark))
+        name = r.class_name if isinstance(r.class_name, str) else f"label {r.label}"
+        captions.append(f"#{r.rank} {_ICONS[mark]} {movement(side, r.rank_before, r.rank_after)} · {name}")
+    if images:
+        st.image(images, caption=captions, width=_THUMB)
+    else:
+        st.caption("No stored ranking for this iteration.")
+
+
+def page() -> None:
+    """Draw the page."""
+    st.title("Query inspector")
+    ctx = context()
+    st.caption(ctx.labels[ctx.run_id])
+    top = st.columns(3)
+    iteration = iteration_select(top[1], ctx, ctx.run_id)
+    q = _query_select(ctx, top[0], iteration)
+    k = top[2].slider("Top k", 5, 50, 10, step=5)
+
+    item = load(ctx.db, "query_item", ctx.run_id, q)
+    if item is None:
+        st.warning(f"Query {q} is not in this run's dataset.")
+        return
+    root = load(ctx.db, "dataset_root", ctx.run_id)
+    known = item["label"] != -1
+    per_it = load(ctx.db, "query_metrics_by_iteration", ctx.run_id, q).set_index("iteration")
+
+    left, right = st.columns([1, 4])
+    left.image(thumbs.thumbnail(root, item["path"], 160), width=160,
+               caption=item["path"] or "(no image: imported distances)")
+    with right:
+        cls = item["class_name"] or "unknown class"
+        st.subheader(f"Query {q}: {cls} (label {item['label']})")
+        if not known:
+            st.warning("This query's label is unknown (-1): it has no AP and relevance is "
+                       "not marked.")
+        elif 0 in per_it.index and iteration in per_it.index:
+            b, a = per_it.loc[0], per_it.loc[iteration]
+            m = st.columns(3)
+            m[0].metric("AP before", f"{b.ap:.4f}")
+            m[1].metric(f"AP after (iteration {iteration})", f"{a.ap:.4f}",
+                        delta=signed(a.ap - b.ap))
+            m[2].metric("First relevant rank", f"{_rank(a.first_relevant_rank)} "
+                        f"(was {_rank(b.first_relevant_rank)})")
+        st.caption("✓ relevant (green frame, tick) · ✗ not relevant (red frame, cross). "
+                   "Movement compares the two stored top-N lists: 'new' was outside the stored top-N before, "
+                   "'dropped' fell outside it after.")
+
+    topn = load(ctx.db, "query_topn", ctx.run_id, q, iteration, top_n=k)
+    before, after = st.columns(2)
+    with before:
+        st.markdown("#### Before: initial ranking")
+        _side(topn[topn.side == "before"], "before", root, known)
+    with after:
+        st.markdown(f"#### After: iteration {iteration}")
+        _side(topn[topn.side == "after"], "after", root, known)
+
+
+page()

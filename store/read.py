@@ -1,0 +1,355 @@
+"""The dashboard's read API: every query the dashboard runs, returning DataFrames.
+
+Each function takes an open connection (``store.db.connect_reader``) and
+only reads the public tables of spec section 6 plus our own columns. "Before"
+is the initial ranking (iteration 0) unless a ``baseline_iteration`` is
+given; "after" is the iteration asked for, by default a run's last one.
+Queries of unknown label (-1) have no AP and are left out of every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+import pandas as pd
+
+#: The metric columns of ``run_metrics``, in display order.
+METRICS: tuple[str, ...] = ("map_all", "map_200", "p_25", "p_100", "p_200")
+
+_RUNS_SQL = """
+WITH span AS (
+    SELECT run_id, max(iteration) AS last_iteration,
+           first(iteration ORDER BY map_all DESC NULLS LAST, iteration) AS best_iteration,
+           max(map_all) AS best_map_all
+    FROM run_metrics GROUP BY run_id
+)
+SELECT r.run_id, r.sweep_id, d.dataset_id, d.name AS dataset, a.backbone, a.per_class,
+       r.method, r.variant, r.kg, r.kq, r.beta, r.n_iter, r.params, r.device, r.seconds,
+       r.finished_at, sp.last_iteration, sp.best_iteration, sp.best_map_all,
+       {before_after}
+FROM runs r
+JOIN sweeps s ON s.sweep_id = r.sweep_id
+JOIN datasets d ON d.dataset_id = s.dataset_id
+LEFT JOIN artifacts a ON a.artifact_id = coalesce(r.artifact_id, s.artifact_id)
+LEFT JOIN span sp ON sp.run_id = r.run_id
+LEFT JOIN run_metrics m0 ON m0.run_id = r.run_id AND m0.iteration = 0
+LEFT JOIN run_metrics m1 ON m1.run_id = r.run_id AND m1.iteration = sp.last_iteration
+WHERE r.status = 'done' {where}
+ORDER BY r.run_id
+""".format(
+    before_after=",\n       ".join(
+        [f"m0.{m} AS {m}_before" for m in METRICS]
+        + [f"m1.{m} AS {m}_after" for m in METRICS]
+        + ["m1.map_all - m0.map_all AS map_all_gain", "sp.best_map_all - m0.map_all AS best_gain"]
+    ),
+    where="{where}",
+)
+
+
+def _df(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> pd.DataFrame:
+    return con.execute(sql, list(params)).df()
+
+
+def has_results(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store holds at least one finished run."""
+    row = con.execute("SELECT count(*) FROM runs WHERE status = 'done'").fetchone()
+    return bool(row and row[0])
+
+
+def sweeps(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every sweep with its dataset, backbone and number of finished runs.
+
+    Returns:
+        Columns sweep_id, dataset, backbone, per_class, command, started_at,
+        finished_at, status, n_runs; newest sweep first.
+    """
+    return _df(con, """
+        SELECT s.sweep_id, d.name AS dataset, a.backbone, a.per_class, s.command,
+               s.started_at, s.finished_at, s.status,
+               count(r.run_id) FILTER (WHERE r.status = 'done') AS n_runs
+        FROM sweeps s
+        JOIN datasets d ON d.dataset_id = s.dataset_id
+        LEFT JOIN artifacts a ON a.artifact_id = s.artifact_id
+        LEFT JOIN runs r ON r.sweep_id = s.sweep_id
+        GROUP BY ALL
+        ORDER BY s.sweep_id DESC
+    """)
+
+
+def runs(con: duckdb.DuckDBPyConnection, sweep_id: int | None = None) -> pd.DataFrame:
+    """Finished runs with their dataset, parameters and metrics before and after.
+
+    Args:
+        con: A reader connection.
+        sweep_id: Only the runs of this sweep (all sweeps when None).
+
+    Returns:
+        One row per run: run_id, sweep_id, dataset_id, dataset, backbone,
+        per_class, method, variant, kg, kq, beta, n_iter, params, device,
+        seconds, finished_at, last_iteration, best_iteration, best_map_all,
+        ``<metric>_before`` (iteration 0) and ``<metric>_after`` (last
+        iteration) for each of ``METRICS``, map_all_gain (after - before)
+        and best_gain (best iteration - before).
+    """
+    if sweep_id is None:
+        return _df(con, _RUNS_SQL.format(where=""))
+    return _df(con, _RUNS_SQL.format(where="AND r.sweep_id = ?"), [sweep_id])
+
+
+def metrics_by_iteration(
+    con: duckdb.DuckDBPyConnection, run_ids: Sequence[int]
+) -> pd.DataFrame:
+    """Every iteration's metrics of the given runs.
+
+    Returns:
+        Long table: run_id, iteration and the ``METRICS`` columns, sorted.
+    """
+    if not run_ids:
+        return pd.DataFrame(columns=["run_id", "iteration", *METRICS])
+    return _df(con, f"""
+        SELECT run_id, iteration, {", ".join(METRICS)}
+        FROM run_metrics WHERE list_contains(?, run_id)
+        ORDER BY run_id, iteration
+    """, [[int(r) for r in run_ids]])
+
+
+def stored_iterations(con: duckdb.DuckDBPyConnection, run_id: int) -> list[int]:
+    """Iterations of a run whose per-query metrics (and rankings) were kept."""
+    rows = con.execute(
+        "SELECT DISTINCT iteration FROM query_metrics WHERE run_id = ? ORDER BY iteration",
+        [run_id],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def dataset_root(con: duckdb.DuckDBPyConnection, run_id: int) -> str | None:
+    """The recorded root folder of a run's dataset (None for imported distances)."""
+    row = con.execute("""
+        SELECT d.root FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN datasets d ON d.dataset_id = s.dataset_id WHERE r.run_id = ?
+    """, [run_id]).fetchone()
+    return None if row is None else row[0]
+
+
+def classes(con: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
+    """The known query classes of a run's dataset.
+
+    Returns:
+        label, class_name, n_queries; sorted by class name then label.
+    """
+    return _df(con, """
+        SELECT i.label, any_value(i.class_name) AS class_name, count(*) AS n_queries
+        FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query'
+        WHERE r.run_id = ? AND i.label <> -1
+        GROUP BY i.label ORDER BY class_name, i.label
+    """, [run_id])
+
+
+def class_before_after(
+    con: duckdb.DuckDBPyConnection, run_id: int, iteration: int, baseline_iteration: int = 0
+) -> pd.DataFrame:
+    """Per-class mAP (the ``class_metrics`` view) of a run, before and after.
+
+    Args:
+        con: A reader connection.
+        run_id: The run.
+        iteration: The "after" iteration (must be stored for the run).
+        baseline_iteration: The "before" iteration.
+
+    Returns:
+        label, class_name, n_queries, map_before, map_after, gain
+        (after - before); sorted by gain, largest loss first.
+    """
+    return _df(con, """
+        SELECT b.label, b.class_name, b.n_queries, b.map AS map_before, a.map AS map_after,
+               a.map - b.map AS gain
+        FROM class_metrics b
+        JOIN class_metrics a ON a.run_id = b.run_id AND a.label = b.label
+        WHERE b.run_id = ? AND b.iteration = ? AND a.iteration = ?
+        ORDER BY gain, b.label
+    """, [run_id, baseline_iteration, iteration])
+
+
+def query_changes(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int,
+    iteration: int,
+    *,
+    baseline_iteration: int = 0,
+    label: int | None = None,
+) -> pd.DataFrame:
+    """Queries of a run ranked by AP change, largest loss first.
+
+    Args:
+        con: A reader connection.
+        run_id: The run.
+        iteration: The "after" iteration.
+        baseline_iteration: The "before" iteration.
+        label: Only queries of this class (all known classes when None).
+
+    Returns:
+        query_idx, label, class_name, path (NULL without images), ap_before,
+        ap_after, delta (after - before), ap_200_before, ap_200_after,
+        first_relevant_before, first_relevant_after; sorted by delta then
+        query_idx. Queries of unknown label are left out.
+    """
+    return _df(con, """
+        SELECT b.query_idx, i.label, i.class_name, i.path,
+               b.ap AS ap_before, a.ap AS ap_after, a.ap - b.ap AS delta,
+               b.ap_200 AS ap_200_before, a.ap_200 AS ap_200_after,
+               b.first_relevant_rank AS first_relevant_before,
+               a.first_relevant_rank AS first_relevant_after
+        FROM query_metrics b
+        JOIN query_metrics a ON a.run_id = b.run_id AND a.query_idx = b.query_idx
+        JOIN runs r ON r.run_id = b.run_id
+        JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query' AND i.idx = b.query_idx
+        WHERE b.run_id = ? AND b.iteration = ? AND a.iteration = ?
+          AND i.label <> -1 AND b.ap IS NOT NULL AND a.ap IS NOT NULL
+          AND (? IS NULL OR i.label = ?)
+        ORDER BY delta, b.query_idx
+    """, [run_id, baseline_iteration, iteration, label, label])
+
+
+def query_item(con: duckdb.DuckDBPyConnection, run_id: int, query_idx: int) -> dict | None:
+    """One query of a run's dataset: ``{query_idx, label, class_name, path}`` or None."""
+    row = con.execute("""
+        SELECT i.idx, i.label, i.class_name, i.path
+        FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query' AND i.idx = ?
+        WHERE r.run_id = ?
+    """, [query_idx, run_id]).fetchone()
+    if row is None:
+        return None
+    return {"query_idx": int(row[0]), "label": int(row[1]), "class_name": row[2], "path": row[3]}
+
+
+def n_queries(con: duckdb.DuckDBPyConnection, run_id: int) -> int:
+    """Number of queries in a run's dataset."""
+    row = con.execute("""
+        SELECT d.n_query FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN datasets d ON d.dataset_id = s.dataset_id WHERE r.run_id = ?
+    """, [run_id]).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def query_metrics_by_iteration(
+    con: duckdb.DuckDBPyConnection, run_id: int, query_idx: int
+) -> pd.DataFrame:
+    """One query's stored per-iteration metrics.
+
+    Returns:
+        iteration, ap, ap_200, p_25, p_100, p_200, first_relevant_rank.
+    """
+    return _df(con, """
+        SELECT iteration, ap, ap_200, p_25, p_100, p_200, first_relevant_rank
+        FROM query_metrics WHERE run_id = ? AND query_idx = ? ORDER BY iteration
+    """, [run_id, query_idx])
+
+
+def query_topn(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int,
+    query_idx: int,
+    iteration: int,
+    *,
+    baseline_iteration: int = 0,
+    top_n: int | None = None,
+) -> pd.DataFrame:
+    """One query's stored top-N before and after, with labels, relevance and paths.
+
+    Args:
+        con: A reader connection.
+        run_id: The run.
+        query_idx: The query.
+        iteration: The "after" iteration.
+        baseline_iteration: The "before" iteration.
+        top_n: Keep ranks ``<= top_n`` on each side (all stored ranks when None).
+
+    Returns:
+        side ('before' or 'after'), rank, gallery_idx, score, label,
+        class_name, path, relevant (same known label as the query),
+        rank_before and rank_after (the item's rank in each list, NULL when
+        it is outside that list's stored top-N); sorted by side then rank.
+    """
+    limit = 2**31 - 1 if top_n is None else int(top_n)
+    return _df(con, """
+        WITH q AS (
+            SELECT i.label AS q_label, s.dataset_id
+            FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+            JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query' AND i.idx = ?
+            WHERE r.run_id = ?
+        ),
+        b AS (SELECT rank, gallery_idx, score FROM rankings
+              WHERE run_id = ? AND query_idx = ? AND iteration = ?),
+        a AS (SELECT rank, gallery_idx, score FROM rankings
+              WHERE run_id = ? AND query_idx = ? AND iteration = ?),
+        both_sides AS (
+            SELECT 'before' AS side, b.rank, b.gallery_idx, b.score,
+                   b.rank AS rank_before, a.rank AS rank_after
+            FROM b LEFT JOIN a ON a.gallery_idx = b.gallery_idx WHERE b.rank <= ?
+            UNION ALL
+            SELECT 'after' AS side, a.rank, a.gallery_idx, a.score,
+                   b.rank AS rank_before, a.rank AS rank_after
+            FROM a LEFT JOIN b ON b.gallery_idx = a.gallery_idx WHERE a.rank <= ?
+        )
+        SELECT x.side, x.rank, x.gallery_idx, x.score, g.label, g.class_name, g.path,
+               (g.label = q.q_label AND q.q_label <> -1) AS relevant,
+               x.rank_before, x.rank_after
+        FROM both_sides x CROSS JOIN q
+        LEFT JOIN items g ON g.dataset_id = q.dataset_id AND g.side = 'gallery'
+                         AND g.idx = x.gallery_idx
+        ORDER BY x.side DESC, x.rank
+    """, [query_idx, run_id, run_id, query_idx, baseline_iteration,
+          run_id, query_idx, iteration, limit, limit])
+
+
+def sweep_grid(con: duckdb.DuckDBPyConnection, sweep_id: int) -> pd.DataFrame:
+    """A sweep's configurations with their mAP@all gain, for the KG x KQ heatmap.
+
+    Returns:
+        run_id, variant, kg, kq, beta, n_iter, map_all_before,
+        map_all_after, map_all_gain, best_iteration, best_map_all, best_gain.
+    """
+    cols = ["run_id", "variant", "kg", "kq", "beta", "n_iter", "map_all_before",
+            "map_all_after", "map_all_gain", "best_iteration", "best_map_all", "best_gain"]
+    return runs(con, sweep_id)[cols]
+
+
+def paired_ap(
+    con: duckdb.DuckDBPyConnection,
+    run_a: int,
+    iteration_a: int,
+    run_b: int,
+    iteration_b: int,
+) -> pd.DataFrame:
+    """Per-query AP of two (run, iteration) rankings of the same dataset, aligned.
+
+    A run against its initial ranking is ``run_b = run_a, iteration_b = 0``.
+
+    Returns:
+        query_idx, label, class_name, ap_a, ap_b for the queries of known
+        label that both sides stored; sorted by query_idx.
+
+    Raises:
+        ValueError: The two runs belong to different datasets.
+    """
+    ds = con.execute("""
+        SELECT DISTINCT s.dataset_id FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+        WHERE r.run_id IN (?, ?)
+    """, [run_a, run_b]).fetchall()
+    if len(ds) > 1:
+        raise ValueError(f"runs {run_a} and {run_b} belong to different datasets")
+    return _df(con, """
+        SELECT a.query_idx, i.label, i.class_name, a.ap AS ap_a, b.ap AS ap_b
+        FROM query_metrics a
+        JOIN query_metrics b ON b.query_idx = a.query_idx
+        JOIN runs r ON r.run_id = a.run_id
+        JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query' AND i.idx = a.query_idx
+        WHERE a.run_id = ? AND a.iteration = ? AND b.run_id = ? AND b.iteration = ?
+          AND i.label <> -1 AND a.ap IS NOT NULL AND b.ap IS NOT NULL
+        ORDER BY a.query_idx
+    """, [run_a, iteration_a, run_b, iteration_b])

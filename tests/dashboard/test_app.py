@@ -1,0 +1,226 @@
+"""Every page of the dashboard under streamlit.testing's AppTest, against the
+fixture store; expected numbers are recomputed from raw table dumps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from streamlit.testing.v1 import AppTest
+
+from dashboard.format import movement, p_value, signed
+from store.schema import create_schema
+from tests.dashboard.fixture_store import DEMO, raw_tables
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+PAGES = {"Overview": None, "Per class": "views/per_class.py",
+         "Failure cases": "views/failures.py", "Query inspector": "views/inspector.py",
+         "Compare": "views/compare.py"}
+
+
+@pytest.fixture(scope="module")
+def raw(fixture_db: Path) -> dict[str, pd.DataFrame]:
+    return raw_tables(fixture_db)
+
+
+def open_page(db: Path | str, title: str, monkeypatch: pytest.MonkeyPatch,
+              **params: object) -> AppTest:
+    """Run the app on ``db`` (via $ICFRR_DB) with URL ``params``, then show page ``title``."""
+    monkeypatch.setenv("ICFRR_DB", str(db))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({k: str(v) for k, v in params.items()})
+    at.run()
+    if PAGES[title]:
+        at.switch_page(PAGES[title]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == [title]
+    return at
+
+
+def ap(raw, run_id: int, iteration: int) -> pd.Series:
+    qm = raw["query_metrics"]
+    s = qm[(qm.run_id == run_id) & (qm.iteration == iteration)].set_index("query_idx").ap
+    return s.dropna().sort_index()
+
+
+def labels_q(raw, dataset: str = "demo") -> pd.Series:
+    ds = raw["datasets"].set_index("name").loc[dataset, "dataset_id"]
+    it = raw["items"]
+    return it[(it.dataset_id == ds) & (it.side == "query")].set_index("idx").label
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label.startswith(label))
+
+
+@pytest.mark.parametrize("title", list(PAGES))
+def test_every_page_renders(fixture_db, monkeypatch, title) -> None:
+    at = open_page(fixture_db, title, monkeypatch, run=1)
+    assert at.sidebar.selectbox(key="_w_run").value == 1
+    assert at.query_params["run"] == "1"
+    assert at.query_params["db"] == str(fixture_db.resolve())
+
+
+def test_overview_lists_runs_and_calls_out_best_configuration(fixture_db, raw, monkeypatch):
+    at = open_page(fixture_db, "Overview", monkeypatch, run=2, beta=1)
+    runs_table = at.dataframe[0].value
+    done = raw["runs"][raw["runs"].status == "done"]
+    assert sorted(runs_table.run_id) == sorted(done.run_id)
+    rm = raw["run_metrics"].sort_values("iteration").groupby("run_id").map_all
+    gain = (rm.last() - rm.first())
+    demo = done[done.sweep_id == 1].set_index("run_id")
+    best = gain[demo.index].idxmax()
+    text = at.success[0].value
+    assert f"KG {demo.kg[best]} · KQ {demo.kq[best]} · β {demo.beta[best]:g}" in text
+    assert f"(run #{best})" in text and signed(gain[best]) in text
+    assert metric(at, "mAP@all after") == f"{rm.last()[2]:.4f}"
+    # one heatmap panel per beta: the selector offers both betas of the grid
+    assert sorted(at.selectbox(key="_w_beta").options) == ["0.5", "1"]
+    assert at.selectbox(key="_w_beta").value == 1.0   # "beta=1" in the URL names 1.0
+
+
+def test_per_class_matches_class_means(fixture_db, raw, monkeypatch):
+    at = open_page(fixture_db, "Per class", monkeypatch, run=3, iteration=DEMO.n_iter)
+    lab = labels_q(raw)
+    before = ap(raw, 3, 0).groupby(lab).mean()
+    after = ap(raw, 3, DEMO.n_iter).groupby(lab).mean()
+    table = at.dataframe[0].value.set_index("label")
+    np.testing.assert_allclose(table.map_before[before.index], before)
+    np.testing.assert_allclose(table.map_after[after.index], after)
+    assert metric(at, "Classes that gain") == str(int(((after - before) > 1e-12).sum()))
+
+
+def test_failure_cases_ranked_and_filtered_by_class(fixture_db, raw, monkeypatch):
+    it = DEMO.n_iter
+    at = open_page(fixture_db, "Failure cases", monkeypatch, run=5, iteration=it)
+    delta = (ap(raw, 5, it) - ap(raw, 5, 0)).sort_values(kind="stable")
+    rows = at.dataframe[0].value
+    assert rows.query_idx.iloc[0] == delta.index[0]
+    np.testing.assert_allclose(rows.delta, delta.to_numpy())
+    assert rows.image.str.startswith("data:image/png;base64,").all()
+    assert rows.inspect.iloc[0].startswith("./inspector?")
+    assert f"query={delta.index[0]}" in rows.inspect.iloc[0]
+
+    at.query_params["class"] = "1"    # a hand-edited URL
+    at.run()
+    rows = at.dataframe[0].value
+    lab = labels_q(raw)
+    assert sorted(rows.query_idx) == sorted(lab[lab == 1].index)
+    assert at.selectbox(key="_w_class").value == 1
+
+
+def test_inspector_deep_link_shows_both_lists(fixture_db, raw, monkeypatch):
+    it, q = DEMO.n_iter, 3
+    at = open_page(fixture_db, "Query inspector", monkeypatch, run=5, query=q, iteration=it)
+    assert at.number_input(key="_w_query").value == q
+    assert metric(at, "AP before") == f"{ap(raw, 5, 0)[q]:.4f}"
+    assert metric(at, "AP after") == f"{ap(raw, 5, it)[q]:.4f}"
+
+    images = list(at.image)
+    assert images[0].captions == [f"query/{q:05d}.png"]
+    rk = raw["rankings"]
+    lists = {t: rk[(rk.run_id == 5) & (rk.query_idx == q) & (rk.iteration == t)]
+             .set_index("rank").gallery_idx for t in (0, it)}
+    gal_label = raw["items"][(raw["items"].dataset_id == 1)
+                             & (raw["items"].side == "gallery")].set_index("idx").label
+    q_label = labels_q(raw)[q]
+    for side, t, other, img in (("before", 0, it, images[1]), ("after", it, 0, images[2])):
+        assert len(img.captions) == 10
+        pos = {g: r for r, g in lists[other].items()}
+        for r, caption in enumerate(img.captions, start=1):
+            g = lists[t][r]
+            ranks = (r, pos.get(g)) if side == "before" else (pos.get(g), r)
+            icon = "✓" if gal_label[g] == q_label else "✗"
+            assert caption.startswith(f"#{r} {icon} {movement(side, *ranks)} · ")
+
+
+def test_inspector_on_imported_distances_shows_placeholders(fixture_db, raw, monkeypatch):
+    imported = int(raw["runs"].query("sweep_id == 2").run_id.iloc[0])
+    at = open_page(fixture_db, "Query inspector", monkeypatch, run=imported, query=0)
+    assert at.image[0].captions == ["(no image: imported distances)"]
+    assert len(at.image[2].captions) == 10
+
+
+def test_compare_with_initial_ranking_and_with_another_run(fixture_db, raw, monkeypatch):
+    it = DEMO.n_iter
+    at = open_page(fixture_db, "Compare", monkeypatch, run=5, iteration=it)
+    a, b = ap(raw, 5, it), ap(raw, 5, 0)
+    d = (a - b).to_numpy()
+    assert metric(at, "Queries") == str(len(d))
+    assert metric(at, "Mean difference") == signed(d.mean())
+    assert metric(at, "A better") == str(int((d > 1e-9).sum()))
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    tests = at.dataframe[0].value.set_index("test")
+    assert tests.loc["paired t-test", "p-value"] == p_value(2 * sps.t.sf(abs(t), len(d) - 1))
+
+    at.query_params.update({"run_b": "6", "iteration_b": str(it)})
+    at.run()
+    assert at.selectbox(key="_w_run_b").value == 6
+    d = (ap(raw, 5, it) - ap(raw, 6, it)).to_numpy()
+    assert metric(at, "Mean difference") == signed(d.mean())
+
+
+def test_widget_changes_go_into_the_url(fixture_db, monkeypatch):
+    at = open_page(fixture_db, "Per class", monkeypatch, run=1)
+    at.sidebar.selectbox(key="_w_run").set_value(4).run()
+    assert at.query_params["run"] == "4"
+    assert at.caption[0].value.startswith("#4 ")
+    at.switch_page("views/compare.py").run()   # the choice survives a page change
+    assert at.sidebar.selectbox(key="_w_run").value == 4
+
+
+def test_db_from_the_url_wins_over_the_environment(fixture_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("ICFRR_DB", str(tmp_path / "elsewhere.duckdb"))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["db"] = str(fixture_db)
+    at.run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Overview"]
+
+
+def _empty_state(db: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("ICFRR_DB", str(db))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["icfrr-lab dashboard"]
+    assert any("python -m jobs.sweep --dataset demo" in c.value for c in at.code)
+    return at
+
+
+def test_missing_database_explains_how_to_make_one(tmp_path, monkeypatch):
+    at = _empty_state(tmp_path / "none.duckdb", monkeypatch)
+    assert "none.duckdb" in at.info[0].value
+
+
+def test_database_without_runs_explains_how_to_fill_it(tmp_path, monkeypatch):
+    db = tmp_path / "empty.duckdb"
+    con = duckdb.connect(str(db))
+    create_schema(con)
+    con.close()
+    _empty_state(db, monkeypatch)
+
+
+def test_file_that_is_not_duckdb_is_reported_not_raised(tmp_path, monkeypatch):
+    bad = tmp_path / "notes.duckdb"
+    bad.write_text("hello")
+    at = _empty_state(bad, monkeypatch)
+    assert "not a DuckDB database" in at.info[0].value
+
+
+def test_inspector_on_a_query_of_unknown_label(fixture_db, monkeypatch):
+    unknown = DEMO.n_query - 1   # the fixture's last query has label -1
+    at = open_page(fixture_db, "Query inspector", monkeypatch, run=1, query=unknown)
+    assert "unknown" in at.warning[0].value
+    assert all(" ? " in c for c in at.image[2].captions)   # relevance not judged
+
+
+def test_per_class_links_to_the_worst_class_in_failure_cases(fixture_db, raw, monkeypatch):
+    at = open_page(fixture_db, "Per class", monkeypatch, run=1)
+    worst = at.dataframe[0].value.sort_values("gain").iloc[0]
+    link = at.get("page_link")[0]
+    assert worst.class_name in link.proto.label
+    assert f"class={worst.label}" in link.proto.query_string

@@ -1,0 +1,162 @@
+"""The real app in a real browser: `streamlit run` on a free port, every page
+opened in Debian's headless Chromium through Playwright, screenshots saved
+under test-artifacts/dashboard/.
+
+Skips when Chromium (or Playwright) is missing, except under CI (env CI set),
+where it must run: `.ci/run` installs Chromium first. $ICFRR_CHROMIUM names
+another Chromium binary (never downloaded: Playwright's own browsers are not used).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "dashboard"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update"]
+# Streamlit is idle: no "running" status widget, no loading skeletons, a title drawn.
+IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+    && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0
+    && document.querySelector('h1') !== null"""
+
+
+def _need(ok: bool, reason: str) -> None:
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (required under CI)")
+    pytest.skip(f"{reason}; install it with `apt-get install -y chromium` "
+                "(and the playwright Python package) to run the browser test")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    wanted = os.environ.get("ICFRR_CHROMIUM")
+    if wanted:
+        path = wanted if Path(wanted).is_file() else None
+    else:
+        path = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    _need(path is not None, f"Chromium is not installed at {wanted or CHROMIUM}")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need(False, "the playwright Python package is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(fixture_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
+             "--server.port", str(port), "--server.headless", "true",
+             "--browser.gatherUsageStats", "false", "--", "--db", str(fixture_db)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server) -> Iterator[object]:
+    """One tab for all pages (one browser context, so Streamlit's scripts stay cached)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1600})
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def _settle(page, timeout_s: float = 30.0) -> None:
+    """Wait until Streamlit has been idle for three polls in a row (reruns can follow)."""
+    deadline, calm = time.monotonic() + timeout_s, 0
+    while calm < 3:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{page.url} did not settle in {timeout_s:g} s")
+        calm = calm + 1 if page.evaluate(f"({IDLE})()") else 0
+        page.wait_for_timeout(250)
+
+
+def _open(page, url: str, shot: str) -> None:
+    page.goto(url)
+    _settle(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+
+
+PAGES = [
+    ("overview", "/?run=5", "Overview"),
+    ("per_class", "/per-class?run=5", "Per class"),
+    ("failures", "/failures?run=5", "Failure cases"),
+    ("inspector", "/inspector?run=5&query=3", "Query inspector"),
+    ("compare", "/compare?run=5", "Compare"),
+]
+
+
+@pytest.mark.parametrize(("shot", "path", "title"), PAGES, ids=[p[0] for p in PAGES])
+def test_page_shows_title_and_no_exception(page, server, shot, path, title) -> None:
+    _open(page, server + path, shot)
+    assert page.locator("h1").first.inner_text().strip() == title
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 1
+
+
+def test_failure_case_link_opens_the_inspector(page, server) -> None:
+    _open(page, server + "/failures?run=5", "failures_link")
+    link = page.get_by_text("Inspect query", exact=False).first
+    query = link.inner_text().split()[2]
+    link.click()
+    page.wait_for_url("**/inspector?**", timeout=30_000)
+    page.get_by_role("heading", name=f"Query {query}:").wait_for(timeout=30_000)
+    _settle(page)
+    assert page.locator("h1").first.inner_text().strip() == "Query inspector"
+    assert f"query={query}" in page.url
+
+
+def test_missing_database_page(page, server, tmp_path) -> None:
+    _open(page, f"{server}/?db={quote(str(tmp_path / 'none.duckdb'))}", "empty_database")
+    assert page.locator("h1").first.inner_text().strip() == "icfrr-lab dashboard"
+    assert "python -m jobs.sweep --dataset demo" in page.content()
+    assert page.locator('[data-testid="stException"]').count() == 0

@@ -1,0 +1,52 @@
+"""Text formatters: rank movement and p-values."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from dashboard.data import db_from_args
+from dashboard.format import movement, p_value, signed
+
+
+@pytest.mark.parametrize(("side", "before", "after", "text"), [
+    ("after", 24, 10, "up 14"),
+    ("after", 3, 7, "down 4"),
+    ("after", 5, 5, "same"),
+    ("after", None, 2, "new"),
+    ("after", pd.NA, 2, "new"),
+    ("after", math.nan, 2, "new"),
+    ("before", 2, None, "dropped"),
+    ("before", 2, 9, "down 7"),
+    ("before", 9, 1, "up 8"),
+])
+def test_movement(side: str, before: object, after: object, text: str) -> None:
+    assert movement(side, before, after) == text
+
+
+def test_movement_needs_the_items_own_rank() -> None:
+    with pytest.raises(ValueError):
+        movement("after", 3, None)
+
+
+def test_p_value_and_signed() -> None:
+    assert p_value(math.nan) == "n/a"
+    assert p_value(0.01234) == "0.0123"
+    assert p_value(3e-7) == "3.00e-07"
+    assert signed(0.5) == "+0.5000"
+    assert signed(-0.00123, 3) == "-0.001"
+
+
+def test_db_flag_after_double_dash() -> None:
+    assert db_from_args(["--db", "x.duckdb"]) == "x.duckdb"
+    assert db_from_args(["--other", "1"]) is None
+    assert db_from_args(["--d", "x"]) is None  # no abbreviations
+
+
+def test_url_values_match_options() -> None:
+    from dashboard.state import matches
+    assert matches(1.0, "1") and matches(1.0, "1.0") and matches(3, "3")
+    assert matches("all", "all") and not matches("all", "1")
+    assert not matches(0.5, "1") and not matches(2, None)

@@ -1,0 +1,121 @@
+"""Paired statistics against independent oracles: brute-force sign-flip and
+signed-rank enumerations, and the textbook paired t formula."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from icfrr import stats
+
+
+def _all_signs(n: int) -> np.ndarray:
+    return np.array(list(itertools.product([-1.0, 1.0], repeat=n)))
+
+
+def _brute_sign_flip_p(d: np.ndarray) -> float:
+    """P(|mean(s * d)| >= |mean(d)|) over all 2**n sign patterns s."""
+    null = np.abs(_all_signs(d.size) @ d) / d.size
+    return float(np.mean(null >= abs(d.mean()) - 1e-12))
+
+
+def _brute_wilcoxon_p(d: np.ndarray) -> float:
+    """Exact two-sided signed-rank p-value for distinct non-zero |d|."""
+    d = d[d != 0]
+    ranks = sps.rankdata(np.abs(d))
+    w_obs = ranks[d > 0].sum()
+    mu = ranks.sum() / 2.0
+    w_null = (_all_signs(d.size) > 0) @ ranks
+    return float(np.mean(np.abs(w_null - mu) >= abs(w_obs - mu) - 1e-9))
+
+
+def _t_formula(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    d = a - b
+    n = d.size
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(n))
+    return t, 2.0 * sps.t.sf(abs(t), n - 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fisher_exact_matches_brute_force_enumeration(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.random(11), rng.random(11)
+    p, exact = stats.fisher_randomization_p(a, b)
+    assert exact
+    assert p == pytest.approx(_brute_sign_flip_p(a - b), abs=1e-12)
+
+
+def test_fisher_monte_carlo_close_to_exact_and_reproducible() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.random(15)
+    b = a - 0.08 + 0.2 * rng.random(15)  # a mild effect, p neither 0 nor 1
+    exact_p = _brute_sign_flip_p(a - b)
+    p1, exact = stats.fisher_randomization_p(a, b, n_resamples=20000, seed=3)
+    p2, _ = stats.fisher_randomization_p(a, b, n_resamples=20000, seed=3)
+    assert not exact
+    assert p1 == p2
+    se = math.sqrt(exact_p * (1 - exact_p) / 20000)
+    assert abs(p1 - exact_p) < 5 * se + 1e-4
+
+
+def test_fisher_detects_a_consistent_shift_and_never_returns_zero() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.random(500)
+    a = b + 0.05 + 0.01 * rng.standard_normal(500)
+    p, exact = stats.fisher_randomization_p(a, b, n_resamples=999)
+    assert not exact
+    assert p == pytest.approx(1 / 1000)
+
+
+def test_ttest_matches_formula() -> None:
+    rng = np.random.default_rng(7)
+    a, b = rng.random(40), rng.random(40)
+    t, p = stats.paired_ttest(a, b)
+    t_ref, p_ref = _t_formula(a, b)
+    assert t == pytest.approx(t_ref, rel=1e-10)
+    assert p == pytest.approx(p_ref, rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_wilcoxon_exact_matches_enumeration(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.random(10), rng.random(10)
+    assert stats.wilcoxon_p(a, b) == pytest.approx(_brute_wilcoxon_p(a - b), rel=1e-9)
+
+
+def test_win_tie_loss_and_mean_difference_by_hand() -> None:
+    a = np.array([0.5, 0.2, 0.9, 0.3, np.nan, 0.1])
+    b = np.array([0.4, 0.2, 1.0, 0.3, 0.5, np.nan])
+    assert stats.win_tie_loss(a, b) == (1, 2, 1)
+    assert stats.mean_difference(a, b) == pytest.approx((0.1 + 0.0 - 0.1 + 0.0) / 4)
+
+
+def test_compare_paired_drops_nan_pairs_and_agrees_with_parts() -> None:
+    rng = np.random.default_rng(11)
+    a, b = rng.random(30), rng.random(30)
+    a[3] = np.nan
+    res = stats.compare_paired(a, b)
+    keep = ~np.isnan(a)
+    assert res.n == 29
+    assert res.mean_a == pytest.approx(a[keep].mean())
+    assert res.mean_b == pytest.approx(b[keep].mean())
+    assert res.wins + res.ties + res.losses == 29
+    assert res.p_ttest == pytest.approx(_t_formula(a[keep], b[keep])[1])
+
+
+def test_identical_inputs_give_no_difference() -> None:
+    a = np.array([0.1, 0.5, 0.7])
+    res = stats.compare_paired(a, a.copy())
+    assert (res.wins, res.ties, res.losses) == (0, 3, 0)
+    assert res.mean_diff == 0.0
+    assert res.p_fisher == 1.0
+    assert math.isnan(res.p_ttest) and math.isnan(res.p_wilcoxon)
+
+
+def test_mismatched_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="equal length"):
+        stats.compare_paired(np.zeros(3), np.zeros(4))

@@ -1,0 +1,169 @@
+"""store.read against the raw tables: every answer is recomputed with pandas
+from plain ``SELECT *`` dumps of the fixture store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from store import read
+from store.db import connect_reader
+from tests.dashboard.fixture_store import DEMO, build_fixture, raw_tables
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_fixture(tmp_path_factory.mktemp("read"))
+
+
+@pytest.fixture()
+def con(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    c = connect_reader(db)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def raw(db: Path) -> dict[str, pd.DataFrame]:
+    return raw_tables(db)
+
+
+def _dataset_of_run(raw: dict[str, pd.DataFrame], run_id: int) -> int:
+    sweep = raw["runs"].set_index("run_id").loc[run_id, "sweep_id"]
+    return int(raw["sweeps"].set_index("sweep_id").loc[sweep, "dataset_id"])
+
+
+def _query_items(raw: dict[str, pd.DataFrame], dataset_id: int) -> pd.DataFrame:
+    it = raw["items"]
+    return it[(it.dataset_id == dataset_id) & (it.side == "query")].set_index("idx")
+
+
+def test_runs_report_first_last_and_best_iteration(con, raw) -> None:
+    got = read.runs(con).set_index("run_id")
+    done = raw["runs"][raw["runs"].status == "done"]
+    assert sorted(got.index) == sorted(done.run_id)  # the unfinished run is left out
+    for run_id, m in raw["run_metrics"].groupby("run_id"):
+        m = m.sort_values("iteration")
+        row = got.loc[run_id]
+        assert row.map_all_before == pytest.approx(m.map_all.iloc[0])
+        assert row.map_all_after == pytest.approx(m.map_all.iloc[-1])
+        assert row.p_100_after == pytest.approx(m.p_100.iloc[-1])
+        assert row.last_iteration == m.iteration.max()
+        best = m.iteration.iloc[int(np.argmax(m.map_all.to_numpy()))]
+        assert row.best_iteration == best
+        assert row.map_all_gain == pytest.approx(m.map_all.iloc[-1] - m.map_all.iloc[0])
+    assert set(got.dataset) == {"demo", "imported"}
+    assert set(got.backbone) == {"synthetic"}
+
+
+def test_sweeps_count_finished_runs_only(con) -> None:
+    sw = read.sweeps(con).set_index("dataset")
+    assert sw.loc["demo", "n_runs"] == len(DEMO.configs)
+    assert sw.loc["imported", "n_runs"] == 1
+
+
+def test_metrics_by_iteration_is_the_raw_table(con, raw) -> None:
+    got = read.metrics_by_iteration(con, [1, 3])
+    rm = raw["run_metrics"]
+    want = rm[rm.run_id.isin([1, 3])].sort_values(["run_id", "iteration"])
+    np.testing.assert_allclose(got.map_all, want.map_all)
+    assert list(got.iteration) == list(want.iteration)
+    assert read.metrics_by_iteration(con, []).empty
+
+
+def test_stored_iterations_and_dataset_root(con, raw, db) -> None:
+    for run_id in (1, 2):
+        qm = raw["query_metrics"]
+        assert read.stored_iterations(con, run_id) == sorted(
+            qm[qm.run_id == run_id].iteration.unique())
+    assert read.stored_iterations(con, 1)[0] == 0
+    assert read.dataset_root(con, 1) == str((db.parent / "data").resolve())
+    imported = int(read.runs(con).query("dataset == 'imported'").run_id.iloc[0])
+    assert read.dataset_root(con, imported) is None
+    assert read.query_item(con, imported, 0)["path"] is None
+
+
+def test_class_before_after_is_mean_ap_per_known_class(con, raw) -> None:
+    run_id, it = 2, read.stored_iterations(con, 2)[-1]
+    items = _query_items(raw, _dataset_of_run(raw, run_id))
+    qm = raw["query_metrics"]
+    qm = qm[qm.run_id == run_id].join(items[["label"]], on="query_idx")
+    qm = qm[qm.label != -1]
+    before = qm[qm.iteration == 0].groupby("label").ap.mean()
+    after = qm[qm.iteration == it].groupby("label").ap.mean()
+    got = read.class_before_after(con, run_id, it).set_index("label")
+    assert sorted(got.index) == sorted(before.index)
+    np.testing.assert_allclose(got.map_before, before[got.index])
+    np.testing.assert_allclose(got.map_after, after[got.index])
+    assert list(got.gain) == sorted(got.gain)
+
+
+def test_query_changes_sorted_filtered_and_known_only(con, raw) -> None:
+    run_id, it = 1, read.stored_iterations(con, 1)[-1]
+    got = read.query_changes(con, run_id, it)
+    items = _query_items(raw, _dataset_of_run(raw, run_id))
+    known = items[items.label != -1].index
+    assert sorted(got.query_idx) == sorted(known)
+    assert list(got.delta) == sorted(got.delta)
+    qm = raw["query_metrics"].set_index(["run_id", "iteration", "query_idx"]).ap
+    for r in got.itertuples():
+        assert r.ap_before == pytest.approx(qm[(run_id, 0, r.query_idx)])
+        assert r.ap_after == pytest.approx(qm[(run_id, it, r.query_idx)])
+        assert r.path == items.loc[r.query_idx, "path"]
+    one = read.query_changes(con, run_id, it, label=2)
+    assert set(one.label) == {2}
+    assert sorted(one.query_idx) == sorted(items[items.label == 2].index)
+
+
+def test_query_topn_marks_relevance_and_both_ranks(con, raw) -> None:
+    run_id, q, it = 3, 4, read.stored_iterations(con, 3)[-1]
+    got = read.query_topn(con, run_id, q, it, top_n=6)
+    ds = _dataset_of_run(raw, run_id)
+    gal = raw["items"][(raw["items"].dataset_id == ds) & (raw["items"].side == "gallery")]
+    gal = gal.set_index("idx")
+    q_label = _query_items(raw, ds).loc[q, "label"]
+    rk = raw["rankings"]
+    lists = {name: rk[(rk.run_id == run_id) & (rk.query_idx == q) & (rk.iteration == t)]
+             .set_index("gallery_idx")["rank"] for name, t in (("before", 0), ("after", it))}
+    for side in ("before", "after"):
+        part = got[got.side == side]
+        assert list(part["rank"]) == list(range(1, 7))
+        want = lists[side].sort_values().index[:6]
+        assert list(part.gallery_idx) == list(want)
+        for r in part.itertuples():
+            assert r.relevant == (gal.loc[r.gallery_idx, "label"] == q_label)
+            assert r.path == gal.loc[r.gallery_idx, "path"]
+            for other in ("before", "after"):
+                rank = getattr(r, f"rank_{other}")
+                if r.gallery_idx in lists[other].index:
+                    assert rank == lists[other][r.gallery_idx]
+                else:
+                    assert pd.isna(rank)
+    full = read.query_topn(con, run_id, q, it)
+    assert len(full) == 2 * DEMO.top_n
+
+
+def test_sweep_grid_has_one_row_per_configuration(con) -> None:
+    grid = read.sweep_grid(con, 1)
+    assert len(grid) == len(DEMO.configs)
+    assert set(zip(grid.kg, grid.kq, grid.beta)) == {(kg, kq, b) for _, kg, kq, b in DEMO.configs}
+    np.testing.assert_allclose(grid.map_all_gain, grid.map_all_after - grid.map_all_before)
+    assert (grid.best_gain >= grid.map_all_gain - 1e-12).all()
+
+
+def test_paired_ap_aligns_queries_and_refuses_other_datasets(con, raw) -> None:
+    it = read.stored_iterations(con, 1)[-1]
+    got = read.paired_ap(con, 1, it, 1, 0)
+    qm = raw["query_metrics"].set_index(["run_id", "iteration", "query_idx"]).ap
+    assert len(got) == DEMO.n_query - DEMO.n_unknown
+    for r in got.itertuples():
+        assert r.ap_a == pytest.approx(qm[(1, it, r.query_idx)])
+        assert r.ap_b == pytest.approx(qm[(1, 0, r.query_idx)])
+    imported = int(read.runs(con).query("dataset == 'imported'").run_id.iloc[0])
+    with pytest.raises(ValueError, match="different datasets"):
+        read.paired_ap(con, 1, 0, imported, 0)
