@@ -22,7 +22,7 @@ if _ROOT not in sys.path:  # `streamlit run` puts only dashboard/ on the path
 import streamlit as st  # noqa: E402
 
 from dashboard import sidebar, state  # noqa: E402
-from dashboard.data import StoreError, preload_stats  # noqa: E402
+from dashboard.data import StoreError  # noqa: E402
 
 PAGES = (
     ("views/overview.py", "Overview", "overview", ":material/dashboard:"),
@@ -46,7 +46,6 @@ def main() -> None:
     """Route one rerun of the app."""
     st.set_page_config(page_title="icfrr-lab", page_icon=":material/image_search:",
                        layout="wide")
-    preload_stats()
     state.adopt_url()
     db, ctx, problem = sidebar.render()
     try:

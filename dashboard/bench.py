@@ -125,9 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     db = build(args.dir, not args.no_images)
-    # A running server imports this once per process (dashboard.data.preload_stats);
-    # do it before timing so that it does not land inside one page's numbers.
-    import icfrr.stats  # noqa: F401
     from store import read
     from store.db import connect_reader
 

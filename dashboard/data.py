@@ -11,22 +11,19 @@ change time and size, so a finished sweep shows up on the next rerun.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-import threading
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import streamlit as st
 
 from store import read
 from store.db import StoreError, connect_reader
 
-if TYPE_CHECKING:
-    from icfrr.stats import PairedComparison
+from icfrr.stats import PairedComparison, compare_paired
 
 DEFAULT_DB = "results/icfrr.duckdb"
 ENV_DB = "ICFRR_DB"
@@ -90,9 +87,6 @@ def load(db: Db, fn_name: str, *args: Any, **kwargs: Any) -> Any:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _cached_compare(path: str, stamp: tuple, a: tuple[int, int], b: tuple[int, int]):
-    # Imported here: the icfrr package imports torch (seconds), which only this page needs.
-    from icfrr.stats import compare_paired
-
     with closing(connect_reader(path)) as con:
         pairs = read.paired_ap(con, a[0], a[1], b[0], b[1])
     return pairs, compare_paired(pairs.ap_a.to_numpy(), pairs.ap_b.to_numpy())
@@ -101,25 +95,6 @@ def _cached_compare(path: str, stamp: tuple, a: tuple[int, int], b: tuple[int, i
 def compare(db: Db, a: tuple[int, int], b: tuple[int, int]) -> tuple[Any, PairedComparison]:
     """Per-query AP of (run, iteration) ``a`` against ``b`` and their paired statistics."""
     return _cached_compare(db.path, db.stamp, a, b)
-
-
-_preload_lock = threading.Lock()
-_preloaded = False
-
-
-def preload_stats() -> None:
-    """Import ``icfrr.stats`` in a background thread, once per process.
-
-    The ``icfrr`` package imports torch (seconds); only the Compare page needs
-    it, so the import starts early instead of delaying that page's first visit.
-    """
-    global _preloaded
-    with _preload_lock:
-        if _preloaded:
-            return
-        _preloaded = True
-    threading.Thread(target=importlib.import_module, args=("icfrr.stats",), daemon=True,
-                     name="preload-icfrr-stats").start()
 
 
 def probe(db: Db) -> str | None:
@@ -133,4 +108,4 @@ def probe(db: Db) -> str | None:
 
 
 __all__ = ["DEFAULT_DB", "ENV_DB", "Db", "StoreError", "compare", "db_from_args",
-           "default_db", "load", "preload_stats", "probe"]
+           "default_db", "load", "probe"]

@@ -2,22 +2,45 @@
 
 The public engine API: neighbour graphs, re-ranking and retrieval metrics.
 See ``docs/ARCHITECTURE.md`` and the spec for the semantics.
+
+Names are imported on first use (PEP 562), so that light submodules such as
+``icfrr.stats`` can be imported without loading torch.
 """
 
-from icfrr.metrics import METRIC_NAMES, evaluate, per_query, summarize
-from icfrr.neighbors import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
-from icfrr.rerank import RerankStep, iter_rerank, rerank
+from __future__ import annotations
 
-__all__ = [
-    "METRIC_NAMES",
-    "NeighborGraph",
-    "RerankStep",
-    "evaluate",
-    "iter_rerank",
-    "neighbor_graph",
-    "neighbor_graph_from_features",
-    "pairwise_distances",
-    "per_query",
-    "rerank",
-    "summarize",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "METRIC_NAMES": "icfrr.metrics",
+    "evaluate": "icfrr.metrics",
+    "per_query": "icfrr.metrics",
+    "summarize": "icfrr.metrics",
+    "NeighborGraph": "icfrr.neighbors",
+    "neighbor_graph": "icfrr.neighbors",
+    "neighbor_graph_from_features": "icfrr.neighbors",
+    "pairwise_distances": "icfrr.neighbors",
+    "RerankStep": "icfrr.rerank",
+    "iter_rerank": "icfrr.rerank",
+    "rerank": "icfrr.rerank",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from icfrr.metrics import METRIC_NAMES, evaluate, per_query, summarize
+    from icfrr.neighbors import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
+    from icfrr.rerank import RerankStep, iter_rerank, rerank
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'icfrr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

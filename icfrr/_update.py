@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from icfrr._sorting import argsort_desc_stable
+
 
 @njit(cache=True, nogil=True)
 def _votes_row(top: np.ndarray, nbr: np.ndarray, weights: np.ndarray, n_gallery: int) -> np.ndarray:  # pragma: no cover
@@ -63,7 +65,7 @@ def _update_rows_numba(
                 voted_pos[k] = r
                 voted_u[k] = item_scores[b, j] if paper else base[b, r] + beta * (votes[j] / denom)
                 k += 1
-        by_u = np.argsort(-voted_u, kind="mergesort")  # stable: ties stay in position order
+        by_u = argsort_desc_stable(voted_u)  # stable: ties stay in position order
         # Merge: take the higher score; on equal scores the earlier current position.
         r = 0
         v = 0
