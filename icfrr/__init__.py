@@ -21,9 +21,9 @@ _EXPORTS = {
     "neighbor_graph": "icfrr.neighbors",
     "neighbor_graph_from_features": "icfrr.neighbors",
     "pairwise_distances": "icfrr.neighbors",
-    "RerankStep": "icfrr.rerank",
-    "iter_rerank": "icfrr.rerank",
-    "rerank": "icfrr.rerank",
+    "RerankStep": "icfrr.reranking",
+    "iter_rerank": "icfrr.reranking",
+    "rerank": "icfrr.reranking",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -31,7 +31,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from icfrr.metrics import METRIC_NAMES, evaluate, per_query, summarize
     from icfrr.neighbors import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
-    from icfrr.rerank import RerankStep, iter_rerank, rerank
+    from icfrr.reranking import RerankStep, iter_rerank, rerank
 
 
 def __getattr__(name: str) -> Any:

@@ -245,3 +245,14 @@ def test_bad_input_is_a_clear_value_error(overrides, message):
 def test_iter_rerank_validates_before_yielding():
     with pytest.raises(ValueError, match="kg"):
         icfrr.iter_rerank(_QG, _GG, kg=0, kq=2)
+
+
+def test_public_names_stay_functions_after_submodules_are_imported():
+    import importlib
+    import pkgutil
+    import types
+
+    for info in pkgutil.walk_packages(icfrr.__path__, "icfrr."):
+        importlib.import_module(info.name)  # a submodule named like an export would shadow it
+    for name in icfrr.__all__:
+        assert not isinstance(getattr(icfrr, name), types.ModuleType), name
