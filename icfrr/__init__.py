@@ -26,7 +26,19 @@ _EXPORTS = {
     "rerank": "icfrr.reranking",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "METRIC_NAMES",
+    "NeighborGraph",
+    "RerankStep",
+    "evaluate",
+    "iter_rerank",
+    "neighbor_graph",
+    "neighbor_graph_from_features",
+    "pairwise_distances",
+    "per_query",
+    "rerank",
+    "summarize",
+]
 
 if TYPE_CHECKING:
     from icfrr.metrics import METRIC_NAMES, evaluate, per_query, summarize

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-ArrayLike = "np.ndarray | torch.Tensor"
-
 
 def as_matrix(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     """Return ``x`` as a 2-D float32 CPU/GPU tensor without copying when it already is one.
@@ -17,9 +15,7 @@ def as_matrix(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     t = torch.as_tensor(x)
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(t.shape)}")
-    if not t.is_floating_point():
-        t = t.to(torch.float32)
-    elif t.dtype != torch.float32:
+    if t.dtype != torch.float32:
         t = t.to(torch.float32)
     check_finite(t, name)
     return t

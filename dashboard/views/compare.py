@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, state
-from dashboard.data import compare, load
+from dashboard.data import compare
 from dashboard.format import p_value, signed
 from dashboard.sidebar import context, iteration_select
 
