@@ -1,9 +1,14 @@
 """Fast exact row sorts for float32 distances on the CPU.
 
-A float32's bits, mapped to an unsigned integer that orders like the float,
-shifted left 32 bits and OR-ed with the column index, make one uint64 key per
-entry whose ascending order is (distance, index): exactly what a stable sort
-gives, at the speed of numpy's vectorised integer sort and partition.
+A float's bits, mapped to an unsigned integer that orders like the float
+(-0.0 taken as 0.0), give keys whose ascending order is the float's. Two uses:
+
+- full row sorts (``stable_argsort_rows``, ``argsort_desc_stable``): a compiled
+  LSD radix sort of those keys, stable, so ties keep index order;
+- the k smallest of each row (``smallest_rows``): numpy's argpartition picks
+  k + 1 candidates, whose keys, shifted left 32 bits and OR-ed with the column
+  index, sort into (distance, index) order; rows where a tie crosses the cut
+  are sorted whole. Row slices run on a thread pool (numpy releases the GIL).
 """
 
 from __future__ import annotations
