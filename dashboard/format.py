@@ -6,9 +6,10 @@ import math
 
 import pandas as pd
 
+from icfrr.registry import LABELS
+
 #: Display names of the metric columns.
-METRIC_NAMES = {"map_all": "mAP@all", "map_200": "mAP@200", "p_25": "P@25",
-                "p_100": "P@100", "p_200": "P@200"}
+METRIC_NAMES = LABELS
 
 
 def _missing(x: object) -> bool:

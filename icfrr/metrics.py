@@ -10,12 +10,10 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_labels
+from icfrr.registry import METRIC_KEYS, METRICS, QUERY_COLUMNS, Hits
 
-#: Cut-offs of the precision metrics, and of ``map_200``.
-PRECISION_KS = (25, 100, 200)
-MAP_CUTOFF = 200
-#: Metric names as ``evaluate`` returns them.
-METRIC_NAMES = ("map_all", "map_200", "p_25", "p_100", "p_200")
+#: Metric names as ``evaluate`` returns them (the registry's summary keys).
+METRIC_NAMES = METRIC_KEYS
 
 _QUERY_CHUNK = 256
 
@@ -30,28 +28,16 @@ def _as_ranking(ranking: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _chunk_metrics(rel: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics of each row of a boolean relevance matrix [B, G] (rank order).
+    """Every registry metric of each row of a boolean relevance matrix [B, G] (rank order).
 
-    Works on the relevant positions only: the j-th relevant item, at 0-based
-    position p, contributes precision j / (p + 1) to AP.
+    Works on the relevant positions only (see :class:`icfrr.registry.Hits`).
     """
-    n_rows = rel.shape[0]
-    rows, cols = np.nonzero(rel)  # row-major: each row's positions ascending
-    n_rel = np.bincount(rows, minlength=n_rows)
-    starts = np.cumsum(n_rel) - n_rel
-    precision = (np.arange(rows.size) - starts[rows] + 1) / (cols + 1.0)
-
-    def mean_precision(keep: np.ndarray) -> np.ndarray:
-        count = np.bincount(rows[keep], minlength=n_rows)
-        total = np.bincount(rows[keep], weights=precision[keep], minlength=n_rows)
-        return np.divide(total, count, out=np.zeros(n_rows), where=count > 0)
-
-    out = {"ap": mean_precision(np.ones(rows.size, dtype=bool)), "ap_200": mean_precision(cols < MAP_CUTOFF)}
-    for k in PRECISION_KS:
-        out[f"p_{k}"] = np.bincount(rows[cols < k], minlength=n_rows) / k
-    has_rel = n_rel > 0
-    first = np.full(n_rows, -1, dtype=np.int64)
-    first[has_rel] = cols[starts[has_rel]] + 1
+    hits = Hits.from_relevance(rel)
+    out = {m.column: m.kernel(hits) for m in METRICS}
+    has_rel = hits.count() > 0
+    first = np.full(hits.n_rows, -1, dtype=np.int64)
+    starts = np.searchsorted(hits.rows, np.arange(hits.n_rows))
+    first[has_rel] = hits.positions[starts[has_rel]] + 1
     out["first_relevant_rank"] = first
     return out
 
@@ -80,7 +66,7 @@ def per_query(
     lg = as_labels(labels_g, n_gallery, "labels_g")
     if n_gallery and (r.min() < 0 or r.max() >= n_gallery):
         raise ValueError("ranking holds indices outside the gallery")
-    names = ("ap", "ap_200") + tuple(f"p_{k}" for k in PRECISION_KS)
+    names = QUERY_COLUMNS
     out: dict[str, np.ndarray] = {name: np.empty(n_query) for name in names}
     out["first_relevant_rank"] = np.empty(n_query, dtype=np.int64)
     for start in range(0, n_query, _QUERY_CHUNK):
@@ -107,9 +93,9 @@ def summarize(per_query_columns: dict[str, np.ndarray]) -> dict[str, float]:
     """
     known = per_query_columns["label"] != -1
     result = {}
-    for name, column in (("map_all", "ap"), ("map_200", "ap_200"), ("p_25", "p_25"), ("p_100", "p_100"), ("p_200", "p_200")):
-        values = per_query_columns[column][known]
-        result[name] = float(values.mean()) if values.size else float("nan")
+    for m in METRICS:
+        values = per_query_columns[m.column][known]
+        result[m.key] = float(values.mean()) if values.size else float("nan")
     return result
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from icfrr.registry import HEADLINE, METRICS
 from jobs import published_outputs as pub
 from jobs.sweep_runner import RunOutcome, run_config
 from store import writes
@@ -38,9 +39,8 @@ from store.db import StoreError, check_database, connect_writer
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
 VARIANTS = ("reference", "paper")
-#: The table's metric columns: (run_metrics key, header).
-TABLE_METRICS = (("map_all", "mAP@all"), ("map_200", "mAP@200"), ("p_100", "P@100"),
-                 ("p_200", "P@200"))
+#: The table's metric columns: (run_metrics key, header), from the registry.
+TABLE_METRICS = tuple((m.key, m.label) for m in METRICS)
 
 
 class UsageError(ValueError):
@@ -243,7 +243,7 @@ def format_table(rows: Sequence[Row]) -> str:
     width = 16  # "0.1234 -> 0.5678"
     header = (f"  {'variant':<9} {'KG':>5} {'KQ':>5} {'beta':>6} {'T':>3}  "
               + "  ".join(f"{h:^{width}}" for _, h in TABLE_METRICS) + f"  {'best it':>7}  run")
-    finals = [r.metrics[-1]["map_all"] for r in rows]
+    finals = [r.metrics[-1][HEADLINE.key] for r in rows]
     ranked = [i for i, v in enumerate(finals) if not math.isnan(v)]
     star = max(ranked, key=lambda i: finals[i]) if ranked else None
     lines = [header]

@@ -14,19 +14,22 @@ from collections.abc import Sequence
 import duckdb
 import pandas as pd
 
-#: The metric columns of ``run_metrics``, in display order.
-METRICS: tuple[str, ...] = ("map_all", "map_200", "p_25", "p_100", "p_200")
+from icfrr.registry import HEADLINE, METRIC_KEYS, QUERY_COLUMNS
+
+#: The metric columns of ``run_metrics``, in display order (the registry's).
+METRICS: tuple[str, ...] = METRIC_KEYS
+_H = HEADLINE.key
 
 _RUNS_SQL = """
 WITH span AS (
     SELECT run_id, max(iteration) AS last_iteration,
-           first(iteration ORDER BY map_all DESC NULLS LAST, iteration) AS best_iteration,
-           max(map_all) AS best_map_all
+           first(iteration ORDER BY {h} DESC NULLS LAST, iteration) AS best_iteration,
+           max({h}) AS best_{h}
     FROM run_metrics GROUP BY run_id
 )
 SELECT r.run_id, r.sweep_id, d.dataset_id, d.name AS dataset, a.backbone, a.per_class,
        r.method, r.variant, r.kg, r.kq, r.beta, r.n_iter, r.params, r.device, r.seconds,
-       r.finished_at, sp.last_iteration, sp.best_iteration, sp.best_map_all,
+       r.finished_at, sp.last_iteration, sp.best_iteration, sp.best_{h},
        {before_after}
 FROM runs r
 JOIN sweeps s ON s.sweep_id = r.sweep_id
@@ -41,8 +44,9 @@ ORDER BY r.run_id
     before_after=",\n       ".join(
         [f"m0.{m} AS {m}_before" for m in METRICS]
         + [f"m1.{m} AS {m}_after" for m in METRICS]
-        + ["m1.map_all - m0.map_all AS map_all_gain", "sp.best_map_all - m0.map_all AS best_gain"]
+        + [f"m1.{_H} - m0.{_H} AS {_H}_gain", f"sp.best_{_H} - m0.{_H} AS best_gain"]
     ),
+    h=_H,
     where="{where}",
 )
 
@@ -241,10 +245,10 @@ def query_metrics_by_iteration(
     """One query's stored per-iteration metrics.
 
     Returns:
-        iteration, ap, ap_200, p_25, p_100, p_200, first_relevant_rank.
+        iteration, the registry's per-query columns, first_relevant_rank.
     """
-    return _df(con, """
-        SELECT iteration, ap, ap_200, p_25, p_100, p_200, first_relevant_rank
+    return _df(con, f"""
+        SELECT iteration, {", ".join(QUERY_COLUMNS)}, first_relevant_rank
         FROM query_metrics WHERE run_id = ? AND query_idx = ? ORDER BY iteration
     """, [run_id, query_idx])
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import duckdb
 
+from icfrr.registry import METRIC_KEYS, QUERY_COLUMNS
+
 #: Bumped by every migration; a database with a newer version is refused.
 SCHEMA_VERSION = 1
 
@@ -82,25 +84,18 @@ CREATE TABLE IF NOT EXISTS runs (
     config_key   VARCHAR              -- artifact + parameters; a finished run with the same key is skipped
 );
 
+-- one DOUBLE column per metric of icfrr.registry.METRICS (see _metric_columns)
 CREATE TABLE IF NOT EXISTS run_metrics (
     run_id     INTEGER NOT NULL,
     iteration  INTEGER NOT NULL,      -- 0: initial ranking
-    map_all    DOUBLE,
-    map_200    DOUBLE,
-    p_25       DOUBLE,
-    p_100      DOUBLE,
-    p_200      DOUBLE
+    {run_metric_columns}
 );
 
 CREATE TABLE IF NOT EXISTS query_metrics (
     run_id     INTEGER NOT NULL,
     iteration  INTEGER NOT NULL,
     query_idx  INTEGER NOT NULL,
-    ap         DOUBLE,                -- NULL for queries of unknown label
-    ap_200     DOUBLE,
-    p_25       DOUBLE,
-    p_100      DOUBLE,
-    p_200      DOUBLE,
+    {query_metric_columns},           -- NULL for queries of unknown label
     first_relevant_rank INTEGER       -- 1-based; NULL when nothing relevant
 );
 
@@ -125,12 +120,29 @@ GROUP BY qm.run_id, qm.iteration, i.label;
 """
 
 
+def _metric_columns(names: tuple[str, ...]) -> str:
+    return ",\n    ".join(f"{name} DOUBLE" for name in names)
+
+
+def add_metric_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """Give ``run_metrics``/``query_metrics`` a column for every registry metric they lack.
+
+    A metric added to :data:`icfrr.registry.METRICS` thus appears in existing
+    stores too (older runs hold NULL there).
+    """
+    for table, names in (("run_metrics", METRIC_KEYS), ("query_metrics", QUERY_COLUMNS)):
+        for name in names:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} DOUBLE")
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create (idempotently) every table, sequence and view of the current schema.
 
     Args:
         con: A writable DuckDB connection.
     """
-    con.execute(_DDL)
+    con.execute(_DDL.format(run_metric_columns=_metric_columns(METRIC_KEYS),
+                            query_metric_columns=_metric_columns(QUERY_COLUMNS)))
+    add_metric_columns(con)
     if con.execute("SELECT count(*) FROM schema_info").fetchone()[0] == 0:
         con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])

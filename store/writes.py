@@ -20,10 +20,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-#: The metric columns of ``run_metrics`` (and keys of ``icfrr.summarize``).
-METRICS = ("map_all", "map_200", "p_25", "p_100", "p_200")
-#: The per-query columns taken from ``icfrr.per_query`` into ``query_metrics``.
-QUERY_METRICS = ("ap", "ap_200", "p_25", "p_100", "p_200")
+from icfrr.registry import METRIC_KEYS as METRICS
+from icfrr.registry import QUERY_COLUMNS as QUERY_METRICS
+from icfrr.registry import best_iteration
 
 
 def _now() -> datetime:
@@ -417,9 +416,3 @@ def write_run(
 def _top_n(kept: Mapping[int, KeptIteration]) -> int | None:
     return max((int(np.shape(k.top_gallery)[1]) for k in kept.values()), default=None)
 
-
-def best_iteration(metrics: Sequence[Mapping[str, float]]) -> int:
-    """The iteration with the highest ``map_all`` (the earliest on ties; 0 when all NaN)."""
-    values = [float(m["map_all"]) for m in metrics]
-    finite = [(v, -i) for i, v in enumerate(values) if not math.isnan(v)]
-    return -max(finite)[1] if finite else 0

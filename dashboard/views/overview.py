@@ -13,8 +13,8 @@ from dashboard.sidebar import Context, context
 def _headline(ctx: Context) -> None:
     run = ctx.run
     st.subheader(ctx.labels[ctx.run_id])
-    cols = st.columns(5)
-    for col, m in zip(cols, ("map_all", "map_200", "p_25", "p_100", "p_200")):
+    cols = st.columns(len(METRIC_NAMES))
+    for col, m in zip(cols, METRIC_NAMES):
         col.metric(f"{METRIC_NAMES[m]} after", f"{run[f'{m}_after']:.4f}",
                    delta=signed(run[f"{m}_after"] - run[f"{m}_before"]),
                    help=f"Before (initial ranking): {run[f'{m}_before']:.4f}; after "
@@ -24,7 +24,7 @@ def _headline(ctx: Context) -> None:
 def _runs_table(ctx: Context) -> None:
     st.subheader("Runs")
     cols = ["run_id", "dataset", "backbone", "method", "variant", "kg", "kq", "beta", "n_iter"]
-    for m in ("map_all", "map_200", "p_100", "p_200"):
+    for m in METRIC_NAMES:
         cols += [f"{m}_before", f"{m}_after"]
     cols += ["map_all_gain", "best_iteration", "seconds"]
     config = {f"{m}_{w}": st.column_config.NumberColumn(f"{METRIC_NAMES[m]} {w}", format="%.4f")
