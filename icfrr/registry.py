@@ -1,4 +1,4 @@
-"""The one place where metrics are defined (docs/SPEC.md section 4).
+"""The one place where metrics and re-ranking methods are defined (docs/SPEC.md sections 4 and 5).
 
 Every metric the lab reports is one :class:`Metric` entry of :data:`METRICS`:
 its summary key (a ``run_metrics`` column), its per-query column (a
@@ -9,6 +9,11 @@ and the dashboard list them from here. Adding a metric is adding an entry.
 
 The rule that picks a run's best iteration (:func:`best_iteration`) lives here
 too, so the store, the sweep and the dashboard agree on it.
+
+Methods are built alike: each :class:`Method` of :data:`METHODS` names its
+key (``runs.method``), label, paper and grid parameters (:class:`Param`, with
+their command-line flags, defaults and bounds), so the sweep's flags, its
+checks and the report's rows all come from here.
 
 This module imports neither torch nor the database: it is cheap to import.
 """
@@ -149,3 +154,122 @@ def best_iteration(metrics: Sequence[Mapping[str, float]]) -> int:
     values = [float(m[HEADLINE.key]) for m in metrics]
     finite = [(v, -i) for i, v in enumerate(values) if not math.isnan(v)]
     return -max(finite)[1] if finite else 0
+
+
+# ---------------------------------------------------------------------------- methods
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a re-ranking method, swept as a grid flag.
+
+    Attributes:
+        name: Key in ``runs.params`` and keyword of the method's function.
+        flags: Command-line spellings, the first shown in help (e.g. ``("--k1",)``).
+        kind: ``int``, ``float`` or ``str``.
+        default: The grid swept when the flag is not given.
+        minimum: Smallest allowed value (numbers only; None: no bound).
+        maximum: Largest allowed value (numbers only; None: no bound).
+        choices: Allowed values (``str`` parameters).
+        help: One line for ``--help``.
+    """
+
+    name: str
+    flags: tuple[str, ...]
+    kind: type
+    default: tuple
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    def check(self, value: object) -> str | None:
+        """None when ``value`` is allowed, else a one-line reason."""
+        if self.choices:
+            return None if value in self.choices else f"{self.flags[0]} must be one of {', '.join(self.choices)}"
+        v = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(v):
+            return f"{self.flags[0]} values must be finite, got {value}"
+        if self.minimum is not None and v < self.minimum:
+            return f"{self.flags[0]} values must be >= {self.minimum:g}, got {value}"
+        if self.maximum is not None and v > self.maximum:
+            return f"{self.flags[0]} values must be <= {self.maximum:g}, got {value}"
+        return None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One re-ranking method the lab can sweep and report.
+
+    Attributes:
+        key: ``runs.method`` value and ``--method`` choice.
+        label: Human-readable name (tables, charts, the report).
+        citation: Short reference of the paper.
+        params: Its grid parameters.
+        needs_qq: Whether it needs query-query distances.
+        iterative: Whether it yields one ranking per iteration (ICFRR) or a
+            single re-ranked result (stored as iteration 1).
+    """
+
+    key: str
+    label: str
+    citation: str
+    params: tuple[Param, ...]
+    needs_qq: bool = False
+    iterative: bool = False
+
+
+_DBA = (Param("dba_n", ("--dba-n", "--dba_n"), int, (10,), minimum=0,
+              help="gallery neighbours averaged into each gallery item (DBA; default 10)"),
+        Param("dba_alpha", ("--dba-alpha", "--dba_alpha"), float, (3.0,), minimum=0,
+              help="DBA weight exponent: weights sim^alpha (default 3)"))
+_QE = (Param("qe_n", ("--qe-n", "--qe_n"), int, (10,), minimum=0,
+             help="top gallery items averaged into the query (alpha-QE; default 10)"),
+       Param("qe_alpha", ("--qe-alpha", "--qe_alpha"), float, (3.0,), minimum=0,
+             help="alpha-QE weight exponent: weights sim^alpha (default 3)"))
+
+#: Every method, in report order; ICFRR first.
+METHODS: tuple[Method, ...] = (
+    Method("icfrr", "ICFRR", "Hudson & Smith, 2023", (
+        Param("kg", ("--kg", "--KG"), int, (256,), minimum=1,
+              help="gallery neighbours that vote (default 256)"),
+        Param("kq", ("--kq", "--KQ"), int, (250,), minimum=1,
+              help="top items of the query's ranking whose neighbours vote (default 250)"),
+        Param("beta", ("--beta",), float, (0.5,), minimum=0,
+              help="update strength, finite and >= 0 (default 0.5)"),
+        Param("n_iter", ("--n-times", "--n_times"), int, (5,), minimum=1,
+              help="iterations (default 5); every iteration's metrics are stored"),
+        Param("variant", ("--variant",), str, ("reference",), choices=("reference", "paper"),
+              help="reference (position-based, default) or paper (accumulating)"),
+    ), iterative=True),
+    Method("k_reciprocal", "k-reciprocal", "Zhong et al., CVPR 2017", (
+        Param("k1", ("--k1",), int, (20,), minimum=1, help="k-reciprocal neighbourhood size (default 20)"),
+        Param("k2", ("--k2",), int, (6,), minimum=1, help="local query expansion size (default 6)"),
+        Param("lambda_value", ("--lambda-value", "--lambda_value"), float, (0.3,), minimum=0, maximum=1,
+              help="weight of the original distance against the Jaccard distance (default 0.3)"),
+    ), needs_qq=True),
+    Method("ecn", "ECN", "Sarfraz et al., CVPR 2018", (
+        Param("t", ("--ecn-t", "--ecn_t"), int, (3,), minimum=1, help="ECN: top neighbours expanded (default 3)"),
+        Param("q", ("--ecn-q", "--ecn_q"), int, (8,), minimum=1,
+              help="ECN: neighbours taken from each expanded neighbour (default 8)"),
+        Param("k", ("--ecn-k", "--ecn_k"), int, (25,), minimum=1, help="ECN: rank-list length (default 25)"),
+    ), needs_qq=True),
+    Method("alpha_qe", "αQE", "Radenović, Tolias & Chum, TPAMI 2018", _QE),
+    Method("dba", "DBA", "Arandjelović & Zisserman, CVPR 2012", _DBA),
+    Method("dba+alpha_qe", "DBA + αQE", "Arandjelović & Zisserman 2012; Radenović et al. 2018", _DBA + _QE),
+)
+
+#: ``--method`` choices in report order.
+METHOD_KEYS: tuple[str, ...] = tuple(m.key for m in METHODS)
+
+
+def method(key: str) -> Method:
+    """The registry entry of a method key.
+
+    Raises:
+        KeyError: With the known keys.
+    """
+    for m in METHODS:
+        if m.key == key:
+            return m
+    raise KeyError(f"unknown method {key!r}; known: {', '.join(METHOD_KEYS)}")
