@@ -212,3 +212,71 @@ def compare_paired(
         p_fisher=p_f,
         fisher_exact=exact,
     )
+
+
+#: The paired tests the comparison report can run: key -> name for captions.
+PAIRED_TESTS: dict[str, str] = {
+    "randomisation": "Fisher randomisation test",
+    "t": "paired t-test",
+    "wilcoxon": "Wilcoxon signed-rank test",
+}
+
+
+def paired_p(a: np.ndarray, b: np.ndarray, test: str = "randomisation") -> float:
+    """Two-sided p-value of one paired test of ``a`` against ``b``.
+
+    Args:
+        a: float [N] candidate scores (NaN pairs are dropped).
+        b: float [N] baseline scores.
+        test: A key of :data:`PAIRED_TESTS`: ``randomisation``
+            (:func:`fisher_randomization_p`), ``t`` (:func:`paired_ttest`) or
+            ``wilcoxon`` (:func:`wilcoxon_p`).
+
+    Returns:
+        The p-value; NaN where the test is undefined (no pairs, or for ``t``
+        and ``wilcoxon`` no variation of ``a - b``).
+
+    Raises:
+        ValueError: An unknown ``test``.
+    """
+    if test == "randomisation":
+        return fisher_randomization_p(a, b)[0]
+    if test == "t":
+        return paired_ttest(a, b)[1]
+    if test == "wilcoxon":
+        return wilcoxon_p(a, b)
+    raise ValueError(f"unknown test {test!r}; use one of {', '.join(PAIRED_TESTS)}")
+
+
+def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm, Scand. J. Statist. 1979).
+
+    With the m finite p-values sorted ascending, p_(1) <= ... <= p_(m), the
+    adjusted value of p_(i) is ``min(1, max_{j <= i} (m - j + 1) p_(j))``:
+    the smallest family-wise level at which Holm's procedure (reject H_(1),
+    H_(2), ... while p_(j) <= level / (m - j + 1), stop at the first that
+    fails) rejects H_(i). ``scipy.stats.false_discovery_control`` offers only
+    the Benjamini-Hochberg/-Yekutieli FDR corrections, hence this function.
+
+    Args:
+        pvalues: float [m'] raw p-values in [0, 1]; NaN entries (tests that
+            were not run) stay NaN and do not count in m.
+
+    Returns:
+        float64 [m'] adjusted p-values, aligned with ``pvalues``.
+
+    Raises:
+        ValueError: Not 1-D, or a value outside [0, 1].
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"need a 1-D array of p-values, got shape {p.shape}")
+    finite = np.flatnonzero(~np.isnan(p))
+    if np.any((p[finite] < 0.0) | (p[finite] > 1.0)):
+        raise ValueError("p-values must lie in [0, 1]")
+    out = np.full(p.shape, np.nan)
+    m = finite.size
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out

@@ -119,3 +119,63 @@ def test_identical_inputs_give_no_difference() -> None:
 def test_mismatched_shapes_are_refused() -> None:
     with pytest.raises(ValueError, match="equal length"):
         stats.compare_paired(np.zeros(3), np.zeros(4))
+
+
+# ------------------------------------------------------------------------------ Holm
+
+
+def _holm_rejects(p: list[float], level: float) -> list[bool]:
+    """Holm's procedure as Holm (1979) states it: order the p-values, reject
+    H_(1), H_(2), ... while p_(j) <= level / (m - j + 1), stop at the first failure."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    reject = [False] * m
+    for j, i in enumerate(order, start=1):
+        if p[i] > level / (m - j + 1):
+            break
+        reject[i] = True
+    return reject
+
+
+def test_holm_hand_checked_example() -> None:
+    # sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> 0.06)
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(stats.holm([0.5, 0.9]), [1.0, 1.0])  # capped at 1
+    assert stats.holm([]).size == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_holm_adjusted_p_is_the_smallest_level_that_rejects(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 9))
+    p = np.round(rng.uniform(0, 0.2, size=m) ** 2, 4)  # rounding makes ties
+    p[rng.integers(0, m)] = p[0]
+    adjusted = stats.holm(p)
+    # just above and below each adjusted value (exactly at it, float rounding of
+    # p * (m - j + 1) against level / (m - j + 1) could go either way)
+    levels = np.unique(np.concatenate([np.linspace(0, 1, 401), adjusted * (1 + 1e-9),
+                                       adjusted * (1 - 1e-9)]))
+    for level in levels:
+        want = _holm_rejects(p.tolist(), float(level))
+        got = [bool(a <= level) for a in adjusted]
+        assert got == want, (p, level)
+
+
+def test_holm_leaves_nan_out_of_the_family_and_refuses_bad_values() -> None:
+    got = stats.holm([np.nan, 0.02, 0.01])
+    assert np.isnan(got[0])
+    np.testing.assert_allclose(got[1:], [0.02, 0.02])  # m = 2, not 3
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        stats.holm([0.5, 1.5])
+    with pytest.raises(ValueError, match="1-D"):
+        stats.holm([[0.1]])
+
+
+def test_paired_p_dispatches_to_each_test() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(size=20), rng.uniform(size=20)
+    assert stats.paired_p(a, b, "randomisation") == stats.fisher_randomization_p(a, b)[0]
+    assert stats.paired_p(a, b, "t") == stats.paired_ttest(a, b)[1]
+    assert stats.paired_p(a, b, "wilcoxon") == stats.wilcoxon_p(a, b)
+    with pytest.raises(ValueError, match="unknown test"):
+        stats.paired_p(a, b, "z")

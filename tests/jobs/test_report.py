@@ -1,0 +1,141 @@
+"""python -m jobs.report: the three formats parsed back against store.report, the
+flag spellings, one-line errors with exit status 2, and a --help that loads no torch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from jobs import report as cli
+from store import report
+from store.db import connect_reader
+from tests.store.report_store import StoredRun, build
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, StoredRun]]:
+    return build(tmp_path_factory.mktemp("cli-report"))
+
+
+def run(argv: list[object], capsys) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def expected(db: Path, **kwargs) -> report.Comparison:
+    with connect_reader(db) as con:
+        return report.comparison(con, **kwargs)
+
+
+def test_csv_matches_the_library(store, capsys) -> None:
+    db, _ = store
+    code, out, err = run(["--db", db, "--dataset", "demo", "--format", "csv",
+                          "--metric", "map_all", "p_100"], capsys)
+    assert code == 0 and err == ""
+    cmp = expected(db, dataset="demo", metrics=["map_all", "p_100"])
+    recs = list(csv.DictReader(io.StringIO(out)))
+    assert [r["label"] for r in recs] == [r.label for r in cmp.rows]
+    assert [float(r["map_all"]) for r in recs] == [r.values["map_all"] for r in cmp.rows]
+    assert [float(r["p_100_delta"]) for r in recs] == [r.deltas["p_100"] for r in cmp.rows]
+    assert "map_200" not in recs[0]
+
+
+@pytest.mark.parametrize("fmt", ["table", "latex"])
+def test_table_and_latex_are_the_library_output(store, capsys, fmt) -> None:
+    db, _ = store
+    code, out, err = run(["--db", db, "--dataset", "demo", "--format", fmt,
+                          "--baseline", "k_reciprocal", "--test", "t"], capsys)
+    assert code == 0 and err == ""
+    cmp = expected(db, dataset="demo", baseline="k_reciprocal", test="t")
+    want = report.to_text(cmp) if fmt == "table" else report.to_latex(cmp)
+    assert out.rstrip("\n") == want.rstrip("\n")
+    for label in ("ICFRR", "k-reciprocal", "DBA", report.INITIAL):
+        assert label in out
+
+
+def test_baseline_run_id_and_underscore_spellings(store, capsys) -> None:
+    db, runs = store
+    code, out, _ = run(["--db", db, "--dataset", "demo", "--baseline", runs["D"].run_id,
+                        "--metrics", "map_all", "--timeout_s", "2", "--format", "csv"], capsys)
+    assert code == 0
+    roles = [r["role"] for r in csv.DictReader(io.StringIO(out))]
+    assert roles == ["initial", "baseline", "method", "method", "method"]
+
+
+def test_output_file_holds_what_stdout_would(store, capsys, tmp_path) -> None:
+    db, _ = store
+    _, printed, _ = run(["--db", db, "--dataset", "other", "--backbone", "bb_a",
+                         "--format", "latex"], capsys)
+    target = tmp_path / "table.tex"
+    code, out, err = run(["--db", db, "--dataset", "other", "--backbone", "bb_a",
+                          "--format", "latex", "-o", target], capsys)
+    assert code == 0 and out == "" and err == ""
+    assert target.read_text(encoding="utf-8") == printed
+    assert [p.name for p in tmp_path.iterdir()] == ["table.tex"]  # no temporary left
+
+
+def _not_a_store(tmp_path: Path) -> Path:
+    path = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE t (x INTEGER)")
+    con.close()
+    return path
+
+
+def _text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.duckdb"
+    path.write_text("hello")
+    return path
+
+
+BAD = [
+    (lambda db, tmp: ["--db", tmp / "missing.duckdb"], "no results database"),
+    (lambda db, tmp: ["--db", _not_a_store(tmp)], "not an icfrr-lab results store"),
+    (lambda db, tmp: ["--db", _text_file(tmp)], "not a DuckDB database"),
+    (lambda db, tmp: ["--db", db], "several datasets"),
+    (lambda db, tmp: ["--db", db, "--dataset", "nope"], "no finished runs on dataset 'nope'"),
+    (lambda db, tmp: ["--db", db, "--dataset", "other"], "--backbone"),
+    (lambda db, tmp: ["--db", db, "--dataset", "demo", "--metric", "map"], "unknown metric 'map'"),
+    (lambda db, tmp: ["--db", db, "--dataset", "demo", "--baseline", "ecn"],
+     "no runs of method 'ecn'"),
+    (lambda db, tmp: ["--db", db, "--dataset", "demo", "--baseline", "99"], "run 99 is no"),
+    (lambda db, tmp: ["--db", db, "--format", "html"], "invalid choice: 'html'"),
+    (lambda db, tmp: ["--db", db, "--test", "z"], "invalid choice: 'z'"),
+    (lambda db, tmp: ["--db", db, "--alpha", "x"], "invalid float value"),
+    (lambda db, tmp: ["--db", db, "--dataset", "demo", "--alpha", "0"], "alpha must lie"),
+    (lambda db, tmp: ["--db", db, "--bogus"], "unrecognized arguments: --bogus"),
+    (lambda db, tmp: ["--db", db, "--dataset", "demo", "-o", tmp / "no" / "t.tex"],
+     "does not exist"),
+    (lambda db, tmp: ["--db", db, "--dataset", "demo", "-o", tmp], "is a directory"),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), BAD)
+def test_bad_input_one_line_exit_2_nothing_written(store, capsys, tmp_path, argv, match) -> None:
+    db, _ = store
+    out_file = tmp_path / "out.txt"
+    args = argv(db, tmp_path)
+    code, out, err = run(args + ([] if "-o" in args else ["-o", out_file]), capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("report: error: ") and match in err
+    assert not out_file.exists()
+
+
+def test_help_is_fast_and_loads_no_torch() -> None:
+    probe = ("import sys\nfrom jobs import report\ntry:\n    report.main(['--help'])\n"
+             "except SystemExit as e:\n    assert e.code == 0\n"
+             "print(sorted(m for m in ('torch', 'duckdb', 'scipy', 'store.report') "
+             "if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, check=True)
+    assert "python -m jobs.report" in res.stdout and "examples:" in res.stdout
+    assert res.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,282 @@
+"""store.report against a store written with the real writer, whose per-query APs
+were chosen so that winners, deltas and significance are known (tests/store/report_store.py).
+
+Oracles: the chosen arrays themselves (means, best run by the last-iteration
+rule), icfrr.stats' tests on those arrays, and a literal transcription of
+Holm's adjusted p-values; the formats are parsed back (csv module, LaTeX split
+into rows and cells).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from icfrr import stats
+from icfrr.registry import LABELS, METRIC_KEYS
+from store import report
+from store.db import connect_reader
+from tests.store.report_store import StoredRun, build
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, StoredRun]]:
+    return build(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture()
+def con(store) -> Iterator[duckdb.DuckDBPyConnection]:
+    c = connect_reader(store[0])
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def runs(store) -> dict[str, StoredRun]:
+    return store[1]
+
+
+def holm_literal(p: list[float]) -> list[float]:
+    """Holm's adjusted p-values transcribed from the definition: with p_(1) <= ... <= p_(m),
+    adj p_(k) = min(1, max over j <= k of (m - j + 1) * p_(j))."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out = [0.0] * m
+    for k in range(1, m + 1):
+        out[order[k - 1]] = min(1.0, max((m - j + 1) * p[order[j - 1]] for j in range(1, k + 1)))
+    return out
+
+
+def _known(x: np.ndarray) -> np.ndarray:
+    return x[~np.isnan(x)]
+
+
+def test_rows_are_the_best_run_per_method_by_the_last_iteration(con, runs) -> None:
+    cmp = report.comparison(con, dataset="demo")
+    demo = {k: r for k, r in runs.items() if len(k) == 1}
+    # the premise: B has the best iteration of all, A the best last iteration
+    assert max(np.nanmean(a) for a in demo["B"].ap.values()) > \
+        max(np.nanmean(a) for a in demo["A"].ap.values())
+    want = {}
+    for r in demo.values():
+        score = r.metric("map_all", r.last)
+        if r.method not in want or score > want[r.method].metric("map_all", want[r.method].last):
+            want[r.method] = r
+    assert [row.role for row in cmp.rows] == ["initial", "method", "method", "method"]
+    assert [row.method for row in cmp.rows] == [None, "icfrr", "k_reciprocal", "dba"]
+    assert [row.label for row in cmp.rows] == [report.INITIAL, "ICFRR", "k-reciprocal", "DBA"]
+    for row in cmp.rows[1:]:
+        assert row.run_id == want[row.method].run_id
+    assert cmp.rows[1].run_id == runs["A"].run_id and cmp.rows[2].run_id == runs["C"].run_id
+    assert cmp.metrics == METRIC_KEYS and cmp.dataset == "demo" and cmp.backbone == "synthetic"
+
+
+def test_values_and_deltas_are_the_stored_means(con, runs) -> None:
+    cmp = report.comparison(con, dataset="demo")
+    by_id = {r.run_id: r for k, r in runs.items() if len(k) == 1}
+    initial = cmp.rows[0]
+    assert initial.iteration == 0
+    for row in cmp.rows:
+        run = by_id[row.run_id]
+        assert row.iteration == (0 if row.role == "initial" else run.last)
+        for m in METRIC_KEYS:
+            assert row.values[m] == pytest.approx(run.metric(m, row.iteration), abs=1e-12)
+            assert row.deltas[m] == pytest.approx(
+                run.metric(m, row.iteration) - run.metric(m, 0), abs=1e-12)
+            assert initial.values[m] == pytest.approx(run.metric(m, 0), abs=1e-12)
+    assert cmp.rows[1].deltas["map_all"] == pytest.approx(0.10, abs=0.005)
+    assert cmp.rows[3].deltas["map_all"] == pytest.approx(-0.05, abs=0.005)
+
+
+@pytest.mark.parametrize("test", ["randomisation", "t", "wilcoxon"])
+def test_default_baseline_is_each_runs_initial_ranking(con, runs, test) -> None:
+    cmp = report.comparison(con, dataset="demo", test=test)
+    raw = []
+    for row, letter in zip(cmp.rows[1:], "ACE"):
+        ap = runs[letter].ap
+        a, b = _known(ap[runs[letter].last]), _known(ap[0])
+        raw.append(stats.paired_p(a, b, test))
+        assert row.n_pairs == a.size == 23  # the query of unknown label is left out
+        assert row.ap_diff == pytest.approx(float(np.mean(a - b)))
+        assert row.p_value == pytest.approx(raw[-1])
+    np.testing.assert_allclose([r.p_holm for r in cmp.rows[1:]], holm_literal(raw))
+    assert math.isnan(cmp.rows[0].p_value) and cmp.rows[0].n_pairs == 0
+    assert [r.mark for r in cmp.rows] == ["", report.BETTER, "", report.WORSE]
+    assert cmp.n_tested == 3 and stats.PAIRED_TESTS[test] in cmp.note()
+
+
+def test_baseline_method_is_its_best_run_and_is_not_tested(con, runs) -> None:
+    cmp = report.comparison(con, dataset="demo", baseline="k_reciprocal", test="t")
+    assert [r.role for r in cmp.rows] == ["initial", "method", "baseline", "method"]
+    base = runs["C"]
+    b = _known(base.ap[base.last])
+    raw = [stats.paired_p(_known(base.ap[0]), b, "t"),
+           stats.paired_p(_known(runs["A"].ap[runs["A"].last]), b, "t"),
+           stats.paired_p(_known(runs["E"].ap[runs["E"].last]), b, "t")]
+    tested = [r for r in cmp.rows if r.role != "baseline"]
+    np.testing.assert_allclose([r.p_value for r in tested], raw)
+    np.testing.assert_allclose([r.p_holm for r in tested], holm_literal(raw))
+    assert [r.mark for r in cmp.rows] == ["", report.BETTER, "", report.WORSE]
+    assert "k-reciprocal (run 3)" in cmp.baseline
+
+
+def test_baseline_run_that_is_no_methods_best_gets_its_own_row(con, runs) -> None:
+    d = runs["D"]
+    for baseline in (d.run_id, str(d.run_id)):
+        cmp = report.comparison(con, dataset="demo", baseline=baseline)
+        assert [(r.role, r.run_id) for r in cmp.rows] == [
+            ("initial", d.run_id), ("baseline", d.run_id), ("method", runs["A"].run_id),
+            ("method", runs["C"].run_id), ("method", runs["E"].run_id)]
+        assert cmp.rows[1].iteration == d.last and cmp.n_tested == 4
+        # the initial ranking is 0.02 above D on every query: better
+        assert cmp.rows[0].mark == report.BETTER and cmp.rows[3].mark == report.BETTER
+
+
+def test_dataset_and_backbone_by_name_or_id(con, runs) -> None:
+    by_name = report.comparison(con, dataset="other", backbone="bb_b")
+    assert [r.run_id for r in by_name.rows] == [runs["other-bb_b"].run_id] * 2
+    by_id = report.comparison(con, dataset=by_name.dataset_id, backbone=by_name.artifact_id)
+    by_text = report.comparison(con, dataset=str(by_name.dataset_id),
+                                backbone=str(by_name.artifact_id))
+    assert report.to_csv(by_id) == report.to_csv(by_text) == report.to_csv(by_name)  # NaN != NaN
+
+
+def test_single_dataset_store_needs_no_dataset(tmp_path) -> None:
+    db, runs = build(tmp_path, other=False)
+    with connect_reader(db) as c:
+        cmp = report.comparison(c)
+    assert cmp.dataset == "demo" and len(cmp.rows) == 4
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({}, r"several datasets: demo \(id 1\), other \(id 2\)"),
+    ({"dataset": "nope"}, "no finished runs on dataset 'nope'"),
+    ({"dataset": "other"}, "several distance sets.*--backbone"),
+    ({"dataset": "other", "backbone": "vit"}, "no runs of dataset other on backbone 'vit'"),
+    ({"dataset": "demo", "metrics": ["map_all", "map"]}, "unknown metric 'map'; known: map_all"),
+    ({"dataset": "demo", "metrics": []}, "no metric given"),
+    ({"dataset": "demo", "baseline": "ecn"}, "no runs of method 'ecn'.*initial, icfrr"),
+    ({"dataset": "demo", "baseline": 99}, "run 99 is no finished run"),
+    ({"dataset": "demo", "baseline": 6}, "run 6 is no finished run on demo"),  # other dataset
+    ({"dataset": "demo", "test": "z"}, "unknown test 'z'"),
+    ({"dataset": "demo", "alpha": 1.5}, "alpha must lie"),
+])
+def test_bad_input_is_one_line(con, kwargs, match) -> None:
+    with pytest.raises(report.ReportError, match=match) as info:
+        report.comparison(con, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_empty_store_is_refused(tmp_path) -> None:
+    from store.db import connect_writer
+    connect_writer(tmp_path / "e.duckdb").close()
+    with connect_reader(tmp_path / "e.duckdb") as c, \
+            pytest.raises(report.ReportError, match="no finished runs"):
+        report.comparison(c)
+
+
+def test_params_text() -> None:
+    assert report.params_text("icfrr", {"kg": 8, "kq": 10, "beta": 1.0, "n_iter": 5,
+                                        "variant": "reference", "top_n": 10}) == \
+        "KG 8, KQ 10, β 1, T 5"
+    assert report.params_text("icfrr", {"kg": 8, "kq": 10, "beta": 0.5, "n_iter": 2,
+                                        "variant": "paper"}).endswith("T 2, variant paper")
+    assert report.params_text("dba+alpha_qe", {"dba_n": 5, "dba_alpha": 3, "qe_n": 2,
+                                               "qe_alpha": 1, "kg": 0}) == \
+        "DBA n 5, DBA α 3, QE n 2, QE α 1"
+    assert report.params_text("mine", {"method": "mine", "z": 2, "a": "x"}) == "a x, z 2"
+
+
+def test_metric_subset_keeps_the_order_and_moves_the_mark(con) -> None:
+    cmp = report.comparison(con, dataset="demo", metrics=["p_100", "map_all"])
+    assert cmp.metrics == ("p_100", "map_all")
+    assert set(cmp.rows[1].values) == {"p_100", "map_all"}
+    text = report.to_text(report.comparison(con, dataset="demo", metrics=["p_25"]))
+    assert "ICFRR" + report.BETTER in text  # no headline column: the mark goes on the method
+
+
+# ------------------------------------------------------------------------ formats
+
+
+def test_csv_parses_back_to_the_numbers(con) -> None:
+    cmp = report.comparison(con, dataset="demo", baseline="k_reciprocal")
+    text = report.to_csv(cmp)
+    rows = list(csv.reader(io.StringIO(text)))
+    header, body = rows[0], rows[1:]
+    assert len(body) == len(cmp.rows) and all(len(r) == len(header) for r in body)
+    assert header[:6] == ["role", "method", "label", "run_id", "iteration", "params"]
+    for rec, row in zip(csv.DictReader(io.StringIO(text)), cmp.rows):
+        assert int(rec["run_id"]) == row.run_id and rec["label"] == row.label
+        assert rec["params"] == row.params
+        for m in cmp.metrics:
+            assert float(rec[m]) == row.values[m]  # full precision
+            assert float(rec[f"{m}_delta"]) == row.deltas[m]
+        for col, value in (("p_value", row.p_value), ("p_holm", row.p_holm),
+                           ("ap_diff", row.ap_diff)):
+            assert (rec[col] == "") if math.isnan(value) else (float(rec[col]) == value)
+        assert rec["mark"] == row.mark and rec["test"] == "randomisation"
+
+
+def _latex_rows(tex: str) -> tuple[list[str], list[list[str]]]:
+    """Header cells and body rows (cells) between \\toprule and \\bottomrule."""
+    body = tex.split(r"\toprule", 1)[1].split(r"\bottomrule", 1)[0]
+    lines = [ln.strip() for ln in body.splitlines()
+             if ln.strip() and ln.strip() != r"\midrule"]
+    cells = [ln.removesuffix(r"\\").strip().split(" & ") for ln in lines]
+    return cells[0], cells[1:]
+
+
+def test_latex_parses_back(con) -> None:
+    cmp = report.comparison(con, dataset="demo")
+    tex = report.to_latex(cmp)
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\end{table}"):
+        assert rule in tex
+    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", tex).group(1)
+    header, body = _latex_rows(tex)
+    n_cols = 2 + 2 * len(cmp.metrics)
+    assert len(spec) == len(header) == n_cols
+    assert len(body) == len(cmp.rows) and all(len(r) == n_cols for r in body)
+    for j, m in enumerate(cmp.metrics):
+        assert header[2 + j] == LABELS[m]
+        vals = [row.values[m] for row in cmp.rows]
+        bold = {i for i, r in enumerate(body) if r[2 + j].startswith(r"\textbf{")}
+        assert bold == {i for i, v in enumerate(vals) if v == max(vals)}
+        for cell, v in zip(body, vals):
+            assert float(re.search(r"-?\d+\.\d+", cell[2 + j]).group()) == pytest.approx(v, abs=5e-5)
+    assert body[1][2].endswith(r"\textsuperscript{\dag{}}")
+    assert body[3][2].endswith(r"\textsuperscript{\ddag{}}")
+    assert r"$\lambda$ 0.3" in body[2][1] and r"$\beta$ 1" in body[1][1]
+    assert not re.search("[αβλΔ†‡]", tex)
+    caption = re.search(r"\\caption\{(.*)\}", tex).group(1)
+    assert "Fisher randomisation test" in caption and "Holm" in caption
+
+
+def test_latex_escape() -> None:
+    assert report.latex_escape("a_b & 50% #1 {x} $ ~ ^ \\") == \
+        r"a\_b \& 50\% \#1 \{x\} \$ \textasciitilde{} \textasciicircum{} \textbackslash{}"
+    assert report.latex_escape("DBA + αQE") == r"DBA + $\alpha$QE"
+
+
+def test_text_table_lists_every_row_aligned(con, runs) -> None:
+    cmp = report.comparison(con, dataset="demo")
+    lines = report.to_text(cmp).splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("method"))
+    table = lines[header + 2: header + 2 + len(cmp.rows)]
+    for ln, row in zip(table, cmp.rows):
+        assert ln.startswith(row.label) and row.params in ln
+    # aligned: every column ends at the same place in every line (right-justified numbers)
+    for name in ("mAP@all", "P@200", "Δ P@25", "p (Holm)"):
+        end = lines[header].index(name) + len(name)
+        for ln in table:
+            assert ln[end - 1] != " " and ln[end:end + 1] in ("", " "), (name, ln)
+    assert "0.5" in table[1] and report.BETTER in table[1] and report.WORSE in table[3]
+    assert "Holm-corrected across 3 rows" in lines[-1]
