@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import shutil
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -12,7 +14,8 @@ import pytest
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
 
-from dashboard.format import movement, p_value, signed
+from dashboard.data import NEUTRAL
+from dashboard.format import movement, p_value, plain, signed
 from store.schema import create_schema
 from tests.dashboard.fixture_store import DEMO, raw_tables
 
@@ -41,6 +44,22 @@ def open_page(db: Path | str, title: str, monkeypatch: pytest.MonkeyPatch,
     return at
 
 
+def open_app(db: Path | str, monkeypatch: pytest.MonkeyPatch, **params: object) -> AppTest:
+    """Run the app launched on ``db`` (via $ICFRR_DB) with URL ``params``."""
+    monkeypatch.setenv("ICFRR_DB", str(db))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({k: str(v) for k, v in params.items()})
+    return at.run()
+
+
+def shown_neutral(at: AppTest) -> bool:
+    """Whether the app shows exactly the one neutral message and nothing from a store."""
+    assert not at.exception, [e.value for e in at.exception]
+    return ([t.value for t in at.title] == ["icfrr-lab dashboard"]
+            and [w.value for w in at.warning] == [NEUTRAL]
+            and not at.info and not at.code and not at.dataframe)
+
+
 def ap(raw, run_id: int, iteration: int) -> pd.Series:
     qm = raw["query_metrics"]
     s = qm[(qm.run_id == run_id) & (qm.iteration == iteration)].set_index("query_idx").ap
@@ -62,7 +81,7 @@ def test_every_page_renders(fixture_db, monkeypatch, title) -> None:
     at = open_page(fixture_db, title, monkeypatch, run=1)
     assert at.sidebar.selectbox(key="_w_run").value == 1
     assert at.query_params["run"] == "1"
-    assert at.query_params["db"] == str(fixture_db.resolve())
+    assert at.query_params["db"] == "icfrr.duckdb"   # a name in the results folder, no path
 
 
 def test_overview_lists_runs_and_calls_out_best_configuration(fixture_db, raw, monkeypatch):
@@ -121,7 +140,7 @@ def test_inspector_deep_link_shows_both_lists(fixture_db, raw, monkeypatch):
     assert metric(at, "AP after") == f"{ap(raw, 5, it)[q]:.4f}"
 
     images = list(at.image)
-    assert images[0].captions == [f"query/{q:05d}.png"]
+    assert images[0].captions == [plain(f"query/{q:05d}.png")]
     rk = raw["rankings"]
     lists = {t: rk[(rk.run_id == 5) & (rk.query_idx == q) & (rk.iteration == t)]
              .set_index("rank").gallery_idx for t in (0, it)}
@@ -168,18 +187,20 @@ def test_widget_changes_go_into_the_url(fixture_db, monkeypatch):
     at = open_page(fixture_db, "Per class", monkeypatch, run=1)
     at.sidebar.selectbox(key="_w_run").set_value(4).run()
     assert at.query_params["run"] == "4"
-    assert at.caption[0].value.startswith("#4 ")
+    assert at.caption[0].value.startswith(plain("#4 "))
     at.switch_page("views/compare.py").run()   # the choice survives a page change
     assert at.sidebar.selectbox(key="_w_run").value == 4
 
 
 def test_db_from_the_url_wins_over_the_environment(fixture_db, tmp_path, monkeypatch):
-    monkeypatch.setenv("ICFRR_DB", str(tmp_path / "elsewhere.duckdb"))
+    shutil.copy(fixture_db, tmp_path / "other.duckdb")
+    monkeypatch.setenv("ICFRR_DB", str(tmp_path / "elsewhere.duckdb"))   # not made yet
     at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params["db"] = str(fixture_db)
+    at.query_params["db"] = "other.duckdb"
     at.run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Overview"]
+    assert at.sidebar.selectbox(key="_w_db").options == ["elsewhere.duckdb", "other.duckdb"]
 
 
 def _empty_state(db: Path, monkeypatch) -> AppTest:
@@ -193,7 +214,8 @@ def _empty_state(db: Path, monkeypatch) -> AppTest:
 
 def test_missing_database_explains_how_to_make_one(tmp_path, monkeypatch):
     at = _empty_state(tmp_path / "none.duckdb", monkeypatch)
-    assert "none.duckdb" in at.info[0].value
+    assert "no results database yet" in at.info[0].value
+    assert any(str(tmp_path / "none.duckdb") in c.value for c in at.code)
 
 
 def test_database_without_runs_explains_how_to_fill_it(tmp_path, monkeypatch):
@@ -207,8 +229,7 @@ def test_database_without_runs_explains_how_to_fill_it(tmp_path, monkeypatch):
 def test_file_that_is_not_duckdb_is_reported_not_raised(tmp_path, monkeypatch):
     bad = tmp_path / "notes.duckdb"
     bad.write_text("hello")
-    at = _empty_state(bad, monkeypatch)
-    assert "not a DuckDB database" in at.info[0].value
+    assert shown_neutral(open_app(bad, monkeypatch))
 
 
 def test_inspector_on_a_query_of_unknown_label(fixture_db, monkeypatch):
