@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 from dashboard.data import NEUTRAL
 from dashboard.format import movement, p_value, plain, signed
 from store.schema import create_schema
-from tests.dashboard.fixture_store import DEMO, raw_tables
+from tests.dashboard.fixture_store import (DEMO, LEAK, SECRET, build_injected,
+                                           corrupt_copies, raw_tables)
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = {"Overview": None, "Per class": "views/per_class.py",
@@ -44,9 +45,9 @@ def open_page(db: Path | str, title: str, monkeypatch: pytest.MonkeyPatch,
     return at
 
 
-def open_app(db: Path | str, monkeypatch: pytest.MonkeyPatch, **params: object) -> AppTest:
-    """Run the app launched on ``db`` (via $ICFRR_DB) with URL ``params``."""
-    monkeypatch.setenv("ICFRR_DB", str(db))
+def open_app(launch: Path | str, monkeypatch: pytest.MonkeyPatch, **params: object) -> AppTest:
+    """Run the app launched on the store ``launch`` (via $ICFRR_DB) with URL ``params``."""
+    monkeypatch.setenv("ICFRR_DB", str(launch))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params.update({k: str(v) for k, v in params.items()})
     return at.run()
@@ -245,3 +246,108 @@ def test_per_class_links_to_the_worst_class_in_failure_cases(fixture_db, raw, mo
     link = at.get("page_link")[0]
     assert worst.class_name in link.proto.label
     assert f"class={worst.label}" in link.proto.query_string
+
+
+# --- misuse: only the results folder's stores, one neutral message, hostile stores ---
+
+@pytest.fixture()
+def folder_with_store(fixture_db, tmp_path) -> Path:
+    """A results folder holding a copy of the fixture store, plus things outside it."""
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(fixture_db, results / "icfrr.duckdb")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(fixture_db, outside / "elsewhere.duckdb")
+    (results / "link.duckdb").symlink_to(outside / "elsewhere.duckdb")
+    return results
+
+
+@pytest.mark.parametrize("value", [
+    "/etc/passwd", "/etc/shadow", "missing.duckdb", "../outside/elsewhere.duckdb",
+    "link.duckdb", "OUTSIDE", "icfrr.duckdb/../../outside/elsewhere.duckdb", "..", "/",
+])
+def test_db_outside_the_results_folder_gets_the_one_message(folder_with_store, monkeypatch,
+                                                            value) -> None:
+    if value == "OUTSIDE":
+        value = str(folder_with_store.parent / "outside" / "elsewhere.duckdb")
+    at = open_app(folder_with_store / "icfrr.duckdb", monkeypatch, db=value)
+    assert shown_neutral(at)
+    box = at.sidebar.selectbox(key="_w_db")
+    assert box.options == ["icfrr.duckdb"] and box.value is None   # the link is not offered
+    box.set_value("icfrr.duckdb").run()                              # choosing a listed store works
+    assert [t.value for t in at.title] == ["Overview"]
+    assert at.query_params["db"] == "icfrr.duckdb"
+
+
+def test_results_dir_flag_lists_the_folders_stores(fixture_db, tmp_path, monkeypatch) -> None:
+    for name in ("b.duckdb", "a.duckdb"):
+        shutil.copy(fixture_db, tmp_path / name)
+    (tmp_path / "notes.txt").write_text("x")
+    monkeypatch.delenv("ICFRR_DB", raising=False)
+    monkeypatch.setenv("ICFRR_RESULTS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["db"] = "b.duckdb"
+    at.run()
+    assert [t.value for t in at.title] == ["Overview"]
+    assert at.sidebar.selectbox(key="_w_db").options == ["icfrr.duckdb", "a.duckdb", "b.duckdb"]
+    at.query_params["db"] = str(tmp_path / "notes.txt")
+    at.run()
+    assert shown_neutral(at)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped", "foreign", "sqlite", "text"])
+def test_damaged_or_foreign_store_gets_the_one_message(fixture_db, tmp_path, monkeypatch,
+                                                       kind) -> None:
+    bad = corrupt_copies(fixture_db, tmp_path)[kind]
+    shutil.copy(fixture_db, tmp_path / "good.duckdb")
+    at = open_app(tmp_path / "good.duckdb", monkeypatch, db=bad.name, run=5)
+    assert shown_neutral(at)
+    assert str(tmp_path) not in _all_text(at)
+
+
+def test_store_failing_inside_a_page_gets_the_one_message(fixture_db, tmp_path, monkeypatch):
+    db = tmp_path / "icfrr.duckdb"
+    shutil.copy(fixture_db, db)
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE items DROP COLUMN path")   # the sidebar's reads still work
+    con.close()
+    at = open_app(db, monkeypatch, run=5)
+    at.switch_page("views/failures.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Failure cases"]
+    assert [w.value for w in at.warning] == [NEUTRAL]
+    assert str(tmp_path) not in _all_text(at)
+
+
+def _all_text(at: AppTest) -> str:
+    """Every element's protobuf as text (labels, bodies, captions, table bytes, chart specs)."""
+    out: list[str] = []
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            out.append(str(proto))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return "\n".join(out)
+
+
+MARKDOWN_ELEMENTS = ("markdown", "caption", "title", "header", "subheader", "success", "info",
+                     "warning", "error")
+
+
+@pytest.mark.parametrize("title", list(PAGES))
+def test_injected_store_shows_no_secret_and_names_literally(tmp_path, monkeypatch, title):
+    store = build_injected(tmp_path, tmp_path / "secret.txt")
+    at = open_page(store, title, monkeypatch, run=1)
+    text = _all_text(at)
+    assert SECRET not in text
+    assert "127.0.0.1:9/?" not in text               # nothing of the stored view or macro ran
+    md = [e.value for kind in MARKDOWN_ELEMENTS for e in getattr(at, kind)]
+    md += [c for img in at.image for c in img.captions]
+    md += [link.proto.label for link in at.get("page_link")]
+    assert all(LEAK not in m and "](" not in m for m in md)   # no Markdown image/link forms
+    assert any(plain(LEAK) in m for m in md)                     # the name is shown, escaped
