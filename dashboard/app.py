@@ -29,12 +29,14 @@ import streamlit as st  # noqa: E402
 from dashboard import sidebar, state  # noqa: E402
 from dashboard.data import NEUTRAL, StoreError, store_problem  # noqa: E402
 
+# No page icons: Streamlit turns a page's ":material/...:" icon into the tab's favicon,
+# fetched from fonts.gstatic.com, and the dashboard requests nothing from other hosts.
 PAGES = (
-    ("views/overview.py", "Overview", "overview", ":material/dashboard:"),
-    ("views/per_class.py", "Per class", "per-class", ":material/category:"),
-    ("views/failures.py", "Failure cases", "failures", ":material/report:"),
-    ("views/inspector.py", "Query inspector", "inspector", ":material/image_search:"),
-    ("views/compare.py", "Compare", "compare", ":material/compare_arrows:"),
+    ("views/overview.py", "Overview", "overview"),
+    ("views/per_class.py", "Per class", "per-class"),
+    ("views/failures.py", "Failure cases", "failures"),
+    ("views/inspector.py", "Query inspector", "inspector"),
+    ("views/compare.py", "Compare", "compare"),
 )
 
 
@@ -54,8 +56,7 @@ def _getting_started(db_path: str, problem: str) -> None:
 
 def main() -> None:
     """Route one rerun of the app."""
-    st.set_page_config(page_title="icfrr-lab", page_icon=":material/image_search:",
-                       layout="wide")
+    st.set_page_config(page_title="icfrr-lab", layout="wide")
     state.adopt_url()
     db, ctx, problem = sidebar.render()
     try:
@@ -67,9 +68,8 @@ def main() -> None:
                                           title="Getting started", url_path="start",
                                           default=True)])
         else:
-            page = st.navigation([st.Page(path, title=title, url_path=url, icon=icon,
-                                          default=i == 0)
-                                  for i, (path, title, url, icon) in enumerate(PAGES)])
+            page = st.navigation([st.Page(path, title=title, url_path=url, default=i == 0)
+                                  for i, (path, title, url) in enumerate(PAGES)])
         try:
             page.run()
         except StoreError as exc:  # damaged mid-way, or a sweep held it past the retries
