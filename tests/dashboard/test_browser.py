@@ -168,7 +168,7 @@ def test_missing_database_page(browser, tmp_path) -> None:
         tab = browser.new_page()
         _open(tab, base + "/", "empty_database")
         assert tab.locator("h1").first.inner_text().strip() == "icfrr-lab dashboard"
-        assert "python -m jobs.sweep --dataset demo" in tab.content()
+        assert "python -m jobs.sweep --dataset demo" in tab.locator("body").inner_text()
         assert tab.locator('[data-testid="stException"]').count() == 0
         tab.close()
 
