@@ -2,8 +2,13 @@
 
 The entry point draws the shared sidebar (database, run), routes to one page
 module under ``dashboard/views/`` and keeps the selection in the URL. The
-database comes from the URL's ``db``, else ``--db`` after ``--``, else
-$ICFRR_DB, else ``results/icfrr.duckdb``. It is only ever read.
+launch store is ``--db`` after ``--``, else $ICFRR_DB, else ``icfrr.duckdb`` in
+the results folder, else ``results/icfrr.duckdb``. The URL's ``db`` and the
+sidebar choose only among the DuckDB files of the results folder
+(``--results-dir DIR`` or $ICFRR_RESULTS_DIR, else the launch store's
+folder); anything else, and any store that cannot be read, shows one neutral
+message (``dashboard.data.NEUTRAL``). Stores are only ever read, through
+locked-down connections (``store.db.connect_reader``).
 
 The page modules live in ``views/``, not ``pages/``: Streamlit treats a
 ``pages/`` folder beside the entry point as the old automatic multipage mode
@@ -22,15 +27,22 @@ if _ROOT not in sys.path:  # `streamlit run` puts only dashboard/ on the path
 import streamlit as st  # noqa: E402
 
 from dashboard import sidebar, state  # noqa: E402
-from dashboard.data import StoreError  # noqa: E402
+from dashboard.data import NEUTRAL, StoreError, store_problem  # noqa: E402
 
+# No page icons: Streamlit turns a page's ":material/...:" icon into the tab's favicon,
+# fetched from fonts.gstatic.com, and the dashboard requests nothing from other hosts.
 PAGES = (
-    ("views/overview.py", "Overview", "overview", ":material/dashboard:"),
-    ("views/per_class.py", "Per class", "per-class", ":material/category:"),
-    ("views/failures.py", "Failure cases", "failures", ":material/report:"),
-    ("views/inspector.py", "Query inspector", "inspector", ":material/image_search:"),
-    ("views/compare.py", "Compare", "compare", ":material/compare_arrows:"),
+    ("views/overview.py", "Overview", "overview"),
+    ("views/per_class.py", "Per class", "per-class"),
+    ("views/failures.py", "Failure cases", "failures"),
+    ("views/inspector.py", "Query inspector", "inspector"),
+    ("views/compare.py", "Compare", "compare"),
 )
+
+
+def _not_shown() -> None:
+    st.title("icfrr-lab dashboard")
+    st.warning(NEUTRAL)
 
 
 def _getting_started(db_path: str, problem: str) -> None:
@@ -44,23 +56,24 @@ def _getting_started(db_path: str, problem: str) -> None:
 
 def main() -> None:
     """Route one rerun of the app."""
-    st.set_page_config(page_title="icfrr-lab", page_icon=":material/image_search:",
-                       layout="wide")
+    st.set_page_config(page_title="icfrr-lab", layout="wide")
     state.adopt_url()
     db, ctx, problem = sidebar.render()
     try:
-        if ctx is None:
+        if ctx is None and (db is None or problem == NEUTRAL):
+            page = st.navigation([st.Page(_not_shown, title="Not shown", url_path="start",
+                                          default=True)])
+        elif ctx is None:
             page = st.navigation([st.Page(lambda: _getting_started(db.path, problem),
                                           title="Getting started", url_path="start",
                                           default=True)])
         else:
-            page = st.navigation([st.Page(path, title=title, url_path=url, icon=icon,
-                                          default=i == 0)
-                                  for i, (path, title, url, icon) in enumerate(PAGES)])
+            page = st.navigation([st.Page(path, title=title, url_path=url, default=i == 0)
+                                  for i, (path, title, url) in enumerate(PAGES)])
         try:
             page.run()
-        except StoreError as exc:  # e.g. a sweep held the file longer than the retries
-            st.warning(f"Could not read the database: {exc}. Reload the page to try again.")
+        except StoreError as exc:  # damaged mid-way, or a sweep held it past the retries
+            st.warning(store_problem(exc))
     finally:
         state.write_url()
 

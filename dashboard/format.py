@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -10,6 +11,24 @@ from icfrr.registry import LABELS
 
 #: Display names of the metric columns.
 METRIC_NAMES = LABELS
+
+
+_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+_BREAKS = re.compile(r"[\r\n\t\v\f\u2028\u2029\x85]+")
+
+
+def plain(text: object) -> str:
+    """``text`` escaped so that Streamlit's Markdown shows it literally, on one line.
+
+    For every name that comes from data (class, dataset and file names,
+    commands) placed into an element that renders Markdown (``st.markdown``,
+    ``st.caption``, headers, alerts, image captions, link and widget labels):
+    every ASCII punctuation character gets a backslash (so no link, image,
+    emphasis, HTML, math or directive can form) and line breaks become spaces.
+    Plain-text places (selectbox options, table cells, chart labels) take the
+    name as it is.
+    """
+    return _MD_PUNCT.sub(r"\\\1", _BREAKS.sub(" ", str(text)))
 
 
 def _missing(x: object) -> bool:

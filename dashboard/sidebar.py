@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import state
-from dashboard.data import Db, default_db, load, probe
+from dashboard.data import NEUTRAL, Db, Stores, StoreError, load, probe, store_problem
 from dashboard.format import run_label
 
 _CTX = "_context"
@@ -36,22 +36,52 @@ class Context:
         return self.runs.loc[self.run_id]
 
 
-def render() -> tuple[Db, Context | None, str | None]:
-    """Draw the sidebar; return the database, the context (None when there is
-    nothing to show) and, in that case, why."""
-    sb = st.sidebar
+def _store_select(sb) -> Db | None:
+    """The store selector: only the allowed stores (``Stores``) are offered.
+
+    Returns:
+        The chosen store, None when the selection (say a hand-edited URL)
+        names anything else.
+    """
+    stores = Stores.from_launch()
+    keys = stores.keys()
+    wanted = state.get("db")
+    path = stores.default if wanted is None else stores.find(wanted)
     key = state.widget_key("db")
-    if key not in st.session_state:
-        st.session_state[key] = state.get("db") or default_db()
-    path = sb.text_input("Results database", key=key,
-                         help="A DuckDB file written by `python -m jobs.sweep` (read-only here).")
-    state.put("db", path)
-    db = Db.at(path)
+    if key in st.session_state and st.session_state[key] not in keys:
+        del st.session_state[key]
+    index = keys.index(stores.key(path)) if path is not None else None
+    picked = sb.selectbox("Results store", keys, index=index, key=key,
+                          placeholder="Choose a store",
+                          help="DuckDB files written by `python -m jobs.sweep` in the "
+                               "dashboard's results folder (read-only here).")
+    if picked is None:
+        return None
+    path = stores.find(picked)
+    if path is None:  # the file went away since the list was made
+        return None
+    state.put("db", stores.key(path))
+    return Db.at(path, stores.key(path))
+
+
+def render() -> tuple[Db | None, Context | None, str | None]:
+    """Draw the sidebar; return the database (None when the selection names no
+    allowed store), the context (None when there is nothing to show) and, in
+    that case, why (``NEUTRAL``, or a "nothing yet" reason)."""
+    sb = st.sidebar
+    db = _store_select(sb)
+    if db is None:
+        st.session_state.pop(_CTX, None)
+        return None, None, NEUTRAL
     problem = probe(db)
     if problem is not None:
         st.session_state.pop(_CTX, None)
         return db, None, problem
-    runs = load(db, "runs").set_index("run_id", drop=False)
+    try:
+        runs = load(db, "runs").set_index("run_id", drop=False)
+    except StoreError as exc:
+        st.session_state.pop(_CTX, None)
+        return db, None, store_problem(exc)
     labels = {r.run_id: run_label(r) for r in runs.itertuples()}
     best = int(runs.loc[runs.map_all_gain.idxmax(), "run_id"]) if runs.map_all_gain.notna().any() \
         else int(runs.run_id.iloc[-1])

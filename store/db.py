@@ -185,8 +185,125 @@ def connect_writer(path: str | Path, *, timeout_s: float = 120.0) -> duckdb.Duck
     return con
 
 
+#: DuckDB's file magic: bytes 8..12 of every database file.
+_DUCKDB_MAGIC = b"DUCK"
+
+#: The attached store's name on a reader connection.
+_STORE = "store"
+
+#: Base tables every icfrr-lab store holds (spec section 6 plus ``schema_info``).
+READER_TABLES: tuple[str, ...] = ("schema_info", "datasets", "items", "artifacts", "sweeps",
+                                  "runs", "run_metrics", "query_metrics", "rankings")
+
+
+def _has_duckdb_magic(path: Path) -> bool:
+    """Whether ``path`` starts like a DuckDB file (so no other format's reader is tried)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[8:12] == _DUCKDB_MAGIC
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _attach_locked_down(path: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with the store at ``path`` attached read-only, locked down.
+
+    Extensions are never autoloaded or autoinstalled; external access is off
+    (only ``path`` and its ``.wal`` stay readable); the configuration is then
+    locked. The store's catalog is not on the search path, so its own
+    macros can neither shadow built-in functions nor run.
+    """
+    con = duckdb.connect(":memory:", config={
+        "autoload_known_extensions": False,
+        "autoinstall_known_extensions": False,
+        "allow_community_extensions": False,
+    })
+    try:
+        target = str(path.resolve())
+        con.execute("SET allowed_paths = ?", [[target, target + ".wal"]])
+        con.execute("SET enable_external_access = false")
+        con.execute(f"ATTACH ? AS {_STORE} (TYPE duckdb, READ_ONLY)", [target])
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _expose_base_tables(con: duckdb.DuckDBPyConnection, path: Path) -> set[str]:
+    """Make the store's base tables queryable by their plain names; return those names.
+
+    Each base table of the store's ``main`` schema becomes a temporary view
+    of this connection (``SELECT *`` of the table). The store's own views
+    (``class_metrics`` and anything a store file adds) are never exposed, so
+    no SQL stored in the file runs.
+
+    Raises:
+        StoreError: A table has generated columns (expressions stored in the file).
+    """
+    names = [r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+        "AND schema_name = 'main' AND NOT temporary ORDER BY table_name", [_STORE]).fetchall()]
+    generated = con.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_catalog = ? "
+        "AND table_schema = 'main' AND is_generated <> 'NEVER'", [_STORE]).fetchone()[0]
+    if generated:
+        raise StoreError(f"{path} is not an icfrr-lab results store (it holds generated "
+                         "columns); pass --db with another file")
+    for name in names:
+        con.execute(f"CREATE TEMP VIEW {_quote(name)} AS "
+                    f"SELECT * FROM {_STORE}.main.{_quote(name)}")
+    return set(names)
+
+
+def _reader_error(exc: Exception, path: Path) -> StoreError:
+    if _is_not_duckdb(exc):
+        return StoreError(f"{path} is not a DuckDB database; pass --db with a new or existing "
+                          "icfrr-lab results file")
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return StoreError(f"cannot open {path}: {first}")
+
+
+def _attach_with_retry(path: Path, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """``_attach_locked_down``, retrying with jittered backoff while a writer holds ``path``.
+
+    Raises:
+        StoreError: The file is not DuckDB, is damaged, or stayed locked for ``timeout_s``.
+    """
+    deadline = time.monotonic() + max(timeout_s, 0.0)
+    delay = 0.02
+    while True:
+        try:
+            return _attach_locked_down(path)
+        except duckdb.Error as exc:
+            # "file handle conflict": this same process holds the file (another connection)
+            if not (_is_lock_error(exc) or "file handle conflict" in str(exc)):
+                raise _reader_error(exc, path) from None
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"{path} stayed locked by a writer (a running sweep?) for {timeout_s:g} s; "
+                    "wait for it to finish and try again"
+                ) from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)
+
+
 def connect_reader(path: str | Path, *, timeout_s: float = 5.0) -> duckdb.DuckDBPyConnection:
-    """Open ``path`` read-only, retrying briefly while a writer holds it.
+    """Open ``path`` read-only and locked down, retrying briefly while a writer holds it.
+
+    A store file is untrusted input (stores are shared), so the connection is
+    an in-memory DuckDB with the store attached read-only: no extension is
+    ever loaded or installed, external access is off (nothing but the store
+    file and its write-ahead log can be read), the configuration is locked,
+    and only the store's base tables are visible, under their plain names
+    (temporary views of this connection). The store's own views and macros
+    never run; a file that does not start like a DuckDB file (a SQLite
+    database, say) is refused before DuckDB sees it.
 
     Close the connection soon after use (``with connect_reader(path) as con:``
     does): while it is open the sweep cannot write.
@@ -199,8 +316,8 @@ def connect_reader(path: str | Path, *, timeout_s: float = 5.0) -> duckdb.DuckDB
         A read-only connection.
 
     Raises:
-        StoreError: Missing, not DuckDB, not our store, a schema other than
-            ``SCHEMA_VERSION``, or locked for longer than ``timeout_s``.
+        StoreError: Missing, not DuckDB, damaged, not our store, a schema
+            other than ``SCHEMA_VERSION``, or locked for longer than ``timeout_s``.
     """
     path = Path(path)
     if not path.is_file():
@@ -208,9 +325,20 @@ def connect_reader(path: str | Path, *, timeout_s: float = 5.0) -> duckdb.DuckDB
             f"no results database at {path}; run `python -m jobs.sweep --dataset demo "
             f"--db {path}` first"
         )
-    con = _open_with_retry(path, read_only=True, timeout_s=timeout_s)
+    if not _has_duckdb_magic(path):
+        raise _reader_error(duckdb.IOException("not a valid DuckDB database file"), path)
+    con = _attach_with_retry(path, timeout_s)
     try:
-        version = stored_version(con, path)
+        tables = _expose_base_tables(con, path)
+        if "schema_info" not in tables:
+            if tables:
+                raise StoreError(
+                    f"{path} is a DuckDB database but not an icfrr-lab results store; "
+                    "pass --db with another file"
+                )
+            raise StoreError(f"{path} holds no results yet; run `python -m jobs.sweep` first")
+        row = con.execute("SELECT max(version) FROM schema_info").fetchone()
+        version = None if row is None or row[0] is None else int(row[0])
         _check_not_newer(version, path)
         if version is None:
             raise StoreError(f"{path} holds no results yet; run `python -m jobs.sweep` first")
@@ -219,6 +347,15 @@ def connect_reader(path: str | Path, *, timeout_s: float = 5.0) -> duckdb.DuckDB
                 f"{path} has the older schema version {version}; run any sweep on it "
                 "(python -m jobs.sweep ... --db PATH) to migrate it"
             )
+        missing = [t for t in READER_TABLES if t not in tables]
+        if missing:
+            raise StoreError(
+                f"{path} is not an icfrr-lab results store (no {', '.join(missing)} table); "
+                "pass --db with another file"
+            )
+    except duckdb.Error as exc:  # a damaged file can fail on its first read
+        con.close()
+        raise _reader_error(exc, path) from None
     except BaseException:
         con.close()
         raise

@@ -1,7 +1,8 @@
 """The dashboard's read API: every query the dashboard runs, returning DataFrames.
 
 Each function takes an open connection (``store.db.connect_reader``) and
-only reads the public tables of spec section 6 plus our own columns. "Before"
+only reads the base tables of spec section 6 plus our own columns, with the
+SQL written here: never a view stored in the file (a store is untrusted input). "Before"
 is the initial ranking (iteration 0) unless a ``baseline_iteration`` is
 given; "after" is the iteration asked for, by default a run's last one.
 Queries of unknown label (-1) have no AP and are left out of every metric.
@@ -154,7 +155,11 @@ def classes(con: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
 def class_before_after(
     con: duckdb.DuckDBPyConnection, run_id: int, iteration: int, baseline_iteration: int = 0
 ) -> pd.DataFrame:
-    """Per-class mAP (the ``class_metrics`` view) of a run, before and after.
+    """Per-class mAP of a run, before and after, from the base tables.
+
+    The same numbers as the schema's ``class_metrics`` view (kept for SQL
+    users), computed here with our own SQL: a reader never runs a view
+    stored in the file.
 
     Args:
         con: A reader connection.
@@ -167,13 +172,23 @@ def class_before_after(
         (after - before); sorted by gain, largest loss first.
     """
     return _df(con, """
+        WITH cm AS (
+            SELECT qm.iteration, i.label, any_value(i.class_name) AS class_name,
+                   count(*) AS n_queries, avg(qm.ap) AS map
+            FROM query_metrics qm
+            JOIN runs r ON r.run_id = qm.run_id
+            JOIN sweeps s ON s.sweep_id = r.sweep_id
+            JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query'
+                        AND i.idx = qm.query_idx
+            WHERE qm.run_id = ? AND qm.iteration IN (?, ?) AND i.label <> -1
+            GROUP BY qm.iteration, i.label
+        )
         SELECT b.label, b.class_name, b.n_queries, b.map AS map_before, a.map AS map_after,
                a.map - b.map AS gain
-        FROM class_metrics b
-        JOIN class_metrics a ON a.run_id = b.run_id AND a.label = b.label
-        WHERE b.run_id = ? AND b.iteration = ? AND a.iteration = ?
+        FROM cm b JOIN cm a ON a.label = b.label
+        WHERE b.iteration = ? AND a.iteration = ?
         ORDER BY gain, b.label
-    """, [run_id, baseline_iteration, iteration])
+    """, [run_id, baseline_iteration, iteration, baseline_iteration, iteration])
 
 
 def query_changes(

@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import charts, state
 from dashboard.data import compare
-from dashboard.format import p_value, signed
+from dashboard.format import p_value, plain, signed
 from dashboard.sidebar import context, iteration_select
 
 INITIAL = "initial"
@@ -19,7 +19,7 @@ def page() -> None:
     ctx = context()
     a_col, b_col = st.columns(2)
     with a_col:
-        st.markdown(f"**A:** {ctx.labels[ctx.run_id]}")
+        st.markdown(f"**A:** {plain(ctx.labels[ctx.run_id])}")
         it_a = iteration_select(st, ctx, ctx.run_id, label="Iteration of A")
     same = ctx.runs[(ctx.runs.dataset_id == ctx.run.dataset_id)]
     others = [int(r) for r in same.run_id if r != ctx.run_id]

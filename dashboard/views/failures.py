@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import state, thumbs
 from dashboard.data import load
+from dashboard.format import plain
 from dashboard.sidebar import context, iteration_select
 
 ORDERS = {
@@ -28,7 +29,7 @@ def page() -> None:
     """Draw the page."""
     st.title("Failure cases")
     ctx = context()
-    st.caption(ctx.labels[ctx.run_id])
+    st.caption(plain(ctx.labels[ctx.run_id]))
     top = st.columns([1, 1, 1, 1])
     iteration = iteration_select(top[0], ctx, ctx.run_id)
     classes = load(ctx.db, "classes", ctx.run_id)
@@ -50,7 +51,7 @@ def page() -> None:
     rows = changes.sort_values([col, "query_idx"], ascending=[asc, True]).head(n_rows).copy()
     root = load(ctx.db, "dataset_root", ctx.run_id)
     rows["image"] = [thumbs.data_url(thumbs.thumbnail(root, p, 64)) for p in rows.path]
-    rows["inspect"] = [inspector_link(ctx.db.path, ctx.run_id, int(q), iteration)
+    rows["inspect"] = [inspector_link(ctx.db.key, ctx.run_id, int(q), iteration)
                        for q in rows.query_idx]
     event = st.dataframe(
         rows[["image", "query_idx", "class_name", "ap_before", "ap_after", "delta",
@@ -77,7 +78,7 @@ def page() -> None:
         state.put("query", query)
     st.page_link("views/inspector.py", label=f"Inspect query {query} in this tab",
                  icon=":material/image_search:",
-                 query_params={"db": ctx.db.path, "run": str(ctx.run_id),
+                 query_params={"db": ctx.db.key, "run": str(ctx.run_id),
                                "query": str(query), "iteration": str(iteration)})
     st.caption("Select a row to choose the query for the link above, or open a row's link.")
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import state, thumbs
 from dashboard.data import load
-from dashboard.format import movement, signed
+from dashboard.format import movement, plain, signed
 from dashboard.sidebar import Context, context, iteration_select
 
 _THUMB = 112
@@ -40,7 +40,8 @@ def _side(rows: pd.DataFrame, side: str, root: str | None, known: bool) -> None:
         mark = "unknown" if not known else "relevant" if r.relevant else "irrelevant"
         images.append(thumbs.thumbnail(root, r.path, _THUMB, mark))
         name = r.class_name if isinstance(r.class_name, str) else f"label {r.label}"
-        captions.append(f"#{r.rank} {_ICONS[mark]} {movement(side, r.rank_before, r.rank_after)} · {name}")
+        captions.append(f"#{r.rank} {_ICONS[mark]} {movement(side, r.rank_before, r.rank_after)} · "
+                        f"{plain(name)}")
     if images:
         st.image(images, caption=captions, width=_THUMB)
     else:
@@ -51,7 +52,7 @@ def page() -> None:
     """Draw the page."""
     st.title("Query inspector")
     ctx = context()
-    st.caption(ctx.labels[ctx.run_id])
+    st.caption(plain(ctx.labels[ctx.run_id]))
     top = st.columns(3)
     iteration = iteration_select(top[1], ctx, ctx.run_id)
     q = _query_select(ctx, top[0], iteration)
@@ -67,10 +68,10 @@ def page() -> None:
 
     left, right = st.columns([1, 4])
     left.image(thumbs.thumbnail(root, item["path"], 160), width=160,
-               caption=item["path"] or "(no image: imported distances)")
+               caption=plain(item["path"]) if item["path"] else "(no image: imported distances)")
     with right:
         cls = item["class_name"] or "unknown class"
-        st.subheader(f"Query {q}: {cls} (label {item['label']})")
+        st.subheader(f"Query {q}: {plain(cls)} (label {item['label']})")
         if not known:
             st.warning("This query's label is unknown (-1): it has no AP and relevance is "
                        "not marked.")

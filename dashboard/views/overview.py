@@ -6,13 +6,13 @@ import streamlit as st
 
 from dashboard import charts, state
 from dashboard.data import load
-from dashboard.format import METRIC_NAMES, signed
+from dashboard.format import METRIC_NAMES, plain, signed
 from dashboard.sidebar import Context, context
 
 
 def _headline(ctx: Context) -> None:
     run = ctx.run
-    st.subheader(ctx.labels[ctx.run_id])
+    st.subheader(plain(ctx.labels[ctx.run_id]))
     cols = st.columns(len(METRIC_NAMES))
     for col, m in zip(cols, METRIC_NAMES):
         col.metric(f"{METRIC_NAMES[m]} after", f"{run[f'{m}_after']:.4f}",
@@ -70,7 +70,7 @@ def _sweep_heatmap(ctx: Context) -> None:
     after = best.map_all_after if value == "map_all_gain" else best.best_map_all
     it = best.n_iter if value == "map_all_gain" else best.best_iteration
     st.success(
-        f"**Best configuration of this sweep ({variant}):** KG {best.kg} · KQ {best.kq} · "
+        f"**Best configuration of this sweep ({plain(variant)}):** KG {best.kg} · KQ {best.kq} · "
         f"β {best.beta:g}: mAP@all {best.map_all_before:.4f} → {after:.4f} "
         f"({signed(best[value])}) at iteration {it} (run #{best.run_id})."
     )

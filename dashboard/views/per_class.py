@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import charts
 from dashboard.data import load
-from dashboard.format import signed
+from dashboard.format import plain, signed
 from dashboard.sidebar import context, iteration_select
 
 
@@ -14,7 +14,7 @@ def page() -> None:
     """Draw the page."""
     st.title("Per class")
     ctx = context()
-    st.caption(ctx.labels[ctx.run_id])
+    st.caption(plain(ctx.labels[ctx.run_id]))
     iteration = iteration_select(st, ctx, ctx.run_id)
     cls = load(ctx.db, "class_before_after", ctx.run_id, iteration)
     if cls.empty:
@@ -28,17 +28,17 @@ def page() -> None:
     c[3].metric("Mean class gain", signed(cls.gain.mean()))
     if len(gain):
         top = gain.iloc[-1]
-        st.markdown(f"Largest gain: **{top.class_name}** {signed(top.gain)} "
+        st.markdown(f"Largest gain: **{plain(top.class_name)}** {signed(top.gain)} "
                     f"({top.map_before:.4f} → {top.map_after:.4f}).")
     if len(loss):
         low = loss.iloc[0]
-        st.markdown(f"Largest loss: **{low.class_name}** {signed(low.gain)} "
+        st.markdown(f"Largest loss: **{plain(low.class_name)}** {signed(low.gain)} "
                     f"({low.map_before:.4f} → {low.map_after:.4f}).")
     st.altair_chart(charts.class_dumbbell(cls))
     worst = cls.iloc[0]
-    st.page_link("views/failures.py", label=f"Failure cases of {worst.class_name}, the class "
+    st.page_link("views/failures.py", label=f"Failure cases of {plain(worst.class_name)}, the class "
                  f"that fares worst ({signed(worst.gain)})", icon=":material/report:",
-                 query_params={"db": ctx.db.path, "run": str(ctx.run_id),
+                 query_params={"db": ctx.db.key, "run": str(ctx.run_id),
                                "iteration": str(iteration), "class": str(int(worst.label))})
     st.dataframe(
         cls.sort_values("gain", ascending=False), hide_index=True,

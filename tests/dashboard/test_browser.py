@@ -18,9 +18,12 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
+
+from dashboard.data import NEUTRAL
+from tests.dashboard.fixture_store import LEAK, SECRET, build_injected, corrupt_copies
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -68,15 +71,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(fixture_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _serve(launch: list[str], log: Path) -> Iterator[str]:
+    """`streamlit run dashboard/app.py -- <launch>` on a free port; yields its base URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
              "--server.port", str(port), "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--", "--db", str(fixture_db)],
+             "--browser.gatherUsageStats", "false", "--", *launch],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://localhost:{port}"
     try:
@@ -98,6 +100,12 @@ def server(fixture_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(fixture_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _serve(["--db", str(fixture_db)],
+                      tmp_path_factory.mktemp("streamlit") / "server.log")
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +163,71 @@ def test_failure_case_link_opens_the_inspector(page, server) -> None:
     assert f"query={query}" in page.url
 
 
-def test_missing_database_page(page, server, tmp_path) -> None:
-    _open(page, f"{server}/?db={quote(str(tmp_path / 'none.duckdb'))}", "empty_database")
-    assert page.locator("h1").first.inner_text().strip() == "icfrr-lab dashboard"
-    assert "python -m jobs.sweep --dataset demo" in page.content()
-    assert page.locator('[data-testid="stException"]').count() == 0
+def test_missing_database_page(browser, tmp_path) -> None:
+    for base in _serve(["--db", str(tmp_path / "none.duckdb")], tmp_path / "server.log"):
+        tab = browser.new_page()
+        _open(tab, base + "/", "empty_database")
+        assert tab.locator("h1").first.inner_text().strip() == "icfrr-lab dashboard"
+        assert "python -m jobs.sweep --dataset demo" in tab.locator("body").inner_text()
+        assert tab.locator('[data-testid="stException"]').count() == 0
+        tab.close()
+
+
+# --- misuse: a hostile results folder (injected and damaged stores) ---
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A server on a results folder holding an injected store and damaged ones."""
+    folder = tmp_path_factory.mktemp("hostile")
+    secret_dir = tmp_path_factory.mktemp("private")
+    store = build_injected(folder, secret_dir / "secret.txt")
+    corrupt_copies(store, folder)
+    for base in _serve(["--results-dir", str(folder), "--db", str(store)],
+                       tmp_path_factory.mktemp("streamlit") / "hostile.log"):
+        yield base, folder
+
+
+@pytest.fixture()
+def watched(browser) -> Iterator[tuple[object, list[str]]]:
+    """A fresh tab that records the URL of every request it makes."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1600})
+    tab = context.new_page()
+    urls: list[str] = []
+    tab.on("request", lambda r: urls.append(r.url))
+    yield tab, urls
+    context.close()
+
+
+def _hosts(urls: list[str]) -> set[str]:
+    return {urlsplit(u).netloc for u in urls if urlsplit(u).scheme in ("http", "https", "ws",
+                                                                       "wss")}
+
+
+@pytest.mark.parametrize(("shot", "path", "title"), PAGES, ids=[p[0] for p in PAGES])
+def test_injected_store_sends_nothing_out_and_shows_no_secret(hostile, watched, shot, path,
+                                                              title) -> None:
+    base, _ = hostile
+    tab, urls = watched
+    sep = "&" if "?" in path else "?"
+    _open(tab, f"{base}{path}{sep}db=injected.duckdb", f"injected_{shot}")
+    assert tab.locator("h1").first.inner_text().strip() == title
+    assert tab.locator('[data-testid="stException"]').count() == 0
+    tab.wait_for_timeout(500)   # let any image a Markdown name asked for be requested
+    assert _hosts(urls) == {urlsplit(base).netloc}, sorted(u for u in set(urls) if "localhost" not in u)
+    assert SECRET not in tab.content()
+    if shot != "overview":   # names from data are shown as they are (the runs table is a canvas)
+        assert LEAK in tab.locator("body").inner_text()
+
+
+@pytest.mark.parametrize("value", ["truncated.duckdb", "flipped.duckdb", "sqlite.duckdb",
+                                   "foreign.duckdb", "/etc/passwd", "../private/secret.txt",
+                                   "missing.duckdb"])
+def test_damaged_or_outside_store_shows_the_one_message(hostile, watched, value) -> None:
+    base, folder = hostile
+    tab, _ = watched
+    _open(tab, f"{base}/?db={quote(value)}", f"refused_{value.strip('./').replace('/', '_')}")
+    assert tab.locator("h1").first.inner_text().strip() == "icfrr-lab dashboard"
+    assert tab.locator('[data-testid="stException"]').count() == 0
+    alerts = tab.locator('[data-testid="stAlertContainer"]')
+    assert [a.strip() for a in alerts.all_inner_texts()] == [NEUTRAL]
+    assert str(folder) not in tab.content()

@@ -174,3 +174,120 @@ def test_retries_while_other_process_holds_lock(
         holder.release()
     thread.join(timeout=60)
     assert got == [(0,)]
+
+
+# --- the reader is locked down: a store file is untrusted input ---
+
+PLANTED_EXTENSION = """
+import duckdb, sqlite3, sys
+from pathlib import Path
+import store.db as db
+
+home, lite = Path(sys.argv[1]), Path(sys.argv[2])
+ext = home / ".duckdb" / "extensions" / f"v{duckdb.__version__}"
+for arch in ("linux_amd64", "linux_arm64", "osx_arm64", "osx_amd64"):
+    (ext / arch).mkdir(parents=True, exist_ok=True)
+    (ext / arch / "sqlite_scanner.duckdb_extension").write_bytes(b"planted, not an extension")
+try:      # control: a plain read-only connection goes for the sqlite extension
+    duckdb.connect(str(lite), read_only=True)
+    print("control: opened")
+except duckdb.Error as exc:
+    print("control:", str(exc).splitlines()[0])
+try:
+    db.connect_reader(lite)
+    print("reader: opened")
+except db.StoreError as exc:
+    print("reader:", exc)
+"""
+
+
+def test_reader_refuses_sqlite_without_touching_extensions(tmp_path: Path) -> None:
+    import os
+    import sqlite3
+
+    lite = tmp_path / "lite.duckdb"
+    con = sqlite3.connect(lite)
+    con.execute("CREATE TABLE runs (run_id INTEGER)")
+    con.commit()
+    con.close()
+    home = tmp_path / "home"
+    env = {**os.environ, "HOME": str(home), "http_proxy": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9"}
+    out = subprocess.run([sys.executable, "-c", PLANTED_EXTENSION, str(home), str(lite)],
+                         env=env, capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    control, reader = out.stdout.splitlines()
+    assert "sqlite" in control.lower() and "extension" in control.lower(), control
+    assert reader == f"reader: {lite} is not a DuckDB database; pass --db with a new or " \
+                     "existing icfrr-lab results file"
+
+
+def _store_with(tmp_path: Path, *sql: str) -> Path:
+    path = tmp_path / "s.duckdb"
+    with db.connect_writer(path) as con:
+        for statement in sql:
+            con.execute(statement)
+    return path
+
+
+def test_reader_cannot_reach_files_or_unlock(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("S3CRET")
+    path = _store_with(tmp_path)
+    with db.connect_reader(path) as con:
+        for sql in (f"SELECT content FROM read_text('{secret}')",
+                    f"SELECT * FROM read_csv('{secret}')",
+                    f"ATTACH '{tmp_path / 'other.duckdb'}' AS other",
+                    "SET enable_external_access = true",
+                    "SET autoload_known_extensions = true",
+                    f"SET allowed_paths = ['{secret}']",
+                    "INSTALL sqlite", "LOAD sqlite"):
+            with pytest.raises(duckdb.Error):
+                con.execute(sql)
+    assert not (tmp_path / "other.duckdb").exists()
+
+
+def test_reader_runs_no_stored_view_or_macro(tmp_path: Path) -> None:
+    path = _store_with(
+        tmp_path,
+        "CREATE OR REPLACE VIEW class_metrics AS SELECT 'evil' AS class_name",
+        "CREATE MACRO avg(x) AS 42",
+        "CREATE MACRO count_star() AS 42",
+        "INSERT INTO run_metrics VALUES (1, 0, 0.5, 0.5, 0.5, 0.5, 0.5)",
+    )
+    with db.connect_reader(path) as con:
+        with pytest.raises(duckdb.CatalogException):
+            con.execute("SELECT * FROM class_metrics")     # the stored view is not exposed
+        assert con.execute("SELECT avg(map_all) FROM run_metrics").fetchone() == (0.5,)
+
+
+def test_reader_refuses_a_table_that_is_a_view_or_has_generated_columns(tmp_path: Path) -> None:
+    path = _store_with(tmp_path, "DROP TABLE rankings",
+                       "CREATE VIEW rankings AS SELECT 1 AS run_id")
+    with pytest.raises(db.StoreError, match="no rankings table"):
+        db.connect_reader(path)
+    path.unlink()
+    path = _store_with(tmp_path, "DROP TABLE items",
+                       "CREATE TABLE items (dataset_id INTEGER, side VARCHAR, idx INTEGER, "
+                       "path VARCHAR, label INTEGER, "
+                       "class_name VARCHAR GENERATED ALWAYS AS (side || '!'))")
+    with pytest.raises(db.StoreError, match="generated columns"):
+        db.connect_reader(path)
+
+
+def test_reader_refuses_a_truncated_store_in_one_line(tmp_path: Path) -> None:
+    path = _store_with(tmp_path, "INSERT INTO rankings SELECT 1, 0, i, 1, i, 0.5 "
+                                 "FROM range(200000) t(i)")
+    data = path.read_bytes()
+    for cut in (20, 4096, len(data) // 2):
+        path.write_bytes(data[:cut])
+        try:
+            with db.connect_reader(path) as con:
+                con.execute("SELECT sum(score) FROM rankings").fetchone()
+        except db.StoreError as exc:
+            assert "\n" not in str(exc)
+        except duckdb.Error as exc:       # found damaged only by a query: the caller maps it
+            assert "Could not read" in str(exc) or "Corrupt" in str(exc)
+        else:
+            pytest.fail(f"a store cut at {cut} bytes was read")
+        assert path.read_bytes() == data[:cut]

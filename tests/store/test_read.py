@@ -167,3 +167,15 @@ def test_paired_ap_aligns_queries_and_refuses_other_datasets(con, raw) -> None:
     imported = int(read.runs(con).query("dataset == 'imported'").run_id.iloc[0])
     with pytest.raises(ValueError, match="different datasets"):
         read.paired_ap(con, 1, 0, imported, 0)
+
+
+def test_class_before_after_ignores_a_replaced_stored_view(tmp_path: Path) -> None:
+    from tests.dashboard.fixture_store import LEAK, SECRET, build_injected
+
+    store = build_injected(tmp_path, tmp_path / "secret.txt")
+    raw = raw_tables(store)
+    with connect_reader(store) as c:
+        got = read.class_before_after(c, 1, DEMO.n_iter).set_index("label")
+    names = _query_items(raw, _dataset_of_run(raw, 1)).groupby("label").class_name.first()
+    assert got.class_name.to_dict() == names.drop(-1, errors="ignore").to_dict()
+    assert all(n.startswith(LEAK) and SECRET not in n for n in got.class_name)
