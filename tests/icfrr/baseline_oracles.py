@@ -89,3 +89,31 @@ def ecn(qg, gg, qq, t: int, q: int, k: int) -> np.ndarray:
             score = 1.0 - mean
             out[p, j] = 1.0 - score if score > 0 else 1.0 + d[p, g]
     return out
+
+
+def split(c: np.ndarray, n_query: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(qg, gg, qq) blocks of a combined [N, N] matrix."""
+    return c[:n_query, n_query:], c[n_query:, n_query:], c[:n_query, :n_query]
+
+
+def random_blocks(n_query: int, n_gallery: int, seed: int, *, levels: int = 0, symmetric: bool = True):
+    """Random (qg, gg, qq) float64 distances with a zero diagonal.
+
+    ``levels`` > 0 draws integers in [1, levels] instead of continuous values:
+    many exact ties. ``symmetric=False`` keeps C != C^T.
+    """
+    rng = np.random.default_rng(seed)
+    n = n_query + n_gallery
+    c = rng.integers(1, levels + 1, (n, n)).astype(np.float64) if levels else rng.random((n, n)) + 0.01
+    if symmetric:
+        c = np.triu(c, 1) + np.triu(c, 1).T
+    np.fill_diagonal(c, 0.0)
+    return split(c, n_query)
+
+
+def clustered_blocks(n_query: int, n_gallery: int, n_classes: int, seed: int, dim: int = 8):
+    """(qg, gg, qq) float32 Euclidean distances between clustered L2-normalised features."""
+    from tests.icfrr.engine_data import clustered_features, euclidean
+
+    fq, fg, _, _ = clustered_features(n_query, n_gallery, n_classes, dim, seed)
+    return euclidean(fq, fg), euclidean(fg, fg), euclidean(fq, fq)
