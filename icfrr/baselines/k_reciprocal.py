@@ -107,9 +107,8 @@ def _encoding(
     cols = sets[keep]
     entries = combined_entries(qg, gg, qq, cols, rows)  # d(i, j) uses C[j, i]
     weights = np.exp(-(np.square(entries) / scale[rows]))
+    weights /= np.bincount(rows, weights=weights, minlength=n_items)[rows]  # R*(i) may be empty (ties at 0)
     indptr = np.concatenate([[0], np.cumsum(sizes)])
-    totals = np.add.reduceat(weights, indptr[:-1]) if weights.size else weights
-    weights /= np.repeat(totals, sizes)
     return sp.csr_matrix((weights, cols, indptr), shape=(n_items, n_items))
 
 

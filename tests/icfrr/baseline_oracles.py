@@ -38,7 +38,7 @@ def k_reciprocal(qg, gg, qq, k1: int, k2: int, lambda_value: float) -> np.ndarra
             r_c = reciprocal(cand, half)
             if len(set(r_c) & set(r_i)) > 2.0 / 3.0 * len(r_c):
                 expansion += r_c
-        expansion = np.unique(expansion)
+        expansion = np.unique(np.array(expansion, dtype=np.int64))  # may be empty
         weight = np.exp(-dist[i, expansion])
         v[i, expansion] = weight / weight.sum()
     if k2 != 1:

@@ -105,3 +105,10 @@ def test_bad_input_gives_one_line_value_error(change, message):
     with pytest.raises(ValueError, match=message) as info:
         ecn(args.pop("qg"), args.pop("gg"), args.pop("qq"), **args)
     assert "\n" not in str(info.value)
+
+
+def test_all_distances_zero():
+    qg, gg, qq = np.zeros((3, 12)), np.zeros((12, 12)), np.zeros((3, 3))
+    got = ecn(qg, gg, qq, t=2, q=2, k=4)
+    np.testing.assert_allclose(got, oracle.ecn(qg, gg, qq, 2, 2, 4), rtol=0, atol=1e-12)
+    assert np.isfinite(got).all()

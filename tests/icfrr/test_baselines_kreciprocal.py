@@ -125,3 +125,12 @@ def test_bad_input_gives_one_line_value_error(change, message):
     with pytest.raises(ValueError, match=message) as info:
         k_reciprocal(args.pop("qg"), args.pop("gg"), args.pop("qq"), **args)
     assert "\n" not in str(info.value)
+
+
+def test_all_distances_zero_leaves_some_sets_empty():
+    # Every item ties at 0 with every other: lists are index order, so the items past
+    # k1 are in no one's list and get empty k-reciprocal sets.
+    qg, gg, qq = np.zeros((3, 12)), np.zeros((12, 12)), np.zeros((3, 3))
+    got = k_reciprocal(qg, gg, qq, k1=4, k2=2, lambda_value=0.3)
+    np.testing.assert_allclose(got, oracle.k_reciprocal(qg, gg, qq, 4, 2, 0.3), rtol=0, atol=1e-12)
+    assert np.isfinite(got).all()
