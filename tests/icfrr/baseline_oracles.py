@@ -117,3 +117,26 @@ def clustered_blocks(n_query: int, n_gallery: int, n_classes: int, seed: int, di
 
     fq, fg, _, _ = clustered_features(n_query, n_gallery, n_classes, dim, seed)
     return euclidean(fq, fg), euclidean(fg, fg), euclidean(fq, fq)
+
+
+def assert_no_dense_combined_matrix(method, monkeypatch) -> None:
+    """``method(qg, gg, qq)`` at N = 2000 allocates less than one dense [N, N] float32 (tracemalloc).
+
+    The rank-list chunks are made small, and the compiled kernels are loaded
+    before tracing starts.
+    """
+    import tracemalloc
+
+    from icfrr.baselines import _ranks
+
+    qg, gg, qq = clustered_blocks(100, 1900, n_classes=20, seed=10)
+    n = 2000
+    monkeypatch.setattr(_ranks, "_CHUNK_ENTRIES", 50_000)
+    method(qg[:2, :20].copy(), gg[:20, :20].copy(), qq[:2, :2].copy())
+    tracemalloc.start()
+    try:
+        method(qg, gg, qq)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < n * n * 4, f"{peak / 1e6:.1f} MB traced: a dense [N, N] float32 would be {n * n * 4 / 1e6:.0f} MB"

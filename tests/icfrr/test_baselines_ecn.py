@@ -112,3 +112,7 @@ def test_all_distances_zero():
     got = ecn(qg, gg, qq, t=2, q=2, k=4)
     np.testing.assert_allclose(got, oracle.ecn(qg, gg, qq, 2, 2, 4), rtol=0, atol=1e-12)
     assert np.isfinite(got).all()
+
+
+def test_no_dense_combined_matrix_is_built(monkeypatch):
+    oracle.assert_no_dense_combined_matrix(ecn, monkeypatch)

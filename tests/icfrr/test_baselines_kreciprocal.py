@@ -134,3 +134,7 @@ def test_all_distances_zero_leaves_some_sets_empty():
     got = k_reciprocal(qg, gg, qq, k1=4, k2=2, lambda_value=0.3)
     np.testing.assert_allclose(got, oracle.k_reciprocal(qg, gg, qq, 4, 2, 0.3), rtol=0, atol=1e-12)
     assert np.isfinite(got).all()
+
+
+def test_no_dense_combined_matrix_is_built(monkeypatch):
+    oracle.assert_no_dense_combined_matrix(k_reciprocal, monkeypatch)
