@@ -48,7 +48,9 @@ def distance_blocks(qg: Matrix, gg: Matrix, qq: Matrix | None) -> tuple[np.ndarr
         raise ValueError(f"qg must hold at least one query and one gallery item, got shape {qg_np.shape}")
     gg_np = to_numpy(gg, "gg")
     if gg_np.shape != (n_gallery, n_gallery):
-        raise ValueError(f"gg must be the [G, G] = [{n_gallery}, {n_gallery}] gallery distances, got shape {gg_np.shape}")
+        raise ValueError(
+            f"gg must be the [G, G] = [{n_gallery}, {n_gallery}] gallery distances, got shape {gg_np.shape}"
+        )
     if qq is None:
         return qg_np, gg_np, None
     qq_np = to_numpy(qq, "qq")

@@ -80,7 +80,9 @@ def k_reciprocal(
     v = _encoding(ranks, k_full, k_half, scale, qg_np, gg_np, qq_np)
     if k2 != 1:
         rows = np.repeat(np.arange(n_items), k_qe)
-        mean = sp.csr_matrix((np.full(rows.size, 1.0 / k_qe), (rows, ranks[:, :k_qe].ravel())), shape=(n_items, n_items))
+        mean = sp.csr_matrix(
+            (np.full(rows.size, 1.0 / k_qe), (rows, ranks[:, :k_qe].ravel())), shape=(n_items, n_items)
+        )
         v = (mean @ v).tocsr()
     v_query = v[:n_query].tocsr()
     v_gallery = v[n_query:].tocsc()  # column l -> the gallery items with V[., l] != 0 (the inverted index)
