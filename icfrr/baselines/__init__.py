@@ -1,0 +1,47 @@
+"""Training-free re-ranking baselines beside ICFRR.
+
+Each method is a pure function of distance matrices that returns re-ranked
+query-gallery distances ``[Q, G]`` (smaller = closer), numpy or torch in, the
+same type out:
+
+- ``k_reciprocal(qg, gg, qq, *, k1=20, k2=6, lambda_value=0.3)``: k-reciprocal
+  encoding with Jaccard distance (Zhong et al., CVPR 2017);
+- ``ecn(qg, gg, qq, *, t=3, q=8, k=25)``: Expanded Cross Neighborhood distance,
+  rank-list variant (Sarfraz et al., CVPR 2018);
+- ``alpha_qe``, ``dba``, ``dba_alpha_qe``: query expansion and database-side
+  augmentation (``icfrr.baselines.query_expansion``).
+
+Names are imported on first use (PEP 562), like ``icfrr`` itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "k_reciprocal": "icfrr.baselines.k_reciprocal",
+    "ecn": "icfrr.baselines.ecn",
+    "alpha_qe": "icfrr.baselines.query_expansion",
+    "dba": "icfrr.baselines.query_expansion",
+    "dba_alpha_qe": "icfrr.baselines.query_expansion",
+}
+
+__all__ = ["alpha_qe", "dba", "dba_alpha_qe", "ecn", "k_reciprocal"]
+
+if TYPE_CHECKING:
+    from icfrr.baselines.ecn import ecn
+    from icfrr.baselines.k_reciprocal import k_reciprocal
+    from icfrr.baselines.query_expansion import alpha_qe, dba, dba_alpha_qe
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'icfrr.baselines' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,115 @@
+"""Rank lists over the combined query+gallery set, built chunk by chunk.
+
+The baselines rank the N = Q + G items together, over the combined matrix
+
+    C = [[qq,   qg],
+         [qg^T, gg]]            (N x N, never materialised)
+
+Rows of C (or of C^T, i.e. columns of C) are assembled a chunk at a time from
+the three blocks, so the memory held is O(chunk * N) plus the sparse
+neighbour lists. Ties in distance are broken by index, the order numpy's
+stable argsort gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+#: Entries of a chunk of combined rows (float64) held at once: 128 MB.
+_CHUNK_ENTRIES = 1 << 24
+
+
+def combined_rows(
+    qg: np.ndarray, gg: np.ndarray, qq: np.ndarray, start: int, stop: int, *, columns: bool = False
+) -> np.ndarray:
+    """Rows ``start:stop`` of C (or of C^T with ``columns=True``) as float64 ``[stop - start, N]``.
+
+    The chunk must lie on one side (all queries or all gallery items).
+    """
+    n_query = qg.shape[0]
+    if stop <= n_query:  # query items
+        left = qq[:, start:stop].T if columns else qq[start:stop]
+        return np.concatenate([left, qg[start:stop]], axis=1, dtype=np.float64)
+    a, b = start - n_query, stop - n_query
+    right = gg[:, a:b].T if columns else gg[a:b]
+    return np.concatenate([qg[:, a:b].T, right], axis=1, dtype=np.float64)
+
+
+def combined_entries(qg: np.ndarray, gg: np.ndarray, qq: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``C[rows, cols]`` elementwise, as float64."""
+    n_query = qg.shape[0]
+    out = np.empty(rows.shape, dtype=np.float64)
+    rq, cq = rows < n_query, cols < n_query
+    for mask, block, r_off, c_off, swap in (
+        (rq & cq, qq, 0, 0, False),
+        (rq & ~cq, qg, 0, n_query, False),
+        (~rq & cq, qg, n_query, 0, True),  # C[g, q] = qg[q, g]
+        (~rq & ~cq, gg, n_query, n_query, False),
+    ):
+        r, c = rows[mask] - r_off, cols[mask] - c_off
+        out[mask] = block[c, r] if swap else block[r, c]
+    return out
+
+
+def row_chunks(n_query: int, n_items: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) chunks of the N items, none straddling the query/gallery boundary."""
+    step = max(1, _CHUNK_ENTRIES // n_items)
+    for lo, hi in ((0, n_query), (n_query, n_items)):
+        for start in range(lo, hi, step):
+            yield start, min(start + step, hi)
+
+
+def smallest_stable(x: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` smallest entries of each row of ``x``, ascending, ties by index.
+
+    The first ``k`` columns of ``np.argsort(x, axis=1, kind="stable")``; ``k``
+    is cut at the row length.
+    """
+    n = x.shape[1]
+    k = min(k, n)
+    if k + 1 >= n:
+        return np.argsort(x, axis=1, kind="stable")[:, :k]
+    # k + 1 candidates: the (k+1)-th tells whether a tie crosses the cut.
+    cand = np.argpartition(x, k, axis=1)[:, : k + 1]
+    cand.sort(axis=1)
+    order = np.argsort(np.take_along_axis(x, cand, axis=1), axis=1, kind="stable")
+    cand = np.take_along_axis(cand, order, axis=1)
+    values = np.take_along_axis(x, cand, axis=1)
+    out = cand[:, :k].copy()
+    for r in np.flatnonzero(values[:, k] == values[:, k - 1]):
+        # Items tied with the k-th value may lie outside the candidates: sort the whole row.
+        out[r] = np.argsort(x[r], kind="stable")[:k]
+    return out
+
+
+def neighbour_lists(
+    qg: np.ndarray,
+    gg: np.ndarray,
+    qq: np.ndarray,
+    width: int,
+    *,
+    columns: bool,
+    transform: Callable[[np.ndarray, int, int], None] | None = None,
+) -> np.ndarray:
+    """The first ``width`` entries of each item's rank list over the combined set.
+
+    Args:
+        width: how many entries to keep (cut at N).
+        columns: rank the rows of C^T (the columns of C) instead of the rows of C.
+        transform: ``f(chunk, start, stop)``, called on each float64 chunk of
+            rows ``start:stop`` before it is ranked; it may modify the chunk in place.
+
+    Returns:
+        int64 [N, min(width, N)]: item indices, nearest first, ties by index.
+    """
+    n_query = qg.shape[0]
+    n_items = n_query + qg.shape[1]
+    out = np.empty((n_items, min(width, n_items)), dtype=np.int64)
+    for start, stop in row_chunks(n_query, n_items):
+        chunk = combined_rows(qg, gg, qq, start, stop, columns=columns)
+        if transform is not None:
+            transform(chunk, start, stop)
+        out[start:stop] = smallest_stable(chunk, width)
+    return out
