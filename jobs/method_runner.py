@@ -23,16 +23,18 @@ from store.artifacts import Artifacts, dense_gg, qq_dists
 from store.writes import KeptIteration, RunConfig, best_iteration
 
 
-def method_inputs(arts: Artifacts, log: Callable[[str], None]) -> MethodInputs:
+def method_inputs(arts: Artifacts, log: Callable[[str], None], qq: np.ndarray | None = None) -> MethodInputs:
     """The inputs of every baseline run on ``arts``: gg and qq load on first use, once.
 
     gg is computed from the gallery features (or read from the imported file) in
-    memory; qq comes from ``qq_dists.parquet`` in the cache folder, computed and
-    kept there the first time (see :func:`store.artifacts.qq_dists`).
+    memory; qq is ``qq`` when given, else it comes from ``qq_dists.parquet`` in
+    the cache folder, computed and kept there the first time (see
+    :func:`store.artifacts.qq_dists`).
     """
     features = arts.backbone != "import"
     return MethodInputs(
-        qg=arts.qg_dists.numpy(), gg=lambda: dense_gg(arts), qq=lambda: qq_dists(arts, log),
+        qg=arts.qg_dists.numpy(), gg=lambda: dense_gg(arts),
+        qq=(lambda: qq) if qq is not None else (lambda: qq_dists(arts, log)),
         fq=arts.features("query") if features else None, fg=arts.features("gallery") if features else None)
 
 

@@ -47,7 +47,7 @@ from jobs import published_outputs as pub
 from jobs.method_runner import method_inputs, run_method
 from jobs.sweep_runner import RunOutcome, run_config
 from store import writes
-from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts, qq_identity
+from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts, qq_dists, qq_identity
 from store.db import StoreError, check_database, connect_writer
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
@@ -165,13 +165,13 @@ def add_method_flags(p: argparse.ArgumentParser) -> None:
                    help=f"re-ranking methods to sweep, each over its own grid: {', '.join(METHOD_KEYS)} "
                         "(default icfrr)")
     p.set_defaults(given_grids=frozenset())
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for param, users in _param_users().items():
+    users_of = _param_users()
+    groups = {m.key: p.add_argument_group(
+        f"{m.label} grid, --method {m.key} ({m.citation}; each flag takes one or more values)",
+        None if any(users_of[x][0] is m for x in m.params) else
+        f"the flags of {', '.join(sorted({users_of[x][0].key for x in m.params}))}") for m in METHODS}
+    for param, users in users_of.items():
         owner = users[0]
-        if owner.key not in groups:
-            groups[owner.key] = p.add_argument_group(
-                f"{owner.label} grid, --method {owner.key} ({owner.citation}; each flag takes one or "
-                "more values)")
         also = [m.key for m in users[1:]]
         groups[owner.key].add_argument(
             *param.flags, dest=_dest(param), nargs="+", type=param.kind, action=_GridFlag,
@@ -472,7 +472,9 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
     arts = load_artifacts(args, max(args.kg), device, log)
     n_query, n_gallery = arts.qg_dists.shape
     others = [m for m in requested_methods(args) if m.key != "icfrr"]
-    inputs_keys = {m.key: qq_identity(arts) for m in others if m.needs_qq}  # refuses imports without qq
+    # read (or compute and keep) qq now: an import without it, or a bad file, is refused before any run
+    qq = qq_dists(arts, log) if any(m.needs_qq for m in others) else None
+    inputs_keys = {m.key: qq_identity(arts) for m in others if m.needs_qq}
     entries, warnings = expand_grid(args, n_gallery, inputs_keys)
     bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]
     if bad:
@@ -482,7 +484,7 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
         where = (f"none were read under --data_root {args.data_root}" if args.data_root
                  else "give --data_root with the dataset's image files")
         raise UsageError(f"--query_idxs_to_vis needs the images: {where}")
-    inputs = method_inputs(arts, log) if others else None
+    inputs = method_inputs(arts, log, qq) if others else None
     return _Plan(args, device, arts, entries, warnings, images, inputs)
 
 
