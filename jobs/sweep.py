@@ -434,7 +434,7 @@ def _config_cell(cfg: writes.RunConfig) -> str:
 def _config_label(cfg: writes.RunConfig) -> str:
     if cfg.method == "icfrr":
         return f"{cfg.variant}_kg{cfg.kg}_kq{cfg.kq}_beta{cfg.beta:g}_t{cfg.n_iter}"
-    return "_".join([cfg.method.replace("+", "_"), *(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
+    return "_".join([cfg.method.replace("+", "_"), *(f"{k}-{v:g}" if isinstance(v, float) else f"{k}-{v}"
                                                      for k, v in cfg.params.items())])
 
 

@@ -307,6 +307,20 @@ def test_no_cache_keeps_nothing(tmp_path: Path, capsys, seen) -> None:
     assert not (tmp_path / "cache").exists() and len(seen["k_reciprocal"]) == 1
 
 
+def test_published_files_of_a_baseline(tmp_path: Path, capsys, seen) -> None:
+    qg, gg, labels_q, labels_g = write_cache(tmp_path / "cache")
+    out_dir = tmp_path / "res"
+    code, out, err = run(["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", tmp_path / "r.db",
+                          "--method", "dba", "--dba-n", 2, 3, "--rerank_results_dir", out_dir], capsys)
+    assert code == 0, err
+    folder = out_dir / "custom" / "-1" / "dba_dba_n-3_dba_alpha-3"
+    dists = oracle_distances("dba", {"dba_n": 3, "dba_alpha": 3.0}, qg.numpy(), gg.numpy(), None)
+    for it, d in enumerate((qg.numpy(), dists)):
+        ranks = torch.load(folder / "ranks" / f"reranking_iter_{it}.pth", weights_only=True)
+        assert torch.equal(ranks, torch.from_numpy(np.argsort(d, axis=1, kind="stable")))
+    assert len((folder / "metrics.csv").read_text().splitlines()) == 3   # header, iterations 0 and 1
+
+
 # ------------------------------------------------------------------ config keys, records
 
 
