@@ -1,0 +1,1 @@
+"""Training-free re-ranking baselines (placeholder; replaced at merge)."""
