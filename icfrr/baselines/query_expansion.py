@@ -367,10 +367,7 @@ class _Mix:
 
     def apply_t(self, x: torch.Tensor) -> torch.Tensor:
         """``x Aᵀ`` for x [B, G]: column j becomes ``Σ_m A_jm x[:, items[j, m]]``."""
-        out = x[:, self.items[:, 0]] * self.weights[:, 0]
-        for m in range(1, self.items.shape[1]):
-            out.addcmul_(x[:, self.items[:, m]], self.weights[:, m])
-        return out
+        return _weighted_row_sums(self.items, self.weights, x.T.contiguous()).T
 
 
 def _sims_from_distances(d: torch.Tensor) -> torch.Tensor:
@@ -398,11 +395,15 @@ def _dba_mix_from_distances(gg: torch.Tensor, n: int, alpha: float) -> _Mix | No
     return _Mix(items, w / norm2.clamp(min=1e-12).sqrt()[:, None])
 
 
+def _weighted_row_sums(keys: torch.Tensor, coef: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``out[b] = Σ_l coef[b, l] table[keys[b, l]]``: keys int64 [B, L], table [N, G] -> [B, G]."""
+    return torch.nn.functional.embedding_bag(keys, table, per_sample_weights=coef, mode="sum")
+
+
 def _weighted_sim_rows(keys: torch.Tensor, coef: torch.Tensor, gg: torch.Tensor) -> torch.Tensor:
     """``Σ_l coef[b, l] (1 - gg[keys[b, l], :]²/2)`` for each row b: [B, L] keys -> [B, G]."""
-    b, length = keys.shape
-    rows = _sims_from_distances(gg[keys.reshape(-1)]).view(b, length, gg.shape[1])
-    return torch.bmm(coef[:, None, :], rows)[:, 0]
+    rows, where = torch.unique(keys, return_inverse=True)  # each needed row of gg read and squared once
+    return _weighted_row_sums(where, coef, _sims_from_distances(gg[rows]))
 
 
 def _qe_from_distances(qg: torch.Tensor, gg: torch.Tensor, mix: _Mix | None, n: int, alpha: float) -> torch.Tensor:
