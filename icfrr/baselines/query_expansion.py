@@ -400,10 +400,16 @@ def _weighted_row_sums(keys: torch.Tensor, coef: torch.Tensor, table: torch.Tens
     return torch.nn.functional.embedding_bag(keys, table, per_sample_weights=coef, mode="sum")
 
 
-def _weighted_sim_rows(keys: torch.Tensor, coef: torch.Tensor, gg: torch.Tensor) -> torch.Tensor:
-    """``Σ_l coef[b, l] (1 - gg[keys[b, l], :]²/2)`` for each row b: [B, L] keys -> [B, G]."""
-    rows, where = torch.unique(keys, return_inverse=True)  # each needed row of gg read and squared once
-    return _weighted_row_sums(where, coef, _sims_from_distances(gg[rows]))
+def _weighted_sim_rows(keys: torch.Tensor, coef: torch.Tensor, gg: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """``Σ_l coef[b, l] (1 - gg[keys[b, l], :]²/2)`` for each row b: [B, L] keys -> [B, G].
+
+    Each needed row of gg is copied once into ``scratch`` (>= B·L rows, reused: fresh
+    pages for every chunk would cost more than the arithmetic) and squared in place;
+    ``Σ c (1 - r²/2) = Σ c - ½ Σ c r²``.
+    """
+    rows, where = torch.unique(keys, return_inverse=True)
+    squares = torch.index_select(gg, 0, rows, out=scratch[: rows.numel()]).square_()
+    return _weighted_row_sums(where, coef, squares).mul_(-0.5).add_(coef.sum(1, keepdim=True))
 
 
 def _qe_from_distances(qg: torch.Tensor, gg: torch.Tensor, mix: _Mix | None, n: int, alpha: float) -> torch.Tensor:
@@ -413,6 +419,7 @@ def _qe_from_distances(qg: torch.Tensor, gg: torch.Tensor, mix: _Mix | None, n: 
     width = 1 if mix is None else mix.items.shape[1]
     out = torch.empty(q, g, dtype=torch.float32, device=qg.device)
     step = _rows_per_chunk(q, 4 * g * (n * width + 6))
+    scratch = torch.empty(step * n * width, g, dtype=torch.float32, device=qg.device)
     for s in range(0, q, step):
         dists = qg[s : s + step]
         sims = _sims_from_distances(dists)  # sim(q, g'_j) = P
@@ -426,11 +433,11 @@ def _qe_from_distances(qg: torch.Tensor, gg: torch.Tensor, mix: _Mix | None, n: 
         s_top = sims.gather(1, idx)
         w = _weights(s_top, alpha)
         if mix is None:
-            expansion = _weighted_sim_rows(idx, w, gg)  # Σ_i w_i sim(g_i, g_j)
+            expansion = _weighted_sim_rows(idx, w, gg, scratch)  # Σ_i w_i sim(g_i, g_j)
         else:
             keys = mix.items[idx].flatten(1)
             coef = (w[:, :, None] * mix.weights[idx]).flatten(1)
-            expansion = mix.apply_t(_weighted_sim_rows(keys, coef, gg))  # Σ_i w_i sim(g'_i, g'_j)
+            expansion = mix.apply_t(_weighted_sim_rows(keys, coef, gg, scratch))  # Σ_i w_i sim(g'_i, g'_j)
         norm2 = 1.0 + 2.0 * (w * s_top).sum(1) + (w * expansion.gather(1, idx)).sum(1)
         sims.add_(expansion).div_(norm2.clamp(min=1e-12).sqrt()[:, None])
         out[s : s + step] = _distance_from_sim(sims)
