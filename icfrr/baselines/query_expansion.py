@@ -18,8 +18,9 @@ All vectors are L2-normalised and ``sim(x, y) = xᵀy``. Weights are
 - **DBA**: with ``N(j)`` the ``n`` nearest OTHER gallery items of item j (the item
   itself is excluded by index, so a duplicate at distance 0 is a neighbour),
   ``g'_j = normalise(g_j + Σ_{k∈N(j)} max(g_jᵀg_k, 0)^α g_k)``: the item always
-  counts with weight 1 (this is the published codes' "top n + 1 including
-  itself", whose self weight is 1^α = 1). The result is ``‖q - g'_j‖``.
+  counts with weight 1, so n + 1 vectors are summed (as in common implementations
+  that take the top n + 1 with the item itself first, self weight 1^α = 1).
+  The result is ``‖q - g'_j‖``.
 - **DBA + αQE**: αQE run on the DBA'd gallery ``g'`` (neighbours and weights
   taken from ``q`` against ``g'``); the query itself is not augmented.
 
@@ -39,9 +40,15 @@ row per item: the item and its n neighbours, weights divided by
     d(q', g'_j)   = sqrt(2 - 2 sim(u, g'_j) / ‖u‖)
 
 which equals the feature form exactly when the distances are Euclidean between
-L2-normalised features. Queries are processed in row chunks; only the
-``n (n_dba + 1)`` rows of gg a query needs are read, so nothing of size
-[(Q+G), (Q+G)] or [G, G] beyond the given gg is built.
+L2-normalised features (A = I without DBA). Distances that visibly break that
+assumption are refused with a ValueError: NaN/inf, below -1e-3, above 2 + 1e-3,
+a gg diagonal beyond 1e-2, or d(i,j)² and d(j,i)² differing by more than 2e-3
+(on a fixed sample of 200,000 pairs when G² is larger).
+
+Memory: queries are processed in row chunks whose temporaries stay near
+``_BLOCK_BYTES`` (256 MiB); only the at most ``n_qe (n_dba + 1)`` rows of gg a query
+needs are copied (into one reused buffer), so nothing of size [(Q+G), (Q+G)] or
+[G, G] beyond the given gg is built. The feature form never builds [G, G].
 """
 
 from __future__ import annotations
