@@ -129,7 +129,7 @@ def test_one_query_and_one_gallery_item():
     np.testing.assert_allclose(one, oracle.alpha_qe(fq, fg[:1], 1, 3.0), atol=ATOL)
 
 
-def test_ties_are_broken_by_gallery_index_like_the_oracle():
+def test_exact_duplicates_in_the_gallery_match_the_oracle():
     fq, fg, _, _ = case(n_gallery=30, seed=8)
     fg = np.concatenate([fg, fg[[2, 5, 5, 11]]])  # exact duplicates: tied distances everywhere
     qg, gg = euclidean(fq, fg), euclidean(fg, fg)
@@ -147,10 +147,17 @@ def test_a_tie_at_the_cut_takes_the_lower_index():
     fq = np.array([[1.0, 0.0]], np.float32)
     qg = np.array([[0.0, 2 * math.sin(theta / 2), 2 * math.sin(theta / 2), 2.0]], np.float32)
     gg = euclidean(fg, fg)
-    got = qe.alpha_qe(qg, gg, n=2, alpha=1.0)  # neighbours 0 and 1 (not 2): tie at the cut, lower index
-    v = fg[0] + 1.0 * fg[0] + math.cos(theta) * fg[1]
-    np.testing.assert_allclose(got[0], np.linalg.norm(fg - v / np.linalg.norm(v), axis=1), atol=ATOL)
-    assert got[0, 1] < got[0, 2]
+    for got in both_forms(qe.alpha_qe, fq, fg, qg, gg, n=2, alpha=1.0):
+        # neighbours 0 and 1, not 2: a tie at the cut takes the lower index
+        v = fg[0] + 1.0 * fg[0] + math.cos(theta) * fg[1]
+        np.testing.assert_allclose(got[0], np.linalg.norm(fg - v / np.linalg.norm(v), axis=1), atol=ATOL)
+        assert got[0, 1] < got[0, 2]
+    off_axis = np.array([[math.cos(0.2), math.sin(0.2)]], np.float32)  # tells g_1 from g_2 apart
+    for got in both_forms(qe.dba, off_axis, fg, euclidean(off_axis, fg), gg, n=1, alpha=1.0):
+        # item 0's one neighbour is item 1 (tied with 2); item 3's (1 and 2, tied) weighs 0
+        g0 = fg[0] + math.cos(theta) * fg[1]
+        want = np.linalg.norm(off_axis[0] - np.stack([g0 / np.linalg.norm(g0), fg[3]]), axis=1)
+        np.testing.assert_allclose(got[0, [0, 3]], want, atol=ATOL)
 
 
 def test_types_follow_the_input():
