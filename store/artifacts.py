@@ -24,6 +24,7 @@ Distances can also be imported: the published code's cache
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -45,6 +46,7 @@ from icfrr.datasets import DATASET_NAMES, Dataset, DatasetError, Item, load_data
 from icfrr.features import (BackboneError, ImageReadError, default_device, extract_features, file_sha256,
                             load_backbone, weights_file)
 from icfrr.features.edges import DESCRIPTOR_VERSION
+from icfrr.features.extract import PREPROCESS_VERSION
 from store.imports import (SourceError, has_published_cache, published_cache_dir, read_labels, read_matrix)
 from store.parquet_rows import atomic_write_bytes, public_tempdir, read_rows, write_rows, write_table
 
@@ -137,6 +139,14 @@ def _hash_json(obj: object) -> str:
 def _file_stamp(path: Path) -> list:
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _timm_version() -> str | None:
+    """timm's version: its models and poolings decide the features of timm-based backbones."""
+    try:
+        return importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _slug(backbone: str) -> str:
@@ -255,9 +265,12 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
     ds = load_dataset(dataset, data_root, per_class)
     wpath = weights_file(spec, dataset=dataset, **backbone_args)
     sha = file_sha256(wpath) if wpath is not None and wpath.is_file() else None
+    files = ds.files_stamp()         # root, names, sizes and mtimes: other pictures, other features
     key = _hash_json({"v": FORMAT_VERSION, "kind": "features", "dataset": dataset, "items": ds.fingerprint(),
-                      "backbone": spec, "weights_sha256": sha, "per_class": per_class, "metric": "euclidean",
-                      "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None})
+                      "files": files, "backbone": spec, "weights_sha256": sha, "per_class": per_class,
+                      "metric": "euclidean", "preprocess": PREPROCESS_VERSION,
+                      "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None,
+                      "timm": None if spec == "demo" else _timm_version()})
     folder = cache_root / dataset / str(per_class) / f"{_slug(spec)}-{key[:16]}"
     device = extract_args.get("device") or default_device()
 
@@ -276,6 +289,7 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
     qg = pairwise_distances(fq, fg).cpu().numpy()
     graph = neighbor_graph_from_features(fg, graph_k(len(ds.gallery), kg_max))
     meta = _base_meta(dataset, ds, spec, sha, per_class, key) | {
+        "files_stamp": files, "preprocess_version": PREPROCESS_VERSION,
         "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k,
         "weights_path": str(wpath) if wpath else None,
         "load_report": bb.report.summary() if bb.report else None}
