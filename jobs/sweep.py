@@ -30,11 +30,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from jobs import _cli
 from jobs import published_outputs as pub
+from jobs._cli import OneLineParser, UsageError
 from jobs.sweep_runner import RunOutcome, run_config
 from store import writes
 from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts
-from store.db import StoreError, check_database, connect_writer
+from store.db import StoreError, check_database, writer
+from store.fs import check_writable_dir
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
 VARIANTS = ("reference", "paper")
@@ -43,18 +46,9 @@ TABLE_METRICS = (("map_all", "mAP@all"), ("map_200", "mAP@200"), ("p_100", "P@10
                  ("p_200", "P@200"))
 
 
-class UsageError(ValueError):
-    """Bad input: reported as one line on stderr with exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
-        raise UsageError(f"{message} (see python -m jobs.sweep --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The sweep's flags; published spellings are aliases of ours."""
-    p = _Parser(prog="python -m jobs.sweep", allow_abbrev=False,
+    p = OneLineParser(prog="python -m jobs.sweep", allow_abbrev=False,
                 description="Re-rank a dataset with ICFRR over a grid of configurations and "
                             "store every iteration's metrics in DuckDB.")
     p.add_argument("--dataset", required=True,
@@ -162,26 +156,7 @@ def resolve_device(args: argparse.Namespace) -> str:
     Raises:
         UsageError: An unknown device, or CUDA asked for but missing.
     """
-    if args.device is None:
-        if not torch.cuda.is_available():
-            return "cpu"
-        name = f"cuda:{args.gpu_id}"
-    else:
-        name = args.device
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name} asked for CUDA but none is available; use --device cpu")
-        index = dev.index if dev.index is not None else 0
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"GPU {index} does not exist ({torch.cuda.device_count()} visible); "
-                             "pass another --gpu_id")
-    elif dev.type != "cpu":
-        raise UsageError(f"--device {name!r} is not supported; use cpu, cuda or cuda:N")
-    return str(dev)
+    return _cli.resolve_device(args.device, args.gpu_id)
 
 
 @dataclass(frozen=True)
@@ -363,6 +338,8 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
     check_flags(args)
     device = resolve_device(args)
     check_database(args.db)
+    if args.rerank_results_dir is not None:   # refused now, not after the first configuration's work
+        check_writable_dir(args.rerank_results_dir, "--rerank_results_dir")
     arts = load_artifacts(args, max(args.kg), device, log)
     n_query, n_gallery = arts.qg_dists.shape
     entries, warnings = expand_grid(args, n_gallery)
@@ -406,7 +383,7 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
     """
     args, info = plan.args, artifact_info(plan.arts)
     keys = [e.config.config_key(info.key) for e in plan.entries]
-    with connect_writer(args.db) as con:
+    with writer(args.db) as con:
         dataset_id = writes.upsert_dataset(con, **dataset_row(plan.arts))
         artifact_id = writes.upsert_artifact(con, dataset_id, info)
         done = {} if args.force else writes.finished_runs(con, keys)
@@ -432,7 +409,7 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
             cfg = plan.entries[i].config
             bar.set_postfix_str(_config_label(cfg))
             outcome = _run_one(plan, cfg)
-            with connect_writer(args.db) as con:
+            with writer(args.db) as con:
                 run_id = writes.write_run(
                     con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                     config=cfg, device=plan.device, seconds=outcome.seconds,
@@ -444,10 +421,11 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
         status = "done"
     finally:
         try:
-            with connect_writer(args.db) as con:
+            with writer(args.db) as con:
                 writes.finish_sweep(con, sweep_id, status)
         except StoreError as exc:  # do not hide the error that got us here
-            _warn(f"could not mark sweep {sweep_id} {status}: {exc}")
+            if status == "done":
+                _warn(f"could not mark sweep {sweep_id} {status}: {exc}")
     return [rows[i] for i in sorted(rows)]
 
 
@@ -465,8 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn(message)
     try:
         rows = run_sweep(plan, "python -m jobs.sweep " + shlex.join(argv))
-    except StoreError as exc:  # e.g. the database stayed locked
+    except StoreError as exc:  # the database stayed locked, or a write failed (disk full)
         return _fail(str(exc))
+    except OSError as exc:     # a published file could not be written (disk full)
+        return _fail(f"could not write {exc.filename or 'a file'} ({exc.strerror or exc}); runs committed "
+                     f"before are kept in {plan.args.db}: free some space and run the same command again")
     print(format_table(rows))
     print(f"\nResults in {plan.args.db}. Open the dashboard on them with:\n"
           f"  streamlit run dashboard/app.py -- --db {shlex.quote(str(plan.args.db))}")

@@ -39,16 +39,20 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
-from icfrr.datasets import DATASET_NAMES, Dataset, DatasetError, Item, load_dataset
+from icfrr.datasets import DATASET_NAMES, DEMO_ROOT, Dataset, DatasetError, Item, load_dataset
+from icfrr.datasets.demo import is_generated
 from icfrr.features import (BackboneError, ImageReadError, default_device, extract_features, file_sha256,
                             load_backbone, weights_file)
 from icfrr.features.edges import DESCRIPTOR_VERSION
 from icfrr.features.extract import PREPROCESS_VERSION
+from store.fs import PathError, check_writable_dir
 from store.imports import (SourceError, has_published_cache, published_cache_dir, read_labels, read_matrix)
-from store.parquet_rows import atomic_write_bytes, public_tempdir, read_rows, write_rows, write_table
+from store.parquet_rows import (atomic_write_bytes, check_rows, public_tempdir, read_rows, write_rows,
+                                write_table)
 
 #: Bumped when the files' layout changes; older cache folders are then recomputed.
 FORMAT_VERSION = 1
@@ -216,9 +220,36 @@ def _complete(folder: Path, key: str) -> dict | None:
     return record
 
 
+def _check_folder(paths: dict[str, Path], record: dict, ds: Dataset) -> None:
+    """Every file against the marker and the dataset: kind, key, rows, widths (footers only).
+
+    Raises:
+        ValueError: A file is truncated, foreign, of another key or of another shape.
+    """
+    n_q, n_g, key = record["n_query"], record["n_gallery"], record["cache_key"]
+    if (n_q, n_g) != (len(ds.query), len(ds.gallery)):
+        raise ValueError(f"the marker says {n_q} x {n_g} items, the dataset has "
+                         f"{len(ds.query)} x {len(ds.gallery)}")
+    missing = {"items", "qg_dists", "neighbors"} - set(paths)
+    if missing:
+        raise ValueError(f"the marker lists no {', '.join(sorted(missing))} file")
+    expect = {"items": (n_q + n_g, None), "qg_dists": (n_q, {"dists": n_g}),
+              "neighbors": (n_g, {"neighbors": record["neighbors_k"], "distances": record["neighbors_k"]}),
+              "query_features": (n_q, {"feature": record.get("feature_dim")}),
+              "gallery_features": (n_g, {"feature": record.get("feature_dim")})}
+    for kind, path in paths.items():
+        rows, widths = expect[kind]
+        check_rows(path, kind, rows, widths, key)
+    with pq.ParquetFile(paths["items"], page_checksum_verification=True) as fh:
+        items = fh.read(columns=["side", "idx", "path", "label"]).to_pydict()
+    if items != _items_table(ds).select(["side", "idx", "path", "label"]).to_pydict():
+        raise ValueError(f"{paths['items']} lists other items than the dataset")
+
+
 def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
                  rebuild: Callable[[int], NeighborGraph], log: Callable[[str], None]) -> Artifacts:
     paths = {kind: folder / name for kind, name in FILES.items() if name in record["files"]}
+    _check_folder(paths, record, ds)
     qg = read_rows(paths["qg_dists"], ["dists"])[0]["dists"]
     graph = _read_graph(paths["neighbors"])
     need = graph_k(qg.shape[1], kg_max)
@@ -226,12 +257,19 @@ def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
         log(f"the cached neighbour graph keeps {graph.k} neighbours; rebuilding it with {need}")
         graph = rebuild(need)
         record = record | {"neighbors_k": graph.k}
-        _write_graph(paths["neighbors"], graph, {k: v for k, v in record.items() if k != "files"})
-        atomic_write_bytes(folder / MARKER, json.dumps(record, indent=1).encode())
+        try:
+            _write_graph(paths["neighbors"], graph, {k: v for k, v in record.items() if k != "files"})
+            atomic_write_bytes(folder / MARKER, json.dumps(record, indent=1).encode())
+        except OSError as exc:               # a read-only shared cache: use the graph from memory
+            log(f"could not store the larger neighbour graph in {folder} ({exc.strerror or exc}); "
+                "it is used from memory")
+    # read now, with the page checksums verified, so a damaged feature file is recomputed, not met later
+    feats = {side: read_rows(paths[f"{side}_features"], ["feature"])[0]["feature"]
+             for side in ("query", "gallery") if f"{side}_features" in paths}
     log(f"reusing artifacts in {folder}")
     return Artifacts(ds, torch.from_numpy(qg), graph, ds.labels_q, ds.labels_g, record["backbone"],
                      record.get("checkpoint_sha256"), record["per_class"], record["cache_key"], folder, paths,
-                     record, reused=True)
+                     record, reused=True, _features=feats)
 
 
 def _reuse(folder: Path, key: str, ds: Dataset, kg_max: int, rebuild: Callable[[int], NeighborGraph],
@@ -249,6 +287,28 @@ def _reuse(folder: Path, key: str, ds: Dataset, kg_max: int, rebuild: Callable[[
         return None
 
 
+def _cache_refusal(cache_root: Path) -> ArtifactError | None:
+    """None when artifacts can be written under ``cache_root``, else the error to raise before writing.
+
+    A file where the folder should be (or on its way) is refused at once. An
+    existing folder that cannot be written (a read-only shared cache) may
+    still serve artifacts it already holds, so the error is returned for the
+    caller to raise only when something would have to be computed.
+
+    Raises:
+        ArtifactError: ``cache_root`` is, or is inside, a regular file, or is
+            missing and cannot be created.
+    """
+    try:
+        check_writable_dir(cache_root, "--cache_root")
+    except PathError as exc:
+        error = ArtifactError(f"{exc}, or --no-cache to compute in memory")
+        if not cache_root.is_dir():
+            raise error from None
+        return error
+    return None
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -261,7 +321,8 @@ def _base_meta(dataset: str, ds: Dataset, backbone: str, sha: str | None, per_cl
 
 def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_class: int, cache_root: Path,
                    kg_max: int, force: bool, no_cache: bool, log: Callable[[str], None],
-                   backbone_args: dict, trust: bool, extract_args: dict) -> Artifacts:
+                   backbone_args: dict, trust: bool, extract_args: dict,
+                   read_only: ArtifactError | None = None) -> Artifacts:
     ds = load_dataset(dataset, data_root, per_class)
     wpath = weights_file(spec, dataset=dataset, **backbone_args)
     sha = file_sha256(wpath) if wpath is not None and wpath.is_file() else None
@@ -280,6 +341,8 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
 
     if not (force or no_cache) and (cached := _reuse(folder, key, ds, kg_max, rebuild, log)) is not None:
         return cached
+    if read_only is not None:
+        raise read_only
     bb = load_backbone(spec, dataset=dataset, **backbone_args, trust_checkpoint=trust)
     if bb.report is not None:
         log(f"weights {bb.weights_path}: {bb.report.summary()}")
@@ -343,7 +406,7 @@ def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None
 
 def _from_import(dataset: str, data_root: str | Path | None, per_class: int, cache_root: Path, kg_max: int,
                  qg_path: Path, gg_path: Path, labels_path: Path | None, force: bool, no_cache: bool,
-                 log: Callable[[str], None]) -> Artifacts:
+                 log: Callable[[str], None], read_only: ArtifactError | None = None) -> Artifacts:
     for p in (qg_path, gg_path, labels_path):
         if p is not None and not p.is_file():
             raise ArtifactError(f"file not found: {p}")
@@ -362,6 +425,8 @@ def _from_import(dataset: str, data_root: str | Path | None, per_class: int, cac
 
     if not (force or no_cache) and (cached := _reuse(folder, key, ds, kg_max, rebuild, log)) is not None:
         return cached
+    if read_only is not None:
+        raise read_only
     graph = rebuild(graph_k(n_g, kg_max))
     meta = _base_meta(dataset, ds, "import", None, per_class, key) | {
         "neighbors_k": graph.k, "metric": "as imported",
@@ -450,6 +515,7 @@ def ensure_artifacts(
     if force and no_cache:
         raise ArtifactError("--force-cache and --no-cache contradict each other; pass one")
     cache_root = Path(cache_root)
+    read_only = None if no_cache else _cache_refusal(cache_root)
     if (qg_path is None) != (gg_path is None):
         raise ArtifactError("importing distances needs both a query-gallery and a gallery-gallery matrix")
     if labels_path is not None and qg_path is None:
@@ -467,9 +533,12 @@ def ensure_artifacts(
         if backbone not in (None, "import"):
             raise ArtifactError(f"imported distances come with no backbone; drop --backbone {backbone}")
         return _from_import(dataset, data_root, per_class, cache_root, kg_max, Path(qg_path), Path(gg_path),
-                            Path(labels_path) if labels_path is not None else None, force, no_cache, log)
+                            Path(labels_path) if labels_path is not None else None, force, no_cache, log,
+                            read_only)
     spec = backbone or ("demo" if dataset == "demo" else "icfrr")
+    if read_only is not None and dataset == "demo" and not is_generated(Path(data_root) if data_root else DEMO_ROOT):
+        raise read_only                                 # generating the demo would write before the refusal
     return _from_features(dataset, data_root, spec, per_class, cache_root, kg_max, force, no_cache, log,
                           {"pretrained_root": pretrained_root, "weights": weights}, trust_checkpoint,
                           {"batch_size": batch_size, "num_workers": num_workers, "device": device,
-                           "progress": progress})
+                           "progress": progress}, read_only)

@@ -6,6 +6,8 @@ never renamed or dropped; new columns go beside them with a migration step.
 
 from __future__ import annotations
 
+import functools
+
 import duckdb
 
 #: Bumped by every migration; a database with a newer version is refused.
@@ -123,6 +125,41 @@ JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query' AND i.idx = qm.
 WHERE i.label <> -1
 GROUP BY qm.run_id, qm.iteration, i.label;
 """
+
+
+#: Version -> table -> columns that version's migration added (absent from older stores).
+ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {}
+
+
+@functools.cache
+def _current_columns() -> dict[str, frozenset[str]]:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(_DDL)
+        rows = con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                           "WHERE table_schema = 'main' AND table_name IN "
+                           "(SELECT table_name FROM information_schema.tables "
+                           " WHERE table_type = 'BASE TABLE')").fetchall()
+    finally:
+        con.close()
+    out: dict[str, set[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, set()).add(column)
+    return {t: frozenset(c) for t, c in out.items()}
+
+
+def expected_columns(version: int) -> dict[str, frozenset[str]]:
+    """Table -> the columns a store of schema ``version`` has (every table, at least these).
+
+    Args:
+        version: 1 .. SCHEMA_VERSION.
+    """
+    out = dict(_current_columns())
+    for v, added in ADDED_COLUMNS.items():
+        if v > version:
+            for table, cols in added.items():
+                out[table] = out[table] - set(cols)
+    return out
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -311,6 +311,11 @@ def generate_demo(root: Path, seed: int = 0, n_query: int = N_QUERY_PER_CLASS,
                     img.save(out)
 
 
+def is_generated(root: str | Path) -> bool:
+    """Whether ``root`` holds a finished generated demo (of any seed or version)."""
+    return (Path(root) / _MARKER).is_file()
+
+
 def demo_version(root: Path) -> str:
     """The generator record (seed, version, sizes) of a generated demo folder, as JSON text."""
     return (Path(root) / _MARKER).read_text()

@@ -1,0 +1,260 @@
+"""The fault suite (issue 11): bad input to every command, damaged files, kills, a full disk.
+
+Every refusal must be one line on stderr, exit status 2, and nothing written:
+the database file byte for byte as it was (or not created), the cache folder
+as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+
+from jobs import extract, sweep
+from store import writes
+from store.db import connect_reader, connect_writer
+from tests.jobs.toy import toy_distances
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _snapshot(*roots: Path) -> dict[str, bytes]:
+    """Every file under ``roots`` (or the file itself) -> its bytes."""
+    out = {}
+    for root in roots:
+        if root.is_file():
+            out[str(root)] = root.read_bytes()
+        elif root.is_dir():
+            out.update({str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()})
+    return out
+
+
+def _published_cache(cache: Path, dataset: str = "custom") -> None:
+    qg, gg, lq, lg = toy_distances(q=12, g=40)
+    folder = cache / dataset / "-1"
+    folder.mkdir(parents=True)
+    torch.save(qg, folder / "qg_dists.pth")
+    torch.save(gg, folder / "gg_dists.pth")
+    torch.save({"query": torch.from_numpy(lq), "gallery": torch.from_numpy(lg)}, folder / "labels.pth")
+
+
+def _small_store(path: Path) -> Path:
+    with connect_writer(path) as con:
+        writes.upsert_dataset(con, name="x", root=None,
+                              items=writes.items_table(np.arange(5) % 2, np.arange(9) % 2))
+    return path
+
+
+@contextlib.contextmanager
+def _mounted_tmpfs(where: Path, options: str):
+    """A tmpfs at ``where`` (root only); skips the test where mounting is not possible."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An existing folder nothing can be written to (a read-only mount as root, mode 555 otherwise)."""
+    where = tmp_path / "ro"
+    if os.geteuid() == 0:
+        with _mounted_tmpfs(where, "ro,size=1m") as ro:
+            yield ro
+    else:
+        where.mkdir()
+        where.chmod(0o555)
+        yield where
+        where.chmod(0o755)
+
+
+def _one_line_exit_2(main, argv, capsys) -> str:
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err and len(err.splitlines()) == 1, err
+    return err
+
+
+# ------------------------------------------------------------------ jobs.sweep
+
+
+def _damaged(kind: str):
+    def make(tmp: Path) -> Path:
+        db = _small_store(tmp / "r.duckdb")
+        data = db.read_bytes()
+        if kind == "truncated":
+            db.write_bytes(data[: len(data) // 2])
+        elif kind == "truncated_header":
+            db.write_bytes(data[:100])
+        else:   # bytes of the first block flipped: its checksum no longer matches
+            start = 3 * 4096 + 64
+            db.write_bytes(data[:start] + bytes(b ^ 0x5A for b in data[start:start + 448])
+                           + data[start + 448:])
+        return db
+    return make
+
+
+def _foreign(tmp: Path) -> Path:
+    db = tmp / "other.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_info (version INTEGER); INSERT INTO schema_info VALUES (1);"
+                "CREATE TABLE runs (id INTEGER, note VARCHAR); INSERT INTO runs VALUES (1, 'mine')")
+    con.close()
+    return db
+
+
+def _file_as_parent(tmp: Path) -> Path:
+    (tmp / "afile").write_text("not a folder\n")
+    return tmp / "afile" / "r.duckdb"
+
+
+SWEEP_DB_CASES = {
+    "truncated store": (_damaged("truncated"), "damaged or unreadable"),
+    "store cut in its header": (_damaged("truncated_header"), "damaged or unreadable"),
+    "store with a corrupted block": (_damaged("flipped"), "damaged or unreadable"),
+    "foreign DuckDB with schema_info and runs": (_foreign, "not an icfrr-lab results store"),
+    "--db inside a regular file": (_file_as_parent, "is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(SWEEP_DB_CASES))
+def test_sweep_refuses_a_bad_database_in_one_line(tmp_path, capsys, case):
+    make, message = SWEEP_DB_CASES[case]
+    _published_cache(tmp_path / "cache")
+    db = make(tmp_path)
+    before = _snapshot(tmp_path)
+    err = _one_line_exit_2(sweep.main, ["--dataset", "custom", "--cache_root", tmp_path / "cache",
+                                        "--db", db, "--kg", 4, "--kq", 4, "--device", "cpu"], capsys)
+    assert err.startswith("sweep: error: ") and message in err, err
+    assert _snapshot(tmp_path) == before           # the store untouched, no cache folder written
+
+
+def test_sweep_refuses_a_read_only_results_dir_before_computing(tmp_path, capsys, read_only_dir):
+    _published_cache(tmp_path / "cache")
+    db = tmp_path / "r.duckdb"
+    before = _snapshot(tmp_path / "cache")
+    err = _one_line_exit_2(sweep.main, ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db,
+                                        "--rerank_results_dir", read_only_dir / "res", "--device", "cpu"],
+                           capsys)
+    assert "--rerank_results_dir" in err and "writable" in err or "read-only" in err, err
+    assert not db.exists() and _snapshot(tmp_path / "cache") == before
+
+
+# ---------------------------------------------------------------- jobs.extract
+
+
+def _extract_cases(tmp: Path) -> dict[str, tuple[list, str]]:
+    qg, gg, lq, lg = toy_distances(q=6, g=10)
+    np.save(tmp / "qg.npy", qg.numpy())
+    np.save(tmp / "gg.npy", gg.numpy())
+    (tmp / "labels.npz").write_bytes(b"PK\x03\x04 this is no zip archive")
+    (tmp / "cache_file").write_text("a file, not a folder\n")
+    imports = ["--dataset", "mine", "--qg", tmp / "qg.npy", "--gg", tmp / "gg.npy"]
+    cases = {
+        "negative workers": ([*imports, "--workers", "-1"], "--workers"),
+        "tpu device": ([*imports, "--device", "tpu"], "--device"),
+        "corrupt labels npz": ([*imports, "--labels", tmp / "labels.npz"], "cannot read"),
+        "cache_root is a file": ([*imports, "--cache_root", tmp / "cache_file"], "not a folder"),
+        "cache_root inside a file": ([*imports, "--cache_root", tmp / "cache_file" / "c"], "not a folder"),
+        "unknown flag": ([*imports, "--frobnicate"], "unrecognized arguments"),
+        "kg-max zero": ([*imports, "--kg-max", "0"], "--kg-max"),
+    }
+    if not torch.cuda.is_available():
+        cases["cuda without a GPU"] = ([*imports, "--device", "cuda"], "none is available")
+    return cases
+
+
+def test_extract_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys):
+    cases = _extract_cases(tmp_path)
+    for name, (argv, message) in cases.items():
+        if "--cache_root" not in argv:
+            argv = [*argv, "--cache_root", tmp_path / "cache"]
+        before = _snapshot(tmp_path)
+        err = _one_line_exit_2(extract.main, [*argv, "--quiet"], capsys)
+        assert err.startswith("error: ") and message in err, (name, err)
+        assert _snapshot(tmp_path) == before, name
+        assert not (tmp_path / "cache").exists(), name
+
+
+def test_extract_refuses_a_read_only_cache_root(tmp_path, capsys, read_only_dir):
+    qg, gg, _, _ = toy_distances(q=6, g=10)
+    np.save(tmp_path / "qg.npy", qg.numpy())
+    np.save(tmp_path / "gg.npy", gg.numpy())
+    err = _one_line_exit_2(extract.main, ["--dataset", "mine", "--qg", tmp_path / "qg.npy", "--gg",
+                                          tmp_path / "gg.npy", "--cache_root", read_only_dir, "--quiet"], capsys)
+    assert "--cache_root" in err and "--no-cache" in err, err
+    assert list(read_only_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------- damaged artifacts
+
+
+def _artifacts(tmp: Path):
+    from store.artifacts import ensure_artifacts
+    from tests.icfrr.image_data import folder_dataset
+    root = tmp / "data" if (tmp / "data").exists() else folder_dataset(tmp / "data")
+    return ensure_artifacts("folder", root, backbone="demo", cache_root=tmp / "cache", num_workers=0,
+                            progress=False, log=NOTES.append)
+
+
+NOTES: list[str] = []
+
+
+def _wrong_shape(path: Path) -> None:
+    """A valid Parquet file of the same kind and key, with one row fewer."""
+    from store.parquet_rows import read_meta, read_rows, write_rows, write_table
+    import pyarrow.parquet as pq
+    meta = read_meta(path)
+    if meta["kind"] == "items":
+        table = pq.read_table(path)
+        write_table(path, table.slice(0, table.num_rows - 1), meta)
+        return
+    names = list(meta["columns"])
+    cols, _ = read_rows(path, names)
+    index = pq.read_schema(path).names[0]
+    write_rows(path, index, {k: v[:-1] for k, v in cols.items()},
+               {k: v for k, v in meta.items() if k != "columns"})
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flipped(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 3
+    data[mid:mid + 16] = bytes(b ^ 0xFF for b in data[mid:mid + 16])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["items", "query_features", "gallery_features", "qg_dists", "neighbors"])
+@pytest.mark.parametrize("damage", [_wrong_shape, _truncated, _flipped], ids=["wrong_shape", "truncated",
+                                                                              "flipped"])
+def test_a_damaged_artifact_is_recomputed_never_reused(tmp_path, kind, damage):
+    good = _artifacts(tmp_path)
+    truth = {k: good.features(k) for k in ("query", "gallery")}
+    damage(good.paths[kind])
+    NOTES.clear()
+    again = _artifacts(tmp_path)
+    assert not again.reused and any("recomputing" in n for n in NOTES), NOTES
+    assert again.qg_dists.numpy().tobytes() == good.qg_dists.numpy().tobytes()
+    assert torch.equal(again.graph.indices, good.graph.indices)
+    for side in ("query", "gallery"):
+        assert np.array_equal(again.features(side), truth[side])
+    assert _artifacts(tmp_path).reused                 # the rewritten folder is valid again
