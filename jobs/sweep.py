@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -38,8 +39,11 @@ from store import writes
 from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts
 from store.db import StoreError, check_database, writer
 from store.fs import check_writable_dir
+from store.lock import SweepLock
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
+#: The most iterations one configuration may ask for (each is evaluated and stored).
+MAX_N_TIMES = 100
 VARIANTS = ("reference", "paper")
 #: The table's metric columns: (run_metrics key, header).
 TABLE_METRICS = (("map_all", "mAP@all"), ("map_200", "mAP@200"), ("p_100", "P@100"),
@@ -62,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--beta", nargs="+", type=float, default=[0.5],
                       help="update strength, finite and >= 0 (default 0.5)")
     grid.add_argument("--n-times", "--n_times", dest="n_times", metavar="T", nargs="+", type=int, default=[5],
-                      help="iterations (default 5); every iteration's metrics are stored")
+                      help=f"iterations, 1 to {MAX_N_TIMES} (default 5); every iteration's metrics are stored")
     grid.add_argument("--variant", nargs="+", choices=VARIANTS, default=["reference"],
                       help="reference (position-based, default) or paper (accumulating)")
     data = p.add_argument_group("data")
@@ -136,6 +140,9 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--beta values must be finite and >= 0, got {args.beta}")
     if any(t < 1 for t in args.n_times):
         raise UsageError(f"--n-times values must be >= 1, got {args.n_times}")
+    if any(t > MAX_N_TIMES for t in args.n_times):
+        raise UsageError(f"--n-times values must be <= {MAX_N_TIMES} (gains stop after a few iterations), "
+                         f"got {max(args.n_times)}")
     if args.per_class != -1 and args.per_class < 1:
         raise UsageError(f"--per_class must be -1 (all) or >= 1, got {args.per_class}")
     if args.top_n < 1:
@@ -318,6 +325,7 @@ class _Plan:
     entries: list[GridEntry]
     warnings: list[str]
     images: tuple[list[Path], list[Path]] | None
+    lock: SweepLock | None = None
 
     def out_dir(self, cfg: writes.RunConfig) -> Path | None:
         """Where the published files of ``cfg`` go (None without --rerank_results_dir)."""
@@ -328,8 +336,39 @@ class _Plan:
         return pub.results_dir(a.rerank_results_dir, a.dataset, a.per_class, label)
 
 
-def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
-    """Parse and check every input and load the artifacts; nothing touches the database.
+def _take_lock(db: Path, command: str) -> tuple[SweepLock, list[Path]]:
+    """The store's sweep lock, creating the database's folders; returns them too (to undo)."""
+    created = []
+    folder = Path(os.path.abspath(db)).parent
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder of --db {db}: {exc.strerror or exc}") from None
+    lock = SweepLock(db, command)
+    try:
+        lock.acquire()
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return lock, created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:            # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def prepare(argv: Sequence[str], log: Callable[[str], None], command: str = "python -m jobs.sweep") -> _Plan:
+    """Parse and check every input, take the store's sweep lock and load the artifacts.
+
+    Nothing is written to the database. On bad input the lock and any folder
+    it needed are removed again.
 
     Raises:
         UsageError, StoreError, ValueError, OSError: Bad input, to report in one line.
@@ -340,6 +379,19 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
     check_database(args.db)
     if args.rerank_results_dir is not None:   # refused now, not after the first configuration's work
         check_writable_dir(args.rerank_results_dir, "--rerank_results_dir")
+    lock, created = _take_lock(args.db, command)
+    try:
+        plan = _load(args, device, log)
+    except BaseException:
+        lock.release()
+        _remove_empty(created)
+        raise
+    plan.lock = lock
+    return plan
+
+
+def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> _Plan:
+    """Load the artifacts and check the inputs that depend on them."""
     arts = load_artifacts(args, max(args.kg), device, log)
     n_query, n_gallery = arts.qg_dists.shape
     entries, warnings = expand_grid(args, n_gallery)
@@ -384,11 +436,15 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
     args, info = plan.args, artifact_info(plan.arts)
     keys = [e.config.config_key(info.key) for e in plan.entries]
     with writer(args.db) as con:
+        dead = writes.mark_interrupted(con, lock_held=plan.lock is not None)
         dataset_id = writes.upsert_dataset(con, **dataset_row(plan.arts))
         artifact_id = writes.upsert_artifact(con, dataset_id, info)
         done = {} if args.force else writes.finished_runs(con, keys)
         sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
                                       command=command)
+    if dead:
+        tqdm.write(f"sweep: marked {len(dead)} earlier sweep(s) whose process is gone 'interrupted' "
+                   f"(ids {', '.join(map(str, dead))})", file=sys.stderr)
     rows: dict[int, Row] = {}
     todo = []
     for i, (e, key) in enumerate(zip(plan.entries, keys)):
@@ -414,6 +470,7 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                     con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                     config=cfg, device=plan.device, seconds=outcome.seconds,
                     metrics=outcome.metrics, kept=outcome.kept, force=args.force)
+                writes.heartbeat(con, sweep_id)
             # None: already stored by an earlier sweep, only the published files were missing
             state = "new" if run_id is not None else "files only"
             rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
@@ -433,16 +490,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; returns the exit status (0 ok, 2 bad input)."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     notes: list[str] = []
+    command = "python -m jobs.sweep " + shlex.join(argv)
     try:
-        plan = prepare(argv, notes.append)
+        plan = prepare(argv, notes.append, command)
     except (UsageError, StoreError, ValueError, OSError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    try:
+        return _run(plan, notes, command)
+    finally:
+        if plan.lock is not None:
+            plan.lock.release()
+
+
+def _run(plan: _Plan, notes: list[str], command: str) -> int:
+    """Print the held-back notes, run the sweep, print the table; returns the exit status."""
     for message in notes:  # held back so that bad input gets one line only
         tqdm.write(message, file=sys.stderr)
     for message in plan.warnings:
         _warn(message)
     try:
-        rows = run_sweep(plan, "python -m jobs.sweep " + shlex.join(argv))
+        rows = run_sweep(plan, command)
     except StoreError as exc:  # the database stayed locked, or a write failed (disk full)
         return _fail(str(exc))
     except OSError as exc:     # a published file could not be written (disk full)

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 import torch
 
 from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
+from icfrr._owners import owner_tag, remove_stale
 from icfrr.datasets import DATASET_NAMES, DEMO_ROOT, Dataset, DatasetError, Item, load_dataset
 from icfrr.datasets.demo import is_generated
 from icfrr.features import (BackboneError, ImageReadError, default_device, extract_features, file_sha256,
@@ -184,7 +185,9 @@ def _write_folder(final: Path, ds: Dataset, meta: dict, qg: np.ndarray, graph: N
                   feats: dict[str, np.ndarray]) -> dict[str, Path]:
     """Write every file into a temporary sibling folder, the marker last, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = public_tempdir(final.parent, f".tmp-{final.name}-")
+    remove_stale(final.parent, ".tmp-")          # left by killed runs (their process is gone)
+    remove_stale(final.parent, ".old-")
+    tmp = public_tempdir(final.parent, f".tmp-{final.name}-{owner_tag()}-")
     try:
         write_table(tmp / FILES["items"], _items_table(ds), meta | {"kind": "items"})
         for side, f in feats.items():
@@ -194,7 +197,7 @@ def _write_folder(final: Path, ds: Dataset, meta: dict, qg: np.ndarray, graph: N
         names = [name for kind, name in FILES.items() if (tmp / name).exists()]
         atomic_write_bytes(tmp / MARKER, json.dumps(meta | {"files": names}, indent=1).encode())
         if final.exists():
-            old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+            old = final.with_name(f".old-{final.name}-{owner_tag()}-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)

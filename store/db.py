@@ -30,7 +30,11 @@ from store.schema import SCHEMA_VERSION, create_schema, expected_columns
 
 #: Statements that bring a database from version ``v`` to ``v + 1``; every
 #: step keeps the spec's public columns (tables and columns are only added).
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    1: "ALTER TABLE sweeps ADD COLUMN owner_pid INTEGER; "
+       "ALTER TABLE sweeps ADD COLUMN owner_host VARCHAR; "
+       "ALTER TABLE sweeps ADD COLUMN heartbeat_at TIMESTAMP;",
+}
 
 
 class StoreError(Exception):

@@ -11,7 +11,7 @@ import functools
 import duckdb
 
 #: Bumped by every migration; a database with a newer version is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
@@ -62,7 +62,10 @@ CREATE TABLE IF NOT EXISTS sweeps (
     command      VARCHAR NOT NULL,
     started_at   TIMESTAMP NOT NULL,
     finished_at  TIMESTAMP,
-    status       VARCHAR NOT NULL     -- 'running', 'done', 'failed'
+    status       VARCHAR NOT NULL,    -- 'running', 'done', 'failed', 'interrupted' (its process died)
+    owner_pid    INTEGER,             -- v2: the process running it
+    owner_host   VARCHAR,             -- v2: and its machine
+    heartbeat_at TIMESTAMP            -- v2: last sign of life (start, each committed run)
 );
 
 CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
@@ -128,7 +131,9 @@ GROUP BY qm.run_id, qm.iteration, i.label;
 
 
 #: Version -> table -> columns that version's migration added (absent from older stores).
-ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {}
+ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
+    2: {"sweeps": ("owner_pid", "owner_host", "heartbeat_at")},
+}
 
 
 @functools.cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +20,8 @@ from datetime import datetime, timezone
 import duckdb
 import numpy as np
 import pyarrow as pa
+
+from icfrr._owners import host_name, pid_alive
 
 #: The metric columns of ``run_metrics`` (and keys of ``icfrr.summarize``).
 METRICS = ("map_all", "map_200", "p_25", "p_100", "p_200")
@@ -192,21 +195,72 @@ def upsert_artifact(con: duckdb.DuckDBPyConnection, dataset_id: int, info: Artif
 
 
 def start_sweep(
-    con: duckdb.DuckDBPyConnection, *, dataset_id: int, artifact_id: int, command: str
+    con: duckdb.DuckDBPyConnection, *, dataset_id: int, artifact_id: int, command: str,
+    owner_pid: int | None = None, owner_host: str | None = None,
 ) -> int:
-    """Add a ``sweeps`` row with status ``'running'``; returns its ``sweep_id``."""
+    """Add a ``sweeps`` row with status ``'running'`` and its owner; returns its ``sweep_id``.
+
+    Args:
+        owner_pid: The process running it (default this one).
+        owner_host: Its machine (default this one).
+    """
+    now = _now()
     return int(con.execute(
-        "INSERT INTO sweeps (dataset_id, artifact_id, command, started_at, status) "
-        "VALUES (?, ?, ?, ?, 'running') RETURNING sweep_id",
-        [dataset_id, artifact_id, command, _now()]).fetchone()[0])
+        "INSERT INTO sweeps (dataset_id, artifact_id, command, started_at, status, owner_pid, "
+        "owner_host, heartbeat_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?) RETURNING sweep_id",
+        [dataset_id, artifact_id, command, now,
+         os.getpid() if owner_pid is None else owner_pid,
+         host_name() if owner_host is None else owner_host, now]).fetchone()[0])
+
+
+def heartbeat(con: duckdb.DuckDBPyConnection, sweep_id: int) -> None:
+    """Stamp a running sweep's ``heartbeat_at`` (after each committed run)."""
+    con.execute("UPDATE sweeps SET heartbeat_at = ? WHERE sweep_id = ? AND status = 'running'",
+                [_now(), sweep_id])
+
+
+#: A running sweep of another machine whose heartbeat is older than this is taken as dead.
+STALE_AFTER_S = 6 * 3600.0
+
+
+def mark_interrupted(con: duckdb.DuckDBPyConnection, *, lock_held: bool = True,
+                     stale_after_s: float = STALE_AFTER_S) -> list[int]:
+    """Mark the ``'running'`` sweeps whose process is gone ``'interrupted'``.
+
+    On this machine a sweep is dead when its process no longer exists, or, when
+    the caller holds the store's sweep lock (``lock_held``), whatever its pid
+    (only the lock holder runs). Sweeps without an owner (from schema version 1)
+    count as this machine's. Another machine's sweep is dead when its heartbeat
+    is older than ``stale_after_s``.
+
+    Returns:
+        The sweep ids marked.
+    """
+    here = host_name()
+    rows = con.execute("SELECT sweep_id, owner_pid, owner_host, coalesce(heartbeat_at, started_at) "
+                       "FROM sweeps WHERE status = 'running'").fetchall()
+    now = _now()
+    dead = []
+    for sweep_id, pid, host, beat in rows:
+        if host is None or host == here:
+            if pid == os.getpid():
+                continue
+            if lock_held or pid is None or not pid_alive(int(pid)):
+                dead.append(sweep_id)
+        elif (now - beat).total_seconds() > stale_after_s:
+            dead.append(sweep_id)
+    if dead:
+        con.execute("UPDATE sweeps SET status = 'interrupted', finished_at = coalesce(heartbeat_at, ?) "
+                    "WHERE sweep_id IN (SELECT unnest(?::INTEGER[]))", [now, dead])
+    return dead
 
 
 def finish_sweep(con: duckdb.DuckDBPyConnection, sweep_id: int, status: str) -> None:
     """Mark a sweep ``'done'`` or ``'failed'`` and stamp its end time."""
     if status not in ("done", "failed"):
         raise ValueError(f"sweep status must be 'done' or 'failed', not {status!r}")
-    con.execute("UPDATE sweeps SET status = ?, finished_at = ? WHERE sweep_id = ?",
-                [status, _now(), sweep_id])
+    con.execute("UPDATE sweeps SET status = ?, finished_at = ?, heartbeat_at = ? WHERE sweep_id = ?",
+                [status, _now(), _now(), sweep_id])
 
 
 # ------------------------------------------------------------------------------- runs

@@ -258,3 +258,100 @@ def test_a_damaged_artifact_is_recomputed_never_reused(tmp_path, kind, damage):
     for side in ("query", "gallery"):
         assert np.array_equal(again.features(side), truth[side])
     assert _artifacts(tmp_path).reused                 # the rewritten folder is valid again
+
+
+# ------------------------------------------------------------------ stale state
+
+
+def test_a_second_sweep_on_a_locked_store_says_who_holds_it(tmp_path, capsys):
+    from store.lock import SweepLock
+    _published_cache(tmp_path / "cache")
+    db = _small_store(tmp_path / "r.duckdb")
+    before = db.read_bytes()
+    holder = subprocess.Popen(    # another process holds the lock, as a running sweep would
+        [sys.executable, "-c", "import sys, time; from store.lock import SweepLock; "
+         "l = SweepLock(sys.argv[1], 'python -m jobs.sweep --dataset demo'); l.acquire(); "
+         "print('locked', flush=True); time.sleep(120)", str(db)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        err = _one_line_exit_2(sweep.main, ["--dataset", "custom", "--cache_root", tmp_path / "cache",
+                                            "--db", db, "--device", "cpu"], capsys)
+        assert f"another sweep (pid {holder.pid}" in err and "--dataset demo" in err, err
+        assert db.read_bytes() == before                # refused before the artifacts were computed
+        assert not list((tmp_path / "cache" / "custom" / "-1").glob("import-*"))
+    finally:
+        holder.kill()
+        holder.wait()
+    with SweepLock(db, "test"):        # the kernel dropped the killed holder's lock
+        pass
+    assert not (tmp_path / "r.duckdb.lock").exists()
+
+
+def test_dead_sweeps_are_marked_interrupted_live_ones_kept(tmp_path):
+    from icfrr._owners import host_name
+    db = tmp_path / "r.duckdb"
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout.strip()
+    with connect_writer(db) as con:
+        ids = {
+            "dead here": writes.start_sweep(con, dataset_id=1, artifact_id=1, command="a",
+                                            owner_pid=int(dead_pid), owner_host=host_name()),
+            "alive here": writes.start_sweep(con, dataset_id=1, artifact_id=1, command="b",
+                                             owner_pid=os.getppid(), owner_host=host_name()),
+            "other host, fresh": writes.start_sweep(con, dataset_id=1, artifact_id=1, command="c",
+                                                    owner_pid=1, owner_host="elsewhere"),
+            "other host, silent": writes.start_sweep(con, dataset_id=1, artifact_id=1, command="d",
+                                                     owner_pid=1, owner_host="elsewhere"),
+        }
+        con.execute("UPDATE sweeps SET heartbeat_at = heartbeat_at - INTERVAL 7 HOUR WHERE sweep_id = ?",
+                    [ids["other host, silent"]])
+        marked = writes.mark_interrupted(con, lock_held=False)
+        assert sorted(marked) == sorted([ids["dead here"], ids["other host, silent"]])
+        # holding the store's lock proves every other sweep of this host is dead
+        assert writes.mark_interrupted(con, lock_held=True) == [ids["alive here"]]
+        status = dict(con.execute("SELECT sweep_id, status FROM sweeps").fetchall())
+    assert status[ids["other host, fresh"]] == "running"
+
+
+def test_a_version_1_store_is_migrated_keeping_its_rows(tmp_path):
+    import store.schema as schema
+    from store.db import MIGRATIONS
+    db = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(db))
+    v1 = schema._DDL.replace("""    status       VARCHAR NOT NULL,    -- 'running', 'done', 'failed', 'interrupted' (its process died)
+    owner_pid    INTEGER,             -- v2: the process running it
+    owner_host   VARCHAR,             -- v2: and its machine
+    heartbeat_at TIMESTAMP            -- v2: last sign of life (start, each committed run)""",
+                             "    status       VARCHAR NOT NULL")
+    assert v1 != schema._DDL
+    con.execute(v1)
+    con.execute("INSERT INTO schema_info VALUES (1)")
+    con.execute("INSERT INTO sweeps (dataset_id, artifact_id, command, started_at, status) "
+                "VALUES (1, 1, 'old', now(), 'running')")
+    con.close()
+    assert 1 in MIGRATIONS
+    with connect_writer(db) as con:
+        assert con.execute("SELECT version FROM schema_info").fetchall() == [(schema.SCHEMA_VERSION,)]
+        assert con.execute("SELECT command, owner_pid FROM sweeps").fetchall() == [("old", None)]
+        assert writes.mark_interrupted(con, lock_held=False) == [1]   # no owner: taken as this host's
+        cols = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_name = 'sweeps'").fetchall()}
+    assert cols == set(schema.expected_columns(schema.SCHEMA_VERSION)["sweeps"])
+
+
+def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path):
+    from icfrr._owners import host_name, owner_tag, remove_stale
+    from icfrr.datasets.demo import ensure_demo
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".demo.tmp-{dead}@{host_name()}-abc123"
+    live = tmp_path / f".demo.tmp-{owner_tag()}-def456"
+    foreign = tmp_path / f".demo.tmp-{dead}@some-other-host-ghi789"
+    untagged = tmp_path / ".demo.tmp-jkl012"
+    for d in (stale, live, foreign, untagged):
+        (d / "query").mkdir(parents=True)
+    ensure_demo(tmp_path / "demo", n_query=1, n_gallery=1)
+    assert not stale.exists() and live.exists() and foreign.exists() and untagged.exists()
+    assert remove_stale(tmp_path, ".demo.tmp-") == []
+

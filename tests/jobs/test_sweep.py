@@ -338,6 +338,7 @@ BAD = {
     "bad device": (["--device", "abacus"], "--device"),
     "per_class zero": (["--per_class", "0"], "--per_class must be -1 (all) or >= 1"),
     "top-n zero": (["--top-n", "0"], "--top-n must be >= 1"),
+    "too many iterations": (["--n_times", "5", "10000"], "--n-times values must be <= 100"),
 }
 if not torch.cuda.is_available():
     BAD["cuda missing"] = (["--device", "cuda"], "none is available")
@@ -478,4 +479,4 @@ def test_reader_during_sweep_then_resume_after_kill(tmp_path: Path, capsys) -> N
         assert con.execute("SELECT count(*), count(DISTINCT config_key) FROM runs").fetchone() \
             == (n_configs, n_configs)
         assert con.execute("SELECT status FROM sweeps ORDER BY sweep_id").fetchall() == [
-            ("running",), ("done",)]
+            ("interrupted",), ("done",)]     # the next writer saw the killed sweep's process gone
