@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"DuckDB results file (default {DEFAULT_DB})")
     out.add_argument("--top-n", dest="top_n", metavar="N", type=int, default=100,
                      help="how many of each query's top gallery items to store (default 100)")
+    out.add_argument("--skip-unanswerable", "--skip_unanswerable", dest="skip_unanswerable",
+                     action="store_true",
+                     help="leave queries whose label no gallery item has out of every mean (by "
+                          "default they count with AP 0); part of each run's parameters")
     out.add_argument("--force", action="store_true",
                      help="redo configurations already in the database (replacing them)")
     out.add_argument("--rerank-results-dir", "--rerank_results_dir", dest="rerank_results_dir",
@@ -200,7 +205,8 @@ def expand_grid(args: argparse.Namespace, n_gallery: int) -> tuple[list[GridEntr
                         cfg = writes.RunConfig(
                             kg=min(kg, max(n_gallery - 1, 1)), kq=min(kq, n_gallery),
                             beta=float(beta), n_iter=n_iter, variant=variant,
-                            extra={"asked_kg": kg, "asked_kq": kq})
+                            extra={"asked_kg": kg, "asked_kq": kq},
+                            skip_unanswerable=bool(getattr(args, "skip_unanswerable", False)))
                         key = tuple(cfg.key_params().items())
                         entries.setdefault(key, GridEntry(cfg, kg, kq))
     return list(entries.values()), warnings
@@ -326,6 +332,7 @@ class _Plan:
     warnings: list[str]
     images: tuple[list[Path], list[Path]] | None
     lock: SweepLock | None = None
+    labels_eval: np.ndarray | None = None   # query labels for the metrics (-1: left out)
 
     def out_dir(self, cfg: writes.RunConfig) -> Path | None:
         """Where the published files of ``cfg`` go (None without --rerank_results_dir)."""
@@ -403,7 +410,41 @@ def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> 
         where = (f"none were read under --data_root {args.data_root}" if args.data_root
                  else "give --data_root with the dataset's image files")
         raise UsageError(f"--query_idxs_to_vis needs the images: {where}")
-    return _Plan(args, device, arts, entries, warnings, images)
+    labels_eval, note = unanswerable(arts.labels_q, arts.labels_g, args.skip_unanswerable)
+    return _Plan(args, device, arts, entries, warnings + ([note] if note else []), images,
+                 labels_eval=labels_eval)
+
+
+def unanswerable(labels_q: np.ndarray, labels_g: np.ndarray, skip: bool) -> tuple[np.ndarray, str | None]:
+    """Query labels for the metrics, and the one warning about queries no ranking can answer.
+
+    Queries of unknown label (-1) are left out of every metric (spec). A query
+    whose label no gallery item has has nothing relevant: it gets AP 0 and
+    counts in the means, unless ``skip``, which gives it -1 for the metrics
+    (left out like an unknown label).
+
+    Args:
+        labels_q: int [Q] query labels.
+        labels_g: int [G] gallery labels.
+        skip: ``--skip-unanswerable``.
+
+    Returns:
+        (int64 [Q] labels to evaluate with, the warning or None).
+    """
+    labels_q = np.asarray(labels_q, dtype=np.int64)
+    unknown = labels_q == -1
+    missing = ~unknown & ~np.isin(labels_q, np.asarray(labels_g))
+    parts = []
+    if missing.any():
+        how = ("left out of every mean (--skip-unanswerable)" if skip else
+               "they get AP 0 and count in every mean; --skip-unanswerable leaves them out")
+        parts.append(f"{int(missing.sum())} of {len(labels_q)} queries have a label no gallery item has: {how}")
+    if unknown.any():
+        parts.append(f"{int(unknown.sum())} queries of unknown label (-1) are left out of the metrics")
+    out = labels_q.copy()
+    if skip:
+        out[missing] = -1
+    return out, "; ".join(parts) or None
 
 
 def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
@@ -417,7 +458,8 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
                                 plan.args.num_gallery_ims_to_vis, plan.images,
                                 arts.labels_q, arts.labels_g))
     try:
-        outcome = run_config(arts.qg_dists, arts.graph, arts.labels_q, arts.labels_g, cfg,
+        labels_q = plan.labels_eval if plan.labels_eval is not None else arts.labels_q
+        outcome = run_config(arts.qg_dists, arts.graph, labels_q, arts.labels_g, cfg,
                              device=plan.device, top_n=plan.args.top_n,
                              on_step=lambda s, m: [h(s, m) for h in hooks])
     finally:

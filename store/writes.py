@@ -282,11 +282,21 @@ class RunConfig:
     variant: str = "reference"
     method: str = "icfrr"
     extra: Mapping[str, object] = field(default_factory=dict)
+    skip_unanswerable: bool = False
 
     def key_params(self) -> dict[str, object]:
-        """The parameters that determine the results."""
-        return {"method": self.method, "variant": self.variant, "kg": int(self.kg),
-                "kq": int(self.kq), "beta": float(self.beta), "n_iter": int(self.n_iter)}
+        """The parameters that determine the results.
+
+        ``skip_unanswerable`` (queries whose label no gallery item has are left
+        out of the means) appears only when set, so runs stored before it
+        existed keep their keys.
+        """
+        params: dict[str, object] = {
+            "method": self.method, "variant": self.variant, "kg": int(self.kg), "kq": int(self.kq),
+            "beta": float(self.beta), "n_iter": int(self.n_iter)}
+        if self.skip_unanswerable:
+            params["skip_unanswerable"] = True
+        return params
 
     def config_key(self, artifact_key: str) -> str:
         """Identity of this run on these distances: finished runs with it are skipped."""

@@ -355,3 +355,52 @@ def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path):
     assert not stale.exists() and live.exists() and foreign.exists() and untagged.exists()
     assert remove_stale(tmp_path, ".demo.tmp-") == []
 
+
+
+# ------------------------------------------------------------ unanswerable queries
+
+
+def _brute_map(qg: np.ndarray, labels_q: np.ndarray, labels_g: np.ndarray) -> float:
+    """mAP@all of the initial ranking, straight from the definition; -1 queries left out."""
+    aps = []
+    for q in range(len(labels_q)):
+        if labels_q[q] == -1:
+            continue
+        order = np.argsort(qg[q], kind="stable")
+        rel = labels_g[order] == labels_q[q]
+        hits = np.flatnonzero(rel)
+        aps.append(0.0 if hits.size == 0 else float(np.mean((np.arange(hits.size) + 1) / (hits + 1))))
+    return float(np.mean(aps))
+
+
+def test_queries_without_relevant_items_count_as_ap_0_or_are_skipped(tmp_path, capsys):
+    qg, gg, lq, lg = toy_distances(q=12, g=40)
+    lq = lq.copy()
+    lq[[3, 7]] = 99                                  # no gallery item has label 99
+    folder = tmp_path / "cache" / "custom" / "-1"
+    folder.mkdir(parents=True)
+    torch.save(qg, folder / "qg_dists.pth")
+    torch.save(gg, folder / "gg_dists.pth")
+    torch.save({"query": torch.from_numpy(lq), "gallery": torch.from_numpy(lg)}, folder / "labels.pth")
+    db = tmp_path / "r.duckdb"
+    base = ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db, "--kg", 4, "--kq", 4,
+            "--n_times", 1, "--device", "cpu"]
+    assert sweep.main([str(a) for a in base]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "no gallery item has" in line]
+    assert len(warning) == 1 and "2 of 12 queries" in warning[0] and "AP 0" in warning[0], err
+    assert "1 queries of unknown label" in warning[0]
+    assert sweep.main([str(a) for a in [*base, "--skip-unanswerable"]]) == 0
+    err = capsys.readouterr().err
+    assert "left out of every mean (--skip-unanswerable)" in err, err
+    with connect_reader(db) as con:
+        rows = con.execute("SELECT r.params, m.map_all FROM runs r JOIN run_metrics m USING (run_id) "
+                           "WHERE m.iteration = 0 ORDER BY r.run_id").fetchall()
+    assert len(rows) == 2                            # another parameter, another run
+    assert "skip_unanswerable" not in rows[0][0] and '"skip_unanswerable": true' in rows[1][0]
+    qg_np = qg.numpy()
+    assert rows[0][1] == pytest.approx(_brute_map(qg_np, lq, lg), abs=1e-12)
+    skipped = lq.copy()
+    skipped[[3, 7]] = -1
+    assert rows[1][1] == pytest.approx(_brute_map(qg_np, skipped, lg), abs=1e-12)
+    assert rows[1][1] > rows[0][1]
