@@ -404,3 +404,111 @@ def test_queries_without_relevant_items_count_as_ap_0_or_are_skipped(tmp_path, c
     skipped[[3, 7]] = -1
     assert rows[1][1] == pytest.approx(_brute_map(qg_np, skipped, lg), abs=1e-12)
     assert rows[1][1] > rows[0][1]
+
+
+# ------------------------------------------------------------------ jobs.bench
+
+BENCH_BAD = {
+    "unknown shape": (["--shape", "huge"], "invalid choice"),
+    "unknown flag": (["--fast"], "unrecognized arguments"),
+    "quick takes no value": (["--quick", "yes"], "unrecognized arguments"),
+}
+
+
+@pytest.mark.parametrize("case", list(BENCH_BAD))
+def test_bench_bad_input_one_line_exit_2(tmp_path, capsys, monkeypatch, case):
+    from jobs import bench
+    monkeypatch.chdir(tmp_path)
+    argv, message = BENCH_BAD[case]
+    err = _one_line_exit_2(bench.main, argv, capsys)
+    assert err.startswith("bench: error: ") and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------- kills at chosen points
+
+_KILLER = """
+import os, signal, sys
+import {module} as target
+real = target.{name}
+calls = [0]
+def killer(*a, **k):
+    calls[0] += 1
+    if calls[0] == {at}:
+        os.kill(os.getpid(), signal.SIGKILL)      # no cleanup, as a power cut or OOM kill
+    return real(*a, **k)
+target.{name} = killer
+from jobs.sweep import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+KILL_POINTS = {   # where: (module, function, on which call)
+    "during extraction": ("store.artifacts", "_write_graph", 1),   # features written, folder not in place
+    "mid-run": ("store.writes", "write_run", 2),                   # the second run computed, not committed
+    "between runs": ("store.writes", "heartbeat", 1),              # the first run committed
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_killed_at_a_chosen_point_then_resumed(tmp_path, capsys, point):
+    from tests.jobs.test_sweep import make_folder_dataset
+    module, name, at = KILL_POINTS[point]
+    root = make_folder_dataset(tmp_path / "data")
+    db = tmp_path / "r.duckdb"
+    argv = [str(a) for a in ["--dataset", "folder", "--data_root", root, "--backbone", "demo", "--cache_root",
+                             tmp_path / "cache", "--db", db, "--kg", 3, 4, 5, "--kq", 4, "--n_times", 2,
+                             "--top-n", 5, "--device", "cpu"]]
+    script = _KILLER.format(module=module, name=name, at=at)
+    done = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == -9, done.stderr[-2000:]
+    committed = 0
+    if db.exists():
+        with connect_reader(db) as con:
+            committed = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+            assert con.execute("SELECT status FROM sweeps").fetchall() == [("running",)]
+    assert committed == {"during extraction": 0, "mid-run": 1, "between runs": 1}[point]
+    # the same command again: resumes, cleans up, marks the dead sweep
+    code = sweep.main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.count("(skipped)") == committed and out.count("(new)") == 3 - committed
+    leftovers = [p.name for p in (tmp_path / "cache").rglob(".*") if p.name.startswith((".tmp-", ".old-"))]
+    assert leftovers == []
+    with connect_reader(db) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT config_key) FROM runs").fetchone() == (3, 3)
+        statuses = [s for (s,) in con.execute("SELECT status FROM sweeps ORDER BY sweep_id").fetchall()]
+        assert statuses == (["interrupted", "done"] if committed or point == "mid-run" else ["done"])
+        assert con.execute("SELECT count(*) FROM run_metrics").fetchone()[0] == 3 * 3
+    assert not Path(f"{db}.lock").exists()
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+@pytest.mark.slow
+def test_disk_full_while_committing_keeps_committed_runs(tmp_path, capsys):
+    _published_cache(tmp_path / "cache")
+    with _mounted_tmpfs(tmp_path / "small", "size=16m") as small:
+        db = small / "r.duckdb"
+        argv = [str(a) for a in ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db,
+                                 "--kg", *range(2, 40), "--kq", 40, "--n_times", 3, "--top-n", 40,
+                                 "--device", "cpu"]]
+        filler = small / "filler"
+        connect_writer(db).close()
+        free = os.statvfs(small).f_bavail * os.statvfs(small).f_frsize
+        filler.write_bytes(b"\0" * max(0, free - 600_000))      # leave room for a few runs only
+        code = sweep.main(argv)
+        out, err = capsys.readouterr()
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert code == 2 and "Traceback" not in err, err[-3000:]
+        assert len(errors) == 1 and "could not write" in errors[0] and "run the same command again" in errors[0]
+        filler.unlink()                                         # space again: the same command resumes
+        with connect_reader(db) as con:
+            kept = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+            assert con.execute("SELECT count(*) FROM run_metrics").fetchone()[0] == kept * 4
+        code = sweep.main(argv)
+        out, err = capsys.readouterr()
+        assert code == 0, err[-3000:]
+        assert out.count("(skipped)") == kept and out.count("(new)") == 38 - kept
