@@ -46,6 +46,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _looks_pickled(path: Path) -> bool:
+    """Whether a file starts like a torch zip archive or a binary pickle (protocol 2 or later)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
+
+
 def read_weights_file(path: str | Path, trust: bool = False) -> dict:
     """Load a ``.safetensors``, ``.pth``/``.pt``/``.bin`` file without running its code.
 
@@ -74,7 +81,7 @@ def read_weights_file(path: str | Path, trust: bool = False) -> dict:
             return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         found = pickled_global(exc)
-        if not trust and (found or "Weights only load failed" in str(exc)):
+        if not trust and (found or ("Weights only load failed" in str(exc) and _looks_pickled(path))):
             example = f" (e.g. {found})" if found else ""
             raise BackboneError(
                 f"{path} holds pickled Python objects{example} besides the weights, and loading those "

@@ -49,7 +49,7 @@ def test_untrusted_load_refuses_pickled_objects_and_names_the_flag(tmp_path):
     assert "\n" not in str(err.value) and "argparse.Namespace" in str(err.value)
 
 
-@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_a_checkpoint_pickled_without_torch_is_refused_as_pickled_objects(tmp_path, protocol):
     """Issue 11: pickle.dump'ed files fail weights-only loading without naming a global."""
     import argparse
