@@ -217,7 +217,9 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from jobs.cli import OneLineParser, UsageError
+
+    parser = OneLineParser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=["tuberlin", "quarter", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="a small shape (Q=300, G=2000) that runs in seconds")
     parser.add_argument("--methods", action="store_true",
@@ -226,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
     if args.side:
         result = run_engine(args.folder, args.device, args.k) if args.side == "engine" else run_literal(args.folder, args.k)
         print(json.dumps(result))

@@ -19,12 +19,13 @@ import sys
 import torch
 
 import icfrr
+from jobs.cli import OneLineParser, UsageError, resolve_device
 from store.artifacts import DEFAULT_CACHE_ROOT, MIN_GRAPH_K, USER_ERRORS, ensure_artifacts, qq_dists
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m jobs.extract``."""
-    p = argparse.ArgumentParser(prog="python -m jobs.extract", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m jobs.extract", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True,
                    help="tuberlin, sketchy_zs1, sketchy_zs2, custom, folder, demo (any name with --qg/--gg)")
     p.add_argument("--data_root", help="folder of the dataset's images (demo: where to generate it)")
@@ -59,13 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse values no extraction could use, before anything is read or written.
+
+    Raises:
+        UsageError: With a one-line message saying what to change.
+    """
+    if args.batchsize < 1:
+        raise UsageError(f"--batchsize must be at least 1, got {args.batchsize}")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 (load in this process) or more, got {args.workers}")
+    if args.kg_max < 1:
+        raise UsageError(f"--kg-max must be at least 1, got {args.kg_max}")
+    args.device = resolve_device(args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit status (0 done, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    if args.batchsize < 1:
-        print("error: --batchsize must be at least 1", file=sys.stderr)
-        return 2
     try:
+        args = build_parser().parse_args(argv)
+        check_flags(args)
         art = ensure_artifacts(
             args.dataset, args.data_root, backbone=args.backbone, per_class=args.per_class,
             cache_root=args.cache_root, kg_max=args.kg_max, weights=args.weights,
@@ -75,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, progress=not args.quiet)
         if art.qq_source is not None:
             qq_dists(art)  # checks its shape and keeps it beside the other artifacts
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (UsageError, *USER_ERRORS) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     q, g = art.qg_dists.shape
     where = art.cache_dir if art.cache_dir is not None else "memory only (--no-cache)"

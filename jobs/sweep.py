@@ -31,42 +31,39 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from icfrr.methods import MethodInputs
 from icfrr.registry import HEADLINE, METHOD_KEYS, METHODS, METRICS, Method, Param
 from icfrr.registry import method as registry_method
+from jobs import cli
 from jobs import published_outputs as pub
+from jobs.cli import OneLineParser, UsageError
 from jobs.method_runner import method_inputs, run_method
 from jobs.sweep_runner import RunOutcome, run_config
 from store import writes
 from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts, qq_dists, qq_identity
-from store.db import StoreError, check_database, connect_writer
+from store.db import StoreError, check_database, writer
+from store.fs import check_writable_dir
+from store.lock import SweepLock
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
 #: The table's metric columns: (run_metrics key, header), from the registry.
 TABLE_METRICS = tuple((m.key, m.label) for m in METRICS)
 
 
-class UsageError(ValueError):
-    """Bad input: reported as one line on stderr with exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
-        raise UsageError(f"{message} (see python -m jobs.sweep --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The sweep's flags; published spellings are aliases of ours."""
-    p = _Parser(prog="python -m jobs.sweep", allow_abbrev=False,
+    p = OneLineParser(prog="python -m jobs.sweep", allow_abbrev=False,
                 description="Re-rank a dataset with ICFRR (and other re-ranking methods) over a "
                             "grid of configurations and store every iteration's metrics in DuckDB.")
     p.add_argument("--dataset", required=True,
@@ -116,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"DuckDB results file (default {DEFAULT_DB})")
     out.add_argument("--top-n", dest="top_n", metavar="N", type=int, default=100,
                      help="how many of each query's top gallery items to store (default 100)")
+    out.add_argument("--skip-unanswerable", "--skip_unanswerable", dest="skip_unanswerable",
+                     action="store_true",
+                     help="leave queries whose label no gallery item has out of every mean (by "
+                          "default they count with AP 0); part of each run's parameters")
     out.add_argument("--force", action="store_true",
                      help="redo configurations already in the database (replacing them)")
     out.add_argument("--rerank-results-dir", "--rerank_results_dir", dest="rerank_results_dir",
@@ -228,26 +229,7 @@ def resolve_device(args: argparse.Namespace) -> str:
     Raises:
         UsageError: An unknown device, or CUDA asked for but missing.
     """
-    if args.device is None:
-        if not torch.cuda.is_available():
-            return "cpu"
-        name = f"cuda:{args.gpu_id}"
-    else:
-        name = args.device
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name} asked for CUDA but none is available; use --device cpu")
-        index = dev.index if dev.index is not None else 0
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"GPU {index} does not exist ({torch.cuda.device_count()} visible); "
-                             "pass another --gpu_id")
-    elif dev.type != "cpu":
-        raise UsageError(f"--device {name!r} is not supported; use cpu, cuda or cuda:N")
-    return str(dev)
+    return cli.resolve_device(args.device, args.gpu_id)
 
 
 @dataclass(frozen=True)
@@ -287,7 +269,8 @@ def expand_grid(
         grid = method_grid(args, m)
         for values in itertools.product(*grid.values()):
             cfg = writes.RunConfig.for_method(m.key, dict(zip(grid, values)),
-                                              inputs_key=(inputs_keys or {}).get(m.key))
+                                              inputs_key=(inputs_keys or {}).get(m.key),
+                                              skip_unanswerable=bool(args.skip_unanswerable))
             entries.setdefault(tuple(cfg.key_params().items()), GridEntry(cfg))
     return list(entries.values()), warnings
 
@@ -308,7 +291,8 @@ def _icfrr_grid(args: argparse.Namespace, n_gallery: int, entries: dict[tuple, G
                         cfg = writes.RunConfig(
                             kg=min(kg, max(n_gallery - 1, 1)), kq=min(kq, n_gallery),
                             beta=float(beta), n_iter=n_iter, variant=variant,
-                            extra={"asked_kg": kg, "asked_kq": kq})
+                            extra={"asked_kg": kg, "asked_kq": kq},
+                            skip_unanswerable=bool(getattr(args, "skip_unanswerable", False)))
                         key = tuple(cfg.key_params().items())
                         entries.setdefault(key, GridEntry(cfg, kg, kq))
     return warnings
@@ -449,6 +433,8 @@ class _Plan:
     warnings: list[str]
     images: tuple[list[Path], list[Path]] | None
     inputs: MethodInputs | None = None   # for the methods other than ICFRR
+    lock: SweepLock | None = None
+    labels_eval: np.ndarray | None = None   # query labels for the metrics (-1: left out)
 
     def out_dir(self, cfg: writes.RunConfig) -> Path | None:
         """Where the published files of ``cfg`` go (None without --rerank_results_dir)."""
@@ -459,8 +445,39 @@ class _Plan:
         return pub.results_dir(a.rerank_results_dir, a.dataset, a.per_class, label)
 
 
-def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
-    """Parse and check every input and load the artifacts; nothing touches the database.
+def _take_lock(db: Path, command: str) -> tuple[SweepLock, list[Path]]:
+    """The store's sweep lock, creating the database's folders; returns them too (to undo)."""
+    created = []
+    folder = Path(os.path.abspath(db)).parent
+    while not folder.exists():
+        created.append(folder)
+        folder = folder.parent
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder of --db {db}: {exc.strerror or exc}") from None
+    lock = SweepLock(db, command)
+    try:
+        lock.acquire()
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return lock, created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:            # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def prepare(argv: Sequence[str], log: Callable[[str], None], command: str = "python -m jobs.sweep") -> _Plan:
+    """Parse and check every input, take the store's sweep lock and load the artifacts.
+
+    Nothing is written to the database. On bad input the lock and any folder
+    it needed are removed again.
 
     Raises:
         UsageError, StoreError, ValueError, OSError: Bad input, to report in one line.
@@ -469,6 +486,21 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
     check_flags(args)
     device = resolve_device(args)
     check_database(args.db)
+    if args.rerank_results_dir is not None:   # refused now, not after the first configuration's work
+        check_writable_dir(args.rerank_results_dir, "--rerank_results_dir")
+    lock, created = _take_lock(args.db, command)
+    try:
+        plan = _load(args, device, log)
+    except BaseException:
+        lock.release()
+        _remove_empty(created)
+        raise
+    plan.lock = lock
+    return plan
+
+
+def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> _Plan:
+    """Load the artifacts and check the inputs that depend on them."""
     arts = load_artifacts(args, max(args.kg), device, log)
     n_query, n_gallery = arts.qg_dists.shape
     others = [m for m in requested_methods(args) if m.key != "icfrr"]
@@ -485,7 +517,41 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
                  else "give --data_root with the dataset's image files")
         raise UsageError(f"--query_idxs_to_vis needs the images: {where}")
     inputs = method_inputs(arts, log, qq) if others else None
-    return _Plan(args, device, arts, entries, warnings, images, inputs)
+    labels_eval, note = unanswerable(arts.labels_q, arts.labels_g, args.skip_unanswerable)
+    return _Plan(args, device, arts, entries, warnings + ([note] if note else []), images, inputs,
+                 labels_eval=labels_eval)
+
+
+def unanswerable(labels_q: np.ndarray, labels_g: np.ndarray, skip: bool) -> tuple[np.ndarray, str | None]:
+    """Query labels for the metrics, and the one warning about queries no ranking can answer.
+
+    Queries of unknown label (-1) are left out of every metric (spec). A query
+    whose label no gallery item has has nothing relevant: it gets AP 0 and
+    counts in the means, unless ``skip``, which gives it -1 for the metrics
+    (left out like an unknown label).
+
+    Args:
+        labels_q: int [Q] query labels.
+        labels_g: int [G] gallery labels.
+        skip: ``--skip-unanswerable``.
+
+    Returns:
+        (int64 [Q] labels to evaluate with, the warning or None).
+    """
+    labels_q = np.asarray(labels_q, dtype=np.int64)
+    unknown = labels_q == -1
+    missing = ~unknown & ~np.isin(labels_q, np.asarray(labels_g))
+    parts = []
+    if missing.any():
+        how = ("left out of every mean (--skip-unanswerable)" if skip else
+               "they get AP 0 and count in every mean; --skip-unanswerable leaves them out")
+        parts.append(f"{int(missing.sum())} of {len(labels_q)} queries have a label no gallery item has: {how}")
+    if unknown.any():
+        parts.append(f"{int(unknown.sum())} queries of unknown label (-1) are left out of the metrics")
+    out = labels_q.copy()
+    if skip:
+        out[missing] = -1
+    return out, "; ".join(parts) or None
 
 
 def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
@@ -500,11 +566,12 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
                                 arts.labels_q, arts.labels_g))
     on_step = lambda s, m: [h(s, m) for h in hooks]  # noqa: E731
     try:
+        labels_q = plan.labels_eval if plan.labels_eval is not None else arts.labels_q
         if cfg.method == "icfrr":
-            outcome = run_config(arts.qg_dists, arts.graph, arts.labels_q, arts.labels_g, cfg,
+            outcome = run_config(arts.qg_dists, arts.graph, labels_q, arts.labels_g, cfg,
                                  device=plan.device, top_n=plan.args.top_n, on_step=on_step)
         else:
-            outcome = run_method(plan.inputs, arts.labels_q, arts.labels_g, cfg,
+            outcome = run_method(plan.inputs, labels_q, arts.labels_g, cfg,
                                  top_n=plan.args.top_n, on_step=on_step)
     finally:
         iters.close()
@@ -521,12 +588,16 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
     """
     args, info = plan.args, artifact_info(plan.arts)
     keys = [e.config.config_key(info.key) for e in plan.entries]
-    with connect_writer(args.db) as con:
+    with writer(args.db) as con:
+        dead = writes.mark_interrupted(con, lock_held=plan.lock is not None)
         dataset_id = writes.upsert_dataset(con, **dataset_row(plan.arts))
         artifact_id = writes.upsert_artifact(con, dataset_id, info)
         done = {} if args.force else writes.finished_runs(con, keys)
         sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
                                       command=command)
+    if dead:
+        tqdm.write(f"sweep: marked {len(dead)} earlier sweep(s) whose process is gone 'interrupted' "
+                   f"(ids {', '.join(map(str, dead))})", file=sys.stderr)
     rows: dict[int, Row] = {}
     todo = []
     for i, (e, key) in enumerate(zip(plan.entries, keys)):
@@ -547,11 +618,12 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
             cfg = plan.entries[i].config
             bar.set_postfix_str(_config_label(cfg))
             outcome = _run_one(plan, cfg)
-            with connect_writer(args.db) as con:
+            with writer(args.db) as con:
                 run_id = writes.write_run(
                     con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                     config=cfg, device=plan.device, seconds=outcome.seconds,
                     metrics=outcome.metrics, kept=outcome.kept, force=args.force)
+                writes.heartbeat(con, sweep_id)
             # None: already stored by an earlier sweep, only the published files were missing
             state = "new" if run_id is not None else "files only"
             rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
@@ -559,10 +631,11 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
         status = "done"
     finally:
         try:
-            with connect_writer(args.db) as con:
+            with writer(args.db) as con:
                 writes.finish_sweep(con, sweep_id, status)
         except StoreError as exc:  # do not hide the error that got us here
-            _warn(f"could not mark sweep {sweep_id} {status}: {exc}")
+            if status == "done":
+                _warn(f"could not mark sweep {sweep_id} {status}: {exc}")
     return [rows[i] for i in sorted(rows)]
 
 
@@ -570,18 +643,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; returns the exit status (0 ok, 2 bad input)."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     notes: list[str] = []
+    command = "python -m jobs.sweep " + shlex.join(argv)
     try:
-        plan = prepare(argv, notes.append)
+        plan = prepare(argv, notes.append, command)
     except (UsageError, StoreError, ValueError, OSError) as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    try:
+        return _run(plan, notes, command)
+    finally:
+        if plan.lock is not None:
+            plan.lock.release()
+
+
+def _run(plan: _Plan, notes: list[str], command: str) -> int:
+    """Print the held-back notes, run the sweep, print the table; returns the exit status."""
     for message in notes:  # held back so that bad input gets one line only
         tqdm.write(message, file=sys.stderr)
     for message in plan.warnings:
         _warn(message)
     try:
-        rows = run_sweep(plan, "python -m jobs.sweep " + shlex.join(argv))
-    except StoreError as exc:  # e.g. the database stayed locked
+        rows = run_sweep(plan, command)
+    except StoreError as exc:  # the database stayed locked, or a write failed (disk full)
         return _fail(str(exc))
+    except OSError as exc:     # a published file could not be written (disk full)
+        return _fail(f"could not write {exc.filename or 'a file'} ({exc.strerror or exc}); runs committed "
+                     f"before are kept in {plan.args.db}: free some space and run the same command again")
     print(format_table(rows))
     print(f"\nResults in {plan.args.db}. Open the dashboard on them with:\n"
           f"  streamlit run dashboard/app.py -- --db {shlex.quote(str(plan.args.db))}")

@@ -27,6 +27,7 @@ same artifacts.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -41,15 +42,20 @@ from typing import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
-from icfrr.datasets import DATASET_NAMES, Dataset, DatasetError, Item, load_dataset
+from icfrr._owners import owner_tag, remove_stale
+from icfrr.datasets import DATASET_NAMES, DEMO_ROOT, Dataset, DatasetError, Item, load_dataset
+from icfrr.datasets.demo import is_generated
 from icfrr.features import (BackboneError, ImageReadError, default_device, extract_features, file_sha256,
                             load_backbone, weights_file)
 from icfrr.features.edges import DESCRIPTOR_VERSION
+from icfrr.features.extract import PREPROCESS_VERSION
+from store.fs import PathError, check_writable_dir
 from store.imports import (SourceError, has_published_cache, published_cache_dir, read_labels, read_matrix)
-from store.parquet_rows import (atomic_write_bytes, public_tempdir, read_meta, read_rows, write_rows,
+from store.parquet_rows import (atomic_write_bytes, check_rows, public_tempdir, read_meta, read_rows, write_rows,
                                 write_table)
 
 #: Bumped when the files' layout changes; older cache folders are then recomputed.
@@ -153,6 +159,14 @@ def _file_stamp(path: Path) -> list:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
+def _timm_version() -> str | None:
+    """timm's version: its models and poolings decide the features of timm-based backbones."""
+    try:
+        return importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _slug(backbone: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone).strip("-") or "backbone"
 
@@ -184,7 +198,9 @@ def _write_folder(final: Path, ds: Dataset, meta: dict, qg: np.ndarray, graph: N
                   feats: dict[str, np.ndarray]) -> dict[str, Path]:
     """Write every file into a temporary sibling folder, the marker last, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = public_tempdir(final.parent, f".tmp-{final.name}-")
+    remove_stale(final.parent, ".tmp-")          # left by killed runs (their process is gone)
+    remove_stale(final.parent, ".old-")
+    tmp = public_tempdir(final.parent, f".tmp-{final.name}-{owner_tag()}-")
     try:
         write_table(tmp / FILES["items"], _items_table(ds), meta | {"kind": "items"})
         for side, f in feats.items():
@@ -194,7 +210,7 @@ def _write_folder(final: Path, ds: Dataset, meta: dict, qg: np.ndarray, graph: N
         names = [name for kind, name in FILES.items() if (tmp / name).exists()]
         atomic_write_bytes(tmp / MARKER, json.dumps(meta | {"files": names}, indent=1).encode())
         if final.exists():
-            old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+            old = final.with_name(f".old-{final.name}-{owner_tag()}-{uuid.uuid4().hex[:8]}")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -220,9 +236,36 @@ def _complete(folder: Path, key: str) -> dict | None:
     return record
 
 
+def _check_folder(paths: dict[str, Path], record: dict, ds: Dataset) -> None:
+    """Every file against the marker and the dataset: kind, key, rows, widths (footers only).
+
+    Raises:
+        ValueError: A file is truncated, foreign, of another key or of another shape.
+    """
+    n_q, n_g, key = record["n_query"], record["n_gallery"], record["cache_key"]
+    if (n_q, n_g) != (len(ds.query), len(ds.gallery)):
+        raise ValueError(f"the marker says {n_q} x {n_g} items, the dataset has "
+                         f"{len(ds.query)} x {len(ds.gallery)}")
+    missing = {"items", "qg_dists", "neighbors"} - set(paths)
+    if missing:
+        raise ValueError(f"the marker lists no {', '.join(sorted(missing))} file")
+    expect = {"items": (n_q + n_g, None), "qg_dists": (n_q, {"dists": n_g}),
+              "neighbors": (n_g, {"neighbors": record["neighbors_k"], "distances": record["neighbors_k"]}),
+              "query_features": (n_q, {"feature": record.get("feature_dim")}),
+              "gallery_features": (n_g, {"feature": record.get("feature_dim")})}
+    for kind, path in paths.items():
+        rows, widths = expect[kind]
+        check_rows(path, kind, rows, widths, key)
+    with pq.ParquetFile(paths["items"], page_checksum_verification=True) as fh:
+        items = fh.read(columns=["side", "idx", "path", "label"]).to_pydict()
+    if items != _items_table(ds).select(["side", "idx", "path", "label"]).to_pydict():
+        raise ValueError(f"{paths['items']} lists other items than the dataset")
+
+
 def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
                  rebuild: Callable[[int], NeighborGraph], log: Callable[[str], None]) -> Artifacts:
     paths = {kind: folder / name for kind, name in FILES.items() if name in record["files"]}
+    _check_folder(paths, record, ds)
     qg = read_rows(paths["qg_dists"], ["dists"])[0]["dists"]
     graph = _read_graph(paths["neighbors"])
     need = graph_k(qg.shape[1], kg_max)
@@ -230,12 +273,19 @@ def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
         log(f"the cached neighbour graph keeps {graph.k} neighbours; rebuilding it with {need}")
         graph = rebuild(need)
         record = record | {"neighbors_k": graph.k}
-        _write_graph(paths["neighbors"], graph, {k: v for k, v in record.items() if k != "files"})
-        atomic_write_bytes(folder / MARKER, json.dumps(record, indent=1).encode())
+        try:
+            _write_graph(paths["neighbors"], graph, {k: v for k, v in record.items() if k != "files"})
+            atomic_write_bytes(folder / MARKER, json.dumps(record, indent=1).encode())
+        except OSError as exc:               # a read-only shared cache: use the graph from memory
+            log(f"could not store the larger neighbour graph in {folder} ({exc.strerror or exc}); "
+                "it is used from memory")
+    # read now, with the page checksums verified, so a damaged feature file is recomputed, not met later
+    feats = {side: read_rows(paths[f"{side}_features"], ["feature"])[0]["feature"]
+             for side in ("query", "gallery") if f"{side}_features" in paths}
     log(f"reusing artifacts in {folder}")
     return Artifacts(ds, torch.from_numpy(qg), graph, ds.labels_q, ds.labels_g, record["backbone"],
                      record.get("checkpoint_sha256"), record["per_class"], record["cache_key"], folder, paths,
-                     record, reused=True)
+                     record, reused=True, _features=feats)
 
 
 def _reuse(folder: Path, key: str, ds: Dataset, kg_max: int, rebuild: Callable[[int], NeighborGraph],
@@ -253,6 +303,28 @@ def _reuse(folder: Path, key: str, ds: Dataset, kg_max: int, rebuild: Callable[[
         return None
 
 
+def _cache_refusal(cache_root: Path) -> ArtifactError | None:
+    """None when artifacts can be written under ``cache_root``, else the error to raise before writing.
+
+    A file where the folder should be (or on its way) is refused at once. An
+    existing folder that cannot be written (a read-only shared cache) may
+    still serve artifacts it already holds, so the error is returned for the
+    caller to raise only when something would have to be computed.
+
+    Raises:
+        ArtifactError: ``cache_root`` is, or is inside, a regular file, or is
+            missing and cannot be created.
+    """
+    try:
+        check_writable_dir(cache_root, "--cache_root")
+    except PathError as exc:
+        error = ArtifactError(f"{exc}, or --no-cache to compute in memory")
+        if not cache_root.is_dir():
+            raise error from None
+        return error
+    return None
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -265,13 +337,17 @@ def _base_meta(dataset: str, ds: Dataset, backbone: str, sha: str | None, per_cl
 
 def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_class: int, cache_root: Path,
                    kg_max: int, force: bool, no_cache: bool, log: Callable[[str], None],
-                   backbone_args: dict, trust: bool, extract_args: dict) -> Artifacts:
+                   backbone_args: dict, trust: bool, extract_args: dict,
+                   read_only: ArtifactError | None = None) -> Artifacts:
     ds = load_dataset(dataset, data_root, per_class)
     wpath = weights_file(spec, dataset=dataset, **backbone_args)
     sha = file_sha256(wpath) if wpath is not None and wpath.is_file() else None
+    files = ds.files_stamp()         # root, names, sizes and mtimes: other pictures, other features
     key = _hash_json({"v": FORMAT_VERSION, "kind": "features", "dataset": dataset, "items": ds.fingerprint(),
-                      "backbone": spec, "weights_sha256": sha, "per_class": per_class, "metric": "euclidean",
-                      "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None})
+                      "files": files, "backbone": spec, "weights_sha256": sha, "per_class": per_class,
+                      "metric": "euclidean", "preprocess": PREPROCESS_VERSION,
+                      "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None,
+                      "timm": None if spec == "demo" else _timm_version()})
     folder = cache_root / dataset / str(per_class) / f"{_slug(spec)}-{key[:16]}"
     device = extract_args.get("device") or default_device()
 
@@ -281,6 +357,8 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
 
     if not (force or no_cache) and (cached := _reuse(folder, key, ds, kg_max, rebuild, log)) is not None:
         return cached
+    if read_only is not None:
+        raise read_only
     bb = load_backbone(spec, dataset=dataset, **backbone_args, trust_checkpoint=trust)
     if bb.report is not None:
         log(f"weights {bb.weights_path}: {bb.report.summary()}")
@@ -290,6 +368,7 @@ def _from_features(dataset: str, data_root: str | Path | None, spec: str, per_cl
     qg = pairwise_distances(fq, fg).cpu().numpy()
     graph = neighbor_graph_from_features(fg, graph_k(len(ds.gallery), kg_max))
     meta = _base_meta(dataset, ds, spec, sha, per_class, key) | {
+        "files_stamp": files, "preprocess_version": PREPROCESS_VERSION,
         "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k,
         "weights_path": str(wpath) if wpath else None,
         "load_report": bb.report.summary() if bb.report else None}
@@ -343,7 +422,7 @@ def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None
 
 def _from_import(dataset: str, data_root: str | Path | None, per_class: int, cache_root: Path, kg_max: int,
                  qg_path: Path, gg_path: Path, labels_path: Path | None, force: bool, no_cache: bool,
-                 log: Callable[[str], None]) -> Artifacts:
+                 log: Callable[[str], None], read_only: ArtifactError | None = None) -> Artifacts:
     for p in (qg_path, gg_path, labels_path):
         if p is not None and not p.is_file():
             raise ArtifactError(f"file not found: {p}")
@@ -362,6 +441,8 @@ def _from_import(dataset: str, data_root: str | Path | None, per_class: int, cac
 
     if not (force or no_cache) and (cached := _reuse(folder, key, ds, kg_max, rebuild, log)) is not None:
         return cached
+    if read_only is not None:
+        raise read_only
     graph = rebuild(graph_k(n_g, kg_max))
     meta = _base_meta(dataset, ds, "import", None, per_class, key) | {
         "neighbors_k": graph.k, "metric": "as imported",
@@ -454,6 +535,7 @@ def ensure_artifacts(
     if force and no_cache:
         raise ArtifactError("--force-cache and --no-cache contradict each other; pass one")
     cache_root = Path(cache_root)
+    read_only = None if no_cache else _cache_refusal(cache_root)
     if (qg_path is None) != (gg_path is None):
         raise ArtifactError("importing distances needs both a query-gallery and a gallery-gallery matrix")
     if labels_path is not None and qg_path is None:
@@ -476,15 +558,18 @@ def ensure_artifacts(
         if qq_path is not None and not Path(qq_path).is_file():
             raise ArtifactError(f"file not found: {qq_path}")
         arts = _from_import(dataset, data_root, per_class, cache_root, kg_max, Path(qg_path), Path(gg_path),
-                            Path(labels_path) if labels_path is not None else None, force, no_cache, log)
+                            Path(labels_path) if labels_path is not None else None, force, no_cache, log,
+                            read_only)
         arts.gg_source = Path(gg_path)
         arts.qq_source = Path(qq_path) if qq_path is not None else None
         return arts
     spec = backbone or ("demo" if dataset == "demo" else "icfrr")
+    if read_only is not None and dataset == "demo" and not is_generated(Path(data_root) if data_root else DEMO_ROOT):
+        raise read_only                                 # generating the demo would write before the refusal
     return _from_features(dataset, data_root, spec, per_class, cache_root, kg_max, force, no_cache, log,
                           {"pretrained_root": pretrained_root, "weights": weights}, trust_checkpoint,
                           {"batch_size": batch_size, "num_workers": num_workers, "device": device,
-                           "progress": progress})
+                           "progress": progress}, read_only)
 
 
 # --------------------------------------------------------------------------- dense gg, qq for the baselines

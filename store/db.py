@@ -19,16 +19,21 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 
-from store.schema import SCHEMA_VERSION, create_schema
+from store.fs import PathError, check_writable_dir
+from store.schema import SCHEMA_VERSION, create_schema, expected_columns
 
 #: Statements that bring a database from version ``v`` to ``v + 1``; every
 #: step keeps the spec's public columns (tables and columns are only added).
 MIGRATIONS: dict[int, str] = {
-    1: "SELECT 1",  # placeholder for the sweep owner columns (1 -> 2), replaced at merge
+    1: "ALTER TABLE sweeps ADD COLUMN owner_pid INTEGER; "
+       "ALTER TABLE sweeps ADD COLUMN owner_host VARCHAR; "
+       "ALTER TABLE sweeps ADD COLUMN heartbeat_at TIMESTAMP;",
     # 2 -> 3: baseline runs have no ICFRR parameters (NULL); every column is kept
     2: "; ".join(f"ALTER TABLE runs ALTER COLUMN {c} DROP NOT NULL" for c in ("variant", "kg", "kq", "beta")),
 }
@@ -48,27 +53,40 @@ def _is_not_duckdb(exc: Exception) -> bool:
     return "not a valid DuckDB database file" in str(exc)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def damaged(path: Path, exc: BaseException) -> StoreError:
+    """The one-line error for a store DuckDB cannot read (truncated, corrupted, unreadable)."""
+    return StoreError(
+        f"{path} is damaged or unreadable ({_first_line(exc)}); restore it from a copy or pass "
+        "--db with another file (it was left as it is)"
+    )
+
+
 def _open_with_retry(
     path: Path, *, read_only: bool, timeout_s: float
 ) -> duckdb.DuckDBPyConnection:
     """Open ``path``, retrying with jittered backoff while another process holds it.
 
     Raises:
-        StoreError: The file is not DuckDB, or stayed locked for ``timeout_s``.
+        StoreError: The file is not DuckDB, is damaged, or stayed locked for ``timeout_s``.
     """
     deadline = time.monotonic() + max(timeout_s, 0.0)
     delay = 0.02
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+        except duckdb.Error as exc:
             if _is_not_duckdb(exc):
                 raise StoreError(
                     f"{path} is not a DuckDB database; pass --db with a new or existing "
                     "icfrr-lab results file"
                 ) from None
             if not _is_lock_error(exc):
-                raise StoreError(f"cannot open {path}: {str(exc).splitlines()[0]}") from None
+                raise damaged(path, exc) from None
             if time.monotonic() >= deadline:
                 who = "a writer (a running sweep?)" if read_only else "another process"
                 raise StoreError(
@@ -86,22 +104,48 @@ def _table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """Table -> column names of every table in the ``main`` schema."""
+    out: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'main'"
+    ).fetchall():
+        out.setdefault(table, set()).add(column)
+    return out
+
+
 def stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
     """The schema version stored in an open database, ``None`` for an empty one.
 
+    A database counts as an icfrr-lab store only when every table of its
+    stored version exists with at least that version's columns.
+
     Raises:
-        StoreError: The database holds tables but is not an icfrr-lab store.
+        StoreError: The database holds tables but is not an icfrr-lab store,
+            or DuckDB cannot read it (damaged).
     """
-    tables = _table_names(con)
-    if "schema_info" not in tables:
-        if tables:
-            raise StoreError(
-                f"{path} is a DuckDB database but not an icfrr-lab results store; "
-                "pass --db with another file"
-            )
-        return None
-    row = con.execute("SELECT max(version) FROM schema_info").fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    not_ours = StoreError(
+        f"{path} is a DuckDB database but not an icfrr-lab results store; "
+        "pass --db with another file"
+    )
+    try:
+        columns = _columns(con)
+        if "schema_info" not in columns:
+            if columns:
+                raise not_ours
+            return None
+        if "version" not in columns["schema_info"]:
+            raise not_ours
+        row = con.execute("SELECT max(version) FROM schema_info").fetchone()
+    except duckdb.Error as exc:
+        raise damaged(path, exc) from None
+    version = None if row is None or row[0] is None else int(row[0])
+    if version is not None and 1 <= version <= SCHEMA_VERSION:
+        want = expected_columns(version)
+        if any(not cols <= columns.get(table, set()) for table, cols in want.items()):
+            raise not_ours
+    return version
 
 
 def _check_not_newer(version: int | None, path: Path) -> None:
@@ -115,22 +159,56 @@ def _check_not_newer(version: int | None, path: Path) -> None:
 def check_database(path: str | Path, *, timeout_s: float = 5.0) -> None:
     """Check, without writing anything, that a writer could use ``path``.
 
-    A missing file is fine (the writer creates it). Used by jobs to refuse bad
-    input before any work starts.
+    A missing file is fine (the writer creates it) when its folder can be
+    made and written. Used by jobs to refuse bad input before any work starts.
 
     Raises:
-        StoreError: Not DuckDB, not our store, or a newer schema.
+        StoreError: Not DuckDB, damaged, not our store, a newer schema, or a
+            folder that cannot be written (a file on the way, read-only).
     """
     path = Path(path)
-    if not path.exists():
-        return
     if path.is_dir():
         raise StoreError(f"{path} is a directory; pass --db with a database file path")
+    try:  # DuckDB writes a .wal file beside the database: its folder must be writable
+        check_writable_dir(path.parent, "--db", path)
+    except PathError as exc:
+        raise StoreError(str(exc)) from None
+    if not path.exists():
+        return
     con = _open_with_retry(path, read_only=True, timeout_s=timeout_s)
     try:
         _check_not_newer(stored_version(con, path), path)
+        _check_complete(con, path)
     finally:
         con.close()
+
+
+#: DuckDB's file starts with a 4 KiB main header and two 4 KiB database headers, then the blocks.
+_HEADER_BYTES = 3 * 4096
+
+
+def _check_complete(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a file shorter than the blocks its header counts (a truncated copy or download).
+
+    DuckDB only reads a block when a query touches it, so a truncated file
+    opens fine and fails at the first write. Skipped while a ``.wal`` file
+    exists (its blocks are not in the main file yet).
+
+    Raises:
+        StoreError: The file is shorter than its header says.
+    """
+    if Path(f"{path}.wal").exists():
+        return
+    try:
+        row = con.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchone()
+    except duckdb.Error as exc:
+        raise damaged(path, exc) from None
+    if row is None:
+        return
+    need = _HEADER_BYTES + int(row[0]) * int(row[1])
+    size = path.stat().st_size
+    if size < need:
+        raise damaged(path, ValueError(f"the file has {size} bytes, its header counts {need}"))
 
 
 def _migrate(con: duckdb.DuckDBPyConnection, version: int, path: Path) -> None:
@@ -172,7 +250,10 @@ def connect_writer(path: str | Path, *, timeout_s: float = 120.0) -> duckdb.Duck
     path = Path(path)
     if path.is_dir():
         raise StoreError(f"{path} is a directory; pass --db with a database file path")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder of --db {path}: {exc.strerror or exc}") from None
     con = _open_with_retry(path, read_only=False, timeout_s=timeout_s)
     try:
         version = stored_version(con, path)
@@ -183,8 +264,11 @@ def connect_writer(path: str | Path, *, timeout_s: float = 120.0) -> duckdb.Duck
             con.execute("COMMIT")
         elif version < SCHEMA_VERSION:
             _migrate(con, version, path)
+    except duckdb.Error as exc:
+        _close_quietly(con)
+        raise write_failed(path, exc) from None
     except BaseException:
-        con.close()
+        _close_quietly(con)
         raise
     return con
 
@@ -295,6 +379,42 @@ def _attach_with_retry(path: Path, timeout_s: float) -> duckdb.DuckDBPyConnectio
                 ) from None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.1)
+
+
+def _close_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.close()
+    except duckdb.Error:  # a connection DuckDB invalidated after an I/O error
+        pass
+
+
+def write_failed(path: Path, exc: BaseException) -> StoreError:
+    """The one-line error for a write DuckDB could not do (disk full, I/O error, damaged file)."""
+    if any(sign in str(exc) for sign in ("Could not read enough bytes", "Corrupt database file",
+                                         "checksum")):
+        return damaged(path, exc)
+    return StoreError(
+        f"could not write to {path} ({_first_line(exc)}); runs committed before are kept: "
+        "free some space (or fix the disk) and run the same command again"
+    )
+
+
+@contextmanager
+def writer(path: str | Path, *, timeout_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``with writer(path) as con:`` = :func:`connect_writer`, with failures as one-line StoreErrors.
+
+    A DuckDB or OS error inside the block (a full disk while committing, an
+    I/O error) becomes :class:`StoreError`; the transaction it interrupted is
+    not committed, earlier commits stay. The connection is always closed.
+    """
+    path = Path(path)
+    con = connect_writer(path, timeout_s=timeout_s)
+    try:
+        yield con
+    except (duckdb.Error, OSError) as exc:
+        raise write_failed(path, exc) from None
+    finally:
+        _close_quietly(con)
 
 
 def connect_reader(path: str | Path, *, timeout_s: float = 5.0) -> duckdb.DuckDBPyConnection:

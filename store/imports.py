@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +105,12 @@ def read_labels(path: str | Path, n_query: int, n_gallery: int) -> tuple[np.ndar
     if path.suffix in (".pth", ".pt"):
         data = _load_pth(path)
     elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise SourceError(f"cannot read {path} as .npz ({str(exc).splitlines()[0][:120]}); "
+                              "save it with numpy.savez(path, query=..., gallery=...)") from None
     elif path.suffix == ".json":
         try:
             data = json.loads(path.read_text())

@@ -90,7 +90,8 @@ def write_table(path: Path, table: pa.Table, meta: Mapping[str, object]) -> None
     os.close(fd)
     try:
         os.chmod(tmp, _umask_mode(0o666))
-        pq.write_table(table, tmp, compression="lz4", row_group_size=ROW_GROUP, use_dictionary=False)
+        pq.write_table(table, tmp, compression="lz4", row_group_size=ROW_GROUP, use_dictionary=False,
+                       write_page_checksum=True)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -105,16 +106,53 @@ def read_meta(path: Path) -> dict:
     return json.loads(raw[META_KEY])
 
 
+def check_rows(path: Path, kind: str, rows: int, widths: Mapping[str, int | None] | None = None,
+               key: str | None = None) -> dict:
+    """Check, from its footer only, that an artifact file holds what its folder's marker says.
+
+    Args:
+        path: A Parquet file written by :func:`write_rows` or :func:`write_table`.
+        kind: The ``kind`` its metadata must name (``qg_dists``...).
+        rows: The number of rows it must hold.
+        widths: Column -> the width its rows must have (None: any), for
+            :func:`write_rows` files.
+        key: The ``cache_key`` its metadata must carry, if given.
+
+    Returns:
+        Its metadata.
+
+    Raises:
+        ValueError: A truncated or foreign file, another kind or key, or other shapes.
+    """
+    info = pq.read_metadata(path)              # a truncated file has no footer: ArrowInvalid (a ValueError)
+    raw = (info.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise ValueError(f"{path} has no icfrr metadata")
+    meta = json.loads(raw)
+    if meta.get("kind") != kind or (key is not None and meta.get("cache_key") != key):
+        raise ValueError(f"{path} holds {meta.get('kind')!r} of key {str(meta.get('cache_key'))[:16]}, "
+                         f"not {kind!r} of key {str(key)[:16]}")
+    if info.num_rows != rows:
+        raise ValueError(f"{path} has {info.num_rows} rows, expected {rows}")
+    for name, width in (widths or {}).items():
+        got = meta.get("columns", {}).get(name)
+        if got is None or got[0] != rows or (width is not None and got[1] != width):
+            raise ValueError(f"{path}: column {name} is {got}, expected [{rows}, {width or 'any'}]")
+    return meta
+
+
 def read_rows(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict]:
-    """Read back the matrices written by :func:`write_rows`.
+    """Read back the matrices written by :func:`write_rows`, verifying the page checksums.
 
     Returns:
         (column name -> array [N, M] of the dtype it was written with, metadata).
 
     Raises:
-        ValueError: A column is missing or its shape disagrees with the metadata.
+        ValueError: A column is missing, its shape disagrees with the metadata,
+            or a page's checksum does not match (a damaged file).
     """
-    table = pq.read_table(path, columns=names)
+    with pq.ParquetFile(path, page_checksum_verification=True) as fh:
+        table = fh.read(columns=names)
     meta = json.loads((table.schema.metadata or {})[META_KEY])
     out = {}
     for name in names:

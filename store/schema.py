@@ -6,6 +6,8 @@ never renamed or dropped; new columns go beside them with a migration step.
 
 from __future__ import annotations
 
+import functools
+
 import duckdb
 
 from icfrr.registry import METRIC_KEYS, QUERY_COLUMNS
@@ -63,7 +65,10 @@ CREATE TABLE IF NOT EXISTS sweeps (
     command      VARCHAR NOT NULL,
     started_at   TIMESTAMP NOT NULL,
     finished_at  TIMESTAMP,
-    status       VARCHAR NOT NULL     -- 'running', 'done', 'failed'
+    status       VARCHAR NOT NULL,    -- 'running', 'done', 'failed', 'interrupted' (its process died)
+    owner_pid    INTEGER,             -- v2: the process running it
+    owner_host   VARCHAR,             -- v2: and its machine
+    heartbeat_at TIMESTAMP            -- v2: last sign of life (start, each committed run)
 );
 
 CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
@@ -136,14 +141,61 @@ def add_metric_columns(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} DOUBLE")
 
 
+#: Version -> table -> columns that version's migration added (absent from older stores).
+ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
+    2: {"sweeps": ("owner_pid", "owner_host", "heartbeat_at")},
+}
+
+
+def _ddl() -> str:
+    """The DDL with one column per registry metric."""
+    return _DDL.format(run_metric_columns=_metric_columns(METRIC_KEYS),
+                       query_metric_columns=_metric_columns(QUERY_COLUMNS))
+
+
+@functools.cache
+def _current_columns() -> dict[str, frozenset[str]]:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(_ddl())
+        rows = con.execute("SELECT table_name, column_name FROM information_schema.columns "
+                           "WHERE table_schema = 'main' AND table_name IN "
+                           "(SELECT table_name FROM information_schema.tables "
+                           " WHERE table_type = 'BASE TABLE')").fetchall()
+    finally:
+        con.close()
+    out: dict[str, set[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, set()).add(column)
+    return {t: frozenset(c) for t, c in out.items()}
+
+
+def expected_columns(version: int) -> dict[str, frozenset[str]]:
+    """Table -> the columns a store of schema ``version`` has (every table, at least these).
+
+    The registry's metric columns are left out: a metric added to the registry
+    reaches older stores with their next write (:func:`add_metric_columns`).
+
+    Args:
+        version: 1 .. SCHEMA_VERSION.
+    """
+    out = dict(_current_columns())
+    out["run_metrics"] = out["run_metrics"] - set(METRIC_KEYS)
+    out["query_metrics"] = out["query_metrics"] - set(QUERY_COLUMNS)
+    for v, added in ADDED_COLUMNS.items():
+        if v > version:
+            for table, cols in added.items():
+                out[table] = out[table] - set(cols)
+    return out
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create (idempotently) every table, sequence and view of the current schema.
 
     Args:
         con: A writable DuckDB connection.
     """
-    con.execute(_DDL.format(run_metric_columns=_metric_columns(METRIC_KEYS),
-                            query_metric_columns=_metric_columns(QUERY_COLUMNS)))
+    con.execute(_ddl())
     add_metric_columns(con)
     if con.execute("SELECT count(*) FROM schema_info").fetchone()[0] == 0:
         con.execute("INSERT INTO schema_info VALUES (?)", [SCHEMA_VERSION])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from icfrr.registry import METRIC_KEYS as METRICS
 from icfrr.registry import QUERY_COLUMNS as QUERY_METRICS
 from icfrr.registry import best_iteration
 from icfrr.registry import method as registry_method
+from icfrr._owners import host_name, pid_alive
 
 
 def _now() -> datetime:
@@ -192,21 +194,72 @@ def upsert_artifact(con: duckdb.DuckDBPyConnection, dataset_id: int, info: Artif
 
 
 def start_sweep(
-    con: duckdb.DuckDBPyConnection, *, dataset_id: int, artifact_id: int, command: str
+    con: duckdb.DuckDBPyConnection, *, dataset_id: int, artifact_id: int, command: str,
+    owner_pid: int | None = None, owner_host: str | None = None,
 ) -> int:
-    """Add a ``sweeps`` row with status ``'running'``; returns its ``sweep_id``."""
+    """Add a ``sweeps`` row with status ``'running'`` and its owner; returns its ``sweep_id``.
+
+    Args:
+        owner_pid: The process running it (default this one).
+        owner_host: Its machine (default this one).
+    """
+    now = _now()
     return int(con.execute(
-        "INSERT INTO sweeps (dataset_id, artifact_id, command, started_at, status) "
-        "VALUES (?, ?, ?, ?, 'running') RETURNING sweep_id",
-        [dataset_id, artifact_id, command, _now()]).fetchone()[0])
+        "INSERT INTO sweeps (dataset_id, artifact_id, command, started_at, status, owner_pid, "
+        "owner_host, heartbeat_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?) RETURNING sweep_id",
+        [dataset_id, artifact_id, command, now,
+         os.getpid() if owner_pid is None else owner_pid,
+         host_name() if owner_host is None else owner_host, now]).fetchone()[0])
+
+
+def heartbeat(con: duckdb.DuckDBPyConnection, sweep_id: int) -> None:
+    """Stamp a running sweep's ``heartbeat_at`` (after each committed run)."""
+    con.execute("UPDATE sweeps SET heartbeat_at = ? WHERE sweep_id = ? AND status = 'running'",
+                [_now(), sweep_id])
+
+
+#: A running sweep of another machine whose heartbeat is older than this is taken as dead.
+STALE_AFTER_S = 6 * 3600.0
+
+
+def mark_interrupted(con: duckdb.DuckDBPyConnection, *, lock_held: bool = True,
+                     stale_after_s: float = STALE_AFTER_S) -> list[int]:
+    """Mark the ``'running'`` sweeps whose process is gone ``'interrupted'``.
+
+    On this machine a sweep is dead when its process no longer exists, or, when
+    the caller holds the store's sweep lock (``lock_held``), whatever its pid
+    (only the lock holder runs). Sweeps without an owner (from schema version 1)
+    count as this machine's. Another machine's sweep is dead when its heartbeat
+    is older than ``stale_after_s``.
+
+    Returns:
+        The sweep ids marked.
+    """
+    here = host_name()
+    rows = con.execute("SELECT sweep_id, owner_pid, owner_host, coalesce(heartbeat_at, started_at) "
+                       "FROM sweeps WHERE status = 'running'").fetchall()
+    now = _now()
+    dead = []
+    for sweep_id, pid, host, beat in rows:
+        if host is None or host == here:
+            if pid == os.getpid():
+                continue
+            if lock_held or pid is None or not pid_alive(int(pid)):
+                dead.append(sweep_id)
+        elif (now - beat).total_seconds() > stale_after_s:
+            dead.append(sweep_id)
+    if dead:
+        con.execute("UPDATE sweeps SET status = 'interrupted', finished_at = coalesce(heartbeat_at, ?) "
+                    "WHERE sweep_id IN (SELECT unnest(?::INTEGER[]))", [now, dead])
+    return dead
 
 
 def finish_sweep(con: duckdb.DuckDBPyConnection, sweep_id: int, status: str) -> None:
     """Mark a sweep ``'done'`` or ``'failed'`` and stamp its end time."""
     if status not in ("done", "failed"):
         raise ValueError(f"sweep status must be 'done' or 'failed', not {status!r}")
-    con.execute("UPDATE sweeps SET status = ?, finished_at = ? WHERE sweep_id = ?",
-                [status, _now(), sweep_id])
+    con.execute("UPDATE sweeps SET status = ?, finished_at = ?, heartbeat_at = ? WHERE sweep_id = ?",
+                [status, _now(), _now(), sweep_id])
 
 
 # ------------------------------------------------------------------------------- runs
@@ -233,6 +286,7 @@ class RunConfig:
     extra: Mapping[str, object] = field(default_factory=dict)
     params: Mapping[str, object] = field(default_factory=dict)
     inputs_key: str | None = None
+    skip_unanswerable: bool = False
 
     def __post_init__(self) -> None:
         icfrr = self.method == "icfrr"
@@ -246,7 +300,7 @@ class RunConfig:
 
     @classmethod
     def for_method(cls, key: str, params: Mapping[str, object], *, inputs_key: str | None = None,
-                   extra: Mapping[str, object] | None = None) -> RunConfig:
+                   extra: Mapping[str, object] | None = None, skip_unanswerable: bool = False) -> RunConfig:
         """A single-shot method's configuration (one re-ranking: iterations 0 and 1).
 
         Args:
@@ -255,6 +309,7 @@ class RunConfig:
             inputs_key: Identity of inputs beyond the artifact (e.g. imported
                 query-query distances); part of the config key when given.
             extra: Parameters for ``runs.params`` that do not change the results.
+            skip_unanswerable: Queries no gallery item answers are left out of the means.
 
         Raises:
             ValueError: Unknown method, or parameters missing or not the method's.
@@ -268,14 +323,21 @@ class RunConfig:
             raise ValueError(f"{key} takes exactly the parameters {', '.join(names)}, got {', '.join(params)}")
         values = {p.name: p.kind(params[p.name]) for p in entry.params}
         return cls(n_iter=1, variant=None, method=key, params=values, inputs_key=inputs_key,
-                   extra=dict(extra or {}))
+                   extra=dict(extra or {}), skip_unanswerable=skip_unanswerable)
 
     def key_params(self) -> dict[str, object]:
-        """The parameters that determine the results."""
+        """The parameters that determine the results.
+
+        ``skip_unanswerable`` (queries whose label no gallery item has are left
+        out of the means) appears only when set, so runs stored before it
+        existed keep their keys.
+        """
+        more: dict[str, object] = {} if self.inputs_key is None else {"inputs_key": self.inputs_key}
+        if self.skip_unanswerable:
+            more["skip_unanswerable"] = True
         if self.method == "icfrr":  # unchanged since the first schema: stored keys stay valid
             return {"method": self.method, "variant": self.variant, "kg": int(self.kg),
-                    "kq": int(self.kq), "beta": float(self.beta), "n_iter": int(self.n_iter)}
-        more = {} if self.inputs_key is None else {"inputs_key": self.inputs_key}
+                    "kq": int(self.kq), "beta": float(self.beta), "n_iter": int(self.n_iter), **more}
         return {"method": self.method, "n_iter": int(self.n_iter), **dict(self.params), **more}
 
     def config_key(self, artifact_key: str) -> str:

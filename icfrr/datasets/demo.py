@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .._owners import owner_tag, remove_stale
 from .base import DatasetError
 
 #: Bumped whenever the generator's output changes, so old folders are regenerated.
@@ -311,6 +312,11 @@ def generate_demo(root: Path, seed: int = 0, n_query: int = N_QUERY_PER_CLASS,
                     img.save(out)
 
 
+def is_generated(root: str | Path) -> bool:
+    """Whether ``root`` holds a finished generated demo (of any seed or version)."""
+    return (Path(root) / _MARKER).is_file()
+
+
 def demo_version(root: Path) -> str:
     """The generator record (seed, version, sizes) of a generated demo folder, as JSON text."""
     return (Path(root) / _MARKER).read_text()
@@ -349,7 +355,8 @@ def ensure_demo(root: str | Path = DEFAULT_ROOT, seed: int = 0, n_query: int = N
         raise DatasetError(f"{root} exists and is not a generated demo folder; "
                            "choose another --data_root or empty it")
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    remove_stale(root.parent, f".{root.name}.tmp-")           # left by killed runs (their process is gone)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-{owner_tag()}-", dir=root.parent))
     mask = os.umask(0)
     os.umask(mask)
     os.chmod(tmp, 0o777 & ~mask)                               # mkdtemp makes it private

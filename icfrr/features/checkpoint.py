@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -45,6 +46,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _looks_pickled(path: Path) -> bool:
+    """Whether a file starts like a torch zip archive or a binary pickle (protocol 2 or later)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
+
+
 def read_weights_file(path: str | Path, trust: bool = False) -> dict:
     """Load a ``.safetensors``, ``.pth``/``.pt``/``.bin`` file without running its code.
 
@@ -68,15 +76,19 @@ def read_weights_file(path: str | Path, trust: bool = False) -> dict:
         except Exception as exc:  # safetensors raises its own error types
             raise BackboneError(f"cannot read {path} as safetensors: {exc}") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():      # e.g. "Detected pickle protocol 4": the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         found = pickled_global(exc)
-        if trust or not found:
-            raise BackboneError(f"cannot read weights file {path}: not a torch checkpoint "
-                                f"({_first_line(exc)[:80]})") from None
-        raise BackboneError(
-            f"{path} holds pickled Python objects (e.g. {found}); reading them runs code from the file, "
-            "so pass --trust-checkpoint only if you trust where it came from") from None
+        if not trust and (found or ("Weights only load failed" in str(exc) and _looks_pickled(path))):
+            example = f" (e.g. {found})" if found else ""
+            raise BackboneError(
+                f"{path} holds pickled Python objects{example} besides the weights, and loading those "
+                "could run code from the file; if you trust its source, pass --trust-checkpoint to "
+                "load it") from None
+        raise BackboneError(f"cannot read weights file {path}: not a torch checkpoint "
+                            f"({_first_line(exc)[:80]})") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise BackboneError(f"cannot read weights file {path}: {_first_line(exc)}") from None
 

@@ -16,6 +16,9 @@ from tqdm import tqdm
 from .backbones import Backbone
 from .errors import ImageReadError
 
+#: Bumped whenever decoding, resizing or normalising images changes, so cached features are recomputed.
+PREPROCESS_VERSION = 1
+
 
 def open_rgb(path: Path) -> Image.Image:
     """Open an image as RGB; transparent pixels (sketches saved with alpha) become white."""

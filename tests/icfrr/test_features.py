@@ -49,6 +49,21 @@ def test_untrusted_load_refuses_pickled_objects_and_names_the_flag(tmp_path):
     assert "\n" not in str(err.value) and "argparse.Namespace" in str(err.value)
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_checkpoint_pickled_without_torch_is_refused_as_pickled_objects(tmp_path, protocol):
+    """Issue 11: pickle.dump'ed files fail weights-only loading without naming a global."""
+    import argparse
+    import pickle
+    ckpt = tmp_path / "checkpoint.pth"
+    ckpt.write_bytes(pickle.dumps({"model_state_dict_best": {}, "args": argparse.Namespace(a=1)},
+                                  protocol=protocol))
+    with pytest.raises(BackboneError) as err:
+        load_icfrr(ckpt, trust=False, **TINY_VIT)
+    text = str(err.value)
+    assert "\n" not in text and "pickled Python objects" in text and "could run code" in text
+    assert "--trust-checkpoint" in text and "not a torch checkpoint" not in text
+
+
 def test_trusted_load_gives_the_spec_feature(tmp_path, images):
     source = tiny_vit(seed=1).eval()
     ckpt = published_checkpoint(tmp_path / "checkpoint.pth", source.state_dict(), with_objects=True)

@@ -213,6 +213,41 @@ def test_generated_folder_dataset_end_to_end(tmp_path: Path, capsys) -> None:
         Q, G = saved
 
 
+def test_two_roots_with_the_same_file_names_get_their_own_runs(tmp_path: Path, capsys,
+                                                               monkeypatch) -> None:
+    """Issue 11: swept one after the other from one folder, the second root must not reuse the first."""
+    monkeypatch.chdir(tmp_path)                        # the default cache/ is shared, as for a user
+    first = make_folder_dataset(tmp_path / "a")
+    second = tmp_path / "b"
+    for c, name in enumerate(("ant", "bee", "cow")):   # same names, other pictures (classes rotated)
+        for i in range(2):
+            _draw(second / "query" / name / f"{name}_q{i}.png", (c + 1) % 3, i + 4)
+        for i in range(5):
+            _draw(second / "gallery" / name / f"{name}_g{i}.png", c if i < 2 else (c + 2) % 3, 20 + i)
+    common = ["--dataset", "folder", "--backbone", "demo", "--kg", 4, "--kq", 3, "--n_times", 2,
+              "--top-n", 5, "--device", "cpu"]
+
+    def final_map(db: Path, root: Path) -> list[float]:
+        with connect_reader(db) as con:
+            return [v for (v,) in con.execute(
+                "SELECT m.map_all FROM run_metrics m JOIN runs r USING (run_id) "
+                "JOIN sweeps s USING (sweep_id) JOIN datasets d USING (dataset_id) "
+                "WHERE d.root = ? ORDER BY m.iteration", [str(root.resolve())]).fetchall()]
+
+    for root in (first, second):
+        code, out, err = run([*common, "--data_root", root, "--db", "shared.duckdb"], capsys)
+        assert code == 0 and "(new)" in out and "reusing artifacts" not in err, err
+    code, _, err = run([*common, "--data_root", second, "--db", "fresh.duckdb", "--cache_root", "fresh"],
+                       capsys)
+    assert code == 0, err
+    truth = final_map(Path("fresh.duckdb"), second)
+    assert final_map(Path("shared.duckdb"), second) == truth
+    assert final_map(Path("shared.duckdb"), first) != truth
+    with connect_reader(Path("shared.duckdb")) as con:
+        assert con.execute("SELECT count(DISTINCT dataset_id), count(DISTINCT cache_key) "
+                           "FROM artifacts").fetchone() == (2, 2)
+
+
 # -------------------------------------------------------------- the published flags path
 
 
@@ -303,6 +338,7 @@ BAD = {
     "bad device": (["--device", "abacus"], "--device"),
     "per_class zero": (["--per_class", "0"], "--per_class must be -1 (all) or >= 1"),
     "top-n zero": (["--top-n", "0"], "--top-n must be >= 1"),
+    "too many iterations": (["--n_times", "5", "10000"], "--n-times values must be <= 100"),
 }
 if not torch.cuda.is_available():
     BAD["cuda missing"] = (["--device", "cuda"], "none is available")
@@ -443,4 +479,4 @@ def test_reader_during_sweep_then_resume_after_kill(tmp_path: Path, capsys) -> N
         assert con.execute("SELECT count(*), count(DISTINCT config_key) FROM runs").fetchone() \
             == (n_configs, n_configs)
         assert con.execute("SELECT status FROM sweeps ORDER BY sweep_id").fetchall() == [
-            ("running",), ("done",)]
+            ("interrupted",), ("done",)]     # the next writer saw the killed sweep's process gone

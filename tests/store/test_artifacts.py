@@ -253,3 +253,53 @@ def test_a_damaged_cache_file_is_recomputed_not_trusted(tmp_path):
     assert not again.reused and any("unreadable" in n for n in notes)
     assert again.qg_dists.numpy().tobytes() == qg.tobytes()
     assert ensure_artifacts("custom", cache_root=tmp_path, log=_quiet).reused
+
+
+def _swapped_root(root):
+    """A folder dataset with the same file names as ``folder_dataset`` but other pictures in them."""
+    from tests.icfrr.image_data import shape_image
+    swap = {"circle": "square", "square": "triangle", "triangle": "circle"}
+    for c, other in swap.items():
+        for i in range(2):
+            shape_image(root / "query" / c / f"q{i}.png", other, False, offset=i)
+        for i in range(4):
+            shape_image(root / "gallery" / c / f"g{i}.png", c if i < 2 else other, True, offset=i - 1)
+    return root
+
+
+def _demo_features(root, cache, **kw):
+    return ensure_artifacts("folder", root, backbone="demo", cache_root=cache, num_workers=0, progress=False,
+                            log=_quiet, **kw)
+
+
+def test_same_file_names_in_another_root_get_their_own_features(tmp_path, shapes_root):
+    """Issue 11: a second data root with the same names must not reuse the first root's features."""
+    cache = tmp_path / "cache"
+    first = _demo_features(shapes_root, cache)
+    other = _swapped_root(tmp_path / "other")
+    second = _demo_features(other, cache)
+    truth = _demo_features(other, tmp_path / "fresh_cache")      # the oracle: a cache that never saw root 1
+    assert not second.reused and second.cache_key != first.cache_key
+    assert second.qg_dists.numpy().tobytes() == truth.qg_dists.numpy().tobytes()
+    assert second.qg_dists.numpy().tobytes() != first.qg_dists.numpy().tobytes()
+    assert _demo_features(shapes_root, cache).reused and _demo_features(other, cache).reused
+
+
+def test_an_image_replaced_in_place_is_extracted_again(tmp_path):
+    import os
+    from tests.icfrr.image_data import shape_image
+    root = folder_dataset(tmp_path / "data")
+    cache = tmp_path / "cache"
+    first = _demo_features(root, cache)
+    target = root / "gallery" / "circle" / "g0.png"
+    shape_image(target, "triangle", True)                        # other pixels, same name
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1))     # a new mtime even on coarse clocks
+    again = _demo_features(root, cache)
+    assert not again.reused and again.cache_key != first.cache_key
+    g0 = again.dataset.gallery[0]
+    assert g0.path == "gallery/circle/g0.png"
+    assert not np.array_equal(again.features("gallery")[0], first.features("gallery")[0])
+    np.testing.assert_array_equal(again.features("gallery")[1:], first.features("gallery")[1:])
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 2))     # touched only: re-extracted as well
+    assert not _demo_features(root, cache).reused
