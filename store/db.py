@@ -188,10 +188,12 @@ _HEADER_BYTES = 3 * 4096
 
 
 def _check_complete(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a file shorter than the blocks its header counts (a truncated copy or download).
+    """Refuse a file shorter than the blocks in use need (a truncated copy or download).
 
     DuckDB only reads a block when a query touches it, so a truncated file
-    opens fine and fails at the first write. Skipped while a ``.wal`` file
+    opens fine and fails at the first write. Only the used blocks are
+    counted: DuckDB cuts free blocks off the end of the file, so the total it
+    reports can exceed a healthy file's size. Skipped while a ``.wal`` file
     exists (its blocks are not in the main file yet).
 
     Raises:
@@ -200,7 +202,7 @@ def _check_complete(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     if Path(f"{path}.wal").exists():
         return
     try:
-        row = con.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchone()
+        row = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
     except duckdb.Error as exc:
         raise damaged(path, exc) from None
     if row is None:
@@ -208,7 +210,7 @@ def _check_complete(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     need = _HEADER_BYTES + int(row[0]) * int(row[1])
     size = path.stat().st_size
     if size < need:
-        raise damaged(path, ValueError(f"the file has {size} bytes, its header counts {need}"))
+        raise damaged(path, ValueError(f"the file has {size} bytes, its blocks in use need {need}"))
 
 
 def _migrate(con: duckdb.DuckDBPyConnection, version: int, path: Path) -> None:

@@ -315,16 +315,12 @@ def test_dead_sweeps_are_marked_interrupted_live_ones_kept(tmp_path):
 
 
 def test_a_version_1_store_is_migrated_keeping_its_rows(tmp_path):
+    from tests.store.first_schema import first_schema_ddl
     import store.schema as schema
     from store.db import MIGRATIONS
     db = tmp_path / "v1.duckdb"
     con = duckdb.connect(str(db))
-    v1 = schema._DDL.replace("""    status       VARCHAR NOT NULL,    -- 'running', 'done', 'failed', 'interrupted' (its process died)
-    owner_pid    INTEGER,             -- v2: the process running it
-    owner_host   VARCHAR,             -- v2: and its machine
-    heartbeat_at TIMESTAMP            -- v2: last sign of life (start, each committed run)""",
-                             "    status       VARCHAR NOT NULL")
-    assert v1 != schema._DDL
+    v1 = first_schema_ddl()
     con.execute(v1)
     con.execute("INSERT INTO schema_info VALUES (1)")
     con.execute("INSERT INTO sweeps (dataset_id, artifact_id, command, started_at, status) "

@@ -14,6 +14,7 @@ import pytest
 
 import store.db as db
 from store.schema import SCHEMA_VERSION
+from tests.store.first_schema import first_schema_ddl
 
 # Spec section 6, copied literally: these columns are the public interface.
 SPEC_COLUMNS = {
@@ -144,8 +145,8 @@ def test_runs_without_icfrr_parameters_after_migration(tmp_path: Path) -> None:
     """A store of the first schema (ICFRR columns NOT NULL) keeps its runs and takes baseline runs."""
     path = tmp_path / "v1.duckdb"
     con = duckdb.connect(str(path))
-    con.execute(_V1_RUNS)
-    con.execute("CREATE TABLE schema_info (version INTEGER NOT NULL); INSERT INTO schema_info VALUES (1)")
+    con.execute(first_schema_ddl())
+    con.execute("INSERT INTO schema_info VALUES (1)")
     con.execute("INSERT INTO runs VALUES (1, 1, 'icfrr', 'reference', 5, 3, 0.5, 3, '{}', 'cpu', 1.0, "
                 "'done', now(), 1, 'k')")
     with pytest.raises(duckdb.ConstraintException):
@@ -167,16 +168,6 @@ def test_runs_without_icfrr_parameters_after_migration(tmp_path: Path) -> None:
 
 
 # the runs table as the first schema created it
-_V1_RUNS = """
-CREATE SEQUENCE run_id_seq START 2;
-CREATE TABLE runs (
-    run_id INTEGER PRIMARY KEY DEFAULT nextval('run_id_seq'), sweep_id INTEGER NOT NULL,
-    method VARCHAR NOT NULL, variant VARCHAR NOT NULL, kg INTEGER NOT NULL, kq INTEGER NOT NULL,
-    beta DOUBLE NOT NULL, n_iter INTEGER NOT NULL, params VARCHAR NOT NULL, device VARCHAR NOT NULL,
-    seconds DOUBLE, status VARCHAR NOT NULL, finished_at TIMESTAMP, artifact_id INTEGER, config_key VARCHAR)
-"""
-
-
 @pytest.mark.parametrize("held_as, open_", [("rw", db.connect_reader), ("ro", db.connect_writer)])
 def test_retries_while_other_process_holds_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_as: str, open_
