@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
-from dashboard.data import NEUTRAL, Db, Stores, StoreError, load, probe, store_problem
+from dashboard import queries, state
+from dashboard.data import NEUTRAL, Db, Stores, StoreError, store_problem
 from dashboard.format import run_label
 
 _CTX = "_context"
@@ -73,12 +73,12 @@ def render() -> tuple[Db | None, Context | None, str | None]:
     if db is None:
         st.session_state.pop(_CTX, None)
         return None, None, NEUTRAL
-    problem = probe(db)
+    problem = queries.probe(db)
     if problem is not None:
         st.session_state.pop(_CTX, None)
         return db, None, problem
     try:
-        runs = load(db, "runs").set_index("run_id", drop=False)
+        runs = queries.runs(db).set_index("run_id", drop=False)
     except StoreError as exc:
         st.session_state.pop(_CTX, None)
         return db, None, store_problem(exc)
@@ -105,7 +105,7 @@ def iteration_select(container, ctx: Context, run_id: int, param: str = "iterati
 
     Defaults to the run's last iteration; marks the best one.
     """
-    its = [int(i) for i in load(ctx.db, "stored_iterations", run_id)]
+    its = [int(i) for i in queries.stored_iterations(ctx.db, run_id)]
     after = [i for i in its if i != 0] or its or [0]
     row = ctx.runs.loc[run_id]
 

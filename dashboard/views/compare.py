@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, state
-from dashboard.data import compare
+from dashboard import charts, queries, state
 from dashboard.format import p_value, plain, signed
 from dashboard.sidebar import context, iteration_select
 
@@ -36,7 +35,7 @@ def page() -> None:
             b = (int(run_b), it_b)
             name_b = f"run #{run_b}, iteration {it_b}"
     name_a = f"run #{ctx.run_id}, iteration {it_a}"
-    pairs, res = compare(ctx.db, (ctx.run_id, it_a), b)
+    pairs, res = queries.compare(ctx.db, (ctx.run_id, it_a), b)
     if res.n == 0:
         st.info("No queries with known labels in common.")
         return

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import state, thumbs
-from dashboard.data import load
+from dashboard import queries, state, thumbs
 from dashboard.format import movement, plain, signed
 from dashboard.sidebar import Context, context, iteration_select
 
@@ -15,11 +14,11 @@ _ICONS = {"relevant": "✓", "irrelevant": "✗", "unknown": "?"}
 
 
 def _query_select(ctx: Context, container, iteration: int) -> int:
-    n = int(load(ctx.db, "n_queries", ctx.run_id))
+    n = int(queries.n_queries(ctx.db, ctx.run_id))
     key = state.widget_key("query")
     wanted = state.get_int("query")
     if wanted is None or not 0 <= wanted < n:
-        changes = load(ctx.db, "query_changes", ctx.run_id, iteration)
+        changes = queries.query_changes(ctx.db, ctx.run_id, iteration)
         wanted = int(changes.query_idx.iloc[0]) if len(changes) else 0
     if key not in st.session_state or not 0 <= st.session_state[key] < n:
         st.session_state[key] = wanted
@@ -58,13 +57,13 @@ def page() -> None:
     q = _query_select(ctx, top[0], iteration)
     k = top[2].slider("Top k", 5, 50, 10, step=5)
 
-    item = load(ctx.db, "query_item", ctx.run_id, q)
+    item = queries.query_item(ctx.db, ctx.run_id, q)
     if item is None:
         st.warning(f"Query {q} is not in this run's dataset.")
         return
-    root = load(ctx.db, "dataset_root", ctx.run_id)
+    root = queries.dataset_root(ctx.db, ctx.run_id)
     known = item["label"] != -1
-    per_it = load(ctx.db, "query_metrics_by_iteration", ctx.run_id, q).set_index("iteration")
+    per_it = queries.query_metrics_by_iteration(ctx.db, ctx.run_id, q).set_index("iteration")
 
     left, right = st.columns([1, 4])
     left.image(thumbs.thumbnail(root, item["path"], 160), width=160,
@@ -87,7 +86,7 @@ def page() -> None:
                    "Movement compares the two stored top-N lists: 'new' was outside the stored top-N before, "
                    "'dropped' fell outside it after.")
 
-    topn = load(ctx.db, "query_topn", ctx.run_id, q, iteration, top_n=k)
+    topn = queries.query_topn(ctx.db, ctx.run_id, q, iteration, top_n=k)
     before, after = st.columns(2)
     with before:
         st.markdown("#### Before: initial ranking")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, state
-from dashboard.data import load
+from dashboard import charts, queries, state
 from dashboard.format import METRIC_NAMES, plain, signed
 from dashboard.sidebar import Context, context
 
@@ -33,7 +32,7 @@ def _runs_table(ctx: Context) -> None:
     config["seconds"] = st.column_config.NumberColumn("time (s)", format="%.1f")
     st.dataframe(ctx.runs[cols], hide_index=True, column_config=config)
     with st.expander("Sweeps"):
-        st.dataframe(load(ctx.db, "sweeps"), hide_index=True)
+        st.dataframe(queries.sweeps(ctx.db), hide_index=True)
 
 
 def _iteration_chart(ctx: Context) -> None:
@@ -43,7 +42,7 @@ def _iteration_chart(ctx: Context) -> None:
         else ctx.run_id
     chosen = st.multiselect("Runs to plot", list(ctx.labels), default=sorted({ctx.run_id, best}),
                             format_func=ctx.labels.get)
-    by_iter = load(ctx.db, "metrics_by_iteration", tuple(chosen))
+    by_iter = queries.metrics_by_iteration(ctx.db, tuple(chosen))
     if by_iter.empty:
         st.caption("Choose at least one run.")
         return
@@ -52,13 +51,13 @@ def _iteration_chart(ctx: Context) -> None:
 
 def _sweep_heatmap(ctx: Context) -> None:
     st.subheader("Gain over KG x KQ")
-    sweeps = load(ctx.db, "sweeps")
+    sweeps = queries.sweeps(ctx.db)
     sweep_names = {int(r.sweep_id): f"sweep {r.sweep_id}: {r.dataset} · {r.backbone} · "
                    f"{r.n_runs} runs" for r in sweeps.itertuples() if r.n_runs}
     cols = st.columns(4)
     sweep_id = state.select(cols[0], "Sweep", list(sweep_names), "sweep",
                             default=int(ctx.run.sweep_id), format_func=sweep_names.get)
-    grid = load(ctx.db, "sweep_grid", sweep_id)
+    grid = queries.sweep_grid(ctx.db, sweep_id)
     variant = state.select(cols[1], "Variant", sorted(grid.variant.unique()), "variant")
     grid = grid[grid.variant == variant]
     beta = state.select(cols[2], "β", sorted(grid.beta.unique()), "beta",

@@ -3,14 +3,17 @@ fixture store; expected numbers are recomputed from raw table dumps."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import base64
+import io
+import os
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
 
@@ -33,8 +36,10 @@ def raw(fixture_db: Path) -> dict[str, pd.DataFrame]:
 
 def open_page(db: Path | str, title: str, monkeypatch: pytest.MonkeyPatch,
               **params: object) -> AppTest:
-    """Run the app on ``db`` (via $ICFRR_DB) with URL ``params``, then show page ``title``."""
+    """Run the app on ``db`` (via $ICFRR_DB, its folder's images allowed) with URL ``params``,
+    then show page ``title``."""
     monkeypatch.setenv("ICFRR_DB", str(db))
+    monkeypatch.setenv("ICFRR_IMAGE_ROOTS", str(Path(db).parent))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params.update({k: str(v) for k, v in params.items()})
     at.run()
@@ -46,8 +51,10 @@ def open_page(db: Path | str, title: str, monkeypatch: pytest.MonkeyPatch,
 
 
 def open_app(launch: Path | str, monkeypatch: pytest.MonkeyPatch, **params: object) -> AppTest:
-    """Run the app launched on the store ``launch`` (via $ICFRR_DB) with URL ``params``."""
+    """Run the app launched on the store ``launch`` (via $ICFRR_DB, its folder's images
+    allowed) with URL ``params``."""
     monkeypatch.setenv("ICFRR_DB", str(launch))
+    monkeypatch.setenv("ICFRR_IMAGE_ROOTS", str(Path(launch).parent))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params.update({k: str(v) for k, v in params.items()})
     return at.run()
@@ -351,3 +358,63 @@ def test_injected_store_shows_no_secret_and_names_literally(tmp_path, monkeypatc
     md += [link.proto.label for link in at.get("page_link")]
     assert all(LEAK not in m and "](" not in m for m in md)   # no Markdown image/link forms
     assert any(plain(LEAK) in m for m in md)                     # the name is shown, escaped
+
+
+# --- thumbnails: only under the folders the operator allows ---
+
+MARKER = (255, 0, 7)
+
+
+def _decoded(url: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+
+
+@pytest.fixture()
+def store_rooted_elsewhere(fixture_db, tmp_path) -> tuple[Path, Path]:
+    """A copy of the fixture store whose demo dataset root is a folder of marker images
+    outside the store's folder."""
+    results, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    results.mkdir()
+    db = results / "icfrr.duckdb"
+    shutil.copy(fixture_db, db)
+    for side, n in (("query", DEMO.n_query), ("gallery", DEMO.n_gallery)):
+        (elsewhere / side).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (48, 48), MARKER).save(elsewhere / side / f"{i:05d}.png")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE datasets SET root = ? WHERE name = 'demo'", [str(elsewhere)])
+    con.close()
+    return db, elsewhere
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_thumbnails_read_only_under_the_allowed_image_roots(store_rooted_elsewhere, monkeypatch,
+                                                            allow) -> None:
+    db, elsewhere = store_rooted_elsewhere
+    opened: list[str] = []
+    real_open = Image.open
+
+    def spy(f, *a, **k):
+        if isinstance(f, (str, Path)):
+            opened.append(str(f))
+        return real_open(f, *a, **k)
+
+    monkeypatch.setattr(Image, "open", spy)
+    at = open_app(db, monkeypatch, run=5, iteration=DEMO.n_iter)
+    if allow:   # the control: the same store with the operator allowing that folder
+        monkeypatch.setenv("ICFRR_IMAGE_ROOTS", os.pathsep.join([str(db.parent), str(elsewhere)]))
+        at.run()
+    at.switch_page("views/failures.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    images = [_decoded(u) for u in at.dataframe[0].value.image]
+    colours = {c for img in images for _, c in img.getcolors(64 * 64)}
+    touched = [f for f in opened if f.startswith(str(elsewhere))]
+    if allow:
+        assert MARKER in colours and touched
+    else:
+        assert MARKER not in colours and touched == []
+        assert all(img.getpixel((63, 63)) == (200, 200, 200) for img in images)   # placeholders
+        at.switch_page("views/inspector.py").run()
+        assert not at.exception and len(at.image) == 3
+        assert [f for f in opened if f.startswith(str(elsewhere))] == []
+        assert str(elsewhere) not in _all_text(at)

@@ -104,7 +104,7 @@ def _serve(launch: list[str], log: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(fixture_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _serve(["--db", str(fixture_db)],
+    yield from _serve(["--db", str(fixture_db), "--image-root", str(fixture_db.parent)],
                       tmp_path_factory.mktemp("streamlit") / "server.log")
 
 
