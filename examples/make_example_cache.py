@@ -3,12 +3,14 @@
     python examples/make_example_cache.py
 
 Creates ``examples/custom/-1/{qg_dists,gg_dists,labels}.pth`` exactly as the
-published ICFRR code caches distances (``<cache_root>/<dataset>/<per_class>/``):
+published ICFRR code caches distances (``<cache_root>/<dataset>/<per_class>/``),
+plus the optional ``qq_dists.pth`` that k-reciprocal and ECN need:
 16 queries and 48 gallery items of 4 classes, Euclidean distances between
 L2-normalised synthetic features with a domain gap, so re-ranking has
 something to fix. Then, for example:
 
     python -m jobs.extract --dataset custom --cache_root examples --data_root examples/custom
+    python -m jobs.sweep --dataset custom --cache_root examples --method icfrr k_reciprocal ecn dba
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ N_CLASSES, Q_PER_CLASS, G_PER_CLASS, DIM = 4, 4, 12, 16
 
 
 def make(folder: Path, seed: int = 0) -> None:
-    """Write the three files into ``folder``."""
+    """Write the four files into ``folder``."""
     gen = torch.Generator().manual_seed(seed)
     centres = torch.randn(N_CLASSES, DIM, generator=gen)
     shift = 0.8 * torch.randn(DIM, generator=gen)                     # the query domain's offset
@@ -33,6 +35,7 @@ def make(folder: Path, seed: int = 0) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(torch.cdist(fq, fg), folder / "qg_dists.pth")
     torch.save(torch.cdist(fg, fg), folder / "gg_dists.pth")
+    torch.save(torch.cdist(fq, fq), folder / "qq_dists.pth")
     torch.save({"query": labels_q, "gallery": labels_g}, folder / "labels.pth")
 
 

@@ -191,7 +191,8 @@ class Param:
         if not math.isfinite(v):
             return f"{self.flags[0]} values must be finite, got {value}"
         if self.minimum is not None and v < self.minimum:
-            return f"{self.flags[0]} values must be >= {self.minimum:g}, got {value}"
+            finite = "finite and " if self.kind is float else ""
+            return f"{self.flags[0]} values must be {finite}>= {self.minimum:g}, got {value}"
         if self.maximum is not None and v > self.maximum:
             return f"{self.flags[0]} values must be <= {self.maximum:g}, got {value}"
         return None

@@ -35,10 +35,12 @@ SHAPES = {"tuberlin": (2400, 27989, 512), "quarter": (600, 7000, 512), "quick": 
 DIM, N_CLASSES, NOISE, SHIFT, BETA = 768, 30, 3.2, 0.6, 0.5
 
 
-def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> None:
-    """Write qg.npy [Q, G], gg.npy [G, G] (float32) and labels to ``folder``."""
-    from icfrr import pairwise_distances
+def synthetic_features(n_query: int, n_gallery: int, seed: int = 0):
+    """Clustered L2-normalised features with a domain shift between the sides.
 
+    Returns:
+        fq float32 [Q, D], fg float32 [G, D], labels_q int64 [Q], labels_g int64 [G] (torch).
+    """
     gen = torch.Generator().manual_seed(seed)
     centres = torch.randn(N_CLASSES, DIM, generator=gen)
     shift = torch.randn(DIM, generator=gen) * SHIFT  # the domain gap between queries and gallery
@@ -46,8 +48,15 @@ def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> No
     labels_g = torch.randint(0, N_CLASSES, (n_gallery,), generator=gen)
     fq = centres[labels_q] + shift + NOISE * torch.randn(n_query, DIM, generator=gen)
     fg = centres[labels_g] + NOISE * torch.randn(n_gallery, DIM, generator=gen)
-    fq = torch.nn.functional.normalize(fq, dim=1)
-    fg = torch.nn.functional.normalize(fg, dim=1)
+    return (torch.nn.functional.normalize(fq, dim=1), torch.nn.functional.normalize(fg, dim=1),
+            labels_q, labels_g)
+
+
+def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> None:
+    """Write qg.npy [Q, G], gg.npy [G, G] (float32) and labels to ``folder``."""
+    from icfrr import pairwise_distances
+
+    fq, fg, labels_q, labels_g = synthetic_features(n_query, n_gallery, seed)
     np.save(folder / "qg.npy", pairwise_distances(fq, fg).numpy())
     gg = np.lib.format.open_memmap(folder / "gg.npy", mode="w+", dtype=np.float32, shape=(n_gallery, n_gallery))
     for start in range(0, n_gallery, 2048):
@@ -211,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=["tuberlin", "quarter", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="a small shape (Q=300, G=2000) that runs in seconds")
+    parser.add_argument("--methods", action="store_true",
+                        help="every re-ranking method at its defaults: time and peak memory (jobs.bench_methods)")
     parser.add_argument("--side", choices=["engine", "literal"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -221,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     shapes = ["quick"] if args.quick else (["quarter", "tuberlin"] if args.shape == "both" else [args.shape])
+    if args.methods:
+        from jobs.bench_methods import run_shapes
+
+        print(f"Machine: {machine()}\n", flush=True)
+        run_shapes(shapes)
+        return 0
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"Machine: {machine()}\n", flush=True)
     for name in shapes:

@@ -5,6 +5,7 @@
     python -m jobs.extract --dataset folder --data_root my_images --backbone timm:resnet50 --weights r50.safetensors
     python -m jobs.extract --dataset custom --cache_root examples --data_root examples/custom   # published cache
     python -m jobs.extract --dataset mine --qg qg.npy --gg gg.npy --labels labels.npz          # own matrices
+    python -m jobs.extract --dataset mine --qg qg.npy --gg gg.npy --qq qq.npy                  # + query-query
 
 Prints where the artifacts are and, when labels are known, the initial ranking's
 mAP@all. Errors in the input: one line on stderr, exit status 2, nothing written.
@@ -18,7 +19,7 @@ import sys
 import torch
 
 import icfrr
-from store.artifacts import DEFAULT_CACHE_ROOT, MIN_GRAPH_K, USER_ERRORS, ensure_artifacts
+from store.artifacts import DEFAULT_CACHE_ROOT, MIN_GRAPH_K, USER_ERRORS, ensure_artifacts, qq_dists
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qg", help="query-gallery distances to import (.npy or .pth, [Q, G])")
     p.add_argument("--gg", help="gallery-gallery distances to import (.npy or .pth, [G, G])")
     p.add_argument("--labels", help="labels of imported distances (.pth/.npz/.json with 'query' and 'gallery')")
+    p.add_argument("--qq", help="query-query distances of imported distances (.npy or .pth, [Q, Q]), for the "
+                                "methods that need them (k_reciprocal, ecn); kept as qq_dists.parquet")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -67,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             args.dataset, args.data_root, backbone=args.backbone, per_class=args.per_class,
             cache_root=args.cache_root, kg_max=args.kg_max, weights=args.weights,
             pretrained_root=args.pretrained_root, trust_checkpoint=args.trust_checkpoint,
-            qg_path=args.qg, gg_path=args.gg, labels_path=args.labels, force=args.force_cache,
-            no_cache=args.no_cache, batch_size=args.batchsize, num_workers=args.workers, device=args.device,
-            progress=not args.quiet)
+            qg_path=args.qg, gg_path=args.gg, labels_path=args.labels, qq_path=args.qq,
+            force=args.force_cache, no_cache=args.no_cache, batch_size=args.batchsize, num_workers=args.workers,
+            device=args.device, progress=not args.quiet)
+        if art.qq_source is not None:
+            qq_dists(art)  # checks its shape and keeps it beside the other artifacts
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

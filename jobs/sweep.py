@@ -1,4 +1,4 @@
-"""``python -m jobs.sweep --dataset NAME``: re-rank over a grid of configurations into DuckDB.
+"""``python -m jobs.sweep --dataset NAME [--method icfrr k_reciprocal ...]``: re-rank over grids into DuckDB.
 
 Pipeline: check every input (flags, data, checkpoint, database) -> reuse or
 make the Parquet artifacts (features, distances, one gallery neighbour graph
@@ -6,6 +6,15 @@ with K >= the largest KG, shared by every configuration) -> for each
 configuration not already in the database: re-rank once over all
 iterations, evaluate every iteration, commit the run in one transaction ->
 print a table and the command that opens the dashboard.
+
+``--method`` picks the re-ranking methods of :data:`icfrr.registry.METHODS`
+(default icfrr); each has its own grid flags, made from the registry. A
+method other than ICFRR re-ranks once: its run has iteration 0 (the initial
+ranking) and 1 (its own), ``kg``/``kq``/``beta``/``variant`` NULL and its
+parameters in ``runs.params``. Those that need query-query distances
+(k-reciprocal, ECN) compute them from the features and keep them as
+``qq_dists.parquet`` in the cache folder; an imported cache must bring them as
+``qq_dists.pth``.
 
 The published code's flags are accepted with the same meaning (``--KG --KQ
 --n_times --per_class --data_root --cache_root --pretrained_root --batchsize
@@ -20,25 +29,28 @@ running the same command again resumes).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from icfrr.registry import HEADLINE, METRICS
+from icfrr.methods import MethodInputs
+from icfrr.registry import HEADLINE, METHOD_KEYS, METHODS, METRICS, Method, Param
+from icfrr.registry import method as registry_method
 from jobs import published_outputs as pub
+from jobs.method_runner import method_inputs, run_method
 from jobs.sweep_runner import RunOutcome, run_config
 from store import writes
-from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts
+from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts, qq_dists, qq_identity
 from store.db import StoreError, check_database, connect_writer
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
-VARIANTS = ("reference", "paper")
 #: The table's metric columns: (run_metrics key, header), from the registry.
 TABLE_METRICS = tuple((m.key, m.label) for m in METRICS)
 
@@ -55,22 +67,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The sweep's flags; published spellings are aliases of ours."""
     p = _Parser(prog="python -m jobs.sweep", allow_abbrev=False,
-                description="Re-rank a dataset with ICFRR over a grid of configurations and "
-                            "store every iteration's metrics in DuckDB.")
+                description="Re-rank a dataset with ICFRR (and other re-ranking methods) over a "
+                            "grid of configurations and store every iteration's metrics in DuckDB.")
     p.add_argument("--dataset", required=True,
                    help="tuberlin, sketchy_zs1, sketchy_zs2, custom, folder or demo "
                         "(or any name with a published cache under --cache_root)")
-    grid = p.add_argument_group("grid (each flag takes one or more values)")
-    grid.add_argument("--kg", "--KG", dest="kg", nargs="+", type=int, default=[256],
-                      help="gallery neighbours that vote (default 256)")
-    grid.add_argument("--kq", "--KQ", dest="kq", nargs="+", type=int, default=[250],
-                      help="top items of the query's ranking whose neighbours vote (default 250)")
-    grid.add_argument("--beta", nargs="+", type=float, default=[0.5],
-                      help="update strength, finite and >= 0 (default 0.5)")
-    grid.add_argument("--n-times", "--n_times", dest="n_times", metavar="T", nargs="+", type=int, default=[5],
-                      help="iterations (default 5); every iteration's metrics are stored")
-    grid.add_argument("--variant", nargs="+", choices=VARIANTS, default=["reference"],
-                      help="reference (position-based, default) or paper (accumulating)")
+    add_method_flags(p)
     data = p.add_argument_group("data")
     data.add_argument("--data-root", "--data_root", dest="data_root", metavar="DIR", type=Path,
                       help="dataset folder (the parent of TUBerlin/ or Sketchy/; the custom or "
@@ -129,19 +131,83 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dest(param: Param) -> str:
+    """The argparse destination of a grid flag: its first spelling (``--n-times`` -> ``n_times``)."""
+    return param.flags[0].lstrip("-").replace("-", "_")
+
+
+class _GridFlag(argparse.Action):
+    """Stores the values and notes that the flag was given (to refuse flags of methods not run)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given_grids = namespace.given_grids | {self.dest}
+
+
+def _param_users() -> dict[Param, list[Method]]:
+    """Every grid parameter of the registry (shared ones once) -> the methods that take it."""
+    users: dict[Param, list[Method]] = {}
+    for m in METHODS:
+        for param in m.params:
+            users.setdefault(param, []).append(m)
+    return users
+
+
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    """``--method`` and every method's grid flags, from :data:`icfrr.registry.METHODS`.
+
+    Each grid flag takes one or more values (both spellings of the registry),
+    its default grid is the registry's default; the value checks are in
+    :func:`check_flags`.
+    """
+    p.add_argument("--method", "--methods", dest="method", nargs="+", choices=METHOD_KEYS,
+                   default=["icfrr"], metavar="METHOD",
+                   help=f"re-ranking methods to sweep, each over its own grid: {', '.join(METHOD_KEYS)} "
+                        "(default icfrr)")
+    p.set_defaults(given_grids=frozenset())
+    users_of = _param_users()
+    groups = {m.key: p.add_argument_group(
+        f"{m.label} grid, --method {m.key} ({m.citation}; each flag takes one or more values)",
+        None if any(users_of[x][0] is m for x in m.params) else
+        f"the flags of {', '.join(sorted({users_of[x][0].key for x in m.params}))}") for m in METHODS}
+    for param, users in users_of.items():
+        owner = users[0]
+        also = [m.key for m in users[1:]]
+        groups[owner.key].add_argument(
+            *param.flags, dest=_dest(param), nargs="+", type=param.kind, action=_GridFlag,
+            choices=param.choices or None, default=list(param.default),
+            metavar="T" if param.name == "n_iter" else None,
+            help=param.help + (f"; also for {', '.join(also)}" if also else ""))
+
+
+def requested_methods(args: argparse.Namespace) -> list[Method]:
+    """The ``--method`` entries in the order given, duplicates dropped."""
+    return [registry_method(k) for k in dict.fromkeys(args.method)]
+
+
+def method_grid(args: argparse.Namespace, m: Method) -> dict[str, list]:
+    """Parameter name -> the values swept for method ``m``."""
+    return {param.name: list(getattr(args, _dest(param))) for param in m.params}
+
+
 def check_flags(args: argparse.Namespace) -> None:
     """Refuse values no run could use (before anything is read or written).
 
     Raises:
         UsageError: With a one-line message saying what to change.
     """
-    for name, values in (("--kg", args.kg), ("--kq", args.kq)):
-        if any(v < 1 for v in values):
-            raise UsageError(f"{name} values must be >= 1, got {values}")
-    if any(not math.isfinite(b) or b < 0 for b in args.beta):
-        raise UsageError(f"--beta values must be finite and >= 0, got {args.beta}")
-    if any(t < 1 for t in args.n_times):
-        raise UsageError(f"--n-times values must be >= 1, got {args.n_times}")
+    methods = requested_methods(args)
+    for m in methods:
+        for param in m.params:
+            for value in getattr(args, _dest(param)):
+                problem = param.check(value)
+                if problem is not None:
+                    raise UsageError(problem)
+    asked = {m.key for m in methods}
+    for param, users in _param_users().items():
+        if _dest(param) in args.given_grids and not asked & {m.key for m in users}:
+            raise UsageError(f"{param.flags[0]} is a flag of --method {' or '.join(m.key for m in users)}, "
+                             "which this sweep does not run; add the method or drop the flag")
     if args.per_class != -1 and args.per_class < 1:
         raise UsageError(f"--per_class must be -1 (all) or >= 1, got {args.per_class}")
     if args.top_n < 1:
@@ -186,30 +252,54 @@ def resolve_device(args: argparse.Namespace) -> str:
 
 @dataclass(frozen=True)
 class GridEntry:
-    """One configuration to run, with the values the user asked for."""
+    """One configuration to run, with the values the user asked for (ICFRR's KG and KQ)."""
 
     config: writes.RunConfig
-    asked_kg: int
-    asked_kq: int
+    asked_kg: int | None = None
+    asked_kq: int | None = None
 
 
-def expand_grid(args: argparse.Namespace, n_gallery: int) -> tuple[list[GridEntry], list[str]]:
-    """Every combination of the grid flags, clamped to the gallery, duplicates dropped.
+def expand_grid(
+    args: argparse.Namespace, n_gallery: int, inputs_keys: Mapping[str, str | None] | None = None
+) -> tuple[list[GridEntry], list[str]]:
+    """Every combination of each requested method's grid flags, duplicates dropped.
 
-    KG above G - 1 and KQ above G change nothing (every other item already
-    votes / is voted for), so they are clamped there, with a warning when the
-    asked value exceeds the gallery size.
+    Methods come in ``--method`` order. For ICFRR, KG above G - 1 and KQ above G
+    change nothing (every other item already votes / is voted for), so they are
+    clamped there, with a warning when the asked value exceeds the gallery size.
+    Other methods take their values as given.
+
+    Args:
+        args: Parsed flags.
+        n_gallery: Gallery size G.
+        inputs_keys: Method key -> identity of its inputs beyond the artifacts
+            (imported query-query distances), part of its config key.
 
     Returns:
         The entries in flag order, and the warnings to print.
     """
+    entries: dict[tuple, GridEntry] = {}
+    warnings: list[str] = []
+    for m in requested_methods(args):
+        if m.key == "icfrr":
+            warnings += _icfrr_grid(args, n_gallery, entries)
+            continue
+        grid = method_grid(args, m)
+        for values in itertools.product(*grid.values()):
+            cfg = writes.RunConfig.for_method(m.key, dict(zip(grid, values)),
+                                              inputs_key=(inputs_keys or {}).get(m.key))
+            entries.setdefault(tuple(cfg.key_params().items()), GridEntry(cfg))
+    return list(entries.values()), warnings
+
+
+def _icfrr_grid(args: argparse.Namespace, n_gallery: int, entries: dict[tuple, GridEntry]) -> list[str]:
+    """Add ICFRR's entries to ``entries``; returns the clamping warnings."""
     warnings = []
     for name, values, limit in (("KG", args.kg, n_gallery), ("KQ", args.kq, n_gallery)):
         over = sorted({v for v in values if v > limit})
         if over:
             warnings.append(f"{name} {', '.join(map(str, over))} above the gallery size "
                             f"{n_gallery}: clamped (every gallery item takes part)")
-    entries: dict[tuple, GridEntry] = {}
     for variant in args.variant:
         for n_iter in args.n_times:
             for kg in args.kg:
@@ -221,7 +311,7 @@ def expand_grid(args: argparse.Namespace, n_gallery: int) -> tuple[list[GridEntr
                             extra={"asked_kg": kg, "asked_kq": kq})
                         key = tuple(cfg.key_params().items())
                         entries.setdefault(key, GridEntry(cfg, kg, kq))
-    return list(entries.values()), warnings
+    return warnings
 
 
 @dataclass
@@ -241,21 +331,25 @@ def format_table(rows: Sequence[Row]) -> str:
         return "  n/a " if v is None or math.isnan(v) else f"{v:.4f}"
 
     width = 16  # "0.1234 -> 0.5678"
-    header = (f"  {'variant':<9} {'KG':>5} {'KQ':>5} {'beta':>6} {'T':>3}  "
+    configs = [_config_cell(r.entry.config) for r in rows]
+    head = f"{'variant':<9} {'KG':>5} {'KQ':>5} {'beta':>6} {'T':>3}"
+    cw = max([len(head), *map(len, configs)])
+    header = (f"  {head:<{cw}}  "
               + "  ".join(f"{h:^{width}}" for _, h in TABLE_METRICS) + f"  {'best it':>7}  run")
     finals = [r.metrics[-1][HEADLINE.key] for r in rows]
     ranked = [i for i, v in enumerate(finals) if not math.isnan(v)]
     star = max(ranked, key=lambda i: finals[i]) if ranked else None
     lines = [header]
-    for i, r in enumerate(rows):
-        c = r.entry.config
+    for i, (r, config) in enumerate(zip(rows, configs)):
         cells = "  ".join(f"{fmt(r.metrics[0][k])} -> {fmt(r.metrics[-1][k])}"
                           for k, _ in TABLE_METRICS)
-        lines.append(f"{'*' if i == star else ' '} {c.variant:<9} {c.kg:>5} {c.kq:>5} "
-                     f"{c.beta:>6g} {c.n_iter:>3}  {cells}  {r.best:>7}  "
+        lines.append(f"{'*' if i == star else ' '} {config:<{cw}}  {cells}  {r.best:>7}  "
                      f"{r.run_id if r.run_id is not None else '-'} ({r.status})")
     lines.append("each metric: before re-ranking -> after the last iteration; best it: the "
                  "iteration with the highest mAP@all")
+    if any(r.entry.config.method != "icfrr" for r in rows):
+        lines.append("other methods: the method and its parameters; one re-ranking, so the last "
+                     "iteration is 1")
     if star is not None:
         lines.append("* best configuration (highest mAP@all after the last iteration)")
     return "\n".join(lines)
@@ -329,8 +423,19 @@ class _Published:
             pub.save_strips(self.out_dir, step.iteration, image)
 
 
+def _config_cell(cfg: writes.RunConfig) -> str:
+    """The table's configuration cell: ICFRR's columns, or the method and its parameters."""
+    if cfg.method == "icfrr":
+        return f"{cfg.variant:<9} {cfg.kg:>5} {cfg.kq:>5} {cfg.beta:>6g} {cfg.n_iter:>3}"
+    return " ".join([cfg.method, *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in cfg.params.items())])
+
+
 def _config_label(cfg: writes.RunConfig) -> str:
-    return f"{cfg.variant}_kg{cfg.kg}_kq{cfg.kq}_beta{cfg.beta:g}_t{cfg.n_iter}"
+    if cfg.method == "icfrr":
+        return f"{cfg.variant}_kg{cfg.kg}_kq{cfg.kq}_beta{cfg.beta:g}_t{cfg.n_iter}"
+    return "_".join([cfg.method.replace("+", "_"), *(f"{k}-{v:g}" if isinstance(v, float) else f"{k}-{v}"
+                                                     for k, v in cfg.params.items())])
 
 
 @dataclass
@@ -343,6 +448,7 @@ class _Plan:
     entries: list[GridEntry]
     warnings: list[str]
     images: tuple[list[Path], list[Path]] | None
+    inputs: MethodInputs | None = None   # for the methods other than ICFRR
 
     def out_dir(self, cfg: writes.RunConfig) -> Path | None:
         """Where the published files of ``cfg`` go (None without --rerank_results_dir)."""
@@ -365,7 +471,11 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
     check_database(args.db)
     arts = load_artifacts(args, max(args.kg), device, log)
     n_query, n_gallery = arts.qg_dists.shape
-    entries, warnings = expand_grid(args, n_gallery)
+    others = [m for m in requested_methods(args) if m.key != "icfrr"]
+    # read (or compute and keep) qq now: an import without it, or a bad file, is refused before any run
+    qq = qq_dists(arts, log) if any(m.needs_qq for m in others) else None
+    inputs_keys = {m.key: qq_identity(arts) for m in others if m.needs_qq}
+    entries, warnings = expand_grid(args, n_gallery, inputs_keys)
     bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]
     if bad:
         raise UsageError(f"--query_idxs_to_vis {bad} outside 0..{n_query - 1}")
@@ -374,7 +484,8 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
         where = (f"none were read under --data_root {args.data_root}" if args.data_root
                  else "give --data_root with the dataset's image files")
         raise UsageError(f"--query_idxs_to_vis needs the images: {where}")
-    return _Plan(args, device, arts, entries, warnings, images)
+    inputs = method_inputs(arts, log, qq) if others else None
+    return _Plan(args, device, arts, entries, warnings, images, inputs)
 
 
 def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
@@ -387,10 +498,14 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
         hooks.append(_Published(out_dir, plan.args.query_idxs_to_vis,
                                 plan.args.num_gallery_ims_to_vis, plan.images,
                                 arts.labels_q, arts.labels_g))
+    on_step = lambda s, m: [h(s, m) for h in hooks]  # noqa: E731
     try:
-        outcome = run_config(arts.qg_dists, arts.graph, arts.labels_q, arts.labels_g, cfg,
-                             device=plan.device, top_n=plan.args.top_n,
-                             on_step=lambda s, m: [h(s, m) for h in hooks])
+        if cfg.method == "icfrr":
+            outcome = run_config(arts.qg_dists, arts.graph, arts.labels_q, arts.labels_g, cfg,
+                                 device=plan.device, top_n=plan.args.top_n, on_step=on_step)
+        else:
+            outcome = run_method(plan.inputs, arts.labels_q, arts.labels_g, cfg,
+                                 top_n=plan.args.top_n, on_step=on_step)
     finally:
         iters.close()
     if out_dir is not None:

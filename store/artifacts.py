@@ -9,7 +9,9 @@ For a dataset + backbone (+ weights sha256, per_class) one cache folder
 - ``qg_dists.parquet``: ``query_idx``, ``dists`` (float32 list [G]);
 - ``neighbors.parquet``: ``gallery_idx``, ``neighbors`` (int32 list [K]),
   ``distances`` (float32 list [K]): the K nearest other gallery items;
-- ``COMPLETE.json``: written last; a folder without it is never used.
+- ``COMPLETE.json``: written last; a folder without it is never used;
+- ``qq_dists.parquet``: ``query_idx``, ``dists`` (float32 list [Q]), added later
+  by :func:`qq_dists` when a method needs query-query distances.
 
 The folder is built under a temporary name and renamed into place, so an
 interrupted run leaves nothing a later run would take as valid. Every Parquet
@@ -18,7 +20,8 @@ DuckDB's ``read_parquet`` without this code.
 
 Distances can also be imported: the published code's cache
 (``<cache_root>/<dataset>/<per_class>/{qg,gg}_dists.pth`` + optional
-``labels.pth``) or any ``.npy``/``.pth`` matrices, into the same artifacts.
+``labels.pth`` and ``qq_dists.pth``) or any ``.npy``/``.pth`` matrices, into the
+same artifacts.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from icfrr.features import (BackboneError, ImageReadError, default_device, extra
                             load_backbone, weights_file)
 from icfrr.features.edges import DESCRIPTOR_VERSION
 from store.imports import (SourceError, has_published_cache, published_cache_dir, read_labels, read_matrix)
-from store.parquet_rows import atomic_write_bytes, public_tempdir, read_rows, write_rows, write_table
+from store.parquet_rows import (atomic_write_bytes, public_tempdir, read_meta, read_rows, write_rows,
+                                write_table)
 
 #: Bumped when the files' layout changes; older cache folders are then recomputed.
 FORMAT_VERSION = 1
@@ -54,6 +58,11 @@ DEFAULT_CACHE_ROOT = Path("cache")
 #: The neighbour graph keeps at least this many neighbours (or G - 1), so most sweeps reuse it.
 MIN_GRAPH_K = 512
 MARKER = "COMPLETE.json"
+#: Query-query distances, written beside the other files when a method needs them (not in the marker:
+#: its own metadata says which artifacts, and for imports which source file, it belongs to).
+QQ_FILE = "qq_dists.parquet"
+#: The optional query-query file of the published cache layout.
+QQ_PUBLISHED = "qq_dists.pth"
 FILES = {"items": "items.parquet", "query_features": "query_features.parquet",
          "gallery_features": "gallery_features.parquet", "qg_dists": "qg_dists.parquet",
          "neighbors": "neighbors.parquet"}
@@ -90,6 +99,9 @@ class Artifacts:
             ``qg_dists``, ``neighbors``) -> Parquet path; empty with ``no_cache``.
         meta: The metadata record (also in each file and in ``COMPLETE.json``).
         reused: True when everything came from an existing cache folder.
+        gg_source: The imported gallery-gallery file (None for features).
+        qq_source: The imported query-query file, when one was given (the
+            published cache's optional ``qq_dists.pth``, or ``qq_path``).
     """
 
     dataset: Dataset
@@ -106,6 +118,8 @@ class Artifacts:
     meta: dict = field(default_factory=dict)
     reused: bool = False
     _features: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    gg_source: Path | None = None
+    qq_source: Path | None = None
 
     def features(self, side: str) -> np.ndarray:
         """float32 [N, D] features of ``"query"`` or ``"gallery"`` (from memory or the cache).
@@ -376,6 +390,7 @@ def ensure_artifacts(
     qg_path: str | Path | None = None,
     gg_path: str | Path | None = None,
     labels_path: str | Path | None = None,
+    qq_path: str | Path | None = None,
     force: bool = False,
     no_cache: bool = False,
     batch_size: int = 64,
@@ -415,6 +430,9 @@ def ensure_artifacts(
         qg_path: Query-gallery distances [Q, G] to import.
         gg_path: Gallery-gallery distances [G, G] to import.
         labels_path: Labels of the imported distances.
+        qq_path: Query-query distances [Q, Q] of the imported distances (optional;
+            the methods that need them read them through :func:`qq_dists`, which
+            keeps them as ``qq_dists.parquet`` in the cache folder).
         force: Recompute even when a finished cache folder matches.
         no_cache: Compute in memory, write nothing.
         batch_size: Images per forward pass.
@@ -440,11 +458,14 @@ def ensure_artifacts(
         raise ArtifactError("importing distances needs both a query-gallery and a gallery-gallery matrix")
     if labels_path is not None and qg_path is None:
         raise ArtifactError("a labels file is only read together with imported distance matrices")
+    if qq_path is not None and qg_path is None:
+        raise ArtifactError("a query-query file is only read together with imported distance matrices")
     if qg_path is None and backbone in (None, "import"):
         published = published_cache_dir(cache_root, dataset, per_class)
         if has_published_cache(published):
             qg_path, gg_path = published / "qg_dists.pth", published / "gg_dists.pth"
             labels_path = published / "labels.pth" if (published / "labels.pth").is_file() else None
+            qq_path = published / QQ_PUBLISHED if (published / QQ_PUBLISHED).is_file() else None
             log(f"importing the published distance cache in {published}")
         elif backbone == "import":
             raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
@@ -452,10 +473,128 @@ def ensure_artifacts(
     if qg_path is not None:
         if backbone not in (None, "import"):
             raise ArtifactError(f"imported distances come with no backbone; drop --backbone {backbone}")
-        return _from_import(dataset, data_root, per_class, cache_root, kg_max, Path(qg_path), Path(gg_path),
+        if qq_path is not None and not Path(qq_path).is_file():
+            raise ArtifactError(f"file not found: {qq_path}")
+        arts = _from_import(dataset, data_root, per_class, cache_root, kg_max, Path(qg_path), Path(gg_path),
                             Path(labels_path) if labels_path is not None else None, force, no_cache, log)
+        arts.gg_source = Path(gg_path)
+        arts.qq_source = Path(qq_path) if qq_path is not None else None
+        return arts
     spec = backbone or ("demo" if dataset == "demo" else "icfrr")
     return _from_features(dataset, data_root, spec, per_class, cache_root, kg_max, force, no_cache, log,
                           {"pretrained_root": pretrained_root, "weights": weights}, trust_checkpoint,
                           {"batch_size": batch_size, "num_workers": num_workers, "device": device,
                            "progress": progress})
+
+
+# --------------------------------------------------------------------------- dense gg, qq for the baselines
+
+
+def _distances_by_rows(a: np.ndarray, b: np.ndarray, rows: int, same: bool) -> np.ndarray:
+    """float32 [A, B] Euclidean distances computed ``rows`` rows at a time (0 on the diagonal when ``same``)."""
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float32)
+    fb = torch.from_numpy(np.ascontiguousarray(b))
+    for start in range(0, a.shape[0], rows):
+        out[start:start + rows] = pairwise_distances(torch.from_numpy(a[start:start + rows]), fb).numpy()
+    if same:
+        np.fill_diagonal(out, 0.0)  # an item's distance to itself, without rounding noise
+    return out
+
+
+def dense_gg(arts: Artifacts, rows: int = 1024) -> np.ndarray:
+    """float32 [G, G] gallery-gallery distances, in memory (3.1 GB at the TU-Berlin size; never cached).
+
+    From the gallery features, computed ``rows`` rows at a time, or read from the
+    imported gallery-gallery file.
+
+    Raises:
+        ArtifactError: Imported artifacts whose gallery-gallery file is gone.
+    """
+    if arts.backbone != "import":
+        f = arts.features("gallery")
+        return _distances_by_rows(f, f, rows, same=True)
+    source = arts.gg_source or Path(arts.meta.get("sources", {}).get("gg", {}).get("path", ""))
+    if not source.is_file():
+        raise ArtifactError(f"the gallery-gallery distances {source} are gone; import them again")
+    gg = read_matrix(source)
+    n_g = arts.qg_dists.shape[1]
+    if gg.shape != (n_g, n_g):
+        raise ArtifactError(f"{source} is {list(gg.shape)}, expected [{n_g}, {n_g}]")
+    return np.array(gg)  # a writable copy, not the read-only memmap
+
+
+def _qq_meta(path: Path) -> dict | None:
+    try:
+        return read_meta(path)
+    except (OSError, ValueError):
+        return None
+
+
+def qq_identity(arts: Artifacts) -> str | None:
+    """What the query-query distances depend on beyond ``arts.cache_key`` (checked, nothing loaded).
+
+    Returns:
+        None when they come from the features (the cache key covers them), else
+        the sha256 of the imported query-query file.
+
+    Raises:
+        ArtifactError: Imported artifacts without query-query distances: the
+            message names the missing file.
+    """
+    if arts.backbone != "import":
+        return None
+    if arts.qq_source is not None:
+        return file_sha256(arts.qq_source)
+    kept = arts.cache_dir / QQ_FILE if arts.cache_dir is not None else None
+    meta = _qq_meta(kept) if kept is not None and kept.is_file() else None
+    if meta is not None and meta.get("cache_key") == arts.cache_key and meta.get("sha256"):
+        return str(meta["sha256"])
+    published = Path(arts.meta.get("sources", {}).get("qg", {}).get("path", "qg_dists.pth")).parent
+    raise ArtifactError(f"the imported distances have no query-query matrix: {published / QQ_PUBLISHED} "
+                        "is missing (save the [Q, Q] distances there, or import them with "
+                        "python -m jobs.extract --qq FILE)")
+
+
+def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 1024) -> np.ndarray:
+    """float32 [Q, Q] query-query distances, kept as ``qq_dists.parquet`` in the cache folder.
+
+    Reused from that file when it belongs to these artifacts (and, for imports,
+    to the same source file); else computed from the query features ``rows``
+    rows at a time, or read from the imported file, and written there (unless
+    the artifacts live in memory only).
+
+    Raises:
+        ArtifactError: Imported artifacts without query-query distances, or a
+            file of the wrong shape.
+    """
+    n_q = arts.qg_dists.shape[0]
+    source = arts.qq_source if arts.backbone == "import" else None
+    stamp = _file_stamp(source) if source is not None else None
+    kept = arts.cache_dir / QQ_FILE if arts.cache_dir is not None else None
+    meta = _qq_meta(kept) if kept is not None and kept.is_file() else None
+    if (meta is not None and meta.get("cache_key") == arts.cache_key
+            and (stamp is None or meta.get("source") == stamp)):
+        try:
+            qq = read_rows(kept, ["dists"])[0]["dists"]
+            if qq.shape == (n_q, n_q):
+                log(f"reusing query-query distances in {kept}")
+                return qq
+        except (OSError, ValueError, KeyError):
+            pass
+        log(f"{kept} is unreadable; making it again")
+    sha = qq_identity(arts)  # raises when an import has none
+    if arts.backbone == "import":
+        qq = read_matrix(source)
+        if qq.shape != (n_q, n_q):
+            raise ArtifactError(f"{source} is {list(qq.shape)} but there are {n_q} queries: it must be "
+                                f"[{n_q}, {n_q}]")
+        qq = np.ascontiguousarray(qq)
+    else:
+        f = arts.features("query")
+        qq = _distances_by_rows(f, f, rows, same=True)
+    if kept is not None:
+        write_rows(kept, "query_idx", {"dists": qq},
+                   {"kind": "qq_dists", "cache_key": arts.cache_key, "format_version": FORMAT_VERSION,
+                    "source": stamp, "sha256": sha, "created_at": _now()})
+        log(f"query-query distances kept in {kept}")
+    return qq

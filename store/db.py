@@ -27,7 +27,11 @@ from store.schema import SCHEMA_VERSION, create_schema
 
 #: Statements that bring a database from version ``v`` to ``v + 1``; every
 #: step keeps the spec's public columns (tables and columns are only added).
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    1: "SELECT 1",  # placeholder for the sweep owner columns (1 -> 2), replaced at merge
+    # 2 -> 3: baseline runs have no ICFRR parameters (NULL); every column is kept
+    2: "; ".join(f"ALTER TABLE runs ALTER COLUMN {c} DROP NOT NULL" for c in ("variant", "kg", "kq", "beta")),
+}
 
 
 class StoreError(Exception):

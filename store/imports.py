@@ -3,6 +3,8 @@
 The published code caches ``<cache_root>/<dataset>/<per_class>/qg_dists.pth``
 (float [Q, G]), ``gg_dists.pth`` (float [G, G]) and optionally ``labels.pth``
 (``{"query": int [Q], "gallery": int [G]}``), each written by ``torch.save``.
+The lab also reads an optional ``qq_dists.pth`` (float [Q, Q]) there, for the
+re-ranking methods that need query-query distances (k-reciprocal, ECN).
 They are loaded with ``weights_only=True``: no code from the file runs.
 """
 
@@ -22,7 +24,7 @@ class SourceError(ValueError):
     """A user-provided distance or label file is missing or malformed; the message names it."""
 
 
-PUBLISHED_FILES = ("qg_dists.pth", "gg_dists.pth", "labels.pth")
+PUBLISHED_FILES = ("qg_dists.pth", "gg_dists.pth", "labels.pth", "qq_dists.pth")
 
 
 def published_cache_dir(cache_root: str | Path, dataset: str, per_class: int) -> Path:

@@ -326,7 +326,9 @@ def query_topn(
 
 
 def sweep_grid(con: duckdb.DuckDBPyConnection, sweep_id: int) -> pd.DataFrame:
-    """A sweep's configurations with their mAP@all gain, for the KG x KQ heatmap.
+    """A sweep's ICFRR configurations with their mAP@all gain, for the KG x KQ heatmap.
+
+    Baseline runs (no KG or KQ) are left out.
 
     Returns:
         run_id, variant, kg, kq, beta, n_iter, map_all_before,
@@ -334,7 +336,8 @@ def sweep_grid(con: duckdb.DuckDBPyConnection, sweep_id: int) -> pd.DataFrame:
     """
     cols = ["run_id", "variant", "kg", "kq", "beta", "n_iter", "map_all_before",
             "map_all_after", "map_all_gain", "best_iteration", "best_map_all", "best_gain"]
-    return runs(con, sweep_id)[cols]
+    all_runs = runs(con, sweep_id)
+    return all_runs.loc[all_runs.method == "icfrr", cols].reset_index(drop=True)
 
 
 def paired_ap(

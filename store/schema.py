@@ -11,7 +11,8 @@ import duckdb
 from icfrr.registry import METRIC_KEYS, QUERY_COLUMNS
 
 #: Bumped by every migration; a database with a newer version is refused.
-SCHEMA_VERSION = 1
+#: 2 -> 3: runs.variant/kg/kq/beta may be NULL (baseline runs, store.db.MIGRATIONS[2]).
+SCHEMA_VERSION = 3
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL);
@@ -69,12 +70,12 @@ CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
 CREATE TABLE IF NOT EXISTS runs (
     run_id       INTEGER PRIMARY KEY DEFAULT nextval('run_id_seq'),
     sweep_id     INTEGER NOT NULL,
-    method       VARCHAR NOT NULL,    -- 'icfrr'
-    variant      VARCHAR NOT NULL,    -- 'reference' or 'paper'
-    kg           INTEGER NOT NULL,
-    kq           INTEGER NOT NULL,
-    beta         DOUBLE NOT NULL,
-    n_iter       INTEGER NOT NULL,
+    method       VARCHAR NOT NULL,    -- a key of icfrr.registry.METHODS: 'icfrr', 'k_reciprocal', ...
+    variant      VARCHAR,             -- ICFRR: 'reference' or 'paper'; NULL for the other methods
+    kg           INTEGER,             -- ICFRR's KG, KQ and beta; NULL for the other methods
+    kq           INTEGER,
+    beta         DOUBLE,
+    n_iter       INTEGER NOT NULL,    -- ICFRR: iterations; other methods: 1 (iteration 1 = their ranking)
     params       VARCHAR NOT NULL,    -- JSON text of every parameter
     device       VARCHAR NOT NULL,
     seconds      DOUBLE,

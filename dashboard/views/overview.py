@@ -58,6 +58,9 @@ def _sweep_heatmap(ctx: Context) -> None:
     sweep_id = state.select(cols[0], "Sweep", list(sweep_names), "sweep",
                             default=int(ctx.run.sweep_id), format_func=sweep_names.get)
     grid = queries.sweep_grid(ctx.db, sweep_id)
+    if grid.empty:
+        st.info("This sweep holds no ICFRR runs: the KG x KQ heatmap is for ICFRR configurations.")
+        return
     variant = state.select(cols[1], "Variant", sorted(grid.variant.unique()), "variant")
     grid = grid[grid.variant == variant]
     beta = state.select(cols[2], "β", sorted(grid.beta.unique()), "beta",

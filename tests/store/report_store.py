@@ -72,10 +72,8 @@ def _write(con, sweep_id: int, artifact_id: int, key: str, config: writes.RunCon
     return run_id
 
 
-def _baseline_config(method: str, dummy: int, **params: object) -> writes.RunConfig:
-    # RunConfig still needs ICFRR's fields: dummy values (distinct, since the config
-    # key ignores ``extra``) until it is generalised to any method's parameters.
-    return writes.RunConfig(kg=dummy, kq=dummy, beta=0.0, n_iter=1, method=method, extra=params)
+def _baseline_config(method: str, **params: object) -> writes.RunConfig:
+    return writes.RunConfig.for_method(method, params)
 
 
 def _open_dataset(con, name: str, backbones: tuple[str, ...]) -> list[tuple[int, int, str]]:
@@ -115,11 +113,11 @@ def build(folder: Path, *, other: bool = True) -> tuple[Path, dict[str, StoredRu
                    5: noisy(0.10)}),
             "B": (writes.RunConfig(kg=4, kq=5, beta=0.5, n_iter=3),
                   {0: initial, 1: noisy(0.30), 2: noisy(0.10), 3: noisy(0.05)}),
-            "C": (_baseline_config("k_reciprocal", 1, k1=20, k2=6, lambda_value=0.3),
+            "C": (_baseline_config("k_reciprocal", k1=20, k2=6, lambda_value=0.3),
                   {0: initial, 1: initial + 0.01 * sign}),
-            "D": (_baseline_config("k_reciprocal", 2, k1=10, k2=3, lambda_value=0.5),
+            "D": (_baseline_config("k_reciprocal", k1=10, k2=3, lambda_value=0.5),
                   {0: initial, 1: noisy(-0.02)}),
-            "E": (_baseline_config("dba", 3, dba_n=10, dba_alpha=3.0),
+            "E": (_baseline_config("dba", dba_n=10, dba_alpha=3.0),
                   {0: initial, 1: noisy(-0.05)}),
         }
         for letter, (cfg, ap) in plans.items():

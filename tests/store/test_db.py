@@ -140,6 +140,43 @@ def test_migration_from_older_version(tmp_path: Path, monkeypatch: pytest.Monkey
     db.connect_reader(path).close()
 
 
+def test_runs_without_icfrr_parameters_after_migration(tmp_path: Path) -> None:
+    """A store of the first schema (ICFRR columns NOT NULL) keeps its runs and takes baseline runs."""
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(_V1_RUNS)
+    con.execute("CREATE TABLE schema_info (version INTEGER NOT NULL); INSERT INTO schema_info VALUES (1)")
+    con.execute("INSERT INTO runs VALUES (1, 1, 'icfrr', 'reference', 5, 3, 0.5, 3, '{}', 'cpu', 1.0, "
+                "'done', now(), 1, 'k')")
+    with pytest.raises(duckdb.ConstraintException):
+        con.execute("INSERT INTO runs (sweep_id, method, n_iter, params, device, status) "
+                    "VALUES (1, 'ecn', 1, '{}', 'cpu', 'done')")
+    con.close()
+    with db.connect_writer(path) as con:
+        assert con.execute("SELECT version FROM schema_info").fetchall() == [(SCHEMA_VERSION,)]
+        con.execute("INSERT INTO runs (sweep_id, method, n_iter, params, device, status) "
+                    "VALUES (1, 'ecn', 1, '{}', 'cpu', 'done')")
+        assert con.execute("SELECT method, variant, kg, kq, beta FROM runs ORDER BY run_id").fetchall() == [
+            ("icfrr", "reference", 5, 3, 0.5), ("ecn", None, None, None, None)]
+        assert _columns(con, "runs")[:13] == SPEC_COLUMNS["runs"]
+    with db.connect_writer(tmp_path / "new.duckdb") as con:  # a new store: the same columns, nullable
+        nullable = dict(con.execute("SELECT column_name, is_nullable FROM information_schema.columns "
+                                    "WHERE table_name = 'runs'").fetchall())
+        assert [c for c in ("method", "variant", "kg", "kq", "beta", "n_iter") if nullable[c] == "YES"] == [
+            "variant", "kg", "kq", "beta"]
+
+
+# the runs table as the first schema created it
+_V1_RUNS = """
+CREATE SEQUENCE run_id_seq START 2;
+CREATE TABLE runs (
+    run_id INTEGER PRIMARY KEY DEFAULT nextval('run_id_seq'), sweep_id INTEGER NOT NULL,
+    method VARCHAR NOT NULL, variant VARCHAR NOT NULL, kg INTEGER NOT NULL, kq INTEGER NOT NULL,
+    beta DOUBLE NOT NULL, n_iter INTEGER NOT NULL, params VARCHAR NOT NULL, device VARCHAR NOT NULL,
+    seconds DOUBLE, status VARCHAR NOT NULL, finished_at TIMESTAMP, artifact_id INTEGER, config_key VARCHAR)
+"""
+
+
 @pytest.mark.parametrize("held_as, open_", [("rw", db.connect_reader), ("ro", db.connect_writer)])
 def test_retries_while_other_process_holds_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_as: str, open_

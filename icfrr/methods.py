@@ -1,0 +1,222 @@
+"""One call for every single-shot re-ranking method of the registry (the baselines).
+
+:func:`apply_method` takes a method key of :data:`icfrr.registry.METHODS`, the
+inputs (:class:`MethodInputs`) and the registry's parameter names, and calls the
+method's function in ``icfrr.baselines`` with its own keyword names. The
+gallery-gallery and query-query matrices are large ([G, G] is 3.1 GB at the
+TU-Berlin size), so the inputs hold callables that load them on first use: a
+method that does not need one never loads it.
+
+ICFRR is iterative and runs through :func:`icfrr.iter_rerank` instead.
+:func:`ranking_from_distances` turns a method's distances into a ranking with the
+engine's order (ascending, ties by gallery index).
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from icfrr.registry import Method, method
+
+Loader = Callable[[], np.ndarray]
+
+
+@dataclass
+class MethodInputs:
+    """What a method may read: query-gallery distances, and the rest on demand.
+
+    Attributes:
+        qg: float [Q, G] query-gallery distances, smaller = closer.
+        gg: Loads float [G, G] gallery-gallery distances (called at most once).
+        qq: Loads float [Q, Q] query-query distances (called at most once); None
+            when none exist (methods that need them then refuse).
+        fq: float [Q, D] L2-normalised query features, None for imported distances.
+        fg: float [G, D] L2-normalised gallery features, None for imported distances.
+    """
+
+    qg: np.ndarray
+    gg: Loader | None = None
+    qq: Loader | None = None
+    fq: np.ndarray | None = None
+    fg: np.ndarray | None = None
+    _loaded: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def has_features(self) -> bool:
+        """Whether both sides' features are present."""
+        return self.fq is not None and self.fg is not None
+
+    def load(self, name: str) -> np.ndarray:
+        """``"gg"`` [G, G] or ``"qq"`` [Q, Q], loaded once and kept, shape-checked.
+
+        Raises:
+            ValueError: No loader for it, or the loaded matrix has the wrong shape.
+        """
+        if name not in self._loaded:
+            loader = {"gg": self.gg, "qq": self.qq}[name]
+            if loader is None:
+                raise ValueError(f"no {name} distances were given")
+            n = self.qg.shape[1] if name == "gg" else self.qg.shape[0]
+            matrix = loader()
+            if tuple(matrix.shape) != (n, n):
+                raise ValueError(f"{name} distances are {list(matrix.shape)}, expected [{n}, {n}]")
+            self._loaded[name] = matrix
+        return self._loaded[name]
+
+    def release(self) -> None:
+        """Forget the loaded gg/qq matrices (they are loaded again when needed)."""
+        self._loaded.clear()
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    function: str                  # name in icfrr.baselines
+    keywords: Mapping[str, str]    # registry parameter -> the function's keyword
+    uses_qq: bool = False
+    feature_form: bool = False     # takes fq/fg, and then needs no gg
+
+
+_QE = {"qe_n": "n", "qe_alpha": "alpha"}
+_DBA = {"dba_n": "n", "dba_alpha": "alpha"}
+
+#: Registry key -> how to call its function. Tests replace entries here.
+ADAPTERS: dict[str, _Adapter] = {
+    "k_reciprocal": _Adapter("k_reciprocal", {"k1": "k1", "k2": "k2", "lambda_value": "lambda_value"},
+                             uses_qq=True),
+    "ecn": _Adapter("ecn", {"t": "t", "q": "q", "k": "k"}, uses_qq=True),
+    "alpha_qe": _Adapter("alpha_qe", _QE, feature_form=True),
+    "dba": _Adapter("dba", _DBA, feature_form=True),
+    "dba+alpha_qe": _Adapter("dba_alpha_qe", {"dba_n": "n_dba", "dba_alpha": "alpha_dba",
+                                              "qe_n": "n_qe", "qe_alpha": "alpha_qe"}, feature_form=True),
+}
+
+#: Where the functions live (imported on first use, so ``icfrr`` stays light).
+BASELINES_PACKAGE = "icfrr.baselines"
+
+
+def baseline_function(name: str) -> Callable[..., Any]:
+    """The function ``name`` of ``icfrr.baselines`` (exported by the package or its module ``name``)."""
+    package = importlib.import_module(BASELINES_PACKAGE)
+    found = getattr(package, name, None)
+    if found is None:
+        found = importlib.import_module(f"{BASELINES_PACKAGE}.{name}")
+    if isinstance(found, types.ModuleType):
+        found = getattr(found, name)
+    return found
+
+
+def method_keywords(key: str, params: Mapping[str, object]) -> dict[str, object]:
+    """The registry parameters of method ``key`` as its function's keywords, checked.
+
+    Missing parameters take the first value of the registry's default grid.
+
+    Raises:
+        ValueError: ICFRR or an unknown method, an unknown parameter, or a value
+            outside the registry's bounds.
+    """
+    entry = _entry(key)
+    adapter = ADAPTERS[key]
+    unknown = sorted(set(params) - {p.name for p in entry.params})
+    if unknown:
+        raise ValueError(f"{key} has no parameter {', '.join(unknown)}; "
+                         f"its parameters: {', '.join(p.name for p in entry.params)}")
+    out: dict[str, object] = {}
+    for p in entry.params:
+        value = p.kind(params[p.name]) if p.name in params else p.default[0]
+        problem = p.check(value)
+        if problem is not None:
+            raise ValueError(problem)
+        out[adapter.keywords[p.name]] = value
+    return out
+
+
+def _entry(key: str) -> Method:
+    try:
+        entry = method(key)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    if entry.iterative or key not in ADAPTERS:
+        raise ValueError(f"{key} is not a single-shot method; ICFRR runs through icfrr.iter_rerank")
+    return entry
+
+
+def needs(key: str, inputs: MethodInputs) -> tuple[str, ...]:
+    """Which of ``"gg"``/``"qq"`` method ``key`` will load from these inputs."""
+    adapter = ADAPTERS[_entry(key).key]
+    wanted = () if adapter.feature_form and inputs.has_features else ("gg",)
+    return wanted + (("qq",) if adapter.uses_qq else ())
+
+
+def apply_method(key: str, inputs: MethodInputs, params: Mapping[str, object]) -> np.ndarray:
+    """Re-ranked query-gallery distances of one baseline configuration.
+
+    Args:
+        key: A registry method key other than ``"icfrr"`` (e.g. ``"k_reciprocal"``).
+        inputs: The distances (and features) to re-rank.
+        params: Registry parameter name -> value (e.g. ``{"k1": 20, "k2": 6,
+            "lambda_value": 0.3}``); missing ones take the registry default.
+
+    Returns:
+        float [Q, G] numpy distances, smaller = closer.
+
+    Raises:
+        ValueError: Bad key, parameters or inputs, or a result of the wrong shape.
+    """
+    keywords = method_keywords(key, params)
+    adapter = ADAPTERS[key]
+    fn = baseline_function(adapter.function)
+    wanted = needs(key, inputs)
+    gg = inputs.load("gg") if "gg" in wanted else None
+    if adapter.uses_qq:
+        out = fn(inputs.qg, gg, inputs.load("qq"), **keywords)
+    elif adapter.feature_form and inputs.has_features:
+        out = fn(inputs.qg, gg, fq=inputs.fq, fg=inputs.fg, **keywords)
+    else:
+        out = fn(inputs.qg, gg, **keywords)
+    out = out.detach().cpu().numpy() if hasattr(out, "detach") else np.asarray(out)
+    if out.shape != inputs.qg.shape:
+        raise ValueError(f"{key} returned distances of shape {list(out.shape)}, "
+                         f"expected {list(inputs.qg.shape)}")
+    return out
+
+
+def ranking_from_distances(d: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's gallery indices by ascending distance, ties by index (the engine's order).
+
+    float32 rows go through the engine's radix sort; other dtypes are sorted
+    stably in their own precision (no rounding that could merge near-ties).
+
+    Args:
+        d: float [Q, G] distances, smaller = closer.
+        chunk: Rows sorted at once.
+
+    Returns:
+        (ranking int64 [Q, G], the sorted distances [Q, G] in ``d``'s dtype).
+
+    Raises:
+        ValueError: ``d`` is not 2-D or holds NaN.
+    """
+    from icfrr._sorting import stable_argsort_rows   # numba: compiled on first use
+
+    d = np.asarray(d)
+    if d.ndim != 2:
+        raise ValueError(f"distances must be [Q, G], got shape {list(d.shape)}")
+    ranking = np.empty(d.shape, dtype=np.int64)
+    values = np.empty(d.shape, dtype=d.dtype)
+    for start in range(0, d.shape[0], max(1, chunk)):
+        rows = d[start:start + chunk]
+        if np.isnan(rows).any():
+            raise ValueError("distances hold NaN; a ranking needs comparable values")
+        if rows.dtype == np.float32:
+            ranking[start:start + chunk], values[start:start + chunk] = stable_argsort_rows(rows)
+        else:
+            order = np.argsort(rows, axis=1, kind="stable")
+            ranking[start:start + chunk] = order
+            values[start:start + chunk] = np.take_along_axis(rows, order, axis=1)
+    return ranking, values

@@ -1,0 +1,135 @@
+"""Benchmark: every re-ranking method of the registry at its default parameters.
+
+    python -m jobs.bench --methods                   # quarter shape, then TU-Berlin shape
+    python -m jobs.bench --methods --shape quarter   # Q=600, G=7000 only
+    python -m jobs.bench --methods --quick           # a small shape, seconds
+
+The same synthetic clustered features as ``jobs.bench`` (D=768, 30 classes,
+a domain shift between queries and gallery), L2-normalised, are written once
+with their query-gallery, gallery-gallery and query-query distances. Each
+method then runs in its own process, as the sweep runs it (features given to
+the methods that work from features, ICFRR's neighbour graph built from
+features), so each process's peak resident memory is that method's. Reported:
+seconds from the loaded inputs to the re-ranked result and its metrics, the
+peak memory, and the memory of the inputs that process loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = {"tuberlin": (2400, 27989), "quarter": (600, 7000), "quick": (300, 2000)}
+
+
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> None:
+    """Write fq/fg features, qg/gg/qq distances (float32) and labels to ``folder``."""
+    import torch
+
+    from icfrr import pairwise_distances
+    from jobs.bench import synthetic_features
+
+    fq, fg, labels_q, labels_g = synthetic_features(n_query, n_gallery, seed)
+    np.save(folder / "fq.npy", fq.numpy())
+    np.save(folder / "fg.npy", fg.numpy())
+    np.save(folder / "qg.npy", pairwise_distances(fq, fg).numpy())
+    np.save(folder / "qq.npy", pairwise_distances(fq, fq).numpy())
+    gg = np.lib.format.open_memmap(folder / "gg.npy", mode="w+", dtype=np.float32, shape=(n_gallery, n_gallery))
+    for start in range(0, n_gallery, 2048):
+        gg[start : start + 2048] = pairwise_distances(fg[start : start + 2048], fg).numpy()
+    gg.flush()
+    del gg, torch
+    np.save(folder / "labels_q.npy", labels_q.numpy())
+    np.save(folder / "labels_g.npy", labels_g.numpy())
+
+
+def _defaults(key: str) -> dict[str, object]:
+    from icfrr.registry import method
+
+    return {p.name: p.default[0] for p in method(key).params}
+
+
+def run_one(key: str, folder: Path) -> dict:
+    """Run method ``key`` at its defaults on the saved inputs (in this process)."""
+    import icfrr
+    from icfrr.methods import MethodInputs, apply_method, needs, ranking_from_distances
+
+    params = _defaults(key)
+    lq, lg = np.load(folder / "labels_q.npy"), np.load(folder / "labels_g.npy")
+    qg = np.load(folder / "qg.npy")
+    fq, fg = np.load(folder / "fq.npy"), np.load(folder / "fg.npy")
+    if key == "icfrr":
+        # warm the compiled kernels outside the timing, as a sweep does once per process
+        icfrr.rerank(qg[:8, :64], icfrr.neighbor_graph_from_features(fg[:64], 8), kg=8, kq=8)
+        inputs_gib = _peak_gib()
+        t0 = time.perf_counter()
+        graph = icfrr.neighbor_graph_from_features(fg, params["kg"])
+        ranking = icfrr.rerank(qg, graph, kg=params["kg"], kq=params["kq"], beta=params["beta"],
+                               n_iter=params["n_iter"], variant=params["variant"])[-1]
+    else:
+        inputs = MethodInputs(qg, gg=lambda: np.load(folder / "gg.npy"), qq=lambda: np.load(folder / "qq.npy"),
+                              fq=fq, fg=fg)
+        for name in needs(key, inputs):  # load what the method reads before timing it
+            inputs.load(name)
+        inputs_gib = _peak_gib()
+        t0 = time.perf_counter()
+        ranking, _ = ranking_from_distances(apply_method(key, inputs, params))
+    before = icfrr.evaluate(ranking_from_distances(qg)[0], lq, lg)["map_all"]
+    after = icfrr.evaluate(ranking, lq, lg)["map_all"]
+    seconds = time.perf_counter() - t0
+    return {"method": key, "params": params, "seconds": seconds, "peak_gib": _peak_gib(),
+            "inputs_gib": inputs_gib, "before": before, "after": after}
+
+
+def _child(key: str, folder: Path) -> dict:
+    cmd = [sys.executable, "-m", "jobs.bench_methods", "--child", key, str(folder)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_shape(name: str) -> list[str]:
+    """Every registry method on one shape: a Markdown table."""
+    from icfrr.registry import METHODS
+    from store.report import params_text
+
+    n_query, n_gallery = SHAPES[name]
+    with tempfile.TemporaryDirectory(prefix="icfrr-bench-methods-") as tmp:
+        folder = Path(tmp)
+        make_inputs(n_query, n_gallery, folder)
+        results = [(m, _child(m.key, folder)) for m in METHODS]
+    lines = [f"#### {name}: Q={n_query}, G={n_gallery}, D=768, each method at its defaults", "",
+             "| method | parameters | time (s) | peak memory (GiB) | inputs loaded (GiB) | mAP@all before -> after |",
+             "|---|---|---:|---:|---:|---|"]
+    for m, r in results:
+        lines.append(f"| {m.label} | {params_text(m.key, r['params'])} | {r['seconds']:.2f} | {r['peak_gib']:.2f} | "
+                     f"{r['inputs_gib']:.2f} | {r['before']:.4f} -> {r['after']:.4f} |")
+    return lines + [""]
+
+
+def main(argv: list[str]) -> int:
+    """``--child KEY FOLDER`` runs one method and prints JSON; else ``main_shapes``."""
+    if argv[:1] == ["--child"]:
+        print(json.dumps(run_one(argv[1], Path(argv[2]))))
+        return 0
+    raise SystemExit("run it as python -m jobs.bench --methods")
+
+
+def run_shapes(shapes: list[str]) -> None:
+    """Print one table per shape (``python -m jobs.bench --methods``)."""
+    for name in shapes:
+        print("\n".join(bench_shape(name)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,85 @@
+"""One baseline configuration of a sweep: re-rank once, evaluate the initial and the new ranking.
+
+A single-shot method (k-reciprocal, ECN, alpha-QE, DBA, DBA + alpha-QE) is
+stored like an ICFRR run of one iteration: iteration 0 is the initial ranking
+(the query-gallery distances sorted, exactly as ICFRR's iteration 0), iteration
+1 the ranking by the method's distances. Both are kept in full (per-query
+metrics and top-N); the stored score of a ranked item is minus its distance
+(descending, like the engine's scores).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+import icfrr
+from icfrr.methods import MethodInputs, apply_method, ranking_from_distances
+from jobs.sweep_runner import RunOutcome
+from store.artifacts import Artifacts, dense_gg, qq_dists
+from store.writes import KeptIteration, RunConfig, best_iteration
+
+
+def method_inputs(arts: Artifacts, log: Callable[[str], None], qq: np.ndarray | None = None) -> MethodInputs:
+    """The inputs of every baseline run on ``arts``: gg and qq load on first use, once.
+
+    gg is computed from the gallery features (or read from the imported file) in
+    memory; qq is ``qq`` when given, else it comes from ``qq_dists.parquet`` in
+    the cache folder, computed and kept there the first time (see
+    :func:`store.artifacts.qq_dists`).
+    """
+    features = arts.backbone != "import"
+    return MethodInputs(
+        qg=arts.qg_dists.numpy(), gg=lambda: dense_gg(arts),
+        qq=(lambda: qq) if qq is not None else (lambda: qq_dists(arts, log)),
+        fq=arts.features("query") if features else None, fg=arts.features("gallery") if features else None)
+
+
+def run_method(
+    inputs: MethodInputs,
+    labels_q: np.ndarray,
+    labels_g: np.ndarray,
+    config: RunConfig,
+    *,
+    top_n: int = 100,
+    on_step: Callable[[icfrr.RerankStep, dict[str, float]], None] | None = None,
+) -> RunOutcome:
+    """Re-rank with ``config.method`` and evaluate iterations 0 (initial) and 1 (the method's).
+
+    Args:
+        inputs: Distances (and features) of the dataset.
+        labels_q: int [Q] query labels, -1 unknown.
+        labels_g: int [G] gallery labels.
+        config: A :meth:`RunConfig.for_method` configuration.
+        top_n: How many of each query's best items to keep.
+        on_step: Called after each of the two rankings with the step and its
+            metrics (progress bars, published per-iteration files).
+
+    Returns:
+        The :class:`RunOutcome` (both iterations kept).
+
+    Raises:
+        ValueError: An ICFRR configuration, or bad parameters or inputs.
+    """
+    if config.method == "icfrr" or config.n_iter != 1:
+        raise ValueError("run_method runs single-shot methods; ICFRR runs through jobs.sweep_runner")
+    start = time.perf_counter()
+    metrics: list[dict[str, float]] = []
+    kept: dict[int, KeptIteration] = {}
+    for iteration in (0, 1):
+        dists = inputs.qg if iteration == 0 else apply_method(config.method, inputs, config.params)
+        ranking, ordered = ranking_from_distances(dists)
+        del dists
+        per_query = icfrr.per_query(ranking, labels_q, labels_g)
+        summary = {k: float(v) for k, v in icfrr.summarize(per_query).items()}
+        metrics.append(summary)
+        scores = -ordered[:, :top_n].astype(np.float64)
+        kept[iteration] = KeptIteration(per_query, ranking[:, :top_n].copy(), scores)
+        if on_step is not None:
+            on_step(icfrr.RerankStep(iteration, torch.from_numpy(ranking),
+                                     torch.from_numpy(-ordered.astype(np.float32))), summary)
+        del ranking, ordered
+    return RunOutcome(metrics, kept, best_iteration(metrics), time.perf_counter() - start)
