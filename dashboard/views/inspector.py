@@ -1,4 +1,10 @@
-"""Query inspector: one query's top-k before and after, side by side."""
+"""Query inspector: one query's top-k before and after, side by side.
+
+"Beside it" chooses what stands on the left: the run's own initial ranking
+(with each item's movement), or a second run of the same dataset, of any
+method, at one of its stored iterations (two methods' top-k for the same
+query). Relevant items are marked on both sides.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries, state, thumbs
-from dashboard.format import movement, plain, signed
+from dashboard.format import method_and_params, movement, plain, signed
 from dashboard.sidebar import Context, context, iteration_select
 
 _THUMB = 112
 _ICONS = {"relevant": "✓", "irrelevant": "✗", "unknown": "?"}
+#: "Beside it" choice: the run's own initial ranking.
+INITIAL = "initial"
 
 
 def _query_select(ctx: Context, container, iteration: int) -> int:
@@ -33,14 +41,15 @@ def _rank(r: object) -> str:
     return "none" if pd.isna(r) else str(int(r))
 
 
-def _side(rows: pd.DataFrame, side: str, root: str | None, known: bool) -> None:
+def _side(rows: pd.DataFrame, side: str | None, root: str | None, known: bool) -> None:
+    """Thumbnails of one stored list; ``side`` ('before'/'after') adds each item's movement."""
     images, captions = [], []
     for r in rows.itertuples():
         mark = "unknown" if not known else "relevant" if r.relevant else "irrelevant"
         images.append(thumbs.thumbnail(root, r.path, _THUMB, mark))
         name = r.class_name if isinstance(r.class_name, str) else f"label {r.label}"
-        captions.append(f"#{r.rank} {_ICONS[mark]} {movement(side, r.rank_before, r.rank_after)} · "
-                        f"{plain(name)}")
+        moved = "" if side is None else f" {movement(side, r.rank_before, r.rank_after)}"
+        captions.append(f"#{r.rank} {_ICONS[mark]}{moved} · {plain(name)}")
     if images:
         st.image(images, caption=captions, width=_THUMB)
     else:
@@ -87,13 +96,48 @@ def page() -> None:
                    "'dropped' fell outside it after.")
 
     topn = queries.query_topn(ctx.db, ctx.run_id, q, iteration, top_n=k)
+    other = _beside_select(ctx)
     before, after = st.columns(2)
-    with before:
-        st.markdown("#### Before: initial ranking")
-        _side(topn[topn.side == "before"], "before", root, known)
     with after:
-        st.markdown(f"#### After: iteration {iteration}")
-        _side(topn[topn.side == "after"], "after", root, known)
+        st.markdown(f"#### {plain(_name(ctx, ctx.run_id))}: iteration {iteration}")
+        side = "after" if other == INITIAL else None
+        _side(topn[topn.side == "after"], side, root, known)
+    with before:
+        if other == INITIAL:
+            st.markdown("#### Before: initial ranking")
+            _side(topn[topn.side == "before"], "before", root, known)
+            return
+        it_other = iteration_select(st, ctx, int(other), param="iteration_other",
+                                    label="Iteration of the second run", initial=True)
+        st.markdown(f"#### {plain(_name(ctx, int(other)))}: "
+                    + ("initial ranking" if it_other == 0 else f"iteration {it_other}"))
+        if known:
+            _query_ap(ctx, int(other), q, it_other)
+        theirs = queries.query_topn(ctx.db, int(other), q, it_other, top_n=k)
+        _side(theirs[theirs.side == "after"], None, root, known)
+
+
+def _name(ctx: Context, run_id: int) -> str:
+    label, params = method_and_params(ctx.runs.loc[run_id])
+    return f"#{run_id} {label}" + (f" ({params})" if params else "")
+
+
+def _beside_select(ctx: Context) -> str | int:
+    """What stands beside the run's list: its initial ranking, or another run of the dataset."""
+    same = [int(r) for r in ctx.runs.run_id[ctx.runs.dataset_id == ctx.run.dataset_id]
+            if r != ctx.run_id]
+    return state.select(st, "Beside it", [INITIAL, *same], "other",
+                        format_func=lambda v: "its initial ranking (with movement)"
+                        if v == INITIAL else f"run {ctx.labels[v]}",
+                        help="Show a second run's top-k for the same query: two methods "
+                             "side by side.")
+
+
+def _query_ap(ctx: Context, run_id: int, q: int, iteration: int) -> None:
+    per_it = queries.query_metrics_by_iteration(ctx.db, run_id, q).set_index("iteration")
+    if iteration in per_it.index:
+        row = per_it.loc[iteration]
+        st.caption(f"AP {row.ap:.4f} · first relevant rank {_rank(row.first_relevant_rank)}")
 
 
 page()
