@@ -8,7 +8,11 @@ sidebar choose only among the DuckDB files of the results folder
 (``--results-dir DIR`` or $ICFRR_RESULTS_DIR, else the launch store's
 folder); anything else, and any store that cannot be read, shows one neutral
 message (``dashboard.data.NEUTRAL``). Stores are only ever read, through
-locked-down connections (``store.db.connect_reader``).
+locked-down connections (``store.db.connect_reader``), by the typed cached
+reads of ``dashboard.queries``. Thumbnails read images only under the launch
+working directory and the folders given with ``--image-root DIR``
+(repeatable) or $ICFRR_IMAGE_ROOTS (``os.pathsep``-separated); a dataset root
+a store records anywhere else shows placeholders.
 
 The page modules live in ``views/``, not ``pages/``: Streamlit treats a
 ``pages/`` folder beside the entry point as the old automatic multipage mode

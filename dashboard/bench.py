@@ -18,8 +18,12 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
+from functools import partial
 from pathlib import Path
+
+import duckdb
 
 from dashboard.synthetic import SyntheticSpec, generate
 
@@ -65,30 +69,39 @@ def build(folder: Path, images: bool) -> Path:
     return db
 
 
-def _queries(db: Path, run_id: int, query: int, it: int, other: int) -> dict[str, list]:
-    """The store.read calls each page makes (as the pages make them)."""
+def _queries(db: Path, run_id: int, query: int, it: int, other: int
+             ) -> dict[str, list[Callable[[duckdb.DuckDBPyConnection], object]]]:
+    """The store.read calls each page makes (as the pages make them), each taking a connection."""
+    from store import read
+
     return {
-        "Overview": [("has_results",), ("runs",), ("sweeps",), ("metrics_by_iteration", (run_id,)),
-                     ("sweep_grid", 1)],
-        "Per class": [("stored_iterations", run_id), ("class_before_after", run_id, it)],
-        "Failure cases": [("classes", run_id), ("query_changes", run_id, it),
-                          ("dataset_root", run_id)],
-        "Query inspector": [("n_queries", run_id), ("query_item", run_id, query),
-                            ("query_metrics_by_iteration", run_id, query),
-                            ("query_topn", run_id, query, it)],
-        "Compare": [("paired_ap", run_id, it, other, it)],
+        "Overview": [read.has_results, read.runs, read.sweeps,
+                     partial(read.metrics_by_iteration, run_ids=(run_id,)),
+                     partial(read.sweep_grid, sweep_id=1)],
+        "Per class": [partial(read.stored_iterations, run_id=run_id),
+                      partial(read.class_before_after, run_id=run_id, iteration=it)],
+        "Failure cases": [partial(read.classes, run_id=run_id),
+                          partial(read.query_changes, run_id=run_id, iteration=it),
+                          partial(read.dataset_root, run_id=run_id)],
+        "Query inspector": [partial(read.n_queries, run_id=run_id),
+                            partial(read.query_item, run_id=run_id, query_idx=query),
+                            partial(read.query_metrics_by_iteration, run_id=run_id,
+                                    query_idx=query),
+                            partial(read.query_topn, run_id=run_id, query_idx=query,
+                                    iteration=it)],
+        "Compare": [partial(read.paired_ap, run_a=run_id, iteration_a=it, run_b=other,
+                            iteration_b=it)],
     }
 
 
-def time_queries(db: Path, calls: list[tuple]) -> float:
+def time_queries(db: Path, calls: list[Callable[[duckdb.DuckDBPyConnection], object]]) -> float:
     """Seconds to run ``calls`` on one fresh read-only connection."""
-    from store import read
     from store.db import connect_reader
 
     t = time.perf_counter()
     with closing(connect_reader(db)) as con:
-        for name, *args in calls:
-            getattr(read, name)(con, *args)
+        for call in calls:
+            call(con)
     return time.perf_counter() - t
 
 

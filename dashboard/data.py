@@ -1,4 +1,4 @@
-"""Which stores may be shown, where they are, and cached calls into ``store.read``.
+"""Which stores and image folders may be shown, and the store handle the reads are keyed on.
 
 A visitor chooses the store (URL ``?db=``, the sidebar) only among the
 DuckDB files of one folder: ``--results-dir`` (or $ICFRR_RESULTS_DIR), else
@@ -8,12 +8,13 @@ every such case, and every store that cannot be read, is shown with the one
 ``NEUTRAL`` message, so the dashboard never tells a visitor whether some
 other file exists or what it holds (the reason goes to the server log).
 
-Every read goes through ``load``: it opens a read-only connection
-(``store.db.connect_reader``, which retries briefly while a sweep writes),
-calls one ``store.read`` function and closes the connection again, so the
-dashboard never blocks a running sweep for long. Results are cached with
-``st.cache_data`` keyed on the database file's (and its write-ahead log's)
-change time and size, so a finished sweep shows up on the next rerun.
+The reads themselves are ``dashboard.queries`` (one typed, cached function
+each), keyed on ``Db``: the file's path and change stamp.
+
+A store is untrusted input, so the dataset root it records does not decide
+which images are shown: ``image_roots`` (the launch working directory, plus
+``--image-root DIR`` and $ICFRR_IMAGE_ROOTS) does; thumbnails of any other
+root are placeholders (``dashboard.thumbs``).
 """
 
 from __future__ import annotations
@@ -22,22 +23,15 @@ import argparse
 import logging
 import os
 import sys
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import duckdb
-import streamlit as st
-
-from store import read
-from store.db import StoreError, connect_reader
-
-from icfrr.stats import PairedComparison, compare_paired
+from store.db import StoreError
 
 DEFAULT_DB = "results/icfrr.duckdb"
 ENV_DB = "ICFRR_DB"
 ENV_RESULTS_DIR = "ICFRR_RESULTS_DIR"
+ENV_IMAGE_ROOTS = "ICFRR_IMAGE_ROOTS"
 #: File names the store list offers (besides the launch ``--db`` itself).
 STORE_SUFFIX = ".duckdb"
 #: The one message for a store that is not allowed, missing, damaged, foreign or unreadable.
@@ -51,6 +45,7 @@ def _launch_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--db")
     parser.add_argument("--results-dir")
+    parser.add_argument("--image-root", action="append", default=[])
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return args
 
@@ -63,6 +58,32 @@ def db_from_args(argv: list[str] | None = None) -> str | None:
 def results_dir_from_args(argv: list[str] | None = None) -> str | None:
     """The ``--results-dir DIR`` given after ``--`` to ``streamlit run``, if any."""
     return _launch_args(argv).results_dir
+
+
+def image_roots(argv: list[str] | None = None,
+                environ: dict[str, str] | None = None) -> tuple[Path, ...]:
+    """The folders thumbnails may read images under (resolved, in order, no repeats).
+
+    The working directory the dashboard was launched in, every ``--image-root
+    DIR`` given after ``--`` (repeatable), and the entries of
+    $ICFRR_IMAGE_ROOTS (separated by ``os.pathsep``; empty entries skipped).
+    A dataset root the store records is used only when it lies inside one of
+    these: the store file cannot choose what the server reads.
+
+    Args:
+        argv: Launch arguments (default ``sys.argv[1:]``).
+        environ: Environment (default ``os.environ``).
+    """
+    env = os.environ if environ is None else environ
+    given = [*_launch_args(argv).image_root,
+             *(e for e in env.get(ENV_IMAGE_ROOTS, "").split(os.pathsep) if e)]
+    roots: list[Path] = [Path.cwd().resolve()]
+    for folder in given:
+        try:
+            roots.append(Path(folder).expanduser().resolve())
+        except (OSError, RuntimeError):  # a looping link: allows nothing
+            continue
+    return tuple(dict.fromkeys(roots))
 
 
 def _results_dir_setting() -> str | None:
@@ -172,63 +193,12 @@ class Db:
                    str(p) if key is None else key)
 
 
-def _read(path: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
-    """``store.read.<fn_name>`` on a fresh reader; any DuckDB failure becomes a StoreError."""
-    try:
-        with closing(connect_reader(path)) as con:
-            return getattr(read, fn_name)(con, *args, **kwargs)
-    except duckdb.Error as exc:  # e.g. a block found damaged half-way through a query
-        raise StoreError(f"cannot read {path}: {(str(exc).splitlines() or [''])[0]}") from None
-
-
-@st.cache_data(show_spinner=False, max_entries=512)
-def _cached_read(path: str, stamp: tuple, fn_name: str, args: tuple, kwargs: tuple) -> Any:
-    return _read(path, fn_name, *args, **dict(kwargs))
-
-
-def load(db: Db, fn_name: str, *args: Any, **kwargs: Any) -> Any:
-    """Call ``store.read.<fn_name>(con, *args, **kwargs)`` through the cache.
-
-    Raises:
-        StoreError: The database is missing, not ours, or stayed locked.
-    """
-    return _cached_read(db.path, db.stamp, fn_name, args, tuple(sorted(kwargs.items())))
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _cached_compare(path: str, stamp: tuple, a: tuple[int, int], b: tuple[int, int]):
-    pairs = _read(path, "paired_ap", a[0], a[1], b[0], b[1])
-    return pairs, compare_paired(pairs.ap_a.to_numpy(), pairs.ap_b.to_numpy())
-
-
-def compare(db: Db, a: tuple[int, int], b: tuple[int, int]) -> tuple[Any, PairedComparison]:
-    """Per-query AP of (run, iteration) ``a`` against ``b`` and their paired statistics."""
-    return _cached_compare(db.path, db.stamp, a, b)
-
-
 def store_problem(exc: StoreError) -> str:
     """Log why a store cannot be read (server side only) and return ``NEUTRAL``."""
     _log.warning("store not shown: %s", exc)
     return NEUTRAL
 
 
-def probe(db: Db) -> str | None:
-    """Why ``db`` cannot be shown, None when it can.
-
-    A missing file or a store without finished runs gets a "nothing yet"
-    reason (the page then shows how to make one); anything else that stops
-    the read gets ``NEUTRAL``.
-    """
-    if not Path(db.path).exists():
-        return "there is no results database yet."
-    try:
-        if not load(db, "has_results"):
-            return "the database holds no finished runs yet."
-    except StoreError as exc:
-        return store_problem(exc)
-    return None
-
-
-__all__ = ["DEFAULT_DB", "ENV_DB", "ENV_RESULTS_DIR", "NEUTRAL", "Db", "StoreError", "Stores",
-           "compare", "db_from_args", "default_db", "load", "probe", "results_dir_from_args",
-           "store_problem"]
+__all__ = ["DEFAULT_DB", "ENV_DB", "ENV_IMAGE_ROOTS", "ENV_RESULTS_DIR", "NEUTRAL", "Db",
+           "StoreError", "Stores", "db_from_args", "default_db", "image_roots",
+           "results_dir_from_args", "store_problem"]

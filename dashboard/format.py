@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
 import pandas as pd
 
-from icfrr.registry import LABELS
+from icfrr.registry import LABELS, method
+from store.report import params_text
 
 #: Display names of the metric columns.
 METRIC_NAMES = LABELS
@@ -59,10 +61,50 @@ def movement(side: str, rank_before: object, rank_after: object) -> str:
     return f"up {d}" if d > 0 else f"down {-d}" if d < 0 else "same"
 
 
+def method_label(key: object) -> str:
+    """The registry label of a method key (``"k_reciprocal"`` -> ``"k-reciprocal"``),
+    the key itself for a method outside the registry."""
+    try:
+        return method(str(key)).label
+    except KeyError:
+        return str(key)
+
+
+_ICFRR_COLUMNS = ("kg", "kq", "beta", "n_iter", "variant")
+
+
+def run_params(row: object) -> dict[str, object]:
+    """A run's parameters: ``runs.params`` (JSON text; unreadable -> none), completed for
+    ICFRR from its kg, kq, beta, n_iter and variant columns where they are not NULL."""
+    try:
+        params = json.loads(getattr(row, "params", None) or "{}")
+    except (TypeError, ValueError):
+        params = {}
+    params = params if isinstance(params, dict) else {}
+    if getattr(row, "method", None) == "icfrr":
+        for col in _ICFRR_COLUMNS:
+            value = getattr(row, col, None)
+            if col not in params and not _missing(value):
+                params[col] = value
+    return params
+
+
 def run_label(row: object) -> str:
-    """One line naming a run: ``#3 demo · icfrr reference · KG 8 · KQ 6 · β 0.5``."""
-    return (f"#{row.run_id} {row.dataset} · {row.method} {row.variant} · "
-            f"KG {row.kg} · KQ {row.kq} · β {row.beta:g}")
+    """One line naming a run, any method, NULL parameters left out:
+    ``#3 demo · ICFRR · KG 8, KQ 6, β 0.5, T 4`` or ``#11 demo · k-reciprocal · k1 20, k2 6, λ 0.3``.
+
+    Args:
+        row: A row of ``store.read.runs`` (run_id, dataset, method, params and
+            the ICFRR columns).
+    """
+    label, text = method_and_params(row)
+    return f"#{row.run_id} {row.dataset} · {label}" + (f" · {text}" if text else "")
+
+
+def method_and_params(row: object) -> tuple[str, str]:
+    """A run's method label and compact parameter text (``store.report.params_text``):
+    ``("k-reciprocal", "k1 20, k2 6, λ 0.3")``."""
+    return method_label(row.method), params_text(str(row.method), run_params(row))
 
 
 def p_value(p: float) -> str:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
-from dashboard.data import NEUTRAL, Db, Stores, StoreError, load, probe, store_problem
+from dashboard import queries, state
+from dashboard.data import NEUTRAL, Db, Stores, StoreError, store_problem
 from dashboard.format import run_label
 
 _CTX = "_context"
@@ -73,12 +73,12 @@ def render() -> tuple[Db | None, Context | None, str | None]:
     if db is None:
         st.session_state.pop(_CTX, None)
         return None, None, NEUTRAL
-    problem = probe(db)
+    problem = queries.probe(db)
     if problem is not None:
         st.session_state.pop(_CTX, None)
         return db, None, problem
     try:
-        runs = load(db, "runs").set_index("run_id", drop=False)
+        runs = queries.runs(db).set_index("run_id", drop=False)
     except StoreError as exc:
         st.session_state.pop(_CTX, None)
         return db, None, store_problem(exc)
@@ -100,20 +100,32 @@ def context() -> Context:
 
 
 def iteration_select(container, ctx: Context, run_id: int, param: str = "iteration",
-                     label: str = "Iteration (after)") -> int:
+                     label: str = "Iteration (after)", *, initial: bool = False,
+                     default: int | None = None) -> int:
     """A selector of a run's stored iterations (the initial ranking is the "before").
 
-    Defaults to the run's last iteration; marks the best one.
+    Args:
+        container: Where to draw it.
+        ctx: The context.
+        run_id: Whose iterations.
+        param: Selection key.
+        label: Widget label.
+        initial: Offer iteration 0 (the initial ranking) too.
+        default: Iteration chosen when the selection names none (default the
+            run's last iteration).
+
+    Marks the last, the best and (when offered) the initial iteration.
     """
-    its = [int(i) for i in load(ctx.db, "stored_iterations", run_id)]
-    after = [i for i in its if i != 0] or its or [0]
+    its = [int(i) for i in queries.stored_iterations(ctx.db, run_id)]
+    after = (its if initial else [i for i in its if i != 0]) or its or [0]
     row = ctx.runs.loc[run_id]
 
     def name(i: int) -> str:
-        tags = [t for t, hit in (("last", i == row.last_iteration),
+        tags = [t for t, hit in (("initial ranking", i == 0),
+                                 ("last", i == row.last_iteration),
                                  ("best", i == row.best_iteration)) if hit]
         return f"{i} ({', '.join(tags)})" if tags else str(i)
 
-    return int(state.select(container, label, after, param,
-                            default=int(row.last_iteration) if row.last_iteration in after
-                            else after[-1], format_func=name))
+    if default not in after:
+        default = int(row.last_iteration) if row.last_iteration in after else after[-1]
+    return int(state.select(container, label, after, param, default=default, format_func=name))

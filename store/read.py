@@ -28,7 +28,8 @@ WITH span AS (
            max({h}) AS best_{h}
     FROM run_metrics GROUP BY run_id
 )
-SELECT r.run_id, r.sweep_id, d.dataset_id, d.name AS dataset, a.backbone, a.per_class,
+SELECT r.run_id, r.sweep_id, d.dataset_id, d.name AS dataset,
+       coalesce(r.artifact_id, s.artifact_id) AS artifact_id, a.backbone, a.per_class,
        r.method, r.variant, r.kg, r.kq, r.beta, r.n_iter, r.params, r.device, r.seconds,
        r.finished_at, sp.last_iteration, sp.best_iteration, sp.best_{h},
        {before_after}
@@ -90,9 +91,10 @@ def runs(con: duckdb.DuckDBPyConnection, sweep_id: int | None = None) -> pd.Data
         sweep_id: Only the runs of this sweep (all sweeps when None).
 
     Returns:
-        One row per run: run_id, sweep_id, dataset_id, dataset, backbone,
-        per_class, method, variant, kg, kq, beta, n_iter, params, device,
-        seconds, finished_at, last_iteration, best_iteration, best_map_all,
+        One row per run: run_id, sweep_id, dataset_id, dataset, artifact_id
+        (the distances it re-ranked), backbone, per_class, method, variant,
+        kg, kq, beta (NULL for baselines), n_iter, params (JSON text),
+        device, seconds, finished_at, last_iteration, best_iteration, best_map_all,
         ``<metric>_before`` (iteration 0) and ``<metric>_after`` (last
         iteration) for each of ``METRICS``, map_all_gain (after - before)
         and best_gain (best iteration - before).

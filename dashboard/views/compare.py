@@ -1,42 +1,70 @@
-"""Compare: two rankings of the same queries, query by query, with paired tests."""
+"""Compare: two rankings of the same queries, query by query, with paired tests.
+
+Side A is the sidebar's run (choosing another here changes the sidebar too),
+side B any run of the same dataset, of any method; each at any stored
+iteration, 0 being the initial ranking. By default B is A's own initial
+ranking ("does re-ranking help").
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, state
-from dashboard.data import compare
-from dashboard.format import p_value, plain, signed
-from dashboard.sidebar import context, iteration_select
+from dashboard import charts, queries, state
+from dashboard.format import method_and_params, p_value, plain, signed
+from dashboard.sidebar import Context, context, iteration_select
 
-INITIAL = "initial"
+_A_KEY = "_w_compare_run_a"
+
+
+def _run_name(ctx: Context, run_id: int, iteration: int) -> str:
+    """``#5 ICFRR (KG 4, KQ 3, β 1, T 4), iteration 4``; iteration 0 is the initial ranking."""
+    label, params = method_and_params(ctx.runs.loc[run_id])
+    name = f"#{run_id} {label}" + (f" ({params})" if params else "")
+    return f"{name}, " + ("initial ranking" if iteration == 0 else f"iteration {iteration}")
+
+
+def _follow_a() -> None:
+    """A's run is the sidebar's run: a choice here becomes the sidebar's selection."""
+    state.put("run", st.session_state[_A_KEY])
+    st.session_state.pop(state.widget_key("run"), None)
+
+
+def _pick_b(ctx: Context, runs: list[int]) -> int:
+    """B's run (default: A's own run); a new B run starts at its last iteration."""
+    before = state.get("run_b")
+    run_b = state.select(st, "Run B", runs, "run_b", default=ctx.run_id,
+                         format_func=ctx.labels.get,
+                         help="Any run of the same dataset, of any method.")
+    if before is not None and not state.matches(run_b, before):
+        state.put("iteration_b", None)
+        st.session_state.pop(state.widget_key("iteration_b"), None)
+    return int(run_b)
 
 
 def page() -> None:
     """Draw the page."""
     st.title("Compare")
     ctx = context()
+    same = [int(r) for r in ctx.runs.run_id[ctx.runs.dataset_id == ctx.run.dataset_id]]
+    st.caption(plain(f"Two rankings of the same queries of {ctx.run.dataset}: any two runs "
+                     "(of any methods) at any stored iteration; iteration 0 is the initial "
+                     "ranking."))
     a_col, b_col = st.columns(2)
     with a_col:
-        st.markdown(f"**A:** {plain(ctx.labels[ctx.run_id])}")
-        it_a = iteration_select(st, ctx, ctx.run_id, label="Iteration of A")
-    same = ctx.runs[(ctx.runs.dataset_id == ctx.run.dataset_id)]
-    others = [int(r) for r in same.run_id if r != ctx.run_id]
+        st.session_state[_A_KEY] = ctx.run_id
+        st.selectbox("Run A", same, key=_A_KEY, format_func=ctx.labels.get, on_change=_follow_a,
+                     help="The run chosen in the sidebar.")
+        it_a = iteration_select(st, ctx, ctx.run_id, label="Iteration of A", initial=True)
     with b_col:
-        run_b = state.select(st, "B", [INITIAL, *others], "run_b",
-                             format_func=lambda v: "the initial ranking of A" if v == INITIAL
-                             else ctx.labels[v])
-        if run_b == INITIAL:
-            b = (ctx.run_id, 0)
-            name_b = "initial ranking"
-        else:
-            it_b = iteration_select(st, ctx, int(run_b), param="iteration_b",
-                                    label="Iteration of B")
-            b = (int(run_b), it_b)
-            name_b = f"run #{run_b}, iteration {it_b}"
-    name_a = f"run #{ctx.run_id}, iteration {it_a}"
-    pairs, res = compare(ctx.db, (ctx.run_id, it_a), b)
+        run_b = _pick_b(ctx, same)
+        it_b = iteration_select(st, ctx, run_b, param="iteration_b", label="Iteration of B",
+                                initial=True, default=0 if run_b == ctx.run_id else None)
+    b = (run_b, it_b)
+    name_a, name_b = _run_name(ctx, ctx.run_id, it_a), _run_name(ctx, run_b, it_b)
+    st.markdown(f"**A:** {plain(name_a)}  \n**B:** {plain(name_b)}")
+    pairs, res = queries.compare(ctx.db, (ctx.run_id, it_a), b)
     if res.n == 0:
         st.info("No queries with known labels in common.")
         return

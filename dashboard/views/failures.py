@@ -6,8 +6,7 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from dashboard import state, thumbs
-from dashboard.data import load
+from dashboard import queries, state, thumbs
 from dashboard.format import plain
 from dashboard.sidebar import context, iteration_select
 
@@ -32,15 +31,15 @@ def page() -> None:
     st.caption(plain(ctx.labels[ctx.run_id]))
     top = st.columns([1, 1, 1, 1])
     iteration = iteration_select(top[0], ctx, ctx.run_id)
-    classes = load(ctx.db, "classes", ctx.run_id)
+    classes = queries.classes(ctx.db, ctx.run_id)
     names = {int(r.label): f"{r.class_name} ({r.n_queries})" for r in classes.itertuples()}
     label = state.select(top[1], "Class", [ALL, *names], "class",
                          format_func=lambda v: "All classes" if v == ALL else names[v])
     order = top[2].radio("Order", list(ORDERS), horizontal=False)
     n_rows = top[3].slider("Rows", 5, 100, 25, step=5)
 
-    changes = load(ctx.db, "query_changes", ctx.run_id, iteration,
-                   label=None if label == ALL else int(label))
+    changes = queries.query_changes(ctx.db, ctx.run_id, iteration,
+                                    label=None if label == ALL else int(label))
     if changes.empty:
         st.info("No queries with known labels for this selection.")
         return
@@ -49,7 +48,7 @@ def page() -> None:
                 f"**{len(changes) - hurt - helped}** unchanged (of {len(changes)}).")
     col, asc = ORDERS[order]
     rows = changes.sort_values([col, "query_idx"], ascending=[asc, True]).head(n_rows).copy()
-    root = load(ctx.db, "dataset_root", ctx.run_id)
+    root = queries.dataset_root(ctx.db, ctx.run_id)
     rows["image"] = [thumbs.data_url(thumbs.thumbnail(root, p, 64)) for p in rows.path]
     rows["inspect"] = [inspector_link(ctx.db.key, ctx.run_id, int(q), iteration)
                        for q in rows.query_idx]

@@ -1,25 +1,32 @@
-"""Query inspector: one query's top-k before and after, side by side."""
+"""Query inspector: one query's top-k before and after, side by side.
+
+"Beside it" chooses what stands on the left: the run's own initial ranking
+(with each item's movement), or a second run of the same dataset, of any
+method, at one of its stored iterations (two methods' top-k for the same
+query). Relevant items are marked on both sides.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import state, thumbs
-from dashboard.data import load
-from dashboard.format import movement, plain, signed
+from dashboard import queries, state, thumbs
+from dashboard.format import method_and_params, movement, plain, signed
 from dashboard.sidebar import Context, context, iteration_select
 
 _THUMB = 112
 _ICONS = {"relevant": "✓", "irrelevant": "✗", "unknown": "?"}
+#: "Beside it" choice: the run's own initial ranking.
+INITIAL = "initial"
 
 
 def _query_select(ctx: Context, container, iteration: int) -> int:
-    n = int(load(ctx.db, "n_queries", ctx.run_id))
+    n = int(queries.n_queries(ctx.db, ctx.run_id))
     key = state.widget_key("query")
     wanted = state.get_int("query")
     if wanted is None or not 0 <= wanted < n:
-        changes = load(ctx.db, "query_changes", ctx.run_id, iteration)
+        changes = queries.query_changes(ctx.db, ctx.run_id, iteration)
         wanted = int(changes.query_idx.iloc[0]) if len(changes) else 0
     if key not in st.session_state or not 0 <= st.session_state[key] < n:
         st.session_state[key] = wanted
@@ -34,14 +41,15 @@ def _rank(r: object) -> str:
     return "none" if pd.isna(r) else str(int(r))
 
 
-def _side(rows: pd.DataFrame, side: str, root: str | None, known: bool) -> None:
+def _side(rows: pd.DataFrame, side: str | None, root: str | None, known: bool) -> None:
+    """Thumbnails of one stored list; ``side`` ('before'/'after') adds each item's movement."""
     images, captions = [], []
     for r in rows.itertuples():
         mark = "unknown" if not known else "relevant" if r.relevant else "irrelevant"
         images.append(thumbs.thumbnail(root, r.path, _THUMB, mark))
         name = r.class_name if isinstance(r.class_name, str) else f"label {r.label}"
-        captions.append(f"#{r.rank} {_ICONS[mark]} {movement(side, r.rank_before, r.rank_after)} · "
-                        f"{plain(name)}")
+        moved = "" if side is None else f" {movement(side, r.rank_before, r.rank_after)}"
+        captions.append(f"#{r.rank} {_ICONS[mark]}{moved} · {plain(name)}")
     if images:
         st.image(images, caption=captions, width=_THUMB)
     else:
@@ -58,13 +66,13 @@ def page() -> None:
     q = _query_select(ctx, top[0], iteration)
     k = top[2].slider("Top k", 5, 50, 10, step=5)
 
-    item = load(ctx.db, "query_item", ctx.run_id, q)
+    item = queries.query_item(ctx.db, ctx.run_id, q)
     if item is None:
         st.warning(f"Query {q} is not in this run's dataset.")
         return
-    root = load(ctx.db, "dataset_root", ctx.run_id)
+    root = queries.dataset_root(ctx.db, ctx.run_id)
     known = item["label"] != -1
-    per_it = load(ctx.db, "query_metrics_by_iteration", ctx.run_id, q).set_index("iteration")
+    per_it = queries.query_metrics_by_iteration(ctx.db, ctx.run_id, q).set_index("iteration")
 
     left, right = st.columns([1, 4])
     left.image(thumbs.thumbnail(root, item["path"], 160), width=160,
@@ -87,14 +95,49 @@ def page() -> None:
                    "Movement compares the two stored top-N lists: 'new' was outside the stored top-N before, "
                    "'dropped' fell outside it after.")
 
-    topn = load(ctx.db, "query_topn", ctx.run_id, q, iteration, top_n=k)
+    topn = queries.query_topn(ctx.db, ctx.run_id, q, iteration, top_n=k)
+    other = _beside_select(ctx)
     before, after = st.columns(2)
-    with before:
-        st.markdown("#### Before: initial ranking")
-        _side(topn[topn.side == "before"], "before", root, known)
     with after:
-        st.markdown(f"#### After: iteration {iteration}")
-        _side(topn[topn.side == "after"], "after", root, known)
+        st.markdown(f"#### {plain(_name(ctx, ctx.run_id))}: iteration {iteration}")
+        side = "after" if other == INITIAL else None
+        _side(topn[topn.side == "after"], side, root, known)
+    with before:
+        if other == INITIAL:
+            st.markdown("#### Before: initial ranking")
+            _side(topn[topn.side == "before"], "before", root, known)
+            return
+        it_other = iteration_select(st, ctx, int(other), param="iteration_other",
+                                    label="Iteration of the second run", initial=True)
+        st.markdown(f"#### {plain(_name(ctx, int(other)))}: "
+                    + ("initial ranking" if it_other == 0 else f"iteration {it_other}"))
+        if known:
+            _query_ap(ctx, int(other), q, it_other)
+        theirs = queries.query_topn(ctx.db, int(other), q, it_other, top_n=k)
+        _side(theirs[theirs.side == "after"], None, root, known)
+
+
+def _name(ctx: Context, run_id: int) -> str:
+    label, params = method_and_params(ctx.runs.loc[run_id])
+    return f"#{run_id} {label}" + (f" ({params})" if params else "")
+
+
+def _beside_select(ctx: Context) -> str | int:
+    """What stands beside the run's list: its initial ranking, or another run of the dataset."""
+    same = [int(r) for r in ctx.runs.run_id[ctx.runs.dataset_id == ctx.run.dataset_id]
+            if r != ctx.run_id]
+    return state.select(st, "Beside it", [INITIAL, *same], "other",
+                        format_func=lambda v: "its initial ranking (with movement)"
+                        if v == INITIAL else f"run {ctx.labels[v]}",
+                        help="Show a second run's top-k for the same query: two methods "
+                             "side by side.")
+
+
+def _query_ap(ctx: Context, run_id: int, q: int, iteration: int) -> None:
+    per_it = queries.query_metrics_by_iteration(ctx.db, run_id, q).set_index("iteration")
+    if iteration in per_it.index:
+        row = per_it.loc[iteration]
+        st.caption(f"AP {row.ap:.4f} · first relevant rank {_rank(row.first_relevant_rank)}")
 
 
 page()

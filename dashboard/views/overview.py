@@ -1,13 +1,22 @@
-"""Overview: sweeps and runs, metrics against iteration, the KG x KQ gain heatmap."""
+"""Overview: sweeps and runs, the methods comparison, metrics against iteration,
+the KG x KQ gain heatmap (ICFRR runs only)."""
 
 from __future__ import annotations
 
+import re
+
+import pandas as pd
 import streamlit as st
 
-from dashboard import charts, state
-from dashboard.data import load
-from dashboard.format import METRIC_NAMES, plain, signed
+from dashboard import charts, queries, state
+from dashboard.format import METRIC_NAMES, method_and_params, method_label, plain, signed
 from dashboard.sidebar import Context, context
+from icfrr.registry import METHOD_KEYS
+from icfrr.stats import PAIRED_TESTS
+from store import report
+
+#: Baseline choice meaning "each row against its own run's initial ranking".
+INITIAL = "initial"
 
 
 def _headline(ctx: Context) -> None:
@@ -23,17 +32,20 @@ def _headline(ctx: Context) -> None:
 
 def _runs_table(ctx: Context) -> None:
     st.subheader("Runs")
-    cols = ["run_id", "dataset", "backbone", "method", "variant", "kg", "kq", "beta", "n_iter"]
+    named = [method_and_params(r) for r in ctx.runs.itertuples()]
+    table = ctx.runs.assign(method=[m for m, _ in named], parameters=[p for _, p in named])
+    cols = ["run_id", "dataset", "backbone", "method", "parameters", "n_iter"]
     for m in METRIC_NAMES:
         cols += [f"{m}_before", f"{m}_after"]
     cols += ["map_all_gain", "best_iteration", "seconds"]
     config = {f"{m}_{w}": st.column_config.NumberColumn(f"{METRIC_NAMES[m]} {w}", format="%.4f")
               for m in METRIC_NAMES for w in ("before", "after")}
+    config["n_iter"] = st.column_config.NumberColumn("iterations")
     config["map_all_gain"] = st.column_config.NumberColumn("mAP@all gain", format="%+.4f")
     config["seconds"] = st.column_config.NumberColumn("time (s)", format="%.1f")
-    st.dataframe(ctx.runs[cols], hide_index=True, column_config=config)
+    st.dataframe(table[cols], hide_index=True, column_config=config)
     with st.expander("Sweeps"):
-        st.dataframe(load(ctx.db, "sweeps"), hide_index=True)
+        st.dataframe(queries.sweeps(ctx.db), hide_index=True)
 
 
 def _iteration_chart(ctx: Context) -> None:
@@ -43,22 +55,76 @@ def _iteration_chart(ctx: Context) -> None:
         else ctx.run_id
     chosen = st.multiselect("Runs to plot", list(ctx.labels), default=sorted({ctx.run_id, best}),
                             format_func=ctx.labels.get)
-    by_iter = load(ctx.db, "metrics_by_iteration", tuple(chosen))
+    by_iter = queries.metrics_by_iteration(ctx.db, tuple(chosen))
     if by_iter.empty:
         st.caption("Choose at least one run.")
         return
     st.altair_chart(charts.metric_lines(by_iter, ctx.labels))
 
 
+def _file_stem(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "store"
+
+
+def _methods(ctx: Context) -> None:
+    """The comparison table (``store.report``) of the selected run's dataset and distances."""
+    st.subheader("Methods")
+    run = ctx.run
+    here = ctx.runs[(ctx.runs.dataset_id == run.dataset_id)
+                    & (ctx.runs.artifact_id == run.artifact_id)]
+    present = sorted(set(here.method), key=lambda k: (METHOD_KEYS.index(k), k)
+                     if k in METHOD_KEYS else (len(METHOD_KEYS), k))
+    st.caption(plain(f"Each method's best run on {run.dataset} (backbone {run.backbone}), by "
+                     f"{METRIC_NAMES['map_all']} at its last iteration, against a baseline."))
+    cols = st.columns(2)
+    baseline = state.select(cols[0], "Baseline", [INITIAL, *present], "baseline",
+                            format_func=lambda k: "each run's initial ranking" if k == INITIAL
+                            else f"{method_label(k)} (its best run)")
+    test = state.select(cols[1], "Paired test", list(PAIRED_TESTS), "test",
+                        format_func=PAIRED_TESTS.get)
+    try:
+        cmp = queries.comparison(ctx.db, int(run.dataset_id), int(run.artifact_id),
+                                 None if baseline == INITIAL else baseline, test)
+    except report.ReportError as exc:
+        st.info(plain(str(exc)))
+        return
+    table = pd.DataFrame(report.to_records(cmp))
+    shown = ["label", "params", "run_id", "iteration", *cmp.metrics,
+             *(f"{m}_delta" for m in cmp.metrics), "p_value", "p_holm", "mark"]
+    config: dict[str, object] = {"label": "method", "params": "parameters", "run_id": "run",
+                                 "iteration": "iteration",
+                                 "p_value": st.column_config.NumberColumn("p", format="%.4f"),
+                                 "p_holm": st.column_config.NumberColumn("p (Holm)",
+                                                                         format="%.4f"),
+                                 "mark": "significant"}
+    for m in cmp.metrics:
+        config[m] = st.column_config.NumberColumn(METRIC_NAMES[m], format="%.4f")
+        config[f"{m}_delta"] = st.column_config.NumberColumn(f"Δ {METRIC_NAMES[m]}",
+                                                             format="%+.4f")
+    st.dataframe(table[shown], hide_index=True, column_config=config, key="methods_table")
+    st.caption(plain(cmp.note()) + ". Δ: change from the run's own initial ranking.")
+    stem = f"methods-{_file_stem(cmp.dataset)}-{_file_stem(cmp.backbone)}"
+    down = st.columns(2)
+    down[0].download_button("Download CSV", report.to_csv(cmp), file_name=f"{stem}.csv",
+                            mime="text/csv", key="methods_csv")
+    down[1].download_button("Download LaTeX", report.to_latex(cmp), file_name=f"{stem}.tex",
+                            mime="text/x-tex", key="methods_latex")
+
+
 def _sweep_heatmap(ctx: Context) -> None:
     st.subheader("Gain over KG x KQ")
-    sweeps = load(ctx.db, "sweeps")
+    sweeps = queries.sweeps(ctx.db)
+    with_icfrr = set(ctx.runs.sweep_id[ctx.runs.method == "icfrr"])
     sweep_names = {int(r.sweep_id): f"sweep {r.sweep_id}: {r.dataset} · {r.backbone} · "
-                   f"{r.n_runs} runs" for r in sweeps.itertuples() if r.n_runs}
+                   f"{r.n_runs} runs" for r in sweeps.itertuples()
+                   if r.n_runs and r.sweep_id in with_icfrr}
+    if not sweep_names:
+        st.info("No sweep holds ICFRR runs: the KG x KQ heatmap is for ICFRR configurations.")
+        return
     cols = st.columns(4)
     sweep_id = state.select(cols[0], "Sweep", list(sweep_names), "sweep",
                             default=int(ctx.run.sweep_id), format_func=sweep_names.get)
-    grid = load(ctx.db, "sweep_grid", sweep_id)
+    grid = queries.sweep_grid(ctx.db, sweep_id)
     if grid.empty:
         st.info("This sweep holds no ICFRR runs: the KG x KQ heatmap is for ICFRR configurations.")
         return
@@ -90,6 +156,7 @@ def page() -> None:
     ctx = context()
     _headline(ctx)
     _runs_table(ctx)
+    _methods(ctx)
     _iteration_chart(ctx)
     _sweep_heatmap(ctx)
 

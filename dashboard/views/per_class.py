@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts
-from dashboard.data import load
+from dashboard import charts, queries
 from dashboard.format import plain, signed
 from dashboard.sidebar import context, iteration_select
 
@@ -16,7 +15,7 @@ def page() -> None:
     ctx = context()
     st.caption(plain(ctx.labels[ctx.run_id]))
     iteration = iteration_select(st, ctx, ctx.run_id)
-    cls = load(ctx.db, "class_before_after", ctx.run_id, iteration)
+    cls = queries.class_before_after(ctx.db, ctx.run_id, iteration)
     if cls.empty:
         st.info("This run stored no per-query metrics with known labels.")
         return

@@ -4,7 +4,11 @@ Two datasets: ``demo`` (12 queries, one of unknown label, 30 gallery items,
 3 classes, tiny images on disk with query 1's image missing) swept over
 KG {4, 8} x KQ {3, 6} x beta {0.5, 1}; and ``imported`` (no images, as for
 imported distances) with one run. Plus one unfinished run that every reader
-must ignore.
+must ignore. Then a third sweep on demo's distances with baseline runs
+(``BASELINES``: two k-reciprocal configurations and one DBA), written with
+the real writer (``store.writes.write_run``): iteration 0 is demo's initial
+ranking, iteration 1 a re-ranking of the whole gallery whose metrics are
+``icfrr.metrics.per_query`` of it.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import itertools
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from dashboard.synthetic import SyntheticSpec, generate
+from icfrr.registry import METRIC_KEYS, QUERY_COLUMNS
+from store import writes
+from store.db import connect_writer
 
 DEMO = SyntheticSpec(
     name="demo",
@@ -24,6 +32,14 @@ DEMO = SyntheticSpec(
 )
 IMPORTED = SyntheticSpec(name="imported", images=False, configs=(("reference", 5, 5, 1.0),),
                          seed=3)
+
+
+#: Baseline runs of the fixture: (method key, registry parameters, strength of the re-ranking).
+BASELINES: tuple[tuple[str, dict[str, object], float], ...] = (
+    ("k_reciprocal", {"k1": 20, "k2": 6, "lambda_value": 0.3}, 1.2),
+    ("k_reciprocal", {"k1": 10, "k2": 3, "lambda_value": 0.5}, 0.2),
+    ("dba", {"dba_n": 10, "dba_alpha": 3.0}, 0.6),
+)
 
 
 def build_fixture(folder: Path) -> Path:
@@ -39,7 +55,62 @@ def build_fixture(folder: Path) -> Path:
             [demo_sweep])
     finally:
         con.close()
+    add_baselines(db, demo_sweep)
     return db
+
+
+def _initial(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple[dict, writes.KeptIteration]:
+    """Iteration 0 of a stored run: its summary and its kept per-query results."""
+    summary = con.execute(f"SELECT {', '.join(METRIC_KEYS)} FROM run_metrics "
+                          "WHERE run_id = ? AND iteration = 0", [run_id]).fetchone()
+    qm = con.execute(f"SELECT query_idx, {', '.join(QUERY_COLUMNS)}, first_relevant_rank "
+                     "FROM query_metrics WHERE run_id = ? AND iteration = 0 ORDER BY query_idx",
+                     [run_id]).df()
+    rk = con.execute("SELECT query_idx, rank, gallery_idx, score FROM rankings "
+                     "WHERE run_id = ? AND iteration = 0 ORDER BY query_idx, rank",
+                     [run_id]).df()
+    per_query = {c: qm[c].to_numpy(np.float64) for c in QUERY_COLUMNS}
+    per_query["first_relevant_rank"] = qm.first_relevant_rank.fillna(-1).to_numpy(np.int64)
+    n = len(qm)
+    kept = writes.KeptIteration(per_query, rk.gallery_idx.to_numpy().reshape(n, -1),
+                                rk.score.to_numpy().reshape(n, -1))
+    return dict(zip(METRIC_KEYS, summary)), kept
+
+
+def add_baselines(db: Path, sweep_id: int) -> int:
+    """A new sweep on the distances of ``sweep_id`` with the ``BASELINES`` runs; its id."""
+    from icfrr.metrics import per_query, summarize
+
+    con = connect_writer(db)
+    try:
+        dataset_id, artifact_id = con.execute(
+            "SELECT dataset_id, artifact_id FROM sweeps WHERE sweep_id = ?", [sweep_id]).fetchone()
+        first_run = con.execute("SELECT min(run_id) FROM runs WHERE sweep_id = ? AND "
+                                "status = 'done'", [sweep_id]).fetchone()[0]
+        items = con.execute("SELECT side, idx, label FROM items WHERE dataset_id = ? "
+                            "ORDER BY side, idx", [dataset_id]).df()
+        labels_q = items[items.side == "query"].label.to_numpy()
+        labels_g = items[items.side == "gallery"].label.to_numpy()
+        summary0, kept0 = _initial(con, first_run)
+        top_n = kept0.top_gallery.shape[1]
+        new = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
+                                 command="fixture baselines")
+        rng = np.random.default_rng(11)
+        for method, params, strength in BASELINES:
+            relevant = (labels_g[None, :] == labels_q[:, None]) & (labels_q[:, None] != -1)
+            scores = rng.normal(size=relevant.shape) + strength * relevant
+            ranking = np.argsort(-scores, axis=1, kind="stable")
+            pq = per_query(ranking, labels_q, labels_g)
+            kept1 = writes.KeptIteration(pq, ranking[:, :top_n],
+                                         np.take_along_axis(scores, ranking[:, :top_n], 1))
+            writes.write_run(con, sweep_id=new, artifact_id=artifact_id,
+                             artifact_key="fixture-demo", device="cpu", seconds=0.5,
+                             config=writes.RunConfig.for_method(method, params),
+                             metrics=[summary0, summarize(pq)], kept={0: kept0, 1: kept1})
+        writes.finish_sweep(con, new, "done")
+    finally:
+        con.close()
+    return new
 
 
 def raw_tables(db: Path) -> dict[str, pd.DataFrame]:

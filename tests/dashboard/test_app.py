@@ -3,14 +3,17 @@ fixture store; expected numbers are recomputed from raw table dumps."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import base64
+import io
+import os
 import shutil
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from scipy import stats as sps
 from streamlit.testing.v1 import AppTest
 
@@ -33,8 +36,10 @@ def raw(fixture_db: Path) -> dict[str, pd.DataFrame]:
 
 def open_page(db: Path | str, title: str, monkeypatch: pytest.MonkeyPatch,
               **params: object) -> AppTest:
-    """Run the app on ``db`` (via $ICFRR_DB) with URL ``params``, then show page ``title``."""
+    """Run the app on ``db`` (via $ICFRR_DB, its folder's images allowed) with URL ``params``,
+    then show page ``title``."""
     monkeypatch.setenv("ICFRR_DB", str(db))
+    monkeypatch.setenv("ICFRR_IMAGE_ROOTS", str(Path(db).parent))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params.update({k: str(v) for k, v in params.items()})
     at.run()
@@ -46,8 +51,10 @@ def open_page(db: Path | str, title: str, monkeypatch: pytest.MonkeyPatch,
 
 
 def open_app(launch: Path | str, monkeypatch: pytest.MonkeyPatch, **params: object) -> AppTest:
-    """Run the app launched on the store ``launch`` (via $ICFRR_DB) with URL ``params``."""
+    """Run the app launched on the store ``launch`` (via $ICFRR_DB, its folder's images
+    allowed) with URL ``params``."""
     monkeypatch.setenv("ICFRR_DB", str(launch))
+    monkeypatch.setenv("ICFRR_IMAGE_ROOTS", str(Path(launch).parent))
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params.update({k: str(v) for k, v in params.items()})
     return at.run()
@@ -351,3 +358,212 @@ def test_injected_store_shows_no_secret_and_names_literally(tmp_path, monkeypatc
     md += [link.proto.label for link in at.get("page_link")]
     assert all(LEAK not in m and "](" not in m for m in md)   # no Markdown image/link forms
     assert any(plain(LEAK) in m for m in md)                     # the name is shown, escaped
+
+
+# --- thumbnails: only under the folders the operator allows ---
+
+MARKER = (255, 0, 7)
+
+
+def _decoded(url: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+
+
+@pytest.fixture()
+def store_rooted_elsewhere(fixture_db, tmp_path) -> tuple[Path, Path]:
+    """A copy of the fixture store whose demo dataset root is a folder of marker images
+    outside the store's folder."""
+    results, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    results.mkdir()
+    db = results / "icfrr.duckdb"
+    shutil.copy(fixture_db, db)
+    for side, n in (("query", DEMO.n_query), ("gallery", DEMO.n_gallery)):
+        (elsewhere / side).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (48, 48), MARKER).save(elsewhere / side / f"{i:05d}.png")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE datasets SET root = ? WHERE name = 'demo'", [str(elsewhere)])
+    con.close()
+    return db, elsewhere
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_thumbnails_read_only_under_the_allowed_image_roots(store_rooted_elsewhere, monkeypatch,
+                                                            allow) -> None:
+    db, elsewhere = store_rooted_elsewhere
+    opened: list[str] = []
+    real_open = Image.open
+
+    def spy(f, *a, **k):
+        if isinstance(f, (str, Path)):
+            opened.append(str(f))
+        return real_open(f, *a, **k)
+
+    monkeypatch.setattr(Image, "open", spy)
+    at = open_app(db, monkeypatch, run=5, iteration=DEMO.n_iter)
+    if allow:   # the control: the same store with the operator allowing that folder
+        monkeypatch.setenv("ICFRR_IMAGE_ROOTS", os.pathsep.join([str(db.parent), str(elsewhere)]))
+        at.run()
+    at.switch_page("views/failures.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    images = [_decoded(u) for u in at.dataframe[0].value.image]
+    colours = {c for img in images for _, c in img.getcolors(64 * 64)}
+    touched = [f for f in opened if f.startswith(str(elsewhere))]
+    if allow:
+        assert MARKER in colours and touched
+    else:
+        assert MARKER not in colours and touched == []
+        assert all(img.getpixel((63, 63)) == (200, 200, 200) for img in images)   # placeholders
+        at.switch_page("views/inspector.py").run()
+        assert not at.exception and len(at.image) == 3
+        assert [f for f in opened if f.startswith(str(elsewhere))] == []
+        assert str(elsewhere) not in _all_text(at)
+
+
+# --- methods: the comparison table, any two runs, two methods side by side ---
+
+def _best_runs(raw, dataset_id: int) -> dict[str, tuple[int, int]]:
+    """Oracle of the table's rows: method -> (run, last iteration) with the highest mAP@all
+    at its last iteration (earliest run on ties), from the raw tables."""
+    runs = raw["runs"][raw["runs"].status == "done"].merge(raw["sweeps"][["sweep_id",
+                                                                          "dataset_id"]])
+    rm = raw["run_metrics"]
+    last = rm.loc[rm.groupby("run_id").iteration.idxmax()].set_index("run_id")
+    best: dict[str, tuple[int, int]] = {}
+    for r in runs[runs.dataset_id == dataset_id].sort_values("run_id").itertuples():
+        score = last.map_all[r.run_id]
+        if r.method not in best or score > last.map_all[best[r.method][0]]:
+            best[r.method] = (int(r.run_id), int(last.iteration[r.run_id]))
+    return best
+
+
+def _downloads(monkeypatch) -> dict[str, tuple[bytes, str | None]]:
+    """Capture what download buttons hand to Streamlit's media store: file id -> (data, name)."""
+    from streamlit.runtime import memory_media_file_storage as mm
+
+    got: dict[str, tuple[bytes, str | None]] = {}
+    real = mm.MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, data, mimetype, kind, filename=None):
+        file_id = real(self, data, mimetype, kind, filename)
+        got[file_id] = (data if isinstance(data, bytes) else str(data).encode(), filename)
+        return file_id
+
+    monkeypatch.setattr(mm.MemoryMediaFileStorage, "load_and_get_id", spy)
+    return got
+
+
+def _button_data(at: AppTest, got: dict, label: str) -> tuple[str, str | None]:
+    button = next(b for b in at.get("download_button") if b.proto.label == label)
+    file_id = button.proto.url.rsplit("/", 1)[1].split(".")[0]
+    data, name = got[file_id]
+    return data.decode(), name
+
+
+def _methods_table(at: AppTest) -> pd.DataFrame:
+    return next(d.value for d in at.dataframe if "label" in d.value.columns)
+
+
+def test_overview_methods_table_and_downloads(fixture_db, raw, monkeypatch) -> None:
+    import csv
+    import io as _io
+
+    got = _downloads(monkeypatch)
+    at = open_page(fixture_db, "Overview", monkeypatch, run=5)
+    assert "Methods" in [s.value for s in at.subheader]
+    best = _best_runs(raw, 1)
+    assert set(best) == {"icfrr", "k_reciprocal", "dba"}
+    table = _methods_table(at)
+    assert list(table.label) == ["Initial ranking", "ICFRR", "k-reciprocal", "DBA"]
+    assert list(table.run_id[1:]) == [best[m][0] for m in ("icfrr", "k_reciprocal", "dba")]
+    rm = raw["run_metrics"].set_index(["run_id", "iteration"])
+    np.testing.assert_allclose(table.map_all[1:], [rm.map_all[best[m]] for m in
+                                                   ("icfrr", "k_reciprocal", "dba")])
+    assert table.map_all[0] == pytest.approx(rm.map_all[(best["icfrr"][0], 0)])
+    assert table.params[2] == "k1 20, k2 6, λ 0.3"
+
+    text, name = _button_data(at, got, "Download CSV")
+    assert name.endswith(".csv")
+    rows = list(csv.DictReader(_io.StringIO(text)))
+    assert [r["label"] for r in rows] == list(table.label)
+    np.testing.assert_allclose([float(r["map_all"]) for r in rows], table.map_all)
+    latex, name = _button_data(at, got, "Download LaTeX")
+    assert name.endswith(".tex")
+    assert latex.startswith(r"\begin{table}") and r"\toprule" in latex
+    body = latex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
+    lines = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
+    assert [ln.split(" & ")[0] for ln in lines] == ["Initial ranking", "ICFRR",
+                                                    "k-reciprocal", "DBA"]
+
+    # against the best k-reciprocal run with the paired t-test: an independent scipy oracle
+    at.selectbox(key="_w_baseline").set_value("k_reciprocal").run()
+    at.selectbox(key="_w_test").set_value("t").run()
+    assert at.query_params["baseline"] == "k_reciprocal" and at.query_params["test"] == "t"
+    table = _methods_table(at).set_index("label")
+    a, b = ap(raw, *best["icfrr"]), ap(raw, *best["k_reciprocal"])
+    assert table.p_value["ICFRR"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert np.isnan(table.p_value["k-reciprocal"])   # the baseline is not tested against itself
+
+
+def test_overview_methods_table_with_icfrr_runs_only(fixture_db, raw, monkeypatch) -> None:
+    imported = int(raw["runs"].query("sweep_id == 2").run_id.iloc[0])
+    at = open_page(fixture_db, "Overview", monkeypatch, run=imported)
+    table = _methods_table(at)
+    assert list(table.label) == ["Initial ranking", "ICFRR"]
+    assert list(table.run_id) == [imported, imported]
+    assert at.selectbox(key="_w_baseline").options == ["each run's initial ranking",
+                                                      "ICFRR (its best run)"]
+
+
+def test_runs_table_and_labels_name_baselines_and_heatmap_skips_them(fixture_db, raw,
+                                                                     monkeypatch) -> None:
+    at = open_page(fixture_db, "Overview", monkeypatch, run=11)
+    runs_table = at.dataframe[0].value.set_index("run_id")
+    assert runs_table.method[11] == "k-reciprocal" and runs_table.method[13] == "DBA"
+    assert runs_table.parameters[13] == "DBA n 10, DBA α 3"
+    assert runs_table.method[5] == "ICFRR"
+    assert at.sidebar.selectbox(key="_w_run").format_func(11) == \
+        "#11 demo · k-reciprocal · k1 20, k2 6, λ 0.3"
+    baseline_sweeps = set(raw["runs"][raw["runs"].method != "icfrr"].sweep_id)
+    assert not baseline_sweeps & set(at.selectbox(key="_w_sweep").options)
+    assert at.selectbox(key="_w_sweep").options   # the ICFRR sweeps are offered
+
+
+def test_compare_a_baseline_run_with_an_icfrr_run(fixture_db, raw, monkeypatch) -> None:
+    it = DEMO.n_iter
+    at = open_page(fixture_db, "Compare", monkeypatch, run=11, run_b=5, iteration_b=it)
+    assert at.selectbox(key="_w_iteration").value == 1          # the baseline's last
+    d = (ap(raw, 11, 1) - ap(raw, 5, it)).to_numpy()
+    assert metric(at, "Queries") == str(len(d))
+    assert metric(at, "Mean difference") == signed(d.mean())
+    names = at.markdown[0].value
+    assert plain("#11 k-reciprocal (k1 20, k2 6, λ 0.3), iteration 1") in names
+    assert plain(f"#5 ICFRR (KG 4, KQ 3, β 1, T {it}), iteration {it}") in names
+
+    at.selectbox(key="_w_iteration_b").set_value(0).run()       # B's initial ranking
+    d = (ap(raw, 11, 1) - ap(raw, 5, 0)).to_numpy()
+    assert metric(at, "Mean difference") == signed(d.mean())
+    at.selectbox(key="_w_compare_run_a").set_value(13).run()    # A follows into the sidebar
+    assert at.sidebar.selectbox(key="_w_run").value == 13 and at.query_params["run"] == "13"
+    d = (ap(raw, 13, 1) - ap(raw, 5, 0)).to_numpy()
+    assert metric(at, "Mean difference") == signed(d.mean())
+
+
+def test_inspector_shows_a_second_run_beside_the_first(fixture_db, raw, monkeypatch) -> None:
+    it, q = DEMO.n_iter, 3
+    at = open_page(fixture_db, "Query inspector", monkeypatch, run=5, query=q, iteration=it,
+                   other=11)
+    heads = [m.value for m in at.markdown if m.value.startswith("####")]
+    assert heads == ["#### " + plain("#11 k-reciprocal (k1 20, k2 6, λ 0.3)") + ": iteration 1",
+                     "#### " + plain(f"#5 ICFRR (KG 4, KQ 3, β 1, T {it})") + f": iteration {it}"]
+    rk = raw["rankings"]
+    gal_label = raw["items"][(raw["items"].dataset_id == 1)
+                             & (raw["items"].side == "gallery")].set_index("idx").label
+    q_label = labels_q(raw)[q]
+    for img, (run, t) in ((at.image[1], (11, 1)), (at.image[2], (5, it))):
+        top = rk[(rk.run_id == run) & (rk.query_idx == q) & (rk.iteration == t)] \
+            .sort_values("rank").gallery_idx.head(10)
+        want = [f"#{r} {'✓' if gal_label[g] == q_label else '✗'} · " for r, g in
+                enumerate(top, start=1)]
+        assert [c[:len(w)] for c, w in zip(img.captions, want)] == want
+    assert f"AP {ap(raw, 11, 1)[q]:.4f}" in " ".join(c.value for c in at.caption)

@@ -104,7 +104,7 @@ def _serve(launch: list[str], log: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(fixture_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _serve(["--db", str(fixture_db)],
+    yield from _serve(["--db", str(fixture_db), "--image-root", str(fixture_db.parent)],
                       tmp_path_factory.mktemp("streamlit") / "server.log")
 
 
@@ -161,6 +161,22 @@ def test_failure_case_link_opens_the_inspector(page, server) -> None:
     _settle(page)
     assert page.locator("h1").first.inner_text().strip() == "Query inspector"
     assert f"query={query}" in page.url
+
+
+def test_methods_section_shows_the_table_and_its_downloads(page, server) -> None:
+    _open(page, server + "/?run=11", "overview_methods")
+    heading = page.get_by_role("heading", name="Methods")
+    heading.scroll_into_view_if_needed()
+    assert heading.count() == 1
+    assert page.locator('[data-testid="stException"]').count() == 0
+    buttons = page.locator('[data-testid="stDownloadButton"]')
+    assert [t.strip() for t in buttons.all_inner_texts()] == ["Download CSV", "Download LaTeX"]
+    with page.expect_download() as download:
+        buttons.first.locator("button").click()
+    text = Path(download.value.path()).read_text()
+    assert text.splitlines()[0].startswith("role,method,label,run_id")
+    assert ",Initial ranking," in text and ",k-reciprocal," in text and ",DBA," in text
+    page.locator('[data-testid="stMain"]').screenshot(path=str(ARTIFACTS / "methods.png"))
 
 
 def test_missing_database_page(browser, tmp_path) -> None:

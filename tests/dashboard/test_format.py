@@ -50,3 +50,20 @@ def test_url_values_match_options() -> None:
     assert matches(1.0, "1") and matches(1.0, "1.0") and matches(3, "3")
     assert matches("all", "all") and not matches("all", "1")
     assert not matches(0.5, "1") and not matches(2, None)
+
+
+def test_run_labels_name_the_method_and_leave_out_null_parameters() -> None:
+    from types import SimpleNamespace as Row
+
+    from dashboard.format import run_label
+
+    icfrr = Row(run_id=3, dataset="demo", method="icfrr", kg=8, kq=6, beta=0.5, n_iter=4,
+                variant="paper", params='{"kg": 8, "kq": 6, "beta": 0.5, "n_iter": 4}')
+    assert run_label(icfrr) == "#3 demo · ICFRR · KG 8, KQ 6, β 0.5, T 4, variant paper"
+    baseline = Row(run_id=11, dataset="demo", method="k_reciprocal", kg=pd.NA, kq=pd.NA,
+                   beta=math.nan, n_iter=1, variant=None,
+                   params='{"k1": 20, "k2": 6, "lambda_value": 0.3, "method": "k_reciprocal"}')
+    assert run_label(baseline) == "#11 demo · k-reciprocal · k1 20, k2 6, λ 0.3"
+    odd = Row(run_id=12, dataset="d", method="mine", kg=None, kq=None, beta=None, n_iter=1,
+              variant=None, params="not json")
+    assert run_label(odd) == "#12 d · mine"

@@ -13,7 +13,7 @@ import pytest
 
 from store import read
 from store.db import connect_reader
-from tests.dashboard.fixture_store import DEMO, build_fixture, raw_tables
+from tests.dashboard.fixture_store import BASELINES, DEMO, build_fixture, raw_tables
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +62,11 @@ def test_runs_report_first_last_and_best_iteration(con, raw) -> None:
 
 
 def test_sweeps_count_finished_runs_only(con) -> None:
-    sw = read.sweeps(con).set_index("dataset")
-    assert sw.loc["demo", "n_runs"] == len(DEMO.configs)
-    assert sw.loc["imported", "n_runs"] == 1
+    sw = read.sweeps(con).set_index("sweep_id")
+    assert list(sw.dataset) == ["demo", "imported", "demo"][::-1]   # newest first
+    assert sw.loc[1, "n_runs"] == len(DEMO.configs)
+    assert sw.loc[2, "n_runs"] == 1
+    assert sw.loc[3, "n_runs"] == len(BASELINES)
 
 
 def test_metrics_by_iteration_is_the_raw_table(con, raw) -> None:
