@@ -120,18 +120,24 @@ def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover -
     return _lsd_radix(keys, 8)
 
 
+@njit(cache=True, nogil=True)
+def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Stable ascending sort of one float32 row ``x`` [N] into ``order`` (int64) and ``values`` (float32)."""
+    n = x.shape[0]
+    keys = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
+        keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32)
+    row_order = _lsd_radix(keys, 4)
+    for i in range(n):
+        order[i] = row_order[i]
+        values[i] = x[row_order[i]]
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover
-    n_rows, n = x.shape
-    for b in prange(n_rows):
-        keys = np.empty(n, dtype=np.uint64)
-        for i in range(n):
-            bits = np.float32(x[b, i] + np.float32(0.0)).view(np.uint32)
-            keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32)
-        row_order = _lsd_radix(keys, 4)
-        for i in range(n):
-            order[b, i] = row_order[i]
-            values[b, i] = x[b, row_order[i]]
+    for b in prange(x.shape[0]):
+        argsort_row_f32(x[b], order[b], values[b])
 
 
 def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,8 @@
-"""Retrieval metrics of spec section 4, vectorised over queries with cumulative sums.
+"""Retrieval metrics of spec section 4, from the positions of each query's relevant items.
+
+A compiled scan per query (``row_metrics``) walks the ranking until every
+relevant item has been seen; the engine calls it on each ranking it makes, so
+no [Q, G] relevance matrix is ever built.
 
 Relevance: gallery item j is relevant to query q when their labels are equal.
 Queries labelled -1 (unknown) get NaN metrics and are left out of every mean.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import njit, prange
 
 from icfrr._checks import as_labels
 
@@ -16,8 +21,6 @@ PRECISION_KS = (25, 100, 200)
 MAP_CUTOFF = 200
 #: Metric names as ``evaluate`` returns them.
 METRIC_NAMES = ("map_all", "map_200", "p_25", "p_100", "p_200")
-
-_QUERY_CHUNK = 256
 
 
 def _as_ranking(ranking: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -29,29 +32,85 @@ def _as_ranking(ranking: np.ndarray | torch.Tensor) -> np.ndarray:
     return r
 
 
-def _chunk_metrics(rel: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics of each row of a boolean relevance matrix [B, G] (rank order).
+#: Per-query float columns, in the order the compiled row scan fills them.
+ROW_COLUMNS = ("ap", "ap_200") + tuple(f"p_{k}" for k in PRECISION_KS)
 
-    Works on the relevant positions only: the j-th relevant item, at 0-based
-    position p, contributes precision j / (p + 1) to AP.
+
+@njit(cache=True, nogil=True)
+def row_metrics(order, labels_g, label, n_relevant, out):  # pragma: no cover - compiled
+    """Metrics of one ranking from the positions of its relevant items.
+
+    Walks ``order`` (gallery indices, best first) until the ``n_relevant``
+    items labelled ``label`` are found; the j-th of them, at 0-based position
+    p, adds precision j / (p + 1) to AP. Sums run in position order, so the
+    values are bit-identical to a vectorised reading of the same definition.
+
+    Args:
+        order: int [G] ranking.
+        labels_g: int [G] gallery labels.
+        label: the query's label.
+        n_relevant: how many gallery items carry ``label``.
+        out: float64 [len(ROW_COLUMNS) + 1]: ROW_COLUMNS, then the 1-based rank
+            of the first relevant item (-1 when none).
+
+    Returns:
+        Nothing; ``out`` is filled.
     """
-    n_rows = rel.shape[0]
-    rows, cols = np.nonzero(rel)  # row-major: each row's positions ascending
-    n_rel = np.bincount(rows, minlength=n_rows)
-    starts = np.cumsum(n_rel) - n_rel
-    precision = (np.arange(rows.size) - starts[rows] + 1) / (cols + 1.0)
+    hits = 0
+    total = 0.0
+    hits_cut = 0
+    total_cut = 0.0
+    first = -1
+    counts = np.zeros(len(PRECISION_KS), dtype=np.int64)
+    for p in range(order.shape[0]):
+        if hits == n_relevant:
+            break
+        if labels_g[order[p]] != label:
+            continue
+        hits += 1
+        precision = hits / (p + 1.0)
+        total += precision
+        if first < 0:
+            first = p + 1
+        if p < MAP_CUTOFF:
+            hits_cut += 1
+            total_cut += precision
+        for i in range(len(PRECISION_KS)):
+            if p < PRECISION_KS[i]:
+                counts[i] += 1
+    out[0] = total / hits if hits > 0 else 0.0
+    out[1] = total_cut / hits_cut if hits_cut > 0 else 0.0
+    for i in range(len(PRECISION_KS)):
+        out[2 + i] = counts[i] / PRECISION_KS[i]
+    out[2 + len(PRECISION_KS)] = first
 
-    def mean_precision(keep: np.ndarray) -> np.ndarray:
-        count = np.bincount(rows[keep], minlength=n_rows)
-        total = np.bincount(rows[keep], weights=precision[keep], minlength=n_rows)
-        return np.divide(total, count, out=np.zeros(n_rows), where=count > 0)
 
-    out = {"ap": mean_precision(np.ones(rows.size, dtype=bool)), "ap_200": mean_precision(cols < MAP_CUTOFF)}
-    for k in PRECISION_KS:
-        out[f"p_{k}"] = np.bincount(rows[cols < k], minlength=n_rows) / k
-    has_rel = n_rel > 0
-    first = np.full(n_rows, -1, dtype=np.int64)
-    first[has_rel] = cols[starts[has_rel]] + 1
+@njit(parallel=True, cache=True, nogil=True)
+def rows_metrics(ranking, labels_g, labels_q, n_relevant, out):  # pragma: no cover - compiled
+    """``row_metrics`` of each row of ``ranking`` [Q, G] into ``out`` [Q, len(ROW_COLUMNS) + 1], in parallel."""
+    for q in prange(ranking.shape[0]):
+        row_metrics(ranking[q], labels_g, labels_q[q], n_relevant[q], out[q])
+
+
+def relevant_counts(labels_q: np.ndarray, labels_g: np.ndarray) -> np.ndarray:
+    """int64 [Q]: how many gallery items carry each query's label."""
+    values, counts = np.unique(labels_g, return_counts=True)
+    if values.size == 0:
+        return np.zeros(labels_q.shape[0], dtype=np.int64)
+    idx = np.searchsorted(values, labels_q).clip(max=values.size - 1)
+    return np.where(values[idx] == labels_q, counts[idx], 0).astype(np.int64)
+
+
+def columns_from_rows(rows: np.ndarray, labels_q: np.ndarray, query_idx: np.ndarray) -> dict[str, np.ndarray]:
+    """``per_query`` columns from ``row_metrics`` rows float64 [Q, len(ROW_COLUMNS) + 1]."""
+    unknown = labels_q == -1
+    out: dict[str, np.ndarray] = {"query_idx": query_idx, "label": labels_q}
+    for i, name in enumerate(ROW_COLUMNS):
+        column = rows[:, i].copy()
+        column[unknown] = np.nan
+        out[name] = column
+    first = rows[:, len(ROW_COLUMNS)].astype(np.int64)
+    first[unknown] = -1
     out["first_relevant_rank"] = first
     return out
 
@@ -80,19 +139,9 @@ def per_query(
     lg = as_labels(labels_g, n_gallery, "labels_g")
     if n_gallery and (r.min() < 0 or r.max() >= n_gallery):
         raise ValueError("ranking holds indices outside the gallery")
-    names = ("ap", "ap_200") + tuple(f"p_{k}" for k in PRECISION_KS)
-    out: dict[str, np.ndarray] = {name: np.empty(n_query) for name in names}
-    out["first_relevant_rank"] = np.empty(n_query, dtype=np.int64)
-    for start in range(0, n_query, _QUERY_CHUNK):
-        sl = slice(start, min(start + _QUERY_CHUNK, n_query))
-        chunk = _chunk_metrics(lg[r[sl]] == lq[sl, None])
-        for name, values in chunk.items():
-            out[name][sl] = values
-    unknown = lq == -1
-    for name in names:
-        out[name][unknown] = np.nan
-    out["first_relevant_rank"][unknown] = -1
-    return {"query_idx": np.arange(n_query, dtype=np.int64), "label": lq, **out}
+    rows = np.empty((n_query, len(ROW_COLUMNS) + 1))
+    rows_metrics(np.ascontiguousarray(r), lg, lq, relevant_counts(lq, lg), rows)
+    return columns_from_rows(rows, lq, np.arange(n_query, dtype=np.int64))
 
 
 def summarize(per_query_columns: dict[str, np.ndarray]) -> dict[str, float]:
