@@ -67,37 +67,44 @@ def _by_row_slices(fn: Callable[..., tuple[np.ndarray, np.ndarray]], x: np.ndarr
 
 _TOP64 = np.uint64(1 << 63)
 _TOP32 = np.uint32(1 << 31)
-_DIGIT = np.uint64(255)
+
+
+_DIGIT_BITS = 11
+_DIGIT = np.uint64((1 << _DIGIT_BITS) - 1)
 
 
 @njit(cache=True, nogil=True)
-def _lsd_radix(keys: np.ndarray, n_passes: int) -> np.ndarray:  # pragma: no cover - compiled
-    """Stable order of uint64 ``keys`` ascending (ties by index), 8 bits a pass.
+def _lsd_radix(keys: np.ndarray, n_bits: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Stable order of uint64 ``keys`` ascending (ties by index), 11 bits a pass.
 
-    Only the lowest ``8 * n_passes`` bits are sorted on; a pass where every key
-    shares the digit is skipped. ``keys`` is used as scratch.
+    Only the lowest ``n_bits`` bits are sorted on. One read counts every
+    pass's digits; a pass where every key shares the digit is skipped.
+    ``keys`` is used as scratch.
     """
     n = keys.shape[0]
+    n_passes = (n_bits + _DIGIT_BITS - 1) // _DIGIT_BITS
+    counts = np.zeros((n_passes, 1 << _DIGIT_BITS), dtype=np.int64)
+    for i in range(n):
+        key = keys[i]
+        for pass_ in range(n_passes):
+            counts[pass_, (key >> np.uint64(_DIGIT_BITS * pass_)) & _DIGIT] += 1
     order = np.arange(n)
     spare_keys = np.empty(n, dtype=np.uint64)
     spare_order = np.empty(n, dtype=np.int64)
-    counts = np.empty(256, dtype=np.int64)
     for pass_ in range(n_passes):
-        shift = np.uint64(8 * pass_)
-        counts[:] = 0
-        for i in range(n):
-            counts[(keys[i] >> shift) & _DIGIT] += 1
-        if counts.max() == n:
+        shift = np.uint64(_DIGIT_BITS * pass_)
+        offsets = counts[pass_]
+        if n == 0 or offsets[(keys[0] >> shift) & _DIGIT] == n:
             continue
         total = 0
-        for d in range(256):
-            c = counts[d]
-            counts[d] = total
+        for d in range(offsets.shape[0]):
+            c = offsets[d]
+            offsets[d] = total
             total += c
         for i in range(n):
             d = (keys[i] >> shift) & _DIGIT
-            p = counts[d]
-            counts[d] = p + 1
+            p = offsets[d]
+            offsets[d] = p + 1
             spare_keys[p] = keys[i]
             spare_order[p] = order[i]
         keys, spare_keys = spare_keys, keys
@@ -117,7 +124,7 @@ def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover -
     for i in range(n):
         bits = np.float64(values[i] + 0.0).view(np.uint64)
         keys[i] = ~(~bits if bits & _TOP64 else bits | _TOP64)
-    return _lsd_radix(keys, 8)
+    return _lsd_radix(keys, 64)
 
 
 @njit(cache=True, nogil=True)
@@ -128,7 +135,7 @@ def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> Non
     for i in range(n):
         bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
         keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32)
-    row_order = _lsd_radix(keys, 4)
+    row_order = _lsd_radix(keys, 32)
     for i in range(n):
         order[i] = row_order[i]
         values[i] = x[row_order[i]]

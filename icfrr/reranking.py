@@ -204,7 +204,8 @@ def rerank_chunks(
         betas: update strengths, one result set each.
         labels_q, labels_g: int [Q], [G] labels; metrics are computed when given.
         top_n: best items kept per query and iteration (clamped to G).
-        n_query: Q, when ``qg_dists`` is a function.
+        n_query: Q, when ``qg_dists`` is a function without a ``shape``
+            (``icfrr.neighbors.FeatureDistances`` has one).
         chunk_size: queries per chunk (default: about 128 MiB of work per chunk).
 
     Yields:
@@ -221,6 +222,8 @@ def rerank_chunks(
     beta_arr = np.array([c[2] for c in checked], dtype=np.float64)
     dev = resolve_device(device)
     if callable(qg_dists) and not isinstance(qg_dists, (np.ndarray, torch.Tensor)):
+        if n_query is None:
+            n_query = getattr(qg_dists, "shape", (None,))[0]
         if n_query is None:
             raise ValueError("n_query is required when qg_dists is a function of the query chunk")
         n_query = check_positive_int(n_query, "n_query")

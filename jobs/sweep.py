@@ -378,21 +378,28 @@ def prepare(argv: Sequence[str], log: Callable[[str], None]) -> _Plan:
 
 
 def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
-    """Re-rank and evaluate one configuration, writing its published files as it goes."""
-    iters = tqdm(total=cfg.n_iter + 1, desc="iterations", unit="it", leave=False)
-    hooks: list[Callable] = [lambda step, summary: iters.update(1)]
+    """Re-rank and evaluate one configuration, writing its published files as it goes.
+
+    Without published files the queries stream through the engine in chunks
+    (memory bounded by one chunk); the published files need every whole
+    ranking, so they take the iteration-by-iteration path.
+    """
     out_dir = plan.out_dir(cfg)
     arts = plan.arts
+    n_query = len(arts.labels_q)
+    bar = tqdm(total=n_query if out_dir is None else cfg.n_iter + 1, desc="queries" if out_dir is None
+               else "iterations", unit="q" if out_dir is None else "it", leave=False)
+    on_step = None
     if out_dir is not None:
-        hooks.append(_Published(out_dir, plan.args.query_idxs_to_vis,
-                                plan.args.num_gallery_ims_to_vis, plan.images,
-                                arts.labels_q, arts.labels_g))
+        published = _Published(out_dir, plan.args.query_idxs_to_vis, plan.args.num_gallery_ims_to_vis,
+                               plan.images, arts.labels_q, arts.labels_g)
+        on_step = lambda s, m: (bar.update(1), published(s, m))  # noqa: E731
     try:
         outcome = run_config(arts.qg_dists, arts.graph, arts.labels_q, arts.labels_g, cfg,
-                             device=plan.device, top_n=plan.args.top_n,
-                             on_step=lambda s, m: [h(s, m) for h in hooks])
+                             device=plan.device, top_n=plan.args.top_n, on_step=on_step,
+                             on_progress=lambda done, total: bar.update(done - bar.n))
     finally:
-        iters.close()
+        bar.close()
     if out_dir is not None:
         pub.save_metrics(out_dir, outcome.metrics)
     return outcome
