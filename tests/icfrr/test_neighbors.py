@@ -113,3 +113,17 @@ def test_cpu_partition_path_and_topk_path_agree(values):
         np.testing.assert_array_equal(idx_b.numpy(), want)
         np.testing.assert_array_equal(dist_a, np.take_along_axis(block, want, 1))
         np.testing.assert_array_equal(dist_b.numpy(), dist_a)
+
+
+def test_feature_distances_are_the_rows_of_pairwise_distances():
+    rng = np.random.default_rng(0)
+    fq, fg = rng.normal(size=(9, 5)).astype(np.float32), rng.normal(size=(13, 5)).astype(np.float32)
+    for metric in ("euclidean", "cosine"):
+        feats = icfrr.FeatureDistances(fq, fg, metric)
+        assert feats.shape == (9, 13)
+        np.testing.assert_allclose(feats(slice(2, 6)).numpy(), icfrr.pairwise_distances(fq, fg, metric)[2:6].numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="widths differ"):
+        icfrr.FeatureDistances(fq, fg[:, :4])
+    with pytest.raises(ValueError, match="unknown metric"):
+        icfrr.FeatureDistances(fq, fg, "manhattan")
