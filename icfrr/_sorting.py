@@ -74,25 +74,28 @@ _DIGIT = np.uint64((1 << _DIGIT_BITS) - 1)
 
 
 @njit(cache=True, nogil=True)
-def _lsd_radix(keys: np.ndarray, n_bits: int) -> np.ndarray:  # pragma: no cover - compiled
-    """Stable order of uint64 ``keys`` ascending (ties by index), 11 bits a pass.
+def radix_sort_pairs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Stable LSD radix sort of uint64 ``keys`` with their int64 ``payload`` on bits ``low_bit``..63.
 
-    Only the lowest ``n_bits`` bits are sorted on. One read counts every
-    pass's digits; a pass where every key shares the digit is skipped.
-    ``keys`` is used as scratch.
+    11 bits a pass; one read counts every pass's digits, and a pass where all
+    keys share the digit is skipped (so 32-bit keys cost at most 3 passes).
+    Keys equal above ``low_bit`` keep their input order: ``sort_runs``
+    finishes them. The inputs are used as scratch.
+
+    Returns:
+        (sorted keys, payload in the same order).
     """
     n = keys.shape[0]
-    n_passes = (n_bits + _DIGIT_BITS - 1) // _DIGIT_BITS
+    n_passes = (64 - low_bit + _DIGIT_BITS - 1) // _DIGIT_BITS
     counts = np.zeros((n_passes, 1 << _DIGIT_BITS), dtype=np.int64)
     for i in range(n):
         key = keys[i]
         for pass_ in range(n_passes):
-            counts[pass_, (key >> np.uint64(_DIGIT_BITS * pass_)) & _DIGIT] += 1
-    order = np.arange(n)
+            counts[pass_, (key >> np.uint64(low_bit + _DIGIT_BITS * pass_)) & _DIGIT] += 1
     spare_keys = np.empty(n, dtype=np.uint64)
-    spare_order = np.empty(n, dtype=np.int64)
+    spare_payload = np.empty(n, dtype=np.int64)
     for pass_ in range(n_passes):
-        shift = np.uint64(_DIGIT_BITS * pass_)
+        shift = np.uint64(low_bit + _DIGIT_BITS * pass_)
         offsets = counts[pass_]
         if n == 0 or offsets[(keys[0] >> shift) & _DIGIT] == n:
             continue
@@ -106,25 +109,77 @@ def _lsd_radix(keys: np.ndarray, n_bits: int) -> np.ndarray:  # pragma: no cover
             p = offsets[d]
             offsets[d] = p + 1
             spare_keys[p] = keys[i]
-            spare_order[p] = order[i]
+            spare_payload[p] = payload[i]
         keys, spare_keys = spare_keys, keys
-        order, spare_order = spare_order, order
-    return order
+        payload, spare_payload = spare_payload, payload
+    return keys, payload
 
 
 @njit(cache=True, nogil=True)
-def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Order of float64 ``values`` descending, ties by index (-0.0 counts as 0.0).
+def sort_runs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> None:  # pragma: no cover - compiled
+    """Finish ``radix_sort_pairs``: stable insertion sort of each run of keys equal above ``low_bit``."""
+    if low_bit == 0:
+        return
+    shift = np.uint64(low_bit)
+    start = 0
+    n = keys.shape[0]
+    while start < n:
+        stop = start + 1
+        high = keys[start] >> shift
+        while stop < n and keys[stop] >> shift == high:
+            stop += 1
+        for i in range(start + 1, stop):
+            key, item = keys[i], payload[i]
+            j = i - 1
+            while j >= start and keys[j] > key:
+                keys[j + 1], payload[j + 1] = keys[j], payload[j]
+                j -= 1
+            keys[j + 1], payload[j + 1] = key, item
+        start = stop
 
-    Each float maps to a uint64 that orders like it (sign bit flipped, or all
-    bits for negatives), inverted for descending order, then an O(n) radix sort.
+
+@njit(cache=True, nogil=True)
+def desc_key(value: float) -> np.uint64:  # pragma: no cover - compiled
+    """A uint64 whose ascending order is the float64 ``value``'s descending order (-0.0 as 0.0)."""
+    bits = np.float64(value + 0.0).view(np.uint64)
+    return ~(~bits if bits & _TOP64 else bits | _TOP64)
+
+
+@njit(cache=True, nogil=True)
+def value_of_desc_key(key: np.uint64) -> float:  # pragma: no cover - compiled
+    """Inverse of ``desc_key`` (0.0 for -0.0)."""
+    bits = ~np.uint64(key)
+    if bits & _TOP64:
+        bits = bits & ~_TOP64
+    else:
+        bits = ~bits
+    return np.uint64(bits).view(np.float64)
+
+
+@njit(cache=True, nogil=True)
+def sort_desc_stable(values: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """float64 ``values`` descending, ties in input order, with their ``payload``.
+
+    Radix passes on the top 32 bits of the order-preserving keys, then the rare
+    runs that share them are finished by insertion sort: the order of a full
+    64-bit sort in half its passes.
+
+    Returns:
+        (``desc_key`` of the sorted values, payload in the same order).
     """
     n = values.shape[0]
     keys = np.empty(n, dtype=np.uint64)
     for i in range(n):
-        bits = np.float64(values[i] + 0.0).view(np.uint64)
-        keys[i] = ~(~bits if bits & _TOP64 else bits | _TOP64)
-    return _lsd_radix(keys, 64)
+        keys[i] = desc_key(values[i])
+    keys, payload = radix_sort_pairs(keys, payload.copy(), 32)
+    sort_runs(keys, payload, 32)
+    return keys, payload
+
+
+@njit(cache=True, nogil=True)
+def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Order of float64 ``values`` descending, ties by index (-0.0 counts as 0.0)."""
+    return sort_desc_stable(values, np.arange(values.shape[0]))[1]
 
 
 @njit(cache=True, nogil=True)
@@ -135,7 +190,7 @@ def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> Non
     for i in range(n):
         bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
         keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32)
-    row_order = _lsd_radix(keys, 32)
+    row_order = radix_sort_pairs(keys, np.arange(n), 0)[1]
     for i in range(n):
         order[i] = row_order[i]
         values[i] = x[row_order[i]]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from icfrr._sorting import argsort_desc_stable, argsort_row_f32, stable_argsort_rows
+from icfrr._sorting import argsort_row_f32, desc_key, sort_desc_stable, stable_argsort_rows, value_of_desc_key
 from icfrr.metrics import ROW_COLUMNS, row_metrics, rows_metrics
 
 #: Width of a metrics row: ``icfrr.metrics.ROW_COLUMNS`` then the first relevant rank.
@@ -59,25 +59,25 @@ def _rerank_row(order, votes, base, items, paper, denom, beta, out_order, out_sc
             if votes[j] > 0:
                 items[j] += beta * (votes[j] / denom)
     # Split positions into items with votes (to sort) and without (already in order).
+    voted_pos = np.empty(n_gallery, dtype=np.int64)
+    voted_u = np.empty(n_gallery)
+    plain = np.empty(n_gallery, dtype=np.bool_)
     n_voted = 0
     for r in range(n_gallery):
-        if votes[order[r]] > 0:
-            n_voted += 1
-    voted_pos = np.empty(n_voted, dtype=np.int64)
-    voted_u = np.empty(n_voted)
-    k = 0
-    for r in range(n_gallery):
         j = order[r]
-        if votes[j] > 0:
-            voted_pos[k] = r
-            voted_u[k] = items[j] if paper else base[r] + beta * (votes[j] / denom)
-            k += 1
-    by_u = argsort_desc_stable(voted_u)  # stable: ties stay in position order
+        vote = votes[j]
+        plain[r] = vote <= 0
+        if vote > 0:
+            voted_pos[n_voted] = r
+            voted_u[n_voted] = items[j] if paper else base[r] + beta * (vote / denom)
+            n_voted += 1
+    # Sorted keys (order-preserving bits of u) carry the positions along.
+    keys, by_u = sort_desc_stable(voted_u[:n_voted], voted_pos[:n_voted])  # stable: ties keep position order
     # Merge: take the higher score; on equal scores the earlier current position.
     r = 0
     v = 0
     for out in range(n_gallery):
-        while r < n_gallery and votes[order[r]] > 0:
+        while r < n_gallery and not plain[r]:
             r += 1
         take_plain = False
         plain_u = 0.0
@@ -86,16 +86,15 @@ def _rerank_row(order, votes, base, items, paper, denom, beta, out_order, out_sc
             if v >= n_voted:
                 take_plain = True
             else:
-                cand_u = voted_u[by_u[v]]
-                take_plain = plain_u > cand_u or (plain_u == cand_u and r < voted_pos[by_u[v]])
+                plain_key = desc_key(plain_u)
+                take_plain = plain_key < keys[v] or (plain_key == keys[v] and r < by_u[v])
         if take_plain:
             out_order[out] = order[r]
             out_scores[out] = plain_u
             r += 1
         else:
-            p = by_u[v]
-            out_order[out] = order[voted_pos[p]]
-            out_scores[out] = voted_u[p]
+            out_order[out] = order[by_u[v]]
+            out_scores[out] = value_of_desc_key(keys[v])
             v += 1
 
 
