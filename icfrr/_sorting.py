@@ -171,7 +171,16 @@ def sort_desc_stable(values: np.ndarray, payload: np.ndarray) -> tuple[np.ndarra
     keys = np.empty(n, dtype=np.uint64)
     for i in range(n):
         keys[i] = desc_key(values[i])
-    keys, payload = radix_sort_pairs(keys, payload.copy(), 32)
+    return sort_runs_after_radix(keys, payload.copy())
+
+
+@njit(cache=True, nogil=True)
+def sort_runs_after_radix(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Stable sort of uint64 ``keys`` with ``payload``: radix passes on the top 32 bits, runs finished after.
+
+    The inputs are used as scratch. Returns (sorted keys, payload in the same order).
+    """
+    keys, payload = radix_sort_pairs(keys, payload, 32)
     sort_runs(keys, payload, 32)
     return keys, payload
 

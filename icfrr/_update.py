@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from icfrr._sorting import argsort_row_f32, desc_key, sort_desc_stable, stable_argsort_rows, value_of_desc_key
+from icfrr._sorting import (
+    argsort_row_f32, desc_key, sort_desc_stable, sort_runs_after_radix, stable_argsort_rows, value_of_desc_key,
+)
 from icfrr.metrics import ROW_COLUMNS, row_metrics, rows_metrics
 
 #: Width of a metrics row: ``icfrr.metrics.ROW_COLUMNS`` then the first relevant rank.
@@ -46,18 +48,31 @@ def _add_votes(items: np.ndarray, sign: int, nbr: np.ndarray, weights: np.ndarra
 
 
 @njit(cache=True, nogil=True)
-def _rerank_row(order, votes, base, items, paper, denom, beta, out_order, out_scores):  # pragma: no cover
+def _rerank_row(order, votes, base, items, paper, denom, beta, dense, out_order, out_scores):  # pragma: no cover
     """One update of one query from its item-indexed integer ``votes``.
 
     ``base`` float32 [G]: original scores by position (reference variant);
     ``items`` float64 [G]: accumulated item scores (paper variant, updated in
-    place). Writes the new ranking and its position scores (float64).
+    place). Writes the new ranking and its position scores (float64). With
+    ``dense`` (most items get votes) every position is re-sorted by its score;
+    otherwise only the voted ones, merged with the rest (already in order).
+    Both give the stable order: higher score first, ties by current position.
     """
     n_gallery = order.shape[0]
     if paper:
         for j in range(n_gallery):
             if votes[j] > 0:
                 items[j] += beta * (votes[j] / denom)
+    if dense:
+        keys = np.empty(n_gallery, dtype=np.uint64)
+        for r in range(n_gallery):
+            j = order[r]
+            keys[r] = desc_key(items[j] if paper else base[r] + beta * (votes[j] / denom))
+        keys, positions = sort_runs_after_radix(keys, np.arange(n_gallery))
+        for out in range(n_gallery):
+            out_order[out] = order[positions[out]]
+            out_scores[out] = value_of_desc_key(keys[out])
+        return
     # Split positions into items with votes (to sort) and without (already in order).
     voted_pos = np.empty(n_gallery, dtype=np.int64)
     voted_u = np.empty(n_gallery)
@@ -107,7 +122,7 @@ def _update_row(b, ranking, base, item_scores, nbr, weights, kq, denom, beta, ou
     votes = np.zeros(order.shape[0], dtype=np.int64)
     _add_votes(order[:kq], 1, nbr, weights, votes)
     _rerank_row(order, votes, base[0] if paper else base[b], item_scores[b] if paper else item_scores[0],
-                paper, denom, beta, out_order, out_scores)
+                paper, denom, beta, kq * nbr.shape[1] >= order.shape[0], out_order, out_scores)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -223,6 +238,7 @@ def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labe
     in_top = np.zeros(n_gallery, dtype=np.int8)
     prev_top = np.empty(kq, dtype=np.int64)
     items = np.empty(n_gallery if paper else 0)
+    dense = kq * nbr.shape[1] >= n_gallery  # most items get votes: re-sort every position
     for c in range(betas.shape[0]):
         out_top[c, 0] = order0[:top_n]
         out_scores[c, 0] = base[:top_n]
@@ -239,7 +255,7 @@ def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labe
         for t in range(1, n_iter + 1):
             if t > 1:
                 _move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
-            _rerank_row(order, votes, base, items, paper, denom, betas[c], new_order, scores)
+            _rerank_row(order, votes, base, items, paper, denom, betas[c], dense, new_order, scores)
             order, new_order = new_order, order
             out_top[c, t] = order[:top_n]
             out_scores[c, t] = scores[:top_n]

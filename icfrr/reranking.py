@@ -255,7 +255,8 @@ def rerank_chunks(
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     paper = variant == "paper"
     if dev.type == "cpu":
-        nbr = np.ascontiguousarray(graph.indices.numpy())
+        # int32 indices halve the memory traffic of the vote loop (any G that fits in memory fits in int32)
+        nbr = graph.indices.numpy().astype(np.int32 if n_gallery < 2**31 else np.int64)
         weights = np.arange(n_gallery - 1, n_gallery - 1 - nbr.shape[1], -1, dtype=np.int64)
         kernel = run_rows_cpu
     else:
