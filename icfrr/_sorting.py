@@ -75,7 +75,7 @@ _DIGIT = np.uint64((1 << _DIGIT_BITS) - 1)
 
 @njit(cache=True, nogil=True)
 def radix_sort_pairs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """Stable LSD radix sort of uint64 ``keys`` with their int64 ``payload`` on bits ``low_bit``..63.
+    """Stable LSD radix sort of uint64 ``keys`` with their integer ``payload`` on bits ``low_bit``..63.
 
     11 bits a pass; one read counts every pass's digits, and a pass where all
     keys share the digit is skipped (so 32-bit keys cost at most 3 passes).
@@ -93,7 +93,7 @@ def radix_sort_pairs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> tup
         for pass_ in range(n_passes):
             counts[pass_, (key >> np.uint64(low_bit + _DIGIT_BITS * pass_)) & _DIGIT] += 1
     spare_keys = np.empty(n, dtype=np.uint64)
-    spare_payload = np.empty(n, dtype=np.int64)
+    spare_payload = np.empty_like(payload)
     for pass_ in range(n_passes):
         shift = np.uint64(low_bit + _DIGIT_BITS * pass_)
         offsets = counts[pass_]
@@ -198,8 +198,8 @@ def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> Non
     keys = np.empty(n, dtype=np.uint64)
     for i in range(n):
         bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
-        keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32)
-    row_order = radix_sort_pairs(keys, np.arange(n), 0)[1]
+        keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32) << np.uint64(32)  # sorted on bits 32..63
+    row_order = radix_sort_pairs(keys, np.arange(n), 32)[1]
     for i in range(n):
         order[i] = row_order[i]
         values[i] = x[row_order[i]]

@@ -68,7 +68,7 @@ def _rerank_row(order, votes, base, items, paper, denom, beta, dense, out_order,
         for r in range(n_gallery):
             j = order[r]
             keys[r] = desc_key(items[j] if paper else base[r] + beta * (votes[j] / denom))
-        keys, positions = sort_runs_after_radix(keys, np.arange(n_gallery))
+        keys, positions = sort_runs_after_radix(keys, np.arange(n_gallery, dtype=np.int32))
         for out in range(n_gallery):
             out_order[out] = order[positions[out]]
             out_scores[out] = value_of_desc_key(keys[out])

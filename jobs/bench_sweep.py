@@ -28,6 +28,7 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import pstats
 import resource
 import subprocess
@@ -110,9 +111,9 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
         profiler = cProfile.Profile() if gi == 0 else None
         if profiler is not None:
             profiler.enable()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         outcomes = run_configs(qg, graph, lq, lg, group, top_n=TOP_N, device="cpu")
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), time.process_time()
         with connect_writer(db) as con:
             for cfg, out in zip(group, outcomes):
                 writes.write_run(con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
@@ -127,6 +128,7 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
         for cfg, out in zip(group, outcomes):
             rows.append(dict(kg=cfg.kg, kq=cfg.kq, beta=cfg.beta, n_iter=cfg.n_iter,
                              engine_s=(t1 - t0) / len(group), write_s=(t2 - t1) / len(group),
+                             engine_cpu_s=(cpu1 - cpu0) / len(group), load=os.getloadavg()[0],
                              map0=out.metrics[0]["map_all"], map_last=out.metrics[-1]["map_all"], best=out.best))
     with connect_writer(db) as con:
         writes.finish_sweep(con, sweep_id, "done")
@@ -152,14 +154,18 @@ def report(res: dict, machine: str) -> str:
               else "query-gallery distances computed per chunk from features (never materialised)")
            + (", configurations differing only in beta run together" if res["share_betas"] else ""),
            "", f"Machine: {machine}", "",
-           "| KG | KQ | beta | T | engine s | store write s | total s | mAP@all 0 -> T | best it |",
-           "|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+           "| KG | KQ | beta | T | engine s | engine CPU s | store write s | total s | mAP@all 0 -> T | best it "
+           "| load avg |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         out.append(f"| {r['kg']} | {r['kq']} | {r['beta']:g} | {r['n_iter']} | {r['engine_s']:.2f} | "
-                   f"{r['write_s']:.2f} | {r['engine_s'] + r['write_s']:.2f} | "
-                   f"{r['map0']:.4f} -> {r['map_last']:.4f} | {r['best']} |")
+                   f"{r['engine_cpu_s']:.2f} | {r['write_s']:.2f} | {r['engine_s'] + r['write_s']:.2f} | "
+                   f"{r['map0']:.4f} -> {r['map_last']:.4f} | {r['best']} | {r['load']:.1f} |")
     per_config = [r["engine_s"] + r["write_s"] for r in rows]
-    out += ["", f"- gallery neighbour graph from features (once, KG={max(r['kg'] for r in rows)}): {res['graph_s']:.1f} s",
+    out += ["", "engine CPU s: CPU time of the process's threads (both cores); on an idle 2-core machine the "
+            "wall time approaches half of it. load avg: the machine's 1-minute load after the configuration "
+            "(2 cores; above 2 the machine was shared).",
+            "", f"- gallery neighbour graph from features (once, KG={max(r['kg'] for r in rows)}): {res['graph_s']:.1f} s",
             f"- per configuration (engine + store write): mean {np.mean(per_config):.2f} s, "
             f"min {min(per_config):.2f} s, max {max(per_config):.2f} s; whole sweep incl. graph {res['total_s']:.1f} s",
             f"- memory: {res['base_gib']:.2f} GiB after imports and kernel load, {res['inputs_gib']:.2f} GiB with the "
