@@ -1,10 +1,14 @@
-"""Fast exact row sorts for float32 distances on the CPU.
+"""Fast exact sorts on the CPU: float32 distance rows and the engine's float64 scores.
 
 A float's bits, mapped to an unsigned integer that orders like the float
-(-0.0 taken as 0.0), give keys whose ascending order is the float's. Two uses:
+(-0.0 taken as 0.0), give keys whose ascending order is the float's. Uses:
 
-- full row sorts (``stable_argsort_rows``, ``argsort_desc_stable``): a compiled
-  LSD radix sort of those keys, stable, so ties keep index order;
+- full row sorts (``stable_argsort_rows``, ``argsort_row_f32``): a compiled
+  LSD radix sort of those keys (11 bits a pass, ``radix_sort_pairs``), stable,
+  so ties keep index order;
+- float64 scores, descending (``sort_desc_stable``): radix passes on the top
+  32 bits of the keys carrying a payload (positions), then the rare runs equal
+  in those bits finished by insertion sort (``sort_runs``);
 - the k smallest of each row (``smallest_rows``): numpy's argpartition picks
   k + 1 candidates, whose keys, shifted left 32 bits and OR-ed with the column
   index, sort into (distance, index) order; rows where a tie crosses the cut
