@@ -17,16 +17,21 @@ _EXPORTS = {
     "evaluate": "icfrr.metrics",
     "per_query": "icfrr.metrics",
     "summarize": "icfrr.metrics",
+    "FeatureDistances": "icfrr.neighbors",
     "NeighborGraph": "icfrr.neighbors",
     "neighbor_graph": "icfrr.neighbors",
     "neighbor_graph_from_features": "icfrr.neighbors",
     "pairwise_distances": "icfrr.neighbors",
+    "ChunkResult": "icfrr.reranking",
     "RerankStep": "icfrr.reranking",
     "iter_rerank": "icfrr.reranking",
     "rerank": "icfrr.reranking",
+    "rerank_chunks": "icfrr.reranking",
 }
 
 __all__ = [
+    "ChunkResult",
+    "FeatureDistances",
     "METRIC_NAMES",
     "NeighborGraph",
     "RerankStep",
@@ -37,13 +42,14 @@ __all__ = [
     "pairwise_distances",
     "per_query",
     "rerank",
+    "rerank_chunks",
     "summarize",
 ]
 
 if TYPE_CHECKING:
     from icfrr.metrics import METRIC_NAMES, evaluate, per_query, summarize
-    from icfrr.neighbors import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
-    from icfrr.reranking import RerankStep, iter_rerank, rerank
+    from icfrr.neighbors import FeatureDistances, NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
+    from icfrr.reranking import ChunkResult, RerankStep, iter_rerank, rerank, rerank_chunks
 
 
 def __getattr__(name: str) -> Any:

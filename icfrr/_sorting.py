@@ -1,10 +1,14 @@
-"""Fast exact row sorts for float32 distances on the CPU.
+"""Fast exact sorts on the CPU: float32 distance rows and the engine's float64 scores.
 
 A float's bits, mapped to an unsigned integer that orders like the float
-(-0.0 taken as 0.0), give keys whose ascending order is the float's. Two uses:
+(-0.0 taken as 0.0), give keys whose ascending order is the float's. Uses:
 
-- full row sorts (``stable_argsort_rows``, ``argsort_desc_stable``): a compiled
-  LSD radix sort of those keys, stable, so ties keep index order;
+- full row sorts (``stable_argsort_rows``, ``argsort_row_f32``): a compiled
+  LSD radix sort of those keys (11 bits a pass, ``radix_sort_pairs``), stable,
+  so ties keep index order;
+- float64 scores, descending (``sort_desc_stable``): radix passes on the top
+  32 bits of the keys carrying a payload (positions), then the rare runs equal
+  in those bits finished by insertion sort (``sort_runs``);
 - the k smallest of each row (``smallest_rows``): numpy's argpartition picks
   k + 1 candidates, whose keys, shifted left 32 bits and OR-ed with the column
   index, sort into (distance, index) order; rows where a tie crosses the cut
@@ -67,71 +71,148 @@ def _by_row_slices(fn: Callable[..., tuple[np.ndarray, np.ndarray]], x: np.ndarr
 
 _TOP64 = np.uint64(1 << 63)
 _TOP32 = np.uint32(1 << 31)
-_DIGIT = np.uint64(255)
+
+
+_DIGIT_BITS = 11
+_DIGIT = np.uint64((1 << _DIGIT_BITS) - 1)
 
 
 @njit(cache=True, nogil=True)
-def _lsd_radix(keys: np.ndarray, n_passes: int) -> np.ndarray:  # pragma: no cover - compiled
-    """Stable order of uint64 ``keys`` ascending (ties by index), 8 bits a pass.
+def radix_sort_pairs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Stable LSD radix sort of uint64 ``keys`` with their integer ``payload`` on bits ``low_bit``..63.
 
-    Only the lowest ``8 * n_passes`` bits are sorted on; a pass where every key
-    shares the digit is skipped. ``keys`` is used as scratch.
+    11 bits a pass; one read counts every pass's digits, and a pass where all
+    keys share the digit is skipped (so 32-bit keys cost at most 3 passes).
+    Keys equal above ``low_bit`` keep their input order: ``sort_runs``
+    finishes them. The inputs are used as scratch.
+
+    Returns:
+        (sorted keys, payload in the same order).
     """
     n = keys.shape[0]
-    order = np.arange(n)
+    n_passes = (64 - low_bit + _DIGIT_BITS - 1) // _DIGIT_BITS
+    counts = np.zeros((n_passes, 1 << _DIGIT_BITS), dtype=np.int64)
+    for i in range(n):
+        key = keys[i]
+        for pass_ in range(n_passes):
+            counts[pass_, (key >> np.uint64(low_bit + _DIGIT_BITS * pass_)) & _DIGIT] += 1
     spare_keys = np.empty(n, dtype=np.uint64)
-    spare_order = np.empty(n, dtype=np.int64)
-    counts = np.empty(256, dtype=np.int64)
+    spare_payload = np.empty_like(payload)
     for pass_ in range(n_passes):
-        shift = np.uint64(8 * pass_)
-        counts[:] = 0
-        for i in range(n):
-            counts[(keys[i] >> shift) & _DIGIT] += 1
-        if counts.max() == n:
+        shift = np.uint64(low_bit + _DIGIT_BITS * pass_)
+        offsets = counts[pass_]
+        if n == 0 or offsets[(keys[0] >> shift) & _DIGIT] == n:
             continue
         total = 0
-        for d in range(256):
-            c = counts[d]
-            counts[d] = total
+        for d in range(offsets.shape[0]):
+            c = offsets[d]
+            offsets[d] = total
             total += c
         for i in range(n):
             d = (keys[i] >> shift) & _DIGIT
-            p = counts[d]
-            counts[d] = p + 1
+            p = offsets[d]
+            offsets[d] = p + 1
             spare_keys[p] = keys[i]
-            spare_order[p] = order[i]
+            spare_payload[p] = payload[i]
         keys, spare_keys = spare_keys, keys
-        order, spare_order = spare_order, order
-    return order
+        payload, spare_payload = spare_payload, payload
+    return keys, payload
 
 
 @njit(cache=True, nogil=True)
-def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Order of float64 ``values`` descending, ties by index (-0.0 counts as 0.0).
+def sort_runs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> None:  # pragma: no cover - compiled
+    """Finish ``radix_sort_pairs``: stable insertion sort of each run of keys equal above ``low_bit``."""
+    if low_bit == 0:
+        return
+    shift = np.uint64(low_bit)
+    start = 0
+    n = keys.shape[0]
+    while start < n:
+        stop = start + 1
+        high = keys[start] >> shift
+        while stop < n and keys[stop] >> shift == high:
+            stop += 1
+        for i in range(start + 1, stop):
+            key, item = keys[i], payload[i]
+            j = i - 1
+            while j >= start and keys[j] > key:
+                keys[j + 1], payload[j + 1] = keys[j], payload[j]
+                j -= 1
+            keys[j + 1], payload[j + 1] = key, item
+        start = stop
 
-    Each float maps to a uint64 that orders like it (sign bit flipped, or all
-    bits for negatives), inverted for descending order, then an O(n) radix sort.
+
+@njit(cache=True, nogil=True)
+def desc_key(value: float) -> np.uint64:  # pragma: no cover - compiled
+    """A uint64 whose ascending order is the float64 ``value``'s descending order (-0.0 as 0.0)."""
+    bits = np.float64(value + 0.0).view(np.uint64)
+    return ~(~bits if bits & _TOP64 else bits | _TOP64)
+
+
+@njit(cache=True, nogil=True)
+def value_of_desc_key(key: np.uint64) -> float:  # pragma: no cover - compiled
+    """Inverse of ``desc_key`` (0.0 for -0.0)."""
+    bits = ~np.uint64(key)
+    if bits & _TOP64:
+        bits = bits & ~_TOP64
+    else:
+        bits = ~bits
+    return np.uint64(bits).view(np.float64)
+
+
+@njit(cache=True, nogil=True)
+def sort_desc_stable(values: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """float64 ``values`` descending, ties in input order, with their ``payload``.
+
+    Radix passes on the top 32 bits of the order-preserving keys, then the rare
+    runs that share them are finished by insertion sort: the order of a full
+    64-bit sort in half its passes.
+
+    Returns:
+        (``desc_key`` of the sorted values, payload in the same order).
     """
     n = values.shape[0]
     keys = np.empty(n, dtype=np.uint64)
     for i in range(n):
-        bits = np.float64(values[i] + 0.0).view(np.uint64)
-        keys[i] = ~(~bits if bits & _TOP64 else bits | _TOP64)
-    return _lsd_radix(keys, 8)
+        keys[i] = desc_key(values[i])
+    return sort_runs_after_radix(keys, payload.copy())
+
+
+@njit(cache=True, nogil=True)
+def sort_runs_after_radix(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Stable sort of uint64 ``keys`` with ``payload``: radix passes on the top 32 bits, runs finished after.
+
+    The inputs are used as scratch. Returns (sorted keys, payload in the same order).
+    """
+    keys, payload = radix_sort_pairs(keys, payload, 32)
+    sort_runs(keys, payload, 32)
+    return keys, payload
+
+
+@njit(cache=True, nogil=True)
+def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Order of float64 ``values`` descending, ties by index (-0.0 counts as 0.0)."""
+    return sort_desc_stable(values, np.arange(values.shape[0]))[1]
+
+
+@njit(cache=True, nogil=True)
+def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Stable ascending sort of one float32 row ``x`` [N] into ``order`` (int64) and ``values`` (float32)."""
+    n = x.shape[0]
+    keys = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
+        keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32) << np.uint64(32)  # sorted on bits 32..63
+    row_order = radix_sort_pairs(keys, np.arange(n), 32)[1]
+    for i in range(n):
+        order[i] = row_order[i]
+        values[i] = x[row_order[i]]
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover
-    n_rows, n = x.shape
-    for b in prange(n_rows):
-        keys = np.empty(n, dtype=np.uint64)
-        for i in range(n):
-            bits = np.float32(x[b, i] + np.float32(0.0)).view(np.uint32)
-            keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32)
-        row_order = _lsd_radix(keys, 4)
-        for i in range(n):
-            order[b, i] = row_order[i]
-            values[b, i] = x[b, row_order[i]]
+    for b in prange(x.shape[0]):
+        argsort_row_f32(x[b], order[b], values[b])
 
 
 def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

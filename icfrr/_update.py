@@ -7,6 +7,8 @@ with ``w[r] = G - 1 - r``, an integer. Every partial sum is an integer below
 addition: the CPU and CUDA paths compute bit-identical votes, and
 ``delta = votes / ((G - 1) * KQ)`` is the spec's mean of ``alpha``.
 
+Vote sums are kept as int64 on the CPU (the same integers).
+
 The position score is ``u[r] = base[r] + beta * delta[pi[r]]`` (``base`` = the
 original scores ``v`` in the reference variant, the accumulated item scores in
 the paper variant), and the new ranking is ``pi`` reordered by ``u``
@@ -21,74 +23,111 @@ O(G log G) sort. The torch path (CUDA) scatters and sorts whole rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from numba import njit, prange
 
-from icfrr._sorting import argsort_desc_stable
+from icfrr._sorting import (
+    argsort_row_f32, desc_key, sort_desc_stable, sort_runs_after_radix, stable_argsort_rows, value_of_desc_key,
+)
+from icfrr.metrics import positions_buffer, row_positions, rows_from_positions, rows_positions
 
 
 @njit(cache=True, nogil=True)
-def _votes_row(top: np.ndarray, nbr: np.ndarray, weights: np.ndarray, n_gallery: int) -> np.ndarray:  # pragma: no cover
-    votes = np.zeros(n_gallery)
-    for a in range(top.shape[0]):
-        neighbours = nbr[top[a]]
+def _add_votes(items: np.ndarray, sign: int, nbr: np.ndarray, weights: np.ndarray, votes: np.ndarray) -> None:  # pragma: no cover
+    """``votes[nbr[i, r]] += sign * weights[r]`` for every i in ``items`` (int64 arithmetic, exact)."""
+    for a in range(items.shape[0]):
+        neighbours = nbr[items[a]]
         for r in range(neighbours.shape[0]):
-            votes[neighbours[r]] += weights[r]
-    return votes
+            votes[neighbours[r]] += sign * weights[r]
+
+
+@njit(cache=True, nogil=True)
+def _rerank_row(order, votes, base, items, paper, denom, beta, dense, out_order, out_scores):  # pragma: no cover
+    """One update of one query from its item-indexed integer ``votes``.
+
+    ``base`` float32 [G]: original scores by position (reference variant);
+    ``items`` float64 [G]: accumulated item scores (paper variant, updated in
+    place). Writes the new ranking and its position scores (float64). With
+    ``dense`` (most items get votes) every position is re-sorted by its score;
+    otherwise only the voted ones, merged with the rest (already in order).
+    Both give the stable order: higher score first, ties by current position.
+    """
+    n_gallery = order.shape[0]
+    if paper:
+        for j in range(n_gallery):
+            if votes[j] > 0:
+                items[j] += beta * (votes[j] / denom)
+    if dense:
+        keys = np.empty(n_gallery, dtype=np.uint64)
+        for r in range(n_gallery):
+            j = order[r]
+            keys[r] = desc_key(items[j] if paper else base[r] + beta * (votes[j] / denom))
+        keys, positions = sort_runs_after_radix(keys, np.arange(n_gallery, dtype=np.int32))
+        for out in range(n_gallery):
+            out_order[out] = order[positions[out]]
+            out_scores[out] = value_of_desc_key(keys[out])
+        return
+    # Split positions into items with votes (to sort) and without (already in order).
+    voted_pos = np.empty(n_gallery, dtype=np.int64)
+    voted_u = np.empty(n_gallery)
+    plain = np.empty(n_gallery, dtype=np.bool_)
+    n_voted = 0
+    for r in range(n_gallery):
+        j = order[r]
+        vote = votes[j]
+        plain[r] = vote <= 0
+        if vote > 0:
+            voted_pos[n_voted] = r
+            voted_u[n_voted] = items[j] if paper else base[r] + beta * (vote / denom)
+            n_voted += 1
+    # Sorted keys (order-preserving bits of u) carry the positions along.
+    keys, by_u = sort_desc_stable(voted_u[:n_voted], voted_pos[:n_voted])  # stable: ties keep position order
+    # Merge: take the higher score; on equal scores the earlier current position.
+    r = 0
+    v = 0
+    for out in range(n_gallery):
+        while r < n_gallery and not plain[r]:
+            r += 1
+        take_plain = False
+        plain_u = 0.0
+        if r < n_gallery:
+            plain_u = items[order[r]] if paper else base[r]
+            if v >= n_voted:
+                take_plain = True
+            else:
+                plain_key = desc_key(plain_u)
+                take_plain = plain_key < keys[v] or (plain_key == keys[v] and r < by_u[v])
+        if take_plain:
+            out_order[out] = order[r]
+            out_scores[out] = plain_u
+            r += 1
+        else:
+            out_order[out] = order[by_u[v]]
+            out_scores[out] = value_of_desc_key(keys[v])
+            v += 1
+
+
+@njit(cache=True, nogil=True)
+def _update_row(b, ranking, base, item_scores, nbr, weights, kq, denom, beta, out_order, out_scores):  # pragma: no cover
+    """Row ``b`` of ``_update_rows_numba``: every vote counted afresh (paper variant when
+    ``item_scores`` has columns, else reference with ``base``)."""
+    order = ranking[b]
+    paper = item_scores.shape[1] > 0
+    votes = np.zeros(order.shape[0], dtype=np.int64)
+    _add_votes(order[:kq], 1, nbr, weights, votes)
+    _rerank_row(order, votes, base[0] if paper else base[b], item_scores[b] if paper else item_scores[0],
+                paper, denom, beta, kq * nbr.shape[1] >= order.shape[0], out_order, out_scores)
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _update_rows_numba(
     ranking, base, item_scores, nbr, weights, kq, denom, beta, out_ranking, out_scores
 ):  # pragma: no cover - compiled
-    n_rows, n_gallery = ranking.shape
-    paper = item_scores.shape[0] > 0
-    for b in prange(n_rows):
-        order = ranking[b]
-        votes = _votes_row(order[:kq], nbr, weights, n_gallery)
-        if paper:
-            for j in range(n_gallery):
-                if votes[j] > 0:
-                    item_scores[b, j] += beta * (votes[j] / denom)
-        # Split positions into items with votes (to sort) and without (already in order).
-        n_voted = 0
-        for r in range(n_gallery):
-            if votes[order[r]] > 0:
-                n_voted += 1
-        voted_pos = np.empty(n_voted, dtype=np.int64)
-        voted_u = np.empty(n_voted)
-        k = 0
-        for r in range(n_gallery):
-            j = order[r]
-            if votes[j] > 0:
-                voted_pos[k] = r
-                voted_u[k] = item_scores[b, j] if paper else base[b, r] + beta * (votes[j] / denom)
-                k += 1
-        by_u = argsort_desc_stable(voted_u)  # stable: ties stay in position order
-        # Merge: take the higher score; on equal scores the earlier current position.
-        r = 0
-        v = 0
-        for out in range(n_gallery):
-            while r < n_gallery and votes[order[r]] > 0:
-                r += 1
-            take_plain = False
-            if r < n_gallery:
-                plain_u = item_scores[b, order[r]] if paper else base[b, r]
-                if v >= n_voted:
-                    take_plain = True
-                else:
-                    cand_u = voted_u[by_u[v]]
-                    take_plain = plain_u > cand_u or (plain_u == cand_u and r < voted_pos[by_u[v]])
-            if take_plain:
-                out_ranking[b, out] = order[r]
-                out_scores[b, out] = plain_u
-                r += 1
-            else:
-                p = by_u[v]
-                out_ranking[b, out] = order[voted_pos[p]]
-                out_scores[b, out] = voted_u[p]
-                v += 1
+    for b in prange(ranking.shape[0]):
+        _update_row(b, ranking, base, item_scores, nbr, weights, kq, denom, beta, out_ranking[b], out_scores[b])
 
 
 def update_cpu(
@@ -110,7 +149,7 @@ def update_cpu(
         item_scores: float64 [B, G] accumulated item scores (paper variant; updated
             in place) or None.
         nbr: int64 [G, KG] contiguous neighbour lists.
-        weights: float64 [KG] integer-valued ``G - 1 - r``.
+        weights: [KG] integer-valued ``G - 1 - r`` (any dtype).
         kq: top items that vote; denom: ``(G - 1) * KQ``; beta: update strength.
 
     Returns:
@@ -119,13 +158,206 @@ def update_cpu(
     b, g = ranking.shape
     out_ranking = np.empty((b, g), dtype=np.int64)
     out_scores = np.empty((b, g))
-    base_np = base.numpy() if base is not None else np.empty((0, 0), dtype=np.float32)
-    items_np = item_scores.numpy() if item_scores is not None else np.empty((0, 0))
+    # The variant not in use gets a [1, 0] placeholder.
+    base_np = base.numpy() if base is not None else np.empty((1, 0), dtype=np.float32)
+    items_np = item_scores.numpy() if item_scores is not None else np.empty((1, 0))
     _update_rows_numba(
-        np.ascontiguousarray(ranking.numpy()), base_np, items_np, nbr.numpy(), weights.numpy(),
+        np.ascontiguousarray(ranking.numpy()), base_np, items_np, nbr.numpy(), int_weights(weights),
         kq, float(denom), float(beta), out_ranking, out_scores,
     )
     return torch.from_numpy(out_ranking), torch.from_numpy(out_scores)
+
+
+def int_weights(weights: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The integer vote weights ``G - 1 - r`` as int64 (exactly; they are integers)."""
+    w = np.asarray(weights.cpu() if isinstance(weights, torch.Tensor) else weights)
+    out = w.astype(np.int64)
+    if not np.array_equal(out, w):
+        raise ValueError("vote weights must be integers")
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _move_votes(order, kq, in_top, prev_top, nbr, weights, votes):  # pragma: no cover - compiled
+    """Make ``votes`` those of ``order[:kq]`` from those of ``prev_top`` (exact integer updates).
+
+    ``in_top`` int8 [G] marks ``prev_top`` on entry and ``order[:kq]`` on exit.
+    Only the items that entered or left the top cast or withdraw their votes,
+    unless so many changed that a recount is cheaper.
+    """
+    entered = 0
+    for a in range(kq):
+        j = order[a]
+        if in_top[j] == 0:
+            entered += 1
+            in_top[j] = 3  # entering
+        else:
+            in_top[j] = 2  # staying
+    if 2 * entered >= kq:
+        votes[:] = 0
+        for a in range(kq):
+            prev = prev_top[a]
+            if in_top[prev] == 1:
+                in_top[prev] = 0
+        _add_votes(order[:kq], 1, nbr, weights, votes)
+    else:
+        for a in range(kq):
+            prev = prev_top[a]
+            if in_top[prev] == 1:  # left the top
+                in_top[prev] = 0
+                _add_votes(prev_top[a : a + 1], -1, nbr, weights, votes)
+        for a in range(kq):
+            j = order[a]
+            if in_top[j] == 3:
+                _add_votes(order[a : a + 1], 1, nbr, weights, votes)
+    for a in range(kq):
+        in_top[order[a]] = 1
+        prev_top[a] = order[a]
+
+
+@njit(cache=True, nogil=True)
+def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, label, n_relevant,
+             out_top, out_scores, out_positions):  # pragma: no cover - compiled
+    """One query through every iteration for each beta (see ``run_rows_cpu``); outputs [C, T+1, ...]."""
+    n_gallery = dist.shape[0]
+    top_n = out_top.shape[2]
+    order0 = np.empty(n_gallery, dtype=np.int64)
+    values = np.empty(n_gallery, dtype=np.float32)
+    argsort_row_f32(dist, order0, values)
+    base = -values
+    row_positions(order0, labels_g, label, n_relevant, out_positions[0, 0])
+    votes0 = np.zeros(n_gallery, dtype=np.int64)
+    _add_votes(order0[:kq], 1, nbr, weights, votes0)
+    order = np.empty(n_gallery, dtype=np.int64)
+    new_order = np.empty(n_gallery, dtype=np.int64)
+    scores = np.empty(n_gallery)
+    votes = np.empty(n_gallery, dtype=np.int64)
+    in_top = np.zeros(n_gallery, dtype=np.int8)
+    prev_top = np.empty(kq, dtype=np.int64)
+    items = np.empty(n_gallery if paper else 0)
+    dense = kq * nbr.shape[1] >= n_gallery  # most items get votes: re-sort every position
+    for c in range(betas.shape[0]):
+        out_top[c, 0] = order0[:top_n]
+        out_scores[c, 0] = base[:top_n]
+        out_positions[c, 0] = out_positions[0, 0]
+        order[:] = order0
+        votes[:] = votes0
+        in_top[:] = 0
+        prev_top[:] = order0[:kq]
+        for a in range(kq):
+            in_top[prev_top[a]] = 1
+        if paper:
+            for j in range(n_gallery):
+                items[j] = -np.float64(dist[j])
+        for t in range(1, n_iter + 1):
+            if t > 1:
+                _move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
+            _rerank_row(order, votes, base, items, paper, denom, betas[c], dense, new_order, scores)
+            order, new_order = new_order, order
+            out_top[c, t] = order[:top_n]
+            out_scores[c, t] = scores[:top_n]
+            row_positions(order, labels_g, label, n_relevant, out_positions[c, t])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _run_rows_numba(
+    dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant,
+    out_top, out_scores, out_positions,
+):  # pragma: no cover - compiled
+    for b in prange(dist.shape[0]):
+        _run_row(dist[b], nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q[b], n_relevant[b],
+                 out_top[:, b], out_scores[:, b], out_positions[:, b])
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What every chunk of a ``rerank_chunks`` call shares.
+
+    Attributes:
+        nbr: int64 [G, KG] neighbour lists (numpy on the CPU path, a tensor on
+            the device for the torch path).
+        weights: [KG] the integer weights ``G - 1 - r`` (int64 numpy / float64 tensor).
+        kq: voters per query; denom: ``(G - 1) * KQ``.
+        betas: float64 [C] update strengths.
+        n_iter: updates T; paper: the accumulating variant.
+        labels_g: int64 [G] gallery labels.
+        top_n: best items kept per query and iteration.
+    """
+
+    nbr: np.ndarray | torch.Tensor
+    weights: np.ndarray | torch.Tensor
+    kq: int
+    denom: float
+    betas: np.ndarray
+    n_iter: int
+    paper: bool
+    labels_g: np.ndarray
+    top_n: int
+
+    def outputs(self, n_relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Empty (top int64 [C, B, T+1, N], scores float64 [C, B, T+1, N], relevant positions [C, B, T+1, R])."""
+        shape = (self.betas.shape[0], n_relevant.shape[0], self.n_iter + 1, self.top_n)
+        return np.empty(shape, dtype=np.int64), np.empty(shape), positions_buffer(shape[:3], n_relevant)
+
+
+def run_rows_cpu(
+    spec: ChunkSpec, dist: np.ndarray, labels_q: np.ndarray, n_relevant: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A chunk of queries through every iteration, for each beta, on the CPU.
+
+    Each query is sorted, then updated ``n_iter`` times; the votes of the first
+    update are counted once and shared by every beta, and later updates only
+    add the votes of items that entered the top KQ and withdraw those of items
+    that left it. Every ranking is evaluated as it is made.
+
+    Args:
+        spec: the shared parameters.
+        dist: float32 [B, G] query-gallery distances of the chunk.
+        labels_q, n_relevant: int64 [B] labels and ``metrics.relevant_counts``.
+
+    Returns:
+        (top gallery indices int64 [C, B, T+1, N], their scores float64
+        [C, B, T+1, N], metric rows float64 [C, B, T+1, icfrr.metrics.n_row_metrics()]).
+    """
+    top, scores, positions = spec.outputs(n_relevant)
+    _run_rows_numba(np.ascontiguousarray(dist, dtype=np.float32), spec.nbr, spec.weights, spec.kq, spec.denom,
+                    spec.betas, spec.n_iter, spec.paper, spec.labels_g, labels_q, n_relevant, top, scores, positions)
+    return top, scores, rows_from_positions(positions, n_relevant[None, :, None])
+
+
+def run_rows_torch(
+    spec: ChunkSpec, dist: torch.Tensor, labels_q: np.ndarray, n_relevant: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``run_rows_cpu`` with torch operations on the device of ``spec.nbr`` (the CUDA path).
+
+    Each update recounts every vote with ``scatter_add_`` and sorts whole
+    rows; metrics are computed on the CPU from each ranking.
+    """
+    top, scores, positions = spec.outputs(n_relevant)
+    dist = dist.to(spec.nbr.device)
+    order0, values = sort_distances(dist)
+    base = values.neg_()
+    for c, beta in enumerate(spec.betas.tolist()):
+        ranking, step_scores = order0, base
+        items = -dist.to(torch.float64) if spec.paper else None
+        for t in range(spec.n_iter + 1):
+            if t > 0:
+                ranking, step_scores = update_torch(ranking, None if spec.paper else base, items, spec.nbr,
+                                                    spec.weights, kq=spec.kq, denom=spec.denom, beta=beta)
+            cpu_ranking = np.ascontiguousarray(ranking.cpu().numpy())
+            top[c, :, t] = cpu_ranking[:, : spec.top_n]
+            scores[c, :, t] = step_scores[:, : spec.top_n].cpu().numpy()
+            rows_positions(cpu_ranking, spec.labels_g, labels_q, n_relevant, positions[c, :, t])
+    return top, scores, rows_from_positions(positions, n_relevant[None, :, None])
+
+
+def sort_distances(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable ascending sort of each row: (order int64, sorted float32 distances)."""
+    if dist.device.type == "cpu":
+        order, values = stable_argsort_rows(dist.numpy())
+        return torch.from_numpy(order), torch.from_numpy(values)
+    values, order = torch.sort(dist, dim=1, stable=True)
+    return order, values
 
 
 def vote_sums_torch(top: torch.Tensor, nbr: torch.Tensor, weights: torch.Tensor, n_gallery: int) -> torch.Tensor:

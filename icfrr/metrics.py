@@ -1,4 +1,11 @@
-"""Retrieval metrics of spec section 4, vectorised over queries with cumulative sums.
+"""Retrieval metrics (docs/SPEC.md section 4), from the positions of each query's relevant items.
+
+A compiled scan per query (``row_positions``) walks the ranking until every
+relevant item has been seen and records where each one sits; the engine calls
+it on each ranking it makes, so no [Q, G] relevance matrix is ever built. The
+metrics themselves are the kernels of :data:`icfrr.registry.METRICS`, applied
+to those positions (:func:`rows_from_positions`): adding a metric to the
+registry adds it here.
 
 Relevance: gallery item j is relevant to query q when their labels are equal.
 Queries labelled -1 (unknown) get NaN metrics and are left out of every mean.
@@ -8,14 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import njit, prange
 
 from icfrr._checks import as_labels
 from icfrr.registry import METRIC_KEYS, METRICS, QUERY_COLUMNS, Hits
 
 #: Metric names as ``evaluate`` returns them (the registry's summary keys).
 METRIC_NAMES = METRIC_KEYS
-
-_QUERY_CHUNK = 256
+#: Queries whose relevant positions are held at once by ``per_query``.
+_QUERY_CHUNK = 2048
 
 
 def _as_ranking(ranking: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -27,17 +35,92 @@ def _as_ranking(ranking: np.ndarray | torch.Tensor) -> np.ndarray:
     return r
 
 
-def _chunk_metrics(rel: np.ndarray) -> dict[str, np.ndarray]:
-    """Every registry metric of each row of a boolean relevance matrix [B, G] (rank order).
+def n_row_metrics() -> int:
+    """Width of a metric row: the registry's per-query columns, then the first relevant rank."""
+    return len(METRICS) + 1
 
-    Works on the relevant positions only (see :class:`icfrr.registry.Hits`).
+
+@njit(cache=True, nogil=True)
+def row_positions(order, labels_g, label, n_relevant, out):  # pragma: no cover - compiled
+    """Where the relevant items of one ranking sit.
+
+    Walks ``order`` (gallery indices, best first) until the ``n_relevant``
+    items labelled ``label`` are found, writing their 0-based positions, in
+    rank order, into ``out[:n_relevant]``.
+
+    Args:
+        order: int [G] ranking.
+        labels_g: int [G] gallery labels.
+        label: the query's label.
+        n_relevant: how many gallery items carry ``label``.
+        out: int32 [>= n_relevant], filled.
     """
-    hits = Hits.from_relevance(rel)
-    out = {m.column: m.kernel(hits) for m in METRICS}
-    has_rel = hits.count() > 0
-    first = np.full(hits.n_rows, -1, dtype=np.int64)
-    starts = np.searchsorted(hits.rows, np.arange(hits.n_rows))
-    first[has_rel] = hits.positions[starts[has_rel]] + 1
+    found = 0
+    for p in range(order.shape[0]):
+        if found == n_relevant:
+            break
+        if labels_g[order[p]] == label:
+            out[found] = p
+            found += 1
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def rows_positions(ranking, labels_g, labels_q, n_relevant, out):  # pragma: no cover - compiled
+    """``row_positions`` of each row of ``ranking`` [Q, G] into ``out`` [Q, R], in parallel."""
+    for q in prange(ranking.shape[0]):
+        row_positions(ranking[q], labels_g, labels_q[q], n_relevant[q], out[q])
+
+
+def positions_buffer(shape: tuple[int, ...], n_relevant: np.ndarray) -> np.ndarray:
+    """An int32 array ``shape + (R,)`` for relevant positions, R = the largest of ``n_relevant`` (>= 1)."""
+    width = max(int(n_relevant.max()) if n_relevant.size else 0, 1)
+    return np.zeros(shape + (width,), dtype=np.int32)
+
+
+def rows_from_positions(positions: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+    """Metric rows from relevant positions, by the registry's kernels.
+
+    Args:
+        positions: int [..., R]: each ranking's relevant positions, ascending;
+            only the first ``n_relevant[...]`` of each row are read.
+        n_relevant: int, broadcastable to ``positions.shape[:-1]``: relevant
+            items per ranking.
+
+    Returns:
+        float64 [..., n_row_metrics()]: the registry's per-query columns in
+        order, then the 1-based rank of the first relevant item (-1 when none).
+    """
+    lead, width = positions.shape[:-1], positions.shape[-1]
+    flat = positions.reshape(-1, width)
+    counts = np.broadcast_to(np.asarray(n_relevant, dtype=np.int64), lead).reshape(-1)
+    keep = np.arange(width)[None, :] < counts[:, None]
+    hits = Hits.from_positions(np.repeat(np.arange(flat.shape[0]), counts), flat[keep], flat.shape[0])
+    out = np.empty((flat.shape[0], n_row_metrics()))
+    for i, m in enumerate(METRICS):
+        out[:, i] = m.kernel(hits)
+    out[:, -1] = np.where(counts > 0, flat[:, 0] + 1, -1) if width else -1
+    return out.reshape(lead + (n_row_metrics(),))
+
+
+def relevant_counts(labels_q: np.ndarray, labels_g: np.ndarray) -> np.ndarray:
+    """int64 [Q]: how many gallery items carry each query's label."""
+    values, counts = np.unique(labels_g, return_counts=True)
+    if values.size == 0:
+        return np.zeros(labels_q.shape[0], dtype=np.int64)
+    idx = np.searchsorted(values, labels_q).clip(max=values.size - 1)
+    return np.where(values[idx] == labels_q, counts[idx], 0).astype(np.int64)
+
+
+def columns_from_rows(rows: np.ndarray, labels_q: np.ndarray, query_idx: np.ndarray) -> dict[str, np.ndarray]:
+    """``per_query`` columns from metric rows float64 [Q, n_row_metrics()]."""
+    unknown = labels_q == -1
+    out: dict[str, np.ndarray] = {"query_idx": query_idx, "label": labels_q}
+    for i, name in enumerate(QUERY_COLUMNS):
+        column = rows[:, i].copy()
+        column[unknown] = np.nan
+        out[name] = column
+    first = rows[:, len(QUERY_COLUMNS)].astype(np.int64)
+    first[unknown] = -1
     out["first_relevant_rank"] = first
     return out
 
@@ -55,8 +138,8 @@ def per_query(
         labels_g: int [G] gallery labels.
 
     Returns:
-        Columns of length Q: ``query_idx``, ``label`` (int64), ``ap``, ``ap_200``,
-        ``p_25``, ``p_100``, ``p_200`` (float64, NaN for unknown labels) and
+        Columns of length Q: ``query_idx``, ``label`` (int64), the registry's
+        per-query columns (``ap``, ``ap_200``, ``p_25``, ...: float64, NaN for unknown labels) and
         ``first_relevant_rank`` (int64, 1-based; -1 when nothing is relevant or
         the label is unknown).
     """
@@ -66,19 +149,14 @@ def per_query(
     lg = as_labels(labels_g, n_gallery, "labels_g")
     if n_gallery and (r.min() < 0 or r.max() >= n_gallery):
         raise ValueError("ranking holds indices outside the gallery")
-    names = QUERY_COLUMNS
-    out: dict[str, np.ndarray] = {name: np.empty(n_query) for name in names}
-    out["first_relevant_rank"] = np.empty(n_query, dtype=np.int64)
+    n_rel = relevant_counts(lq, lg)
+    rows = np.empty((n_query, n_row_metrics()))
     for start in range(0, n_query, _QUERY_CHUNK):
         sl = slice(start, min(start + _QUERY_CHUNK, n_query))
-        chunk = _chunk_metrics(lg[r[sl]] == lq[sl, None])
-        for name, values in chunk.items():
-            out[name][sl] = values
-    unknown = lq == -1
-    for name in names:
-        out[name][unknown] = np.nan
-    out["first_relevant_rank"][unknown] = -1
-    return {"query_idx": np.arange(n_query, dtype=np.int64), "label": lq, **out}
+        positions = positions_buffer((sl.stop - sl.start,), n_rel[sl])
+        rows_positions(np.ascontiguousarray(r[sl]), lg, lq[sl], n_rel[sl], positions)
+        rows[sl] = rows_from_positions(positions, n_rel[sl])
+    return columns_from_rows(rows, lq, np.arange(n_query, dtype=np.int64))
 
 
 def summarize(per_query_columns: dict[str, np.ndarray]) -> dict[str, float]:
@@ -88,8 +166,8 @@ def summarize(per_query_columns: dict[str, np.ndarray]) -> dict[str, float]:
         per_query_columns: the output of ``per_query`` (or a subset of its rows).
 
     Returns:
-        ``map_all``, ``map_200``, ``p_25``, ``p_100``, ``p_200`` (NaN when no
-        query has a known label).
+        The registry's summary keys (``map_all``, ``map_200``, ``p_25``, ...;
+        NaN when no query has a known label).
     """
     known = per_query_columns["label"] != -1
     result = {}
@@ -104,7 +182,7 @@ def evaluate(
     labels_q: np.ndarray | torch.Tensor,
     labels_g: np.ndarray | torch.Tensor,
 ) -> dict[str, float]:
-    """Mean metrics of a ranking (spec section 4): ``map_all``, ``map_200``, ``p_25``, ``p_100``, ``p_200``.
+    """Mean metrics of a ranking (docs/SPEC.md section 4): the registry's summary keys.
 
     Args:
         ranking: int [Q, G] gallery indices, best first.

@@ -178,6 +178,37 @@ def pairwise_distances(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tenso
     raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
 
 
+class FeatureDistances:
+    """Query-gallery distances computed from features one chunk of queries at a time.
+
+    A function ``slice -> float32 [B, G]`` for ``rerank_chunks`` and the sweep
+    runner: the [Q, G] matrix is never held.
+
+    Args:
+        query: float [Q, D] query features.
+        gallery: float [G, D] gallery features.
+        metric: ``"euclidean"`` or ``"cosine"``.
+    """
+
+    def __init__(self, query: np.ndarray | torch.Tensor, gallery: np.ndarray | torch.Tensor, metric: str = "euclidean") -> None:
+        self.query = as_matrix(query, "query features")
+        self.gallery = as_matrix(gallery, "gallery features")
+        if self.query.shape[1] != self.gallery.shape[1]:
+            raise ValueError(f"feature widths differ: {self.query.shape[1]} vs {self.gallery.shape[1]}")
+        if metric not in ("euclidean", "cosine"):
+            raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
+        self.metric = metric
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(Q, G)."""
+        return (int(self.query.shape[0]), int(self.gallery.shape[0]))
+
+    def __call__(self, queries: slice) -> torch.Tensor:
+        """float32 [B, G] distances of ``query[queries]`` to every gallery item."""
+        return pairwise_distances(self.query[queries], self.gallery, self.metric)
+
+
 def neighbor_graph_from_features(
     feats: np.ndarray | torch.Tensor,
     k: int,

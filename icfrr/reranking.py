@@ -4,22 +4,29 @@ The engine keeps, per query, the current ranking and (reference variant) the
 original descending scores ``v``. Each iteration takes the query's current top
 ``KQ`` items, sums their neighbour lists' votes (``icfrr._bonus``), adds
 ``beta`` times the mean vote to the score of each position and re-sorts stably.
-Queries are processed in chunks, so memory is bounded by the chunk, the
-rankings and the neighbour lists; there is no per-query Python loop.
+Each query's re-ranking depends only on that query and the gallery graph.
+``rerank_chunks`` uses that: it takes a chunk of queries through every
+iteration, evaluates each ranking as it is made and keeps only its top N, so
+its memory is bounded by the graph and one chunk, whatever Q is; the
+query-gallery distances may come from a function of the chunk (computed from
+features, never materialised). ``rerank`` sits on it; ``iter_rerank`` yields
+whole [Q, G] rankings one iteration after the other (same results).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+
+from functools import partial
 
 import numpy as np
 import torch
 
-from icfrr._update import update_cpu, update_torch
-from icfrr._checks import as_matrix, check_positive_int, resolve_device
-from icfrr._sorting import stable_argsort_rows
+from icfrr._checks import as_labels, as_matrix, check_positive_int, resolve_device
+from icfrr._update import ChunkSpec, run_rows_cpu, run_rows_torch, sort_distances, update_cpu, update_torch
+from icfrr.metrics import relevant_counts
 from icfrr.neighbors import NeighborGraph, as_graph
 
 VARIANTS = ("reference", "paper")
@@ -54,6 +61,10 @@ def _check_params(kg: int, kq: int, beta: float, n_iter: int, variant: str) -> t
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     return kg, kq, beta, int(n_iter)
+
+
+#: Distances of a chunk of queries to the gallery: ``queries -> float [B, G]``.
+QueryDistances = Callable[[slice], "np.ndarray | torch.Tensor"]
 
 
 def _query_chunk(n_gallery: int, kq: int, kg: int, device: torch.device) -> int:
@@ -117,7 +128,7 @@ def _steps(qg, nbr, weights, *, kq, denom, beta, n_iter, variant, chunks, dev) -
     ranking = torch.empty(n_query, n_gallery, dtype=torch.int64, device=dev)
     base = torch.empty(n_query, n_gallery, dtype=torch.float32, device=dev)  # v: original scores by position
     for sl in chunks:
-        order, dist = _sort_distances(qg[sl].to(dev))
+        order, dist = sort_distances(qg[sl].to(dev))
         ranking[sl] = order
         base[sl] = dist.neg_()
     yield RerankStep(0, ranking.cpu(), base.cpu())
@@ -142,13 +153,131 @@ def _steps(qg, nbr, weights, *, kq, denom, beta, n_iter, variant, chunks, dev) -
         yield RerankStep(t, ranking.cpu(), scores.cpu())
 
 
-def _sort_distances(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stable ascending sort of each row: (order int64, sorted float32 distances)."""
-    if dist.device.type == "cpu":
-        order, values = stable_argsort_rows(dist.numpy())
-        return torch.from_numpy(order), torch.from_numpy(values)
-    values, order = torch.sort(dist, dim=1, stable=True)
-    return order, values
+@dataclass(frozen=True)
+class ChunkResult:
+    """Every iteration of one chunk of queries, for each beta.
+
+    Attributes:
+        queries: which queries (a slice of 0..Q-1).
+        top_gallery: int64 [C, B, T+1, N] the best N gallery indices per beta,
+            query and iteration, best first.
+        top_scores: float64 [C, B, T+1, N] their scores.
+        metrics: float64 [C, B, T+1, icfrr.metrics.n_row_metrics()]:
+            per-query metrics (the registry's columns, then the first relevant rank),
+            or None when no labels were given. Unknown query labels are not
+            masked here (``icfrr.metrics.columns_from_rows`` does it).
+    """
+
+    queries: slice
+    top_gallery: np.ndarray
+    top_scores: np.ndarray
+    metrics: np.ndarray | None
+
+
+def rerank_chunks(
+    qg_dists: np.ndarray | torch.Tensor | QueryDistances,
+    gg: np.ndarray | torch.Tensor | NeighborGraph,
+    *,
+    kg: int,
+    kq: int,
+    betas: Sequence[float] = (0.5,),
+    n_iter: int = 1,
+    variant: str = "reference",
+    labels_q: np.ndarray | torch.Tensor | None = None,
+    labels_g: np.ndarray | torch.Tensor | None = None,
+    top_n: int = 100,
+    n_query: int | None = None,
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> Iterator[ChunkResult]:
+    """Re-rank chunks of queries through all iterations, keeping the top N and metrics of each.
+
+    Peak memory is the graph, the inputs and one chunk: no [Q, G] array is made.
+    Rankings are exactly ``rerank``'s; several betas share the initial sort
+    and the first update's votes.
+
+    Args:
+        qg_dists: float [Q, G] distances, or a function ``slice -> float [B, G]``
+            giving the distances of those queries (then ``n_query`` is required).
+        gg: dense float [G, G] gallery distances or a NeighborGraph (see ``iter_rerank``).
+        kg, kq, n_iter, variant, device: as for ``iter_rerank``.
+        betas: update strengths, one result set each.
+        labels_q, labels_g: int [Q], [G] labels; metrics are computed when given.
+        top_n: best items kept per query and iteration (clamped to G).
+        n_query: Q, when ``qg_dists`` is a function without a ``shape``
+            (``icfrr.neighbors.FeatureDistances`` has one).
+        chunk_size: queries per chunk (default: about 128 MiB of work per chunk).
+
+    Yields:
+        ChunkResult per chunk, in query order.
+
+    Raises:
+        ValueError: bad parameters or shapes (before anything is yielded), or
+            a chunk's distances of the wrong shape or not finite.
+    """
+    if isinstance(betas, (int, float)) or len(betas) == 0:
+        raise ValueError(f"betas must be a non-empty sequence of numbers, got {betas!r}")
+    checked = [_check_params(kg, kq, b, n_iter, variant) for b in betas]
+    kg, kq, _, n_iter = checked[0]
+    beta_arr = np.array([c[2] for c in checked], dtype=np.float64)
+    dev = resolve_device(device)
+    if callable(qg_dists) and not isinstance(qg_dists, (np.ndarray, torch.Tensor)):
+        if n_query is None:
+            n_query = getattr(qg_dists, "shape", (None,))[0]
+        if n_query is None:
+            raise ValueError("n_query is required when qg_dists is a function of the query chunk")
+        n_query = check_positive_int(n_query, "n_query")
+        fetch = qg_dists
+        n_gallery = gg.n_items if isinstance(gg, NeighborGraph) else int(torch.as_tensor(gg).shape[0])
+    else:
+        qg = as_matrix(qg_dists, "qg_dists")
+        n_query, n_gallery = qg.shape
+        fetch = qg.__getitem__
+    if n_gallery == 0:
+        raise ValueError("the gallery is empty: qg_dists has no columns")
+    top_n = min(check_positive_int(top_n, "top_n"), n_gallery)
+    with_metrics = labels_q is not None or labels_g is not None
+    if with_metrics:
+        if labels_q is None or labels_g is None:
+            raise ValueError("give both labels_q and labels_g, or neither")
+        lq = as_labels(labels_q, n_query, "labels_q")
+        lg = as_labels(labels_g, n_gallery, "labels_g")
+        n_rel = relevant_counts(lq, lg)
+    else:
+        lq, lg = np.zeros(n_query, dtype=np.int64), np.zeros(n_gallery, dtype=np.int64)
+        n_rel = np.zeros(n_query, dtype=np.int64)  # the metric scan stops at once
+    graph = as_graph(gg, kg, n_gallery)
+    kq = min(kq, n_gallery)
+    denom = float(max(n_gallery - 1, 1) * kq)
+    if chunk_size is None:
+        per_query = 4 * n_gallery + 16 * len(beta_arr) * (n_iter + 1) * top_n
+        chunk_size = max(1, min(4096, (1 << 27) // per_query))
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    paper = variant == "paper"
+    if dev.type == "cpu":
+        # int32 indices halve the memory traffic of the vote loop (any G that fits in memory fits in int32)
+        nbr = graph.indices.numpy().astype(np.int32 if n_gallery < 2**31 else np.int64)
+        weights = np.arange(n_gallery - 1, n_gallery - 1 - nbr.shape[1], -1, dtype=np.int64)
+        kernel = run_rows_cpu
+    else:
+        nbr = graph.indices.to(dev).contiguous()
+        weights = torch.arange(n_gallery - 1, n_gallery - 1 - nbr.shape[1], -1, dtype=torch.float64, device=dev)
+        kernel = run_rows_torch
+    spec = ChunkSpec(nbr, weights, kq, denom, beta_arr, n_iter, paper, lg, top_n)
+    return _chunk_results(fetch, n_query, n_gallery, chunk_size, partial(kernel, spec), lq, n_rel, with_metrics)
+
+
+def _chunk_results(fetch, n_query, n_gallery, chunk_size, kernel, lq, n_rel, with_metrics) -> Iterator[ChunkResult]:
+    for start in range(0, n_query, chunk_size):
+        sl = slice(start, min(start + chunk_size, n_query))
+        dist = as_matrix(fetch(sl), "qg_dists chunk")
+        if dist.shape != (sl.stop - sl.start, n_gallery):
+            raise ValueError(
+                f"the distances of queries {sl.start}..{sl.stop - 1} have shape {tuple(dist.shape)}, "
+                f"expected {(sl.stop - sl.start, n_gallery)}"
+            )
+        top, scores, metrics = kernel(dist, lq[sl], n_rel[sl])
+        yield ChunkResult(sl, top, scores, metrics if with_metrics else None)
 
 
 def rerank(
@@ -165,6 +294,16 @@ def rerank(
     """ICFRR rankings ``pi_0 .. pi_T``: a list of ``n_iter + 1`` int64 [Q, G] CPU tensors.
 
     See ``iter_rerank`` for the arguments. Index 0 is the initial ranking.
+    Computed by ``rerank_chunks`` keeping every position.
     """
-    steps = iter_rerank(qg_dists, gg, kg=kg, kq=kq, beta=beta, n_iter=n_iter, variant=variant, device=device)
-    return [step.ranking for step in steps]
+    qg = as_matrix(qg_dists, "qg_dists")
+    n_query, n_gallery = qg.shape
+    n_iter = _check_params(kg, kq, beta, n_iter, variant)[3]
+    out = [torch.empty(n_query, n_gallery, dtype=torch.int64) for _ in range(n_iter + 1)]
+    per_query = max(16 * (n_iter + 1) * n_gallery, 1)
+    chunks = rerank_chunks(qg, gg, kg=kg, kq=kq, betas=[beta], n_iter=n_iter, variant=variant,
+                           top_n=max(n_gallery, 1), chunk_size=max(1, (1 << 27) // per_query), device=device)
+    for chunk in chunks:
+        for t in range(n_iter + 1):
+            out[t][chunk.queries] = torch.from_numpy(chunk.top_gallery[0, :, t])
+    return out

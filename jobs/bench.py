@@ -1,8 +1,13 @@
-"""Benchmark: the ICFRR engine against the literal spec implementation.
+"""Benchmark: the ICFRR engine against the literal spec implementation, and whole sweeps.
 
     python -m jobs.bench                   # TU-Berlin shape and a quarter of it
     python -m jobs.bench --shape quarter   # Q=600, G=7000 only
     python -m jobs.bench --quick           # a small shape, seconds
+    python -m jobs.bench --sweep [--n-configs N] [--shape tuberlin|quarter|quickdraw] [--share-betas]
+
+``--sweep`` runs N configurations end to end in a child process (see
+``jobs.bench_sweep``): gallery graph from features, every iteration, metrics
+and one DuckDB transaction per run, as ``jobs.sweep`` does.
 
 Synthetic clustered features (D=768, 30 classes) are generated once, their
 dense query-gallery and gallery-gallery distances saved to a temporary folder,
@@ -35,28 +40,26 @@ SHAPES = {"tuberlin": (2400, 27989, 512), "quarter": (600, 7000, 512), "quick": 
 DIM, N_CLASSES, NOISE, SHIFT, BETA = 768, 30, 3.2, 0.6, 0.5
 
 
-def synthetic_features(n_query: int, n_gallery: int, seed: int = 0):
-    """Clustered L2-normalised features with a domain shift between the sides.
+def make_features(n_query: int, n_gallery: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Synthetic clustered features: (query [Q, D], gallery [G, D], labels_q [Q], labels_g [G]).
 
-    Returns:
-        fq float32 [Q, D], fg float32 [G, D], labels_q int64 [Q], labels_g int64 [G] (torch).
+    L2-normalised float32; queries shifted by a common offset (the domain gap).
     """
     gen = torch.Generator().manual_seed(seed)
     centres = torch.randn(N_CLASSES, DIM, generator=gen)
     shift = torch.randn(DIM, generator=gen) * SHIFT  # the domain gap between queries and gallery
     labels_q = torch.randint(0, N_CLASSES, (n_query,), generator=gen)
     labels_g = torch.randint(0, N_CLASSES, (n_gallery,), generator=gen)
-    fq = centres[labels_q] + shift + NOISE * torch.randn(n_query, DIM, generator=gen)
-    fg = centres[labels_g] + NOISE * torch.randn(n_gallery, DIM, generator=gen)
-    return (torch.nn.functional.normalize(fq, dim=1), torch.nn.functional.normalize(fg, dim=1),
-            labels_q, labels_g)
+    fq = torch.nn.functional.normalize(centres[labels_q] + shift + NOISE * torch.randn(n_query, DIM, generator=gen), dim=1)
+    fg = torch.nn.functional.normalize(centres[labels_g] + NOISE * torch.randn(n_gallery, DIM, generator=gen), dim=1)
+    return fq, fg, labels_q, labels_g
 
 
 def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> None:
     """Write qg.npy [Q, G], gg.npy [G, G] (float32) and labels to ``folder``."""
     from icfrr import pairwise_distances
 
-    fq, fg, labels_q, labels_g = synthetic_features(n_query, n_gallery, seed)
+    fq, fg, labels_q, labels_g = make_features(n_query, n_gallery, seed)
     np.save(folder / "qg.npy", pairwise_distances(fq, fg).numpy())
     gg = np.lib.format.open_memmap(folder / "gg.npy", mode="w+", dtype=np.float32, shape=(n_gallery, n_gallery))
     for start in range(0, n_gallery, 2048):
@@ -220,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.cli import OneLineParser, UsageError
 
     parser = OneLineParser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", choices=["tuberlin", "quarter", "both"], default="both")
+    parser.add_argument("--shape", choices=["tuberlin", "quarter", "both", "quickdraw"], default=None,
+                        help="default: both (quarter, then tuberlin); with --sweep: tuberlin")
+    parser.add_argument("--sweep", action="store_true", help="time whole sweeps (see jobs.bench_sweep)")
+    parser.add_argument("--n-configs", type=int, default=6, help="with --sweep: configurations (default 6)")
+    parser.add_argument("--share-betas", action="store_true",
+                        help="with --sweep: run configurations that differ only in beta together")
     parser.add_argument("--quick", action="store_true", help="a small shape (Q=300, G=2000) that runs in seconds")
     parser.add_argument("--methods", action="store_true",
                         help="every re-ranking method at its defaults: time and peak memory (jobs.bench_methods)")
@@ -237,7 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         result = run_engine(args.folder, args.device, args.k) if args.side == "engine" else run_literal(args.folder, args.k)
         print(json.dumps(result))
         return 0
-    shapes = ["quick"] if args.quick else (["quarter", "tuberlin"] if args.shape == "both" else [args.shape])
+    if args.sweep:
+        from jobs import bench_sweep
+
+        return bench_sweep.main(args.shape or "tuberlin", args.n_configs, args.share_betas, machine())
+    shape = args.shape or "both"
+    if shape == "quickdraw":
+        print("bench: error: the quickdraw shape is a sweep benchmark: add --sweep", file=sys.stderr)
+        return 2
+    shapes = ["quick"] if args.quick else (["quarter", "tuberlin"] if shape == "both" else [shape])
     if args.methods:
         from jobs.bench_methods import run_shapes
 

@@ -38,9 +38,9 @@ def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> No
     import torch
 
     from icfrr import pairwise_distances
-    from jobs.bench import synthetic_features
+    from jobs.bench import make_features
 
-    fq, fg, labels_q, labels_g = synthetic_features(n_query, n_gallery, seed)
+    fq, fg, labels_q, labels_g = make_features(n_query, n_gallery, seed)
     np.save(folder / "fq.npy", fq.numpy())
     np.save(folder / "fg.npy", fg.numpy())
     np.save(folder / "qg.npy", pairwise_distances(fq, fg).numpy())

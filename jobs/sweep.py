@@ -555,26 +555,33 @@ def unanswerable(labels_q: np.ndarray, labels_g: np.ndarray, skip: bool) -> tupl
 
 
 def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
-    """Re-rank and evaluate one configuration, writing its published files as it goes."""
-    iters = tqdm(total=cfg.n_iter + 1, desc="iterations", unit="it", leave=False)
-    hooks: list[Callable] = [lambda step, summary: iters.update(1)]
+    """Re-rank and evaluate one configuration, writing its published files as it goes.
+
+    Without published files the queries stream through the engine in chunks
+    (memory bounded by one chunk); the published files need every whole
+    ranking, so they take the iteration-by-iteration path.
+    """
     out_dir = plan.out_dir(cfg)
     arts = plan.arts
+    n_query = len(arts.labels_q)
+    bar = tqdm(total=n_query if out_dir is None else cfg.n_iter + 1, desc="queries" if out_dir is None
+               else "iterations", unit="q" if out_dir is None else "it", leave=False)
+    on_step = None
     if out_dir is not None:
-        hooks.append(_Published(out_dir, plan.args.query_idxs_to_vis,
-                                plan.args.num_gallery_ims_to_vis, plan.images,
-                                arts.labels_q, arts.labels_g))
-    on_step = lambda s, m: [h(s, m) for h in hooks]  # noqa: E731
+        published = _Published(out_dir, plan.args.query_idxs_to_vis, plan.args.num_gallery_ims_to_vis,
+                               plan.images, arts.labels_q, arts.labels_g)
+        on_step = lambda s, m: (bar.update(1), published(s, m))  # noqa: E731
     try:
         labels_q = plan.labels_eval if plan.labels_eval is not None else arts.labels_q
         if cfg.method == "icfrr":
             outcome = run_config(arts.qg_dists, arts.graph, labels_q, arts.labels_g, cfg,
-                                 device=plan.device, top_n=plan.args.top_n, on_step=on_step)
+                                 device=plan.device, top_n=plan.args.top_n, on_step=on_step,
+                                 on_progress=lambda done, total: bar.update(done - bar.n))
         else:
             outcome = run_method(plan.inputs, labels_q, arts.labels_g, cfg,
                                  top_n=plan.args.top_n, on_step=on_step)
     finally:
-        iters.close()
+        bar.close()
     if out_dir is not None:
         pub.save_metrics(out_dir, outcome.metrics)
     return outcome

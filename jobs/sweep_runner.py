@@ -1,21 +1,26 @@
-"""One sweep configuration: re-rank with the engine, evaluate every iteration, keep what the store records.
+"""One sweep configuration (or several that differ only in beta): re-rank, evaluate every iteration, keep what the store records.
 
-The whole ranking of an iteration ([Q, G]) only lives while that iteration is
-evaluated; what is kept afterwards is small: the summary metrics of every
-iteration and, for iteration 0, the best so far and the last, the per-query
-metrics and the top-N of each query.
+Queries stream through the engine in chunks (``icfrr.reranking.rerank_chunks``):
+each chunk goes through every iteration, each ranking is evaluated as it is
+made, and only its top N is kept. Which iterations the store keeps in full (0,
+the best by mAP@all and the last) is known only after the last chunk, so the
+per-query metrics and top N of every iteration are held until then: Q x (T+1)
+x N indices and scores, small next to one [Q, G] ranking. Peak memory is the
+graph, the inputs and one chunk, whatever Q is.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 import icfrr
+from icfrr.metrics import columns_from_rows
+from icfrr.reranking import QueryDistances, rerank_chunks
 from store.writes import KeptIteration, RunConfig, best_iteration
 
 
@@ -27,7 +32,8 @@ class RunOutcome:
         metrics: ``icfrr.summarize`` output for iterations 0..n_iter.
         kept: iteration -> per-query metrics and top-N, for 0, the best and the last.
         best: The iteration with the highest ``map_all`` (earliest on ties).
-        seconds: Wall time of re-ranking plus evaluation.
+        seconds: Wall time of re-ranking plus evaluation (shared work split
+            evenly between the configurations run together).
     """
 
     metrics: list[dict[str, float]]
@@ -36,14 +42,8 @@ class RunOutcome:
     seconds: float
 
 
-def _keep(step: icfrr.RerankStep, per_query: dict[str, np.ndarray], top_n: int) -> KeptIteration:
-    # clone/to copy, so the full [Q, G] ranking can be freed after this step
-    return KeptIteration(per_query, step.ranking[:, :top_n].clone().numpy(),
-                         step.scores[:, :top_n].to(torch.float64).numpy())
-
-
 def run_config(
-    qg_dists: torch.Tensor,
+    qg_dists: torch.Tensor | np.ndarray | QueryDistances,
     graph: icfrr.NeighborGraph,
     labels_q: np.ndarray,
     labels_g: np.ndarray,
@@ -52,23 +52,112 @@ def run_config(
     device: str | torch.device | None = None,
     top_n: int = 100,
     on_step: Callable[[icfrr.RerankStep, dict[str, float]], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    chunk_size: int | None = None,
 ) -> RunOutcome:
     """Re-rank once over all iterations and evaluate each one.
 
     Args:
-        qg_dists: float [Q, G] query-gallery distances.
+        qg_dists: float [Q, G] query-gallery distances, or a function
+            ``slice -> float [B, G]`` computing a chunk's (e.g. from features;
+            ``icfrr.neighbors.FeatureDistances``).
         graph: Gallery neighbour graph with ``k >= config.kg`` (or ``G - 1``).
         labels_q: int [Q] query labels, -1 unknown.
         labels_g: int [G] gallery labels.
         config: KG, KQ, beta, iterations, variant (already clamped to G).
         device: Where the engine runs (None: its default).
         top_n: How many of each query's best items to keep.
-        on_step: Called after each iteration with the step and its metrics
-            (progress bars, published per-iteration files).
+        on_step: Called after each iteration with the whole step and its
+            metrics (the published per-iteration files). It needs every [Q, G]
+            ranking, so it switches to the iteration-by-iteration engine, whose
+            memory grows with Q; dense ``qg_dists`` only.
+        on_progress: Called with (queries done, Q) after each chunk (streaming only).
+        chunk_size: Queries per chunk (default: the engine's).
 
     Returns:
         The :class:`RunOutcome`.
     """
+    if on_step is not None:
+        return _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_step)
+    return run_configs(qg_dists, graph, labels_q, labels_g, [config], device=device, top_n=top_n,
+                       on_progress=on_progress, chunk_size=chunk_size)[0]
+
+
+def run_configs(
+    qg_dists: torch.Tensor | np.ndarray | QueryDistances,
+    graph: icfrr.NeighborGraph,
+    labels_q: np.ndarray,
+    labels_g: np.ndarray,
+    configs: Sequence[RunConfig],
+    *,
+    device: str | torch.device | None = None,
+    top_n: int = 100,
+    on_progress: Callable[[int, int], None] | None = None,
+    chunk_size: int | None = None,
+) -> list[RunOutcome]:
+    """Run configurations that differ only in beta together, streaming the queries.
+
+    They share the initial ranking, its metrics and the first update's votes
+    (exact: the results equal separate ``run_config`` calls).
+
+    Args:
+        configs: one or more configurations; kg, kq, n_iter, variant and method equal.
+        Others: as for ``run_config``.
+
+    Returns:
+        One RunOutcome per configuration, in order.
+
+    Raises:
+        ValueError: when the configurations differ in more than beta.
+    """
+    if not configs:
+        return []
+    shared = {tuple((k, v) for k, v in c.key_params().items() if k != "beta") for c in configs}
+    if len(shared) > 1:
+        raise ValueError("run_configs runs configurations that differ only in beta; group them first")
+    first = configs[0]
+    start = time.perf_counter()
+    lq = np.asarray(labels_q)
+    n_query, n_iter = lq.shape[0], first.n_iter
+    n_betas = len(configs)
+    top = scores = rows = None
+    chunks = rerank_chunks(qg_dists, graph, kg=first.kg, kq=first.kq, betas=[c.beta for c in configs],
+                           n_iter=n_iter, variant=first.variant, labels_q=lq, labels_g=labels_g,
+                           top_n=top_n, n_query=n_query, chunk_size=chunk_size, device=device)
+    for chunk in chunks:
+        if top is None:  # every iteration's top N and metrics until the best is known
+            n = chunk.top_gallery.shape[3]
+            top = np.empty((n_betas, n_query, n_iter + 1, n), dtype=np.int32)
+            scores = np.empty((n_betas, n_query, n_iter + 1, n))
+            rows = np.empty((n_betas, n_query, n_iter + 1, chunk.metrics.shape[3]))
+        top[:, chunk.queries] = chunk.top_gallery
+        scores[:, chunk.queries] = chunk.top_scores
+        rows[:, chunk.queries] = chunk.metrics
+        if on_progress is not None:
+            on_progress(chunk.queries.stop, n_query)
+    seconds = (time.perf_counter() - start) / n_betas
+    query_idx = np.arange(n_query, dtype=np.int64)
+    outcomes = []
+    for c in range(n_betas):
+        per_query = [columns_from_rows(rows[c, :, t], lq, query_idx) for t in range(n_iter + 1)]
+        metrics = [{k: float(v) for k, v in icfrr.summarize(pq).items()} for pq in per_query]
+        best = best_iteration(metrics)
+        kept = {t: KeptIteration(per_query[t], top[c, :, t].copy(), scores[c, :, t].copy())
+                for t in sorted({0, best, n_iter})}
+        outcomes.append(RunOutcome(metrics, kept, best, seconds))
+    return outcomes
+
+
+def _keep(step: icfrr.RerankStep, per_query: dict[str, np.ndarray], top_n: int) -> KeptIteration:
+    # clone/to copy, so the full [Q, G] ranking can be freed after this step
+    return KeptIteration(per_query, step.ranking[:, :top_n].clone().numpy(),
+                         step.scores[:, :top_n].to(torch.float64).numpy())
+
+
+def _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_step) -> RunOutcome:
+    """``run_config`` over whole [Q, G] rankings, one iteration after the other (for ``on_step``)."""
+    if callable(qg_dists) and not isinstance(qg_dists, (np.ndarray, torch.Tensor)):
+        raise ValueError("on_step needs whole rankings: pass dense qg_dists, not a function of the chunk")
     start = time.perf_counter()
     metrics: list[dict[str, float]] = []
     kept: dict[int, KeptIteration] = {}
@@ -87,8 +176,7 @@ def run_config(
             kept[0] = last[1]
         if best_iteration(metrics) == step.iteration:
             best = last
-        if on_step is not None:
-            on_step(step, summary)
+        on_step(step, summary)
         del step
     if last is None or best is None or len(metrics) != config.n_iter + 1:
         raise RuntimeError(f"engine yielded {len(metrics)} iterations, expected {config.n_iter + 1}")

@@ -118,3 +118,36 @@ def test_literal_per_query_evaluation_agrees():
     got, want = icfrr.evaluate(ranking, lq, lg), literal_evaluate(ranking, lq, lg)
     for name in icfrr.METRIC_NAMES:
         assert got[name] == pytest.approx(want[name], abs=1e-12)
+
+
+def _vectorised_per_query(ranking, lq, lg):
+    """The earlier reading of the definitions: a [Q, G] relevance matrix, cumulative sums."""
+    rel = lg[ranking] == lq[:, None]
+    hits = np.cumsum(rel, axis=1)
+    precision = hits / np.arange(1, ranking.shape[1] + 1)
+    n_rel = rel.sum(1)
+    out = {"ap": np.where(n_rel > 0, (precision * rel).sum(1) / np.maximum(n_rel, 1), 0.0)}
+    n200 = rel[:, :200].sum(1)
+    out["ap_200"] = np.where(n200 > 0, (precision * rel)[:, :200].sum(1) / np.maximum(n200, 1), 0.0)
+    for k in (25, 100, 200):
+        out[f"p_{k}"] = rel[:, :k].sum(1) / k
+    out["first_relevant_rank"] = np.where(n_rel > 0, rel.argmax(1) + 1, -1)
+    unknown = lq == -1
+    for name in ("ap", "ap_200", "p_25", "p_100", "p_200"):
+        out[name][unknown] = np.nan
+    out["first_relevant_rank"][unknown] = -1
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_relevant_position_scan_matches_a_relevance_matrix_on_random_rankings(seed):
+    rng = np.random.default_rng(seed)
+    n_query, n_gallery = 60, 517
+    lg = rng.integers(-3, 9, n_gallery)  # negative labels other than -1 are ordinary classes
+    lq = rng.integers(-3, 12, n_query)   # includes -1 (unknown) and labels absent from the gallery
+    ranking = np.stack([rng.permutation(n_gallery) for _ in range(n_query)]).astype(np.int32)
+    got = icfrr.per_query(ranking, lq, lg)
+    want = _vectorised_per_query(ranking, lq, lg)
+    for name, values in want.items():
+        np.testing.assert_allclose(got[name], values, rtol=1e-12, atol=0, err_msg=name)
+    np.testing.assert_array_equal(icfrr.metrics.relevant_counts(lq, lg), [(lg == x).sum() for x in lq])

@@ -113,3 +113,36 @@ def test_cpu_partition_path_and_topk_path_agree(values):
         np.testing.assert_array_equal(idx_b.numpy(), want)
         np.testing.assert_array_equal(dist_a, np.take_along_axis(block, want, 1))
         np.testing.assert_array_equal(dist_b.numpy(), dist_a)
+
+
+def test_feature_distances_are_the_rows_of_pairwise_distances():
+    rng = np.random.default_rng(0)
+    fq, fg = rng.normal(size=(9, 5)).astype(np.float32), rng.normal(size=(13, 5)).astype(np.float32)
+    for metric in ("euclidean", "cosine"):
+        feats = icfrr.FeatureDistances(fq, fg, metric)
+        assert feats.shape == (9, 13)
+        np.testing.assert_allclose(feats(slice(2, 6)).numpy(), icfrr.pairwise_distances(fq, fg, metric)[2:6].numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="widths differ"):
+        icfrr.FeatureDistances(fq, fg[:, :4])
+    with pytest.raises(ValueError, match="unknown metric"):
+        icfrr.FeatureDistances(fq, fg, "manhattan")
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 300, 5000])
+def test_radix_sorts_equal_numpy_stable_sorts(n):
+    from icfrr._sorting import argsort_desc_stable, sort_desc_stable, stable_argsort_rows, value_of_desc_key
+
+    rng = np.random.default_rng(n)
+    cases = [rng.normal(size=n), np.round(rng.normal(size=n), 2), np.where(rng.random(n) < 0.3, -0.0, 0.0),
+             1.0 + rng.integers(0, 5, n) * 1e-12]  # the last: equal top 32 bits, different low bits
+    for x in cases:
+        want = np.argsort(-(x + 0.0), kind="stable")
+        np.testing.assert_array_equal(argsort_desc_stable(x), want)
+        keys, payload = sort_desc_stable(x, np.arange(n) * 3)
+        np.testing.assert_array_equal(payload, want * 3)
+        np.testing.assert_array_equal([value_of_desc_key(k) for k in keys], x[want] + 0.0)
+        row = x.astype(np.float32)[None]
+        order, values = stable_argsort_rows(row)
+        np.testing.assert_array_equal(order[0], np.argsort(row[0] + np.float32(0.0), kind="stable"))
+        np.testing.assert_array_equal(values[0], row[0][order[0]])

@@ -9,7 +9,7 @@ import torch
 import icfrr
 from icfrr import literal
 from icfrr._update import update_cpu, update_torch, vote_sums_torch
-from tests.icfrr.engine_data import clustered_case, random_case
+from tests.icfrr.engine_data import clustered_case, clustered_features, random_case
 
 EXACT_CASES = [
     # (Q, G, kg, kq, beta, n_iter)
@@ -256,3 +256,160 @@ def test_public_names_stay_functions_after_submodules_are_imported():
         importlib.import_module(info.name)  # a submodule named like an export would shadow it
     for name in icfrr.__all__:
         assert not isinstance(getattr(icfrr, name), types.ModuleType), name
+
+
+# --------------------------------------------------------------- chunked engine
+
+
+def _chunked(qg, gg, *, betas, chunk_size, labels=None, top_n=None, device="cpu", **kw):
+    """Concatenate rerank_chunks' outputs: (top [C, Q, T+1, N], scores, metrics or None)."""
+    lq, lg = labels if labels is not None else (None, None)
+    n_gallery = gg.n_items if isinstance(gg, icfrr.NeighborGraph) else gg.shape[0]
+    chunks = list(icfrr.rerank_chunks(qg, gg, betas=betas, chunk_size=chunk_size, labels_q=lq, labels_g=lg,
+                                      top_n=top_n or n_gallery, device=device, **kw))
+    starts = [c.queries.start for c in chunks]
+    assert starts == sorted(starts) and all(c.queries.stop - c.queries.start <= chunk_size for c in chunks)
+    top = np.concatenate([c.top_gallery for c in chunks], axis=1)
+    scores = np.concatenate([c.top_scores for c in chunks], axis=1)
+    metrics = None if lq is None else np.concatenate([c.metrics for c in chunks], axis=1)
+    return top, scores, metrics
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+@pytest.mark.parametrize("chunk_size", [1, 4, 11, 50])
+def test_chunks_give_the_whole_rankings_scores_and_metrics(variant, chunk_size):
+    qg, gg, lq, lg = clustered_case(11, 120, seed=21)
+    lq[2] = -1
+    kw = dict(kg=15, kq=12, n_iter=4, variant=variant)
+    top, scores, metrics = _chunked(qg, gg, betas=[0.5], chunk_size=chunk_size, labels=(lq, lg), **kw)
+    steps = list(icfrr.iter_rerank(qg, gg, beta=0.5, device="cpu", **kw))
+    want, _ = literal.literal_rerank(qg, gg, beta=0.5, **kw)
+    for t, step in enumerate(steps):
+        np.testing.assert_array_equal(top[0, :, t], step.ranking.numpy())
+        np.testing.assert_array_equal(top[0, :, t], want[t])
+        # iter_rerank keeps float32 scores; the chunks keep the float64 scores that were sorted
+        np.testing.assert_array_equal(scores[0, :, t].astype(np.float32), step.scores.numpy())
+        cols = icfrr.metrics.columns_from_rows(metrics[0, :, t], lq, np.arange(11))
+        for name, column in icfrr.per_query(step.ranking, lq, lg).items():
+            np.testing.assert_array_equal(cols[name], column, err_msg=f"{name}, iteration {t}")
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_several_betas_equal_separate_runs_and_top_n_is_a_prefix(variant):
+    qg, gg, lq, lg = clustered_case(9, 80, seed=4)
+    kw = dict(kg=10, kq=30, n_iter=3, variant=variant, labels=(lq, lg))
+    betas = [0.25, 1.0, 0.5]
+    top, scores, metrics = _chunked(qg, gg, betas=betas, chunk_size=4, top_n=7, **kw)
+    assert top.shape == (3, 9, 4, 7) and metrics.shape[:3] == (3, 9, 4)
+    for c, beta in enumerate(betas):
+        alone = _chunked(qg, gg, betas=[beta], chunk_size=100, **kw)
+        np.testing.assert_array_equal(top[c], alone[0][0, :, :, :7])
+        np.testing.assert_array_equal(scores[c], alone[1][0, :, :, :7])
+        np.testing.assert_array_equal(metrics[c], alone[2][0])
+        want = icfrr.rerank(qg, gg, kg=10, kq=30, beta=beta, n_iter=3, variant=variant, device="cpu")
+        for t in range(4):
+            np.testing.assert_array_equal(alone[0][0, :, t], want[t].numpy())
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_distances_from_a_function_equal_the_dense_matrix(variant):
+    qg, gg, lq, lg = clustered_case(10, 70, seed=6)
+    graph = icfrr.neighbor_graph(gg, 9)
+    calls = []
+
+    def fetch(queries: slice) -> torch.Tensor:
+        calls.append(queries)
+        return torch.from_numpy(qg[queries])
+
+    kw = dict(kg=9, kq=8, n_iter=3, variant=variant, labels=(lq, lg), top_n=20)
+    dense = _chunked(qg, graph, betas=[0.5], chunk_size=3, **kw)
+    lazy = _chunked(fetch, graph, betas=[0.5], chunk_size=3, n_query=10, **kw)
+    assert calls == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    for a, b in zip(dense, lazy):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_feature_distances_rerank_like_their_matrix():
+    fq, fg, lq, lg = clustered_features(12, 90, 4, 16, seed=2)
+    feats = icfrr.FeatureDistances(fq, fg)
+    assert feats.shape == (12, 90)
+    graph = icfrr.neighbor_graph_from_features(fg, 10)
+    # The same rows as one product: chunks of a function see exactly these numbers.
+    qg = torch.cat([feats(slice(s, s + 5)) for s in range(0, 12, 5)]).numpy()
+    kw = dict(kg=10, kq=6, n_iter=2, labels=(lq, lg), top_n=90, betas=[0.5])
+    for a, b in zip(_chunked(qg, graph, chunk_size=5, **kw), _chunked(feats, graph, chunk_size=5, **kw)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_torch_chunk_path_equals_the_compiled_one(variant):
+    # The CUDA path's code (full recounts, scatter + sort), run on the CPU.
+    from icfrr._update import ChunkSpec, run_rows_cpu, run_rows_torch
+    from icfrr.metrics import relevant_counts
+
+    qg, gg, lq, lg = clustered_case(8, 150, seed=13)
+    graph = icfrr.neighbor_graph(gg, 12)
+    nbr = graph.indices.contiguous()
+    g, kq = 150, 40
+    betas = np.array([0.5, 2.0])
+    args = (kq, float((g - 1) * kq), betas, 3, variant == "paper", lg.astype(np.int64), 25)
+    cpu = run_rows_cpu(ChunkSpec(nbr.numpy(), np.arange(g - 1, g - 13, -1, dtype=np.int64), *args),
+                       qg, lq.astype(np.int64), relevant_counts(lq, lg))
+    dev = run_rows_torch(ChunkSpec(nbr, torch.arange(g - 1, g - 13, -1, dtype=torch.float64), *args),
+                         torch.from_numpy(qg), lq.astype(np.int64), relevant_counts(lq, lg))
+    for a, b in zip(cpu, dev):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_moving_votes_equals_a_fresh_count():
+    from icfrr._update import _add_votes, _move_votes
+
+    rng = np.random.default_rng(5)
+    g, kg, kq = 60, 7, 10
+    nbr = rng.integers(0, g, (g, kg))
+    weights = np.arange(g - 1, g - 1 - kg, -1, dtype=np.int64)
+    order = rng.permutation(g)
+    votes = np.zeros(g, dtype=np.int64)
+    _add_votes(order[:kq], 1, nbr, weights, votes)
+    in_top = np.zeros(g, dtype=np.int8)
+    in_top[order[:kq]] = 1
+    prev_top = order[:kq].copy()
+    for swaps in (1, 2, 4, 6, 10, 0):  # few changes (moved votes) and many (recounted)
+        order = order.copy()
+        for _ in range(swaps):
+            i, j = rng.integers(0, kq), rng.integers(kq, g)
+            order[i], order[j] = order[j], order[i]
+        rng.shuffle(order[:kq])
+        _move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
+        want = np.zeros(g, dtype=np.int64)
+        for i in order[:kq]:
+            for r, j in enumerate(nbr[i]):
+                want[j] += g - 1 - r
+        np.testing.assert_array_equal(votes, want)
+        np.testing.assert_array_equal(np.flatnonzero(in_top), np.sort(order[:kq]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(betas=[]), "betas"),
+        (dict(betas=0.5), "betas"),
+        (dict(betas=[0.5, float("inf")]), "beta must be finite"),
+        (dict(top_n=0), "top_n"),
+        (dict(chunk_size=0), "chunk_size"),
+        (dict(labels_q=np.zeros(4, dtype=np.int64)), "both labels_q and labels_g"),
+    ],
+)
+def test_rerank_chunks_bad_input(kwargs, message):
+    args = dict(kg=3, kq=2, n_iter=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        list(icfrr.rerank_chunks(_QG, _GG, **args))
+
+
+def test_rerank_chunks_function_needs_n_query_and_right_shapes():
+    with pytest.raises(ValueError, match="n_query is required"):
+        icfrr.rerank_chunks(lambda s: _QG[s], _GG, kg=3, kq=2)
+    chunks = icfrr.rerank_chunks(lambda s: _QG[s, :9], _GG, kg=3, kq=2, n_query=4)
+    with pytest.raises(ValueError, match="expected"):
+        next(chunks)
