@@ -49,7 +49,7 @@ from jobs import cli
 from jobs import published_outputs as pub
 from jobs.cli import OneLineParser, UsageError
 from jobs.method_runner import method_inputs, run_method
-from jobs.sweep_runner import RunOutcome, run_config
+from jobs.sweep_runner import RunOutcome, run_config, run_configs
 from store import writes
 from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts, qq_dists, qq_identity
 from store.db import StoreError, check_database, writer
@@ -587,6 +587,37 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
     return outcome
 
 
+def beta_groups(plan: _Plan, todo: Sequence[int]) -> list[list[int]]:
+    """The entries to run, grouped: ICFRR configurations that differ only in beta run together.
+
+    They share the initial ranking and the first update's votes (exact; see
+    ``jobs.sweep_runner.run_configs``). Entries that write the published
+    per-iteration files, and other methods, run alone. Groups keep grid order
+    by their first entry.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i in todo:
+        cfg = plan.entries[i].config
+        if cfg.method == "icfrr" and plan.out_dir(cfg) is None:
+            key: tuple = tuple((k, v) for k, v in cfg.key_params().items() if k != "beta")
+        else:
+            key = ("alone", i)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _run_group(plan: _Plan, configs: Sequence[writes.RunConfig]) -> list[RunOutcome]:
+    """ICFRR configurations that differ only in beta, streamed through the engine together."""
+    arts = plan.arts
+    labels_q = plan.labels_eval if plan.labels_eval is not None else arts.labels_q
+    bar = tqdm(total=len(labels_q), desc="queries", unit="q", leave=False)
+    try:
+        return run_configs(arts.qg_dists, arts.graph, labels_q, arts.labels_g, configs, device=plan.device,
+                           top_n=plan.args.top_n, on_progress=lambda done, total: bar.update(done - bar.n))
+    finally:
+        bar.close()
+
+
 def run_sweep(plan: _Plan, command: str) -> list[Row]:
     """Register the sweep, run every configuration not yet stored, one transaction each.
 
@@ -620,21 +651,24 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                    "(--force redoes them)", file=sys.stderr)
     status = "failed"
     try:
-        bar = tqdm(todo, desc="configurations", unit="cfg", disable=not todo)
-        for i in bar:
-            cfg = plan.entries[i].config
-            bar.set_postfix_str(_config_label(cfg))
-            outcome = _run_one(plan, cfg)
-            with writer(args.db) as con:
-                run_id = writes.write_run(
-                    con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
-                    config=cfg, device=plan.device, seconds=outcome.seconds,
-                    metrics=outcome.metrics, kept=outcome.kept, force=args.force)
-                writes.heartbeat(con, sweep_id)
-            # None: already stored by an earlier sweep, only the published files were missing
-            state = "new" if run_id is not None else "files only"
-            rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
-                          run_id if run_id is not None else done.get(keys[i], (None,))[0])
+        bar = tqdm(total=len(todo), desc="configurations", unit="cfg", disable=not todo)
+        for group in beta_groups(plan, todo):
+            configs = [plan.entries[i].config for i in group]
+            bar.set_postfix_str(_config_label(configs[0]) + (f" (+{len(group) - 1} betas)" if len(group) > 1 else ""))
+            outcomes = _run_group(plan, configs) if len(group) > 1 else [_run_one(plan, configs[0])]
+            for i, cfg, outcome in zip(group, configs, outcomes):
+                with writer(args.db) as con:
+                    run_id = writes.write_run(
+                        con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
+                        config=cfg, device=plan.device, seconds=outcome.seconds,
+                        metrics=outcome.metrics, kept=outcome.kept, force=args.force)
+                    writes.heartbeat(con, sweep_id)
+                # None: already stored by an earlier sweep, only the published files were missing
+                state = "new" if run_id is not None else "files only"
+                rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
+                              run_id if run_id is not None else done.get(keys[i], (None,))[0])
+                bar.update(1)
+        bar.close()
         status = "done"
     finally:
         try:
