@@ -33,6 +33,7 @@ from icfrr._sorting import (
     argsort_row_f32, desc_key, sort_desc_stable, sort_runs_after_radix, stable_argsort_rows, value_of_desc_key,
 )
 from icfrr.metrics import positions_buffer, row_positions, rows_from_positions, rows_positions
+from icfrr.variants import ItemScores, PositionScores, Variant
 
 
 @njit(cache=True, nogil=True)
@@ -45,12 +46,12 @@ def _add_votes(items: np.ndarray, sign: int, nbr: np.ndarray, weights: np.ndarra
 
 
 @njit(cache=True, nogil=True)
-def _rerank_row(order, votes, base, items, paper, denom, beta, dense, out_order, out_scores):  # pragma: no cover
+def _rerank_row(order, votes, scores, paper, denom, beta, dense, out_order, out_scores):  # pragma: no cover
     """One update of one query from its item-indexed integer ``votes``.
 
-    ``base`` float32 [G]: original scores by position (reference variant);
-    ``items`` float64 [G]: accumulated item scores (paper variant, updated in
-    place). Writes the new ranking and its position scores (float64). With
+    ``scores`` float64 [G]: the original scores by position (reference
+    variant) or the accumulated item scores (``paper``, updated in place; see
+    ``icfrr.variants``). Writes the new ranking and its position scores (float64). With
     ``dense`` (most items get votes) every position is re-sorted by its score;
     otherwise only the voted ones, merged with the rest (already in order).
     Both give the stable order: higher score first, ties by current position.
@@ -59,12 +60,12 @@ def _rerank_row(order, votes, base, items, paper, denom, beta, dense, out_order,
     if paper:
         for j in range(n_gallery):
             if votes[j] > 0:
-                items[j] += beta * (votes[j] / denom)
+                scores[j] += beta * (votes[j] / denom)
     if dense:
         keys = np.empty(n_gallery, dtype=np.uint64)
         for r in range(n_gallery):
             j = order[r]
-            keys[r] = desc_key(items[j] if paper else base[r] + beta * (votes[j] / denom))
+            keys[r] = desc_key(scores[j] if paper else scores[r] + beta * (votes[j] / denom))
         keys, positions = sort_runs_after_radix(keys, np.arange(n_gallery, dtype=np.int32))
         for out in range(n_gallery):
             out_order[out] = order[positions[out]]
@@ -81,7 +82,7 @@ def _rerank_row(order, votes, base, items, paper, denom, beta, dense, out_order,
         plain[r] = vote <= 0
         if vote > 0:
             voted_pos[n_voted] = r
-            voted_u[n_voted] = items[j] if paper else base[r] + beta * (vote / denom)
+            voted_u[n_voted] = scores[j] if paper else scores[r] + beta * (vote / denom)
             n_voted += 1
     # Sorted keys (order-preserving bits of u) carry the positions along.
     keys, by_u = sort_desc_stable(voted_u[:n_voted], voted_pos[:n_voted])  # stable: ties keep position order
@@ -94,7 +95,7 @@ def _rerank_row(order, votes, base, items, paper, denom, beta, dense, out_order,
         take_plain = False
         plain_u = 0.0
         if r < n_gallery:
-            plain_u = items[order[r]] if paper else base[r]
+            plain_u = scores[order[r]] if paper else scores[r]
             if v >= n_voted:
                 take_plain = True
             else:
@@ -111,29 +112,26 @@ def _rerank_row(order, votes, base, items, paper, denom, beta, dense, out_order,
 
 
 @njit(cache=True, nogil=True)
-def _update_row(b, ranking, base, item_scores, nbr, weights, kq, denom, beta, out_order, out_scores):  # pragma: no cover
-    """Row ``b`` of ``_update_rows_numba``: every vote counted afresh (paper variant when
-    ``item_scores`` has columns, else reference with ``base``)."""
+def _update_row(b, ranking, scores, paper, nbr, weights, kq, denom, beta, out_order, out_scores):  # pragma: no cover
+    """Row ``b`` of ``_update_rows_numba``: every vote counted afresh."""
     order = ranking[b]
-    paper = item_scores.shape[1] > 0
     votes = np.zeros(order.shape[0], dtype=np.int64)
     _add_votes(order[:kq], 1, nbr, weights, votes)
-    _rerank_row(order, votes, base[0] if paper else base[b], item_scores[b] if paper else item_scores[0],
-                paper, denom, beta, kq * nbr.shape[1] >= order.shape[0], out_order, out_scores)
+    _rerank_row(order, votes, scores[b], paper, denom, beta, kq * nbr.shape[1] >= order.shape[0],
+                out_order, out_scores)
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _update_rows_numba(
-    ranking, base, item_scores, nbr, weights, kq, denom, beta, out_ranking, out_scores
+    ranking, scores, paper, nbr, weights, kq, denom, beta, out_ranking, out_scores
 ):  # pragma: no cover - compiled
     for b in prange(ranking.shape[0]):
-        _update_row(b, ranking, base, item_scores, nbr, weights, kq, denom, beta, out_ranking[b], out_scores[b])
+        _update_row(b, ranking, scores, paper, nbr, weights, kq, denom, beta, out_ranking[b], out_scores[b])
 
 
 def update_cpu(
     ranking: torch.Tensor,
-    base: torch.Tensor | None,
-    item_scores: torch.Tensor | None,
+    state: PositionScores | ItemScores,
     nbr: torch.Tensor,
     weights: torch.Tensor,
     *,
@@ -145,9 +143,8 @@ def update_cpu(
 
     Args:
         ranking: int64 [B, G] current rankings.
-        base: float32 [B, G] original scores by position (reference variant) or None.
-        item_scores: float64 [B, G] accumulated item scores (paper variant; updated
-            in place) or None.
+        state: the variant's scores of the chunk (``icfrr.variants``; item
+            scores are updated in place).
         nbr: int64 [G, KG] contiguous neighbour lists.
         weights: [KG] integer-valued ``G - 1 - r`` (any dtype).
         kq: top items that vote; denom: ``(G - 1) * KQ``; beta: update strength.
@@ -158,12 +155,9 @@ def update_cpu(
     b, g = ranking.shape
     out_ranking = np.empty((b, g), dtype=np.int64)
     out_scores = np.empty((b, g))
-    # The variant not in use gets a [1, 0] placeholder.
-    base_np = base.numpy() if base is not None else np.empty((1, 0), dtype=np.float32)
-    items_np = item_scores.numpy() if item_scores is not None else np.empty((1, 0))
     _update_rows_numba(
-        np.ascontiguousarray(ranking.numpy()), base_np, items_np, nbr.numpy(), int_weights(weights),
-        kq, float(denom), float(beta), out_ranking, out_scores,
+        np.ascontiguousarray(ranking.numpy()), state.kernel_values(), state.paper, nbr.numpy(),
+        int_weights(weights), kq, float(denom), float(beta), out_ranking, out_scores,
     )
     return torch.from_numpy(out_ranking), torch.from_numpy(out_scores)
 
@@ -235,6 +229,7 @@ def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labe
     in_top = np.zeros(n_gallery, dtype=np.int8)
     prev_top = np.empty(kq, dtype=np.int64)
     items = np.empty(n_gallery if paper else 0)
+    base64 = base.astype(np.float64)  # exact; the reference variant's scores by position
     dense = kq * nbr.shape[1] >= n_gallery  # most items get votes: re-sort every position
     for c in range(betas.shape[0]):
         out_top[c, 0] = order0[:top_n]
@@ -252,7 +247,7 @@ def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labe
         for t in range(1, n_iter + 1):
             if t > 1:
                 _move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
-            _rerank_row(order, votes, base, items, paper, denom, betas[c], dense, new_order, scores)
+            _rerank_row(order, votes, items if paper else base64, paper, denom, betas[c], dense, new_order, scores)
             order, new_order = new_order, order
             out_top[c, t] = order[:top_n]
             out_scores[c, t] = scores[:top_n]
@@ -279,7 +274,7 @@ class ChunkSpec:
         weights: [KG] the integer weights ``G - 1 - r`` (int64 numpy / float64 tensor).
         kq: voters per query; denom: ``(G - 1) * KQ``.
         betas: float64 [C] update strengths.
-        n_iter: updates T; paper: the accumulating variant.
+        n_iter: updates T; variant: the update rule.
         labels_g: int64 [G] gallery labels.
         top_n: best items kept per query and iteration.
     """
@@ -290,7 +285,7 @@ class ChunkSpec:
     denom: float
     betas: np.ndarray
     n_iter: int
-    paper: bool
+    variant: Variant
     labels_g: np.ndarray
     top_n: int
 
@@ -321,7 +316,7 @@ def run_rows_cpu(
     """
     top, scores, positions = spec.outputs(n_relevant)
     _run_rows_numba(np.ascontiguousarray(dist, dtype=np.float32), spec.nbr, spec.weights, spec.kq, spec.denom,
-                    spec.betas, spec.n_iter, spec.paper, spec.labels_g, labels_q, n_relevant, top, scores, positions)
+                    spec.betas, spec.n_iter, spec.variant is Variant.PAPER, spec.labels_g, labels_q, n_relevant, top, scores, positions)
     return top, scores, rows_from_positions(positions, n_relevant[None, :, None])
 
 
@@ -339,11 +334,11 @@ def run_rows_torch(
     base = values.neg_()
     for c, beta in enumerate(spec.betas.tolist()):
         ranking, step_scores = order0, base
-        items = -dist.to(torch.float64) if spec.paper else None
+        state = spec.variant.scores(base, dist)
         for t in range(spec.n_iter + 1):
             if t > 0:
-                ranking, step_scores = update_torch(ranking, None if spec.paper else base, items, spec.nbr,
-                                                    spec.weights, kq=spec.kq, denom=spec.denom, beta=beta)
+                ranking, step_scores = update_torch(ranking, state, spec.nbr, spec.weights,
+                                                    kq=spec.kq, denom=spec.denom, beta=beta)
             cpu_ranking = np.ascontiguousarray(ranking.cpu().numpy())
             top[c, :, t] = cpu_ranking[:, : spec.top_n]
             scores[c, :, t] = step_scores[:, : spec.top_n].cpu().numpy()
@@ -371,8 +366,7 @@ def vote_sums_torch(top: torch.Tensor, nbr: torch.Tensor, weights: torch.Tensor,
 
 def update_torch(
     ranking: torch.Tensor,
-    base: torch.Tensor | None,
-    item_scores: torch.Tensor | None,
+    state: PositionScores | ItemScores,
     nbr: torch.Tensor,
     weights: torch.Tensor,
     *,
@@ -382,10 +376,6 @@ def update_torch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``update_cpu`` for any device (the CUDA path): scatter, then a full stable sort."""
     delta = vote_sums_torch(ranking[:, :kq], nbr, weights, ranking.shape[1]).div_(denom).mul_(beta)
-    if item_scores is None:
-        by_position = base.to(torch.float64).add_(delta.gather(1, ranking))
-    else:
-        item_scores += delta
-        by_position = item_scores.gather(1, ranking)
+    by_position = state.position_scores(ranking, delta)
     scores, order = torch.sort(by_position, dim=1, descending=True, stable=True)
     return ranking.gather(1, order), scores

@@ -28,8 +28,9 @@ from icfrr._checks import as_labels, as_matrix, check_positive_int, resolve_devi
 from icfrr._update import ChunkSpec, run_rows_cpu, run_rows_torch, sort_distances, update_cpu, update_torch
 from icfrr.metrics import relevant_counts
 from icfrr.neighbors import NeighborGraph, as_graph
+from icfrr.variants import Variant
 
-VARIANTS = ("reference", "paper")
+VARIANTS = tuple(v.value for v in Variant)
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,7 @@ def _check_params(kg: int, kq: int, beta: float, n_iter: int, variant: str) -> t
         raise ValueError(f"beta must be a number, got {beta!r}") from None
     if not math.isfinite(beta):
         raise ValueError(f"beta must be finite, got {beta!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    Variant.parse(variant)
     return kg, kq, beta, int(n_iter)
 
 
@@ -133,7 +133,7 @@ def _steps(qg, nbr, weights, *, kq, denom, beta, n_iter, variant, chunks, dev) -
         base[sl] = dist.neg_()
     yield RerankStep(0, ranking.cpu(), base.cpu())
 
-    item_scores = -qg.to(dev, torch.float64) if variant == "paper" else None
+    state = Variant.parse(variant).scores(base, qg.to(dev))
     update = update_cpu if dev.type == "cpu" else update_torch
     for t in range(1, n_iter + 1):
         new_ranking = torch.empty_like(ranking)
@@ -141,8 +141,7 @@ def _steps(qg, nbr, weights, *, kq, denom, beta, n_iter, variant, chunks, dev) -
         for sl in chunks:
             new_ranking[sl], scores[sl] = update(
                 ranking[sl],
-                base[sl] if item_scores is None else None,
-                item_scores[sl] if item_scores is not None else None,
+                state.rows(sl),
                 nbr,
                 weights,
                 kq=kq,
@@ -253,7 +252,6 @@ def rerank_chunks(
         per_query = 4 * n_gallery + 16 * len(beta_arr) * (n_iter + 1) * top_n
         chunk_size = max(1, min(4096, (1 << 27) // per_query))
     chunk_size = check_positive_int(chunk_size, "chunk_size")
-    paper = variant == "paper"
     if dev.type == "cpu":
         # int32 indices halve the memory traffic of the vote loop (any G that fits in memory fits in int32)
         nbr = graph.indices.numpy().astype(np.int32 if n_gallery < 2**31 else np.int64)
@@ -263,7 +261,7 @@ def rerank_chunks(
         nbr = graph.indices.to(dev).contiguous()
         weights = torch.arange(n_gallery - 1, n_gallery - 1 - nbr.shape[1], -1, dtype=torch.float64, device=dev)
         kernel = run_rows_torch
-    spec = ChunkSpec(nbr, weights, kq, denom, beta_arr, n_iter, paper, lg, top_n)
+    spec = ChunkSpec(nbr, weights, kq, denom, beta_arr, n_iter, Variant.parse(variant), lg, top_n)
     return _chunk_results(fetch, n_query, n_gallery, chunk_size, partial(kernel, spec), lq, n_rel, with_metrics)
 
 

@@ -9,6 +9,7 @@ import torch
 import icfrr
 from icfrr import literal
 from icfrr._update import update_cpu, update_torch, vote_sums_torch
+from icfrr.variants import ItemScores, PositionScores, Variant
 from tests.icfrr.engine_data import clustered_case, clustered_features, random_case
 
 EXACT_CASES = [
@@ -147,17 +148,15 @@ def test_cpu_kernel_and_torch_kernel_are_bit_identical(variant):
     weights = torch.arange(g - 1, g - 1 - 25, -1, dtype=torch.float64)
     ranking = torch.from_numpy(np.argsort(qg, axis=1, kind="stable"))
     base = torch.from_numpy(-np.sort(qg, axis=1))
-    items = -torch.from_numpy(qg).double() if variant == "paper" else None
+    state_cpu = Variant.parse(variant).scores(base, torch.from_numpy(qg))
+    state_torch = Variant.parse(variant).scores(base, torch.from_numpy(qg))
     kw = dict(kq=kq, denom=float((g - 1) * kq), beta=0.7)
     for _ in range(3):
-        base_arg = None if items is not None else base
-        items_cpu = items.clone() if items is not None else None
-        r_cpu, s_cpu = update_cpu(ranking, base_arg, items_cpu, nbr, weights, **kw)
-        r_torch, s_torch = update_torch(ranking, base_arg, items, nbr, weights, **kw)
+        r_cpu, s_cpu = update_cpu(ranking, state_cpu, nbr, weights, **kw)
+        r_torch, s_torch = update_torch(ranking, state_torch, nbr, weights, **kw)
         assert torch.equal(r_cpu, r_torch)
         assert torch.equal(s_cpu, s_torch)
-        if items is not None:
-            assert torch.equal(items_cpu, items)
+        assert torch.equal(state_cpu.values, state_torch.values)  # item scores accumulate alike
         ranking = r_cpu
 
 
@@ -352,7 +351,7 @@ def test_torch_chunk_path_equals_the_compiled_one(variant):
     nbr = graph.indices.contiguous()
     g, kq = 150, 40
     betas = np.array([0.5, 2.0])
-    args = (kq, float((g - 1) * kq), betas, 3, variant == "paper", lg.astype(np.int64), 25)
+    args = (kq, float((g - 1) * kq), betas, 3, Variant.parse(variant), lg.astype(np.int64), 25)
     cpu = run_rows_cpu(ChunkSpec(nbr.numpy(), np.arange(g - 1, g - 13, -1, dtype=np.int64), *args),
                        qg, lq.astype(np.int64), relevant_counts(lq, lg))
     dev = run_rows_torch(ChunkSpec(nbr, torch.arange(g - 1, g - 13, -1, dtype=torch.float64), *args),
@@ -413,3 +412,14 @@ def test_rerank_chunks_function_needs_n_query_and_right_shapes():
     chunks = icfrr.rerank_chunks(lambda s: _QG[s, :9], _GG, kg=3, kq=2, n_query=4)
     with pytest.raises(ValueError, match="expected"):
         next(chunks)
+
+
+def test_variant_names_parse_once_and_pick_their_score_state():
+    assert Variant.parse("paper") is Variant.PAPER and Variant.parse(Variant.REFERENCE) is Variant.REFERENCE
+    with pytest.raises(ValueError, match="variant must be one of"):
+        Variant.parse("other")
+    base, dist = torch.zeros(2, 3), torch.ones(2, 3)
+    assert isinstance(Variant.REFERENCE.scores(base, dist), PositionScores)
+    state = Variant.PAPER.scores(base, dist)
+    assert isinstance(state, ItemScores) and state.values.dtype == torch.float64
+    assert torch.equal(state.values, -dist.double())
