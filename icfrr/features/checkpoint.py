@@ -249,16 +249,18 @@ def read_weight_shapes(path: str | Path) -> tuple[dict[str, tuple[int, ...]], st
                 warnings.simplefilter("ignore", UserWarning)
                 state = load_state_dict(str(path))
         except RuntimeError as exc:
-            if "weights_only" in str(exc):
+            if "weights_only" in str(exc) and _looks_pickled(path):
                 raise BackboneError(
                     f"{path} holds pickled Python objects besides the weights; timm backbones load "
                     "weights only (save the state dict as .safetensors; a published ICFRR checkpoint "
                     "loads with --backbone icfrr --trust-checkpoint)") from None
-            raise BackboneError(f"cannot read weights file {path}: {_first_line(exc)}") from None
+            why = "" if "weights_only" in str(exc) else f" ({_first_line(exc)[:80]})"
+            raise BackboneError(f"cannot read weights file {path}: not a torch checkpoint{why}") from None
         except (pickle.UnpicklingError, OSError, EOFError, ValueError, KeyError) as exc:
             raise BackboneError(f"cannot read weights file {path}: not a torch checkpoint "
                                 f"({_first_line(exc)[:80]})") from None
-        shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+        items = state.items() if isinstance(state, Mapping) else ()
+        shapes = {k: tuple(v.shape) for k, v in items if isinstance(k, str) and isinstance(v, torch.Tensor)}
         if not shapes:
             raise BackboneError(f"{path} holds no model weights (expected a state dict of tensors)")
         return shapes, ""   # timm's reader returns the keys already cleaned

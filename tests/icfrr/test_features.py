@@ -247,6 +247,12 @@ def test_timm_weights_with_pickled_objects_are_refused_whatever_the_trust(tmp_pa
         with pytest.raises(BackboneError, match="weights only") as err:
             load_backbone("timm:resnet10t", weights=path, trust_checkpoint=trust)
         assert "\n" not in str(err.value) and "--backbone icfrr" in str(err.value)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    for junk in ("junk.pth", "junk.safetensors"):
+        with pytest.raises(BackboneError, match="cannot read") as err:
+            load_backbone("timm:resnet10t", weights=tmp_path / junk)
+        assert "holds pickled" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_missing_and_corrupt_images_stop_with_their_path(tmp_path, images):
