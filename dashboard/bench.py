@@ -1,7 +1,8 @@
 """Time the dashboard on a TU-Berlin-sized store: ``python -m dashboard.bench``.
 
-Generates (once, reused when present) a synthetic store of the size of the
-TU-Berlin zero-shot test split: 2,400 queries, 27,989 gallery photos, 30
+Generates (once, reused when present) a synthetic store (``dashboard.synthetic``:
+written by ``store.writes``, every iteration evaluated by ``icfrr.metrics`` on its
+full ranking; a few minutes) of the size of the TU-Berlin zero-shot test split: 2,400 queries, 27,989 gallery photos, 30
 classes, a 36-configuration grid (KG x KQ x beta), 5 iterations each, top-100
 rankings kept for 3 iterations per run, tiny images on disk. Then, for every
 page, it prints the time of the page's store queries on a cold connection

@@ -1,33 +1,37 @@
 """Synthetic results stores for the dashboard's tests and benchmark.
 
-Writes a dataset, an artifact, a sweep and its runs straight into the
-schema of ``store.schema`` (through Arrow), without running the engine: each
-query gets a fixed candidate pool whose items carry base scores (iteration 0,
-identical for every run, like a real sweep over one set of distances);
-every configuration adds a smooth, query-dependent boost to the relevant
-candidates over the iterations, so some queries gain and others lose. The
-metrics are computed from the generated rankings with the spec's
-definitions (the pool is the whole list; items outside it count as
-irrelevant), so the store is internally consistent. Optionally writes tiny
-images under a dataset root, leaving out a few to exercise placeholders.
+Simulates a sweep cheaply instead of running the engine, and writes it with
+the real writer (``store.writes``: the same transactions, keys and tables a
+``python -m jobs.sweep`` writes). Each query gets a fixed candidate pool of
+gallery items with base scores (iteration 0, identical for every run, like a
+real sweep over one set of distances); every configuration adds a smooth,
+query-dependent boost to the relevant candidates over the iterations, so some
+queries gain and others lose. Each iteration's ranking is the pool sorted by
+score followed by the rest of the gallery (in index order), and it is
+evaluated by ``icfrr.metrics`` on that full ranking, so every metric follows
+the registry's definitions (R counts the relevant items of the whole
+gallery) and the best iteration follows ``icfrr.registry.best_iteration``.
+Optionally writes tiny images under a dataset root, leaving out a few to
+exercise placeholders.
 
 This is a development tool (the dashboard itself never writes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import duckdb
 import numpy as np
-import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from store.schema import create_schema
+from icfrr.metrics import per_query, summarize
+from icfrr.registry import best_iteration
+from store import writes
+from store.db import connect_writer
 
 _NAMES = (
     "airplane", "alarm clock", "angel", "ant", "apple", "armchair", "banana", "barn",
@@ -104,25 +108,6 @@ def _pools(spec: SyntheticSpec, labels_q: np.ndarray, labels_g: np.ndarray,
     return items, relevant, base
 
 
-def _metrics(rel_sorted: np.ndarray, n_relevant: np.ndarray) -> dict[str, np.ndarray]:
-    """Spec metrics of each row of a relevance matrix sorted best first [Q, M]."""
-    q, m = rel_sorted.shape
-    hits = np.cumsum(rel_sorted, axis=1)
-    prec = hits / np.arange(1, m + 1)
-    contrib = prec * rel_sorted
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ap = np.where(n_relevant > 0, contrib.sum(1) / np.maximum(n_relevant, 1), 0.0)
-        k200 = min(200, m)
-        r200 = hits[:, k200 - 1]
-        ap_200 = np.where(r200 > 0, contrib[:, :k200].sum(1) / np.maximum(r200, 1), 0.0)
-    out = {"ap": ap, "ap_200": ap_200}
-    for k in (25, 100, 200):
-        out[f"p_{k}"] = hits[:, min(k, m) - 1] / k
-    first = np.where(rel_sorted.any(1), rel_sorted.argmax(1) + 1, -1)
-    out["first_relevant_rank"] = first
-    return out
-
-
 def _write_images(root: Path, spec: SyntheticSpec, labels_q: np.ndarray,
                   labels_g: np.ndarray) -> None:
     """Tiny sketch-like queries and photo-like gallery images, coloured by class."""
@@ -143,16 +128,6 @@ def _write_images(root: Path, spec: SyntheticSpec, labels_q: np.ndarray,
             img.save(root / side / f"{i:05d}.png")
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, data: dict[str, object]) -> None:
-    arrow = pa.table(data)
-    con.register("_synthetic_rows", arrow)
-    try:
-        cols = ", ".join(data)
-        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _synthetic_rows")
-    finally:
-        con.unregister("_synthetic_rows")
-
-
 def _boost(spec: SyntheticSpec, kg: int, kq: int, beta: float) -> float:
     """How strongly a configuration helps: peaks at mid KG and KQ."""
     lg = np.log2(max(kg, 1) / max(spec.n_gallery ** 0.5, 1.0))
@@ -160,8 +135,48 @@ def _boost(spec: SyntheticSpec, kg: int, kq: int, beta: float) -> float:
     return float(beta * 1.5 * np.exp(-(lg**2) / 6 - (lq**2) / 4))
 
 
+def _full_rankings(items: np.ndarray, n_gallery: int) -> np.ndarray:
+    """int32 [Q, G]: each query's pool (as given) followed by the rest of the gallery in index order."""
+    q, m = items.shape
+    full = np.empty((q, n_gallery), dtype=np.int32)
+    full[:, :m] = items
+    if m < n_gallery:
+        rest = np.ones(n_gallery, dtype=bool)
+        for i in range(q):
+            rest[items[i]] = False
+            full[i, m:] = np.flatnonzero(rest)
+            rest[items[i]] = True
+    return full
+
+
+def _iteration(full: np.ndarray, items: np.ndarray, score: np.ndarray, labels_q: np.ndarray,
+               labels_g: np.ndarray, top: int) -> tuple[dict[str, float], writes.KeptIteration]:
+    """Rank each query's pool by ``score`` [Q, M] (best first) inside ``full`` and evaluate it.
+
+    Returns:
+        The iteration's summary metrics and its per-query results with the top ``top``.
+    """
+    order = np.argsort(-score, axis=1, kind="stable")
+    full[:, :items.shape[1]] = np.take_along_axis(items, order, 1)
+    pq = per_query(full, labels_q, labels_g)
+    kept = writes.KeptIteration(pq, full[:, :top].copy(),
+                                np.take_along_axis(score, order[:, :top], 1))
+    return summarize(pq), kept
+
+
+def artifact_key(spec: SyntheticSpec) -> str:
+    """The synthetic distances' identity (sha256 hex, like a real artifact key): the whole spec."""
+    text = json.dumps({"synthetic": asdict(spec)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def generate(db_path: str | Path, spec: SyntheticSpec, root: str | Path | None = None) -> int:
-    """Append one synthetic dataset, artifact, sweep and its runs to a store.
+    """Append one synthetic dataset, artifact, sweep and its runs to a store, through ``store.writes``.
+
+    The dataset and artifact rows are reused when the store already has them
+    (same fingerprint, same key); a configuration that already has a finished
+    run on them is skipped, as in a real sweep. Each run is one transaction;
+    the sweep ends ``'done'``, or ``'failed'`` when a run could not be written.
 
     Args:
         db_path: The DuckDB file (created with the schema if missing).
@@ -177,99 +192,65 @@ def generate(db_path: str | Path, spec: SyntheticSpec, root: str | Path | None =
         labels_q[-spec.n_unknown:] = -1
     labels_g = np.arange(spec.n_gallery) % spec.n_classes
     items, relevant, base = _pools(spec, labels_q, labels_g, rng)
-    n_rel = relevant.sum(1)
-    known = labels_q != -1
     response = rng.normal(0.6, 1.0, size=(spec.n_query, 1))
     if spec.images:
         if root is None:
             raise ValueError("spec.images needs a dataset root")
         root = Path(root).resolve()
         _write_images(root, spec, labels_q, labels_g)
-    now = datetime.now()
+    paths = {side: [f"{side}/{i:05d}.png" for i in range(n)] if spec.images else None
+             for side, n in (("query", spec.n_query), ("gallery", spec.n_gallery))}
+    table = writes.items_table(labels_q, labels_g, paths_q=paths["query"], paths_g=paths["gallery"],
+                               class_names={c: class_name(c) for c in range(spec.n_classes)})
+    key = artifact_key(spec)
+    top = min(spec.top_n, items.shape[1])
+    full = _full_rankings(items, spec.n_gallery)
+    initial = _iteration(full, items, base, labels_q, labels_g, top)
 
-    con = duckdb.connect(str(db_path))
-    try:
-        create_schema(con)
-        con.execute("BEGIN TRANSACTION")
-        dataset_id = con.execute(
-            "INSERT INTO datasets (name, root, n_query, n_gallery, n_classes, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING dataset_id",
-            [spec.name, str(root) if spec.images else None, spec.n_query, spec.n_gallery,
-             spec.n_classes, now]).fetchone()[0]
-        for side, labels in (("query", labels_q), ("gallery", labels_g)):
-            n = len(labels)
-            _insert(con, "items", {
-                "dataset_id": np.full(n, dataset_id, dtype=np.int32),
-                "side": [side] * n,
-                "idx": np.arange(n, dtype=np.int32),
-                "path": [f"{side}/{i:05d}.png" if spec.images else None for i in range(n)],
-                "label": labels.astype(np.int32),
-                "class_name": [class_name(int(x)) if x >= 0 else None for x in labels],
-            })
-        artifact_id = con.execute(
-            "INSERT INTO artifacts (dataset_id, backbone, per_class, created_at) "
-            "VALUES (?, 'synthetic', -1, ?) RETURNING artifact_id", [dataset_id, now]).fetchone()[0]
-        sweep_id = con.execute(
-            "INSERT INTO sweeps (dataset_id, artifact_id, command, started_at, finished_at, status)"
-            " VALUES (?, ?, ?, ?, ?, 'done') RETURNING sweep_id",
-            [dataset_id, artifact_id, f"synthetic {spec.name}", now, now]).fetchone()[0]
-        for variant, kg, kq, beta in spec.configs:
-            _generate_run(con, spec, sweep_id, artifact_id, (variant, kg, kq, beta), items,
-                          relevant, base, n_rel, known, response, rng, now)
-        con.execute("COMMIT")
-    finally:
-        con.close()
-    return int(sweep_id)
+    with connect_writer(db_path) as con:
+        dataset_id = writes.upsert_dataset(con, name=spec.name,
+                                           root=str(root) if spec.images else None, items=table)
+        artifact_id = writes.upsert_artifact(con, dataset_id, writes.ArtifactInfo(
+            key=key, backbone="synthetic", checkpoint_sha256=None, per_class=-1))
+        sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
+                                      command=f"synthetic {spec.name}")
+        try:
+            for variant, kg, kq, beta in spec.configs:
+                config = writes.RunConfig(kg=kg, kq=kq, beta=beta, n_iter=spec.n_iter,
+                                          variant=variant)
+                metrics, kept = _simulate_run(spec, config, full, items, relevant, base, response,
+                                              labels_q, labels_g, top, initial, rng)
+                writes.write_run(con, sweep_id=sweep_id, artifact_id=artifact_id,
+                                 artifact_key=key, config=config, device="cpu",
+                                 seconds=float(rng.uniform(0.5, 5.0)), metrics=metrics, kept=kept)
+                writes.heartbeat(con, sweep_id)
+        except BaseException:
+            writes.finish_sweep(con, sweep_id, "failed")
+            raise
+        writes.finish_sweep(con, sweep_id, "done")
+    return sweep_id
 
 
-def _generate_run(con, spec, sweep_id, artifact_id, config, items, relevant, base, n_rel,
-                  known, response, rng, now) -> None:
-    variant, kg, kq, beta = config
-    params = {"variant": variant, "kg": kg, "kq": kq, "beta": beta, "n_iter": spec.n_iter}
-    run_id = con.execute(
-        "INSERT INTO runs (sweep_id, method, variant, kg, kq, beta, n_iter, params, device, "
-        "seconds, status, finished_at, artifact_id, config_key) VALUES "
-        "(?, 'icfrr', ?, ?, ?, ?, ?, ?, 'cpu', ?, 'done', ?, ?, ?) RETURNING run_id",
-        [sweep_id, variant, kg, kq, beta, spec.n_iter, json.dumps(params),
-         float(rng.uniform(0.5, 5.0)), now, artifact_id, json.dumps(params)]).fetchone()[0]
-    strength = _boost(spec, kg, kq, beta)
+def _simulate_run(spec: SyntheticSpec, config: writes.RunConfig, full: np.ndarray,
+                  items: np.ndarray, relevant: np.ndarray, base: np.ndarray,
+                  response: np.ndarray, labels_q: np.ndarray, labels_g: np.ndarray, top: int,
+                  initial: tuple[dict[str, float], writes.KeptIteration],
+                  rng: np.random.Generator,
+                  ) -> tuple[list[dict[str, float]], dict[int, writes.KeptIteration]]:
+    """One configuration's iterations 0..n_iter: summaries and the kept iterations.
+
+    Keeps iteration 0, the best (registry rule), the last and ``spec.keep_iterations``,
+    like a real sweep (which keeps 0, the best and the last).
+    """
+    strength = _boost(spec, config.kg, config.kq, config.beta)
     q, m = items.shape
-    per_iter = []
-    for t in range(spec.n_iter + 1):
+    metrics, per_iter = [initial[0]], {0: initial[1]}
+    for t in range(1, spec.n_iter + 1):
         grow = 1.0 - np.exp(-t / 2.0)
-        noise = rng.normal(scale=0.15 * grow, size=(q, m)) if t else 0.0
+        noise = rng.normal(scale=0.15 * grow, size=(q, m))
         score = base + strength * grow * response * (relevant - 0.25) + noise
-        order = np.argsort(-score, axis=1, kind="stable")
-        per_iter.append((order, np.take_along_axis(score, order, 1),
-                         _metrics(np.take_along_axis(relevant, order, 1), n_rel)))
-    summary = {k: np.array([it[2][k][known].mean() for it in per_iter])
-               for k in ("ap", "ap_200", "p_25", "p_100", "p_200")}
-    n_it = spec.n_iter + 1
-    _insert(con, "run_metrics", {
-        "run_id": np.full(n_it, run_id, dtype=np.int32),
-        "iteration": np.arange(n_it, dtype=np.int32),
-        "map_all": summary["ap"], "map_200": summary["ap_200"],
-        "p_25": summary["p_25"], "p_100": summary["p_100"], "p_200": summary["p_200"],
-    })
-    best = int(np.argmax(summary["ap"]))
-    top = min(spec.top_n, m)
-    for t in sorted({0, best, spec.n_iter, *spec.keep_iterations}):
-        order, score, met = per_iter[t]
-        nullable = {k: pa.array(np.where(known, met[k], np.nan), from_pandas=True)
-                    for k in ("ap", "ap_200", "p_25", "p_100", "p_200")}
-        first = met["first_relevant_rank"]
-        _insert(con, "query_metrics", {
-            "run_id": np.full(q, run_id, dtype=np.int32),
-            "iteration": np.full(q, t, dtype=np.int32),
-            "query_idx": np.arange(q, dtype=np.int32),
-            **nullable,
-            "first_relevant_rank": pa.array(first, mask=(first < 0) | ~known, type=pa.int32()),
-        })
-        _insert(con, "rankings", {
-            "run_id": np.full(q * top, run_id, dtype=np.int32),
-            "iteration": np.full(q * top, t, dtype=np.int32),
-            "query_idx": np.repeat(np.arange(q, dtype=np.int32), top),
-            "rank": np.tile(np.arange(1, top + 1, dtype=np.int32), q),
-            "gallery_idx": np.take_along_axis(items, order[:, :top], 1).astype(np.int32).ravel(),
-            "score": score[:, :top].ravel(),
-        })
+        summary, kept = _iteration(full, items, score, labels_q, labels_g, top)
+        metrics.append(summary)
+        per_iter[t] = kept
+    keep = {0, best_iteration(metrics), spec.n_iter, *spec.keep_iterations}
+    return metrics, {t: per_iter[t] for t in sorted(keep)}

@@ -1,18 +1,35 @@
 """Backbones: the published ICFRR checkpoint, any timm model with local weights, the demo descriptor.
 
-Every backbone maps a normalised image batch [B, 3, H, W] to features [B, D];
-extraction L2-normalises them. No code path downloads anything.
+Every backbone maps a batch of preprocessed images [B, 3, H, W] to features
+[B, D]; extraction L2-normalises them. Each backbone also says how an image is
+preprocessed (:attr:`Backbone.transform`, described by :attr:`Backbone.preprocess`):
+
+* ``timm:<model>`` follows timm's own conventions: its data config
+  (``timm.data.resolve_model_data_config``: input size, interpolation, crop,
+  mean, std) and ``timm.data.create_transform``; local weights load through
+  timm's pretrained-file path (``pretrained_cfg_overlay=dict(file=...)``:
+  safetensors, or a weights-only ``torch.load``).
+* ``icfrr`` (the published checkpoint) keeps its own preprocessing (resize to
+  the ViT's input size, ImageNet mean and std; docs/SPEC.md section 5) and its
+  own loader (the pickled training dict, ``--trust-checkpoint``).
+* ``demo`` keeps its own (128 x 128, pixels in 0..1).
+
+No code path downloads anything.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from .checkpoint import LoadReport, extract_state_dict, file_sha256, fit_state_dict, read_weights_file
+from .checkpoint import (LoadReport, check_report, compare_keys, extract_state_dict, file_sha256,
+                         fit_state_dict, read_weight_shapes, read_weights_file)
 from .edges import EdgeHistogram
 from .errors import BackboneError
 
@@ -25,6 +42,37 @@ ICFRR_MODEL = "vit_base_patch16_224"
 ICFRR_CHECKPOINTS = {"tuberlin": "tuberlin", "sketchy_zs1": "sketchy/zeroshot1",
                      "sketchy_zs2": "sketchy/zeroshot2", "custom": "custom", "folder": "custom",
                      "demo": "custom"}
+#: The demo descriptor's input size.
+DEMO_SIZE = (128, 128)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """The lab's own preprocessing (``icfrr``, ``demo``): bilinear resize to ``size``, no crop,
+    pixels scaled to 0..1, then ``(x - mean) / std`` per channel.
+
+    Attributes:
+        size: (height, width).
+        mean: Per-channel mean.
+        std: Per-channel standard deviation.
+    """
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        """RGB image -> float32 [3, H, W]."""
+        arr = np.asarray(img.resize((self.size[1], self.size[0]), Image.BILINEAR), dtype=np.float32)
+        x = torch.from_numpy(arr).permute(2, 0, 1) / 255
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (x - mean) / std
+
+    def describe(self) -> dict[str, object]:
+        """The JSON-able description of :attr:`Backbone.preprocess`."""
+        return {"kind": "resize", "input_size": (3, *self.size), "interpolation": "bilinear",
+                "crop_pct": 1.0, "crop_mode": "squash", "mean": tuple(self.mean), "std": tuple(self.std)}
 
 
 @dataclass
@@ -33,10 +81,11 @@ class Backbone:
 
     Attributes:
         name: ``"icfrr"``, ``"timm:<model>"`` or ``"demo"``.
-        model: Module mapping [B, 3, H, W] normalised images to [B, D] features.
-        input_size: (height, width) images are resized to (no crop).
-        mean: Per-channel mean subtracted after scaling pixels to 0..1.
-        std: Per-channel std divided by.
+        model: Module mapping [B, 3, H, W] preprocessed images to [B, D] features.
+        transform: RGB PIL image -> float32 [3, H, W] preprocessed tensor (picklable,
+            it runs in DataLoader workers).
+        preprocess: JSON-able description of ``transform`` (``kind`` ``"timm"`` with
+            timm's data config, or ``"resize"``): part of the features' cache identity.
         weights_sha256: sha256 of the weights file, None when there is none.
         weights_path: The weights file, None when there is none.
         report: How the weights' keys fitted the model, None without weights.
@@ -45,13 +94,18 @@ class Backbone:
 
     name: str
     model: nn.Module
-    input_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    transform: Callable[[Image.Image], torch.Tensor]
+    preprocess: dict[str, object] = field(default_factory=dict)
     weights_sha256: str | None = None
     weights_path: Path | None = None
     report: LoadReport | None = None
     mixed_precision: bool = True
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the preprocessed images."""
+        size = self.preprocess["input_size"]
+        return int(size[-2]), int(size[-1])   # type: ignore[index]
 
 
 class PooledTimm(nn.Module):
@@ -77,10 +131,15 @@ class PooledTimm(nn.Module):
 
 def _create_timm(name: str, **kwargs: object) -> nn.Module:
     import timm
+    if name.split(":")[0] in ("hf-hub", "hf_hub", "local-dir"):
+        raise BackboneError(f"timm:{name} names a remote or folder source; use a timm model name and "
+                            "--weights <local file> (nothing is downloaded)")
     try:
-        return timm.create_model(name, pretrained=False, **kwargs)
-    except RuntimeError as exc:  # timm: "Unknown model (...)"
-        raise BackboneError(f"timm has no model {name!r} ({exc}); see timm.list_models()") from None
+        return timm.create_model(name, **{"pretrained": False, **kwargs})
+    except RuntimeError as exc:  # timm: "Unknown model (...)"; a failed weights load is handled by callers
+        if "nknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
+            raise BackboneError(f"timm has no model {name!r} ({exc}); see timm.list_models()") from None
+        raise
 
 
 def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
@@ -89,19 +148,83 @@ def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{n}." for n in names) + ("head.",)
 
 
-def _timm_backbone(name: str, weights: Path | None, trust: bool, label: str, **model_kwargs: object) -> Backbone:
-    """Create timm model ``name`` and fill it from ``weights`` (read first: a bad file fails fast)."""
-    state = extract_state_dict(read_weights_file(weights, trust), weights) if weights is not None else None
-    model = _create_timm(name, **model_kwargs)
+def timm_data_config(name: str, model: nn.Module | None = None) -> dict[str, object]:
+    """timm's data config (input size, interpolation, crop, mean, std) of a model.
+
+    From the model when given (``resolve_model_data_config``), else from the
+    name's pretrained config (no model built): the same for ``timm:<model>``
+    backbones, which take no model arguments.
+    """
+    import timm
+    if model is not None:
+        return dict(timm.data.resolve_model_data_config(model))
+    if not timm.is_model(name):
+        raise BackboneError(f"timm has no model {name!r}; see timm.list_models()")
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError as exc:
+        raise BackboneError(f"timm has no model {name!r} ({exc}); see timm.list_models()") from None
+    return dict(timm.data.resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg else {}))
+
+
+def _timm_preprocess(config: dict[str, object]) -> dict[str, object]:
+    return {"kind": "timm", **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}}
+
+
+def preprocess_config(spec: str) -> dict[str, object]:
+    """What :attr:`Backbone.preprocess` of ``load_backbone(spec)`` will be, without loading it.
+
+    For keying caches before any model is built. ``icfrr`` assumes the published
+    architecture (:data:`ICFRR_MODEL`, 224 x 224).
+
+    Raises:
+        BackboneError: Unknown spec or timm model.
+    """
+    if spec == "demo":
+        return Resize(DEMO_SIZE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)).describe()
+    if spec == "icfrr":
+        return Resize((224, 224), IMAGENET_MEAN, IMAGENET_STD).describe()
+    if spec.startswith("timm:") and len(spec) > 5:
+        return _timm_preprocess(timm_data_config(spec[5:]))
+    raise BackboneError(f"unknown backbone {spec!r}; use icfrr, demo or timm:<model name>")
+
+
+def _load_timm(name: str, weights: Path | None, label: str) -> Backbone:
+    """timm model ``name`` with timm's preprocessing, filled from ``weights`` by timm's pretrained-file path.
+
+    The classifier is dropped (``num_classes=0``: features never use it), so
+    the file's classifier keys are ignored; every other model key must come
+    from the file (checked by comparing the file's keys with the model's).
+    ``weights`` None: seeded random weights (smoke tests).
+    """
+    import timm
     report = sha = None
-    if state is not None:
-        report = fit_state_dict(model, state, str(weights), optional_prefixes=_classifier_prefixes(model))
+    if weights is None:
+        torch.manual_seed(0)
+        model = _create_timm(name, num_classes=0)
+    else:
+        shapes, removed = read_weight_shapes(weights)   # a bad file fails before the model is built
+        try:
+            model = _create_timm(name, num_classes=0, pretrained=True,
+                                 pretrained_cfg_overlay={"file": str(weights)})
+            failed = None
+        except RuntimeError as exc:            # e.g. a tensor of another shape
+            model, failed = _create_timm(name, num_classes=0), exc
+        ignored = _classifier_prefixes(model)
+        report = compare_keys({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                              {k: v for k, v in shapes.items() if not k.startswith(ignored)})
+        report.prefix = removed
+        if failed is None and report.mismatched:   # timm's checkpoint filter adapted them (pos_embed)
+            adapted = set(report.mismatched)
+            report = LoadReport(report.loaded + len(adapted), removed,
+                                [k for k in report.missing if k not in adapted], report.unexpected)
+        check_report(report, str(weights), list(shapes))
+        if failed is not None:
+            raise BackboneError(f"timm could not load {weights}: {str(failed).strip().splitlines()[0]}")
         sha = file_sha256(weights)
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)   # a ViT's own input size
-    size = tuple(fixed) if fixed else tuple(cfg.get("input_size", (3, 224, 224))[1:])
-    return Backbone(label, PooledTimm(model).eval(), size, tuple(cfg.get("mean", IMAGENET_MEAN)),
-                    tuple(cfg.get("std", IMAGENET_STD)), sha, weights, report)
+    config = timm_data_config(name, model)
+    return Backbone(label, PooledTimm(model).eval(), timm.data.create_transform(**config),
+                    _timm_preprocess(config), sha, weights, report)
 
 
 def icfrr_checkpoint_path(pretrained_root: str | Path, dataset: str) -> Path:
@@ -130,9 +253,13 @@ def load_icfrr(checkpoint: str | Path, trust: bool = False, model_name: str = IC
     if not checkpoint.is_file():
         raise BackboneError(f"checkpoint not found: {checkpoint} (check --pretrained-root; expected "
                             "<pretrained_root>/{tuberlin,sketchy/zeroshot1,sketchy/zeroshot2,custom}/checkpoint.pth)")
-    bb = _timm_backbone(model_name, checkpoint, trust, "icfrr", **model_kwargs)
-    bb.mean, bb.std = IMAGENET_MEAN, IMAGENET_STD
-    return bb
+    state = extract_state_dict(read_weights_file(checkpoint, trust), checkpoint)  # a bad file fails fast
+    model = _create_timm(model_name, **model_kwargs)
+    report = fit_state_dict(model, state, str(checkpoint), optional_prefixes=_classifier_prefixes(model))
+    size = tuple(model.patch_embed.img_size)                   # the ViT's own input size
+    transform = Resize((int(size[0]), int(size[1])), IMAGENET_MEAN, IMAGENET_STD)
+    return Backbone("icfrr", PooledTimm(model).eval(), transform, transform.describe(),
+                    file_sha256(checkpoint), checkpoint, report)
 
 
 def weights_file(spec: str, *, dataset: str = "custom", pretrained_root: str | Path | None = None,
@@ -163,13 +290,15 @@ def load_backbone(spec: str, *, dataset: str = "custom", pretrained_root: str | 
         pretrained_root: Folder of the published checkpoints (``icfrr`` only).
         weights: Weights file for ``timm:<model>``; for ``icfrr`` it overrides the
             checkpoint path.
-        trust_checkpoint: Allow unpickling Python objects in the weights file.
+        trust_checkpoint: Allow unpickling Python objects in the published checkpoint
+            (``icfrr`` only: timm backbones load weights only, as timm does).
 
     Raises:
         BackboneError: Unknown spec, or weights missing, unreadable or not fitting.
     """
     if spec == "demo":
-        return Backbone("demo", EdgeHistogram().eval(), (128, 128), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+        transform = Resize(DEMO_SIZE, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        return Backbone("demo", EdgeHistogram().eval(), transform, transform.describe(),
                         mixed_precision=False)
     if spec == "icfrr":
         if weights is None and pretrained_root is None:
@@ -183,7 +312,6 @@ def load_backbone(spec: str, *, dataset: str = "custom", pretrained_root: str | 
             raise BackboneError(f"--backbone {spec} needs --weights <local .safetensors or .pth file>: "
                                 "nothing is downloaded (use --weights random for an untrained smoke test)")
         if str(weights) == "random":
-            torch.manual_seed(0)
-            return _timm_backbone(name, None, False, spec)
-        return _timm_backbone(name, Path(weights), trust_checkpoint, spec)
+            return _load_timm(name, None, spec)
+        return _load_timm(name, Path(weights), spec)
     raise BackboneError(f"unknown backbone {spec!r}; use icfrr, demo or timm:<model name>")

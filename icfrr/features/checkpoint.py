@@ -26,13 +26,10 @@ from .errors import BackboneError
 STATE_DICT_KEYS = ("model_state_dict_best", "state_dict_ema", "model_state_dict", "state_dict", "model")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+def file_sha256(path: str | Path) -> str:
     """sha256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def pickled_global(exc: BaseException) -> str | None:
@@ -154,6 +151,46 @@ def _best_prefix(keys: list[str], model_keys: set[str]) -> str:
     return max(sorted(candidates), key=score)
 
 
+def compare_keys(own: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]],
+                 prefix: str = "") -> LoadReport:
+    """How a file's keys fit a model's, without loading anything.
+
+    Args:
+        own: The model's state-dict keys -> shapes.
+        given: The file's keys -> shapes.
+        prefix: Prefix stripped from the file's keys before matching (keys
+            without it are unexpected).
+
+    Returns:
+        The report; ``loaded`` counts the model keys the file fills with the right shape.
+    """
+    stripped = {k[len(prefix):]: tuple(v) for k, v in given.items() if k.startswith(prefix)}
+    unexpected = sorted([k for k in given if not k.startswith(prefix)]
+                        + [prefix + k for k in stripped if k not in own])
+    mismatched = sorted(k for k, v in stripped.items() if k in own and v != tuple(own[k]))
+    usable = [k for k in stripped if k in own and k not in mismatched]
+    missing = sorted(k for k in own if k not in stripped or k in mismatched)
+    return LoadReport(len(usable), prefix, missing, unexpected, mismatched)
+
+
+def check_report(report: LoadReport, source: str, first_keys: list[str],
+                 optional_prefixes: tuple[str, ...] = ()) -> None:
+    """Refuse a load that fills nothing, or leaves trunk weights (outside ``optional_prefixes``) unfilled.
+
+    Raises:
+        BackboneError: Nothing matches, or trunk weights are missing or of another shape.
+    """
+    if not report.loaded:
+        raise BackboneError(f"no key of {source} matches the model (first keys: "
+                            f"{', '.join(first_keys[:3])}); is it the right model?")
+    if any(not k.startswith(optional_prefixes) for k in report.missing):
+        raise BackboneError(f"{source} does not fit the model: {report.summary()}")
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
                    optional_prefixes: tuple[str, ...] = ()) -> LoadReport:
     """Copy ``state`` into ``model``, reporting every key that does not fit.
@@ -171,19 +208,62 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
         BackboneError: Nothing matches, or trunk weights are missing or of another shape.
     """
     own = model.state_dict()
-    prefix = _best_prefix(list(state), set(own))
-    stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    unexpected = sorted([k for k in state if not k.startswith(prefix)]
-                        + [prefix + k for k in stripped if k not in own])
-    mismatched = sorted(k for k, v in stripped.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
-    usable = {k: v for k, v in stripped.items() if k in own and k not in mismatched}
-    missing = sorted(k for k in own if k not in usable)
-    report = LoadReport(len(usable), prefix, missing, unexpected, mismatched)
-    if not usable:
-        raise BackboneError(f"no key of {source} matches the model (first keys: "
-                            f"{', '.join(list(state)[:3])}); is it the right model?")
-    fatal = [k for k in missing if not k.startswith(optional_prefixes)]
-    if fatal:
-        raise BackboneError(f"{source} does not fit the model: {report.summary()}")
-    model.load_state_dict(usable, strict=False)
+    report = compare_keys(_shapes(own), _shapes(state), _best_prefix(list(state), set(own)))
+    check_report(report, source, list(state), optional_prefixes)
+    n = len(report.prefix)
+    bad = set(report.mismatched)
+    model.load_state_dict({k[n:]: v for k, v in state.items()
+                           if k.startswith(report.prefix) and k[n:] in own and k[n:] not in bad},
+                          strict=False)
     return report
+
+
+def read_weight_shapes(path: str | Path) -> tuple[dict[str, tuple[int, ...]], str]:
+    """The keys and shapes timm's pretrained-file loader would see in a weights file.
+
+    Reads ``.safetensors`` headers only; other files through timm's own
+    ``load_state_dict`` (weights-only ``torch.load``, EMA weights preferred,
+    ``module.`` wrapper prefixes removed).
+
+    Returns:
+        (cleaned key -> shape, the wrapper prefix timm removed or ``""``).
+
+    Raises:
+        BackboneError: Missing or unreadable file, or pickled Python objects in it.
+    """
+    from timm.models import clean_state_dict, load_state_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                raw = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        except Exception as exc:  # safetensors raises its own error types
+            raise BackboneError(f"cannot read {path} as safetensors: {_first_line(exc)}") from None
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                state = load_state_dict(str(path))
+        except RuntimeError as exc:
+            if "weights_only" in str(exc) and _looks_pickled(path):
+                raise BackboneError(
+                    f"{path} holds pickled Python objects besides the weights; timm backbones load "
+                    "weights only (save the state dict as .safetensors; a published ICFRR checkpoint "
+                    "loads with --backbone icfrr --trust-checkpoint)") from None
+            why = "" if "weights_only" in str(exc) else f" ({_first_line(exc)[:80]})"
+            raise BackboneError(f"cannot read weights file {path}: not a torch checkpoint{why}") from None
+        except (pickle.UnpicklingError, OSError, EOFError, ValueError, KeyError) as exc:
+            raise BackboneError(f"cannot read weights file {path}: not a torch checkpoint "
+                                f"({_first_line(exc)[:80]})") from None
+        items = state.items() if isinstance(state, Mapping) else ()
+        shapes = {k: tuple(v.shape) for k, v in items if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        if not shapes:
+            raise BackboneError(f"{path} holds no model weights (expected a state dict of tensors)")
+        return shapes, ""   # timm's reader returns the keys already cleaned
+    cleaned = clean_state_dict(raw)
+    removed = next((k[: len(k) - len(c)] for k, c in zip(raw, cleaned) if k != c), "")
+    return cleaned, removed

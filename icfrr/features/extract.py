@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,8 @@ from .backbones import Backbone
 from .errors import ImageReadError
 
 #: Bumped whenever decoding, resizing or normalising images changes, so cached features are recomputed.
-PREPROCESS_VERSION = 1
+#: 2: ``timm:<model>`` backbones use timm's data config and transform (``Backbone.preprocess``).
+PREPROCESS_VERSION = 2
 
 
 def open_rgb(path: Path) -> Image.Image:
@@ -32,15 +33,17 @@ def open_rgb(path: Path) -> Image.Image:
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Image files -> (uint8 tensor [3, H, W], error text).
+    """Image files -> (float32 tensor [3, H, W] preprocessed by the backbone's transform, error text).
 
-    Only decoding and resizing happen per image (in the workers); scaling and
-    normalisation run once per batch. Errors travel back as text instead of
-    killing a worker, so the main process can stop with the file's path.
+    Decoding and the transform run per image (in the workers). Errors travel
+    back as text instead of killing a worker, so the main process can stop
+    with the file's path.
     """
 
-    def __init__(self, paths: Sequence[Path], size: tuple[int, int]) -> None:
+    def __init__(self, paths: Sequence[Path], transform: Callable[[Image.Image], torch.Tensor],
+                 size: tuple[int, int]) -> None:
         self.paths = list(paths)
+        self.transform = transform
         self.size = size
 
     def __len__(self) -> int:
@@ -48,17 +51,9 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         try:
-            img = open_rgb(self.paths[i]).resize((self.size[1], self.size[0]), Image.BILINEAR)
-            return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1), ""
+            return self.transform(open_rgb(self.paths[i])).float(), ""
         except Exception as exc:  # any decoder error: report the file, stop the run in the main process
-            return torch.zeros(3, *self.size, dtype=torch.uint8), f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-
-def normalise_batch(images: torch.Tensor, backbone: Backbone) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float32 scaled to 0..1 and normalised by the backbone's mean and std."""
-    mean = torch.tensor(backbone.mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255 - mean) / std
+            return torch.zeros(3, *self.size), f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def default_device() -> str:
@@ -94,7 +89,7 @@ def extract_features(backbone: Backbone, paths: Sequence[str | Path], *, batch_s
     device = device or default_device()
     if num_workers is None:
         num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
-    loader = DataLoader(ImageFiles(paths, backbone.input_size), batch_size=batch_size,
+    loader = DataLoader(ImageFiles(paths, backbone.transform, backbone.input_size), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, pin_memory=device.startswith("cuda"))
     model = backbone.model.to(device).eval()
     use_amp = device.startswith("cuda") and backbone.mixed_precision
@@ -105,7 +100,7 @@ def extract_features(backbone: Backbone, paths: Sequence[str | Path], *, batch_s
                 if err:
                     raise ImageReadError(f"cannot read image {paths[start + k]}: {err}")
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                feats = model(normalise_batch(images.to(device, non_blocking=True), backbone))
+                feats = model(images.to(device, non_blocking=True))
             out.append(F.normalize(feats.float(), dim=1).cpu())
             start += len(images)
             bar.update(len(images))

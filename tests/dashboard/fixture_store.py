@@ -1,14 +1,18 @@
-"""A small results store for the read-API and dashboard tests.
+"""A small results store for the read-API and dashboard tests, written with the real writer.
 
-Two datasets: ``demo`` (12 queries, one of unknown label, 30 gallery items,
-3 classes, tiny images on disk with query 1's image missing) swept over
-KG {4, 8} x KQ {3, 6} x beta {0.5, 1}; and ``imported`` (no images, as for
-imported distances) with one run. Plus one unfinished run that every reader
-must ignore. Then a third sweep on demo's distances with baseline runs
-(``BASELINES``: two k-reciprocal configurations and one DBA), written with
-the real writer (``store.writes.write_run``): iteration 0 is demo's initial
-ranking, iteration 1 a re-ranking of the whole gallery whose metrics are
-``icfrr.metrics.per_query`` of it.
+Two datasets, both made by ``dashboard.synthetic`` (which writes through
+``store.writes`` and evaluates with ``icfrr.metrics``): ``demo`` (12 queries,
+one of unknown label, 30 gallery items, 3 classes, tiny images on disk with
+query 1's image missing) swept over KG {4, 8} x KQ {3, 6} x beta {0.5, 1};
+and ``imported`` (no images, as for imported distances) with one run. Plus
+one unfinished run that every reader must ignore (a hand-made ``runs`` row:
+no writer of this version leaves one, a store of another tool might). Then a
+third sweep on demo's distances with baseline runs (``BASELINES``: two
+k-reciprocal configurations and one DBA), also written with
+``store.writes.write_run``: iteration 0 is demo's initial ranking, iteration 1
+a re-ranking of the whole gallery whose metrics are ``icfrr.metrics.per_query``
+of it. Tests derive expected values from the tables (``raw_tables``), not from
+the generator.
 """
 
 from __future__ import annotations
@@ -118,7 +122,7 @@ def raw_tables(db: Path) -> dict[str, pd.DataFrame]:
     con = duckdb.connect(str(db), read_only=True)
     try:
         return {t: con.execute(f"SELECT * FROM {t}").df()
-                for t in ("datasets", "items", "sweeps", "runs", "run_metrics",
+                for t in ("datasets", "items", "artifacts", "sweeps", "runs", "run_metrics",
                           "query_metrics", "rankings")}
     finally:
         con.close()

@@ -240,8 +240,9 @@ def test_file_that_is_not_duckdb_is_reported_not_raised(tmp_path, monkeypatch):
     assert shown_neutral(open_app(bad, monkeypatch))
 
 
-def test_inspector_on_a_query_of_unknown_label(fixture_db, monkeypatch):
-    unknown = DEMO.n_query - 1   # the fixture's last query has label -1
+def test_inspector_on_a_query_of_unknown_label(fixture_db, raw, monkeypatch):
+    lab = labels_q(raw)
+    unknown = int(lab[lab == -1].index[0])
     at = open_page(fixture_db, "Query inspector", monkeypatch, run=1, query=unknown)
     assert "unknown" in at.warning[0].value
     assert all(" ? " in c for c in at.image[2].captions)   # relevance not judged

@@ -3,13 +3,17 @@ timm with local weights, the demo descriptor, and unreadable images."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from icfrr.features import BackboneError, ImageReadError, extract_features, load_backbone, load_icfrr
+from icfrr.features import (BackboneError, ImageReadError, extract_features, load_backbone, load_icfrr,
+                            preprocess_config)
 from icfrr.features.extract import open_rgb
 from tests.icfrr.image_data import TINY_VIT, published_checkpoint, shape_image, tiny_vit
 
@@ -70,6 +74,9 @@ def test_trusted_load_gives_the_spec_feature(tmp_path, images):
     bb = load_icfrr(ckpt, trust=True, **TINY_VIT)
     for key, value in source.state_dict().items():
         assert torch.equal(bb.model.model.state_dict()[key], value)
+    assert bb.preprocess == {"kind": "resize", "input_size": (3, 32, 32), "interpolation": "bilinear",
+                             "crop_pct": 1.0, "crop_mode": "squash", "mean": (0.485, 0.456, 0.406),
+                             "std": (0.229, 0.224, 0.225)}   # not timm's config of the ViT (mean 0.5)
     feats = extract_features(bb, images, num_workers=0, progress=False)
     with torch.no_grad():
         expected = _vit_oracle(source, _pixels(images, 32)).numpy()
@@ -121,8 +128,7 @@ def test_icfrr_backbone_finds_the_published_layout_or_says_where_it_looked(tmp_p
         load_icfrr(tmp_path / "bad.pth", **TINY_VIT)
 
 
-def test_timm_backbone_needs_local_weights_and_uses_the_model_pooling(tmp_path, images):
-    import timm
+def test_timm_backbone_needs_local_weights(tmp_path):
     with pytest.raises(BackboneError, match="needs --weights"):
         load_backbone("timm:resnet10t")
     with pytest.raises(BackboneError, match="weights file not found"):
@@ -131,16 +137,122 @@ def test_timm_backbone_needs_local_weights_and_uses_the_model_pooling(tmp_path, 
         load_backbone("timm:no_such_net", weights="random")
     with pytest.raises(BackboneError, match="unknown backbone"):
         load_backbone("resnet")
+    with pytest.raises(BackboneError, match="no model"):
+        preprocess_config("timm:no_such_net")
+
+
+def _resnet(tmp_path, name: str = "r.safetensors", edit=None) -> tuple[torch.nn.Module, object]:
+    """A seeded random resnet10t and its weights saved to ``tmp_path/name`` (after ``edit``)."""
+    import timm
     torch.manual_seed(3)
     source = timm.create_model("resnet10t", pretrained=False).eval()
-    save_file(source.state_dict(), tmp_path / "r.safetensors")
-    bb = load_backbone("timm:resnet10t", weights=tmp_path / "r.safetensors")
-    size = bb.input_size[0]
-    feats = extract_features(bb, images, num_workers=0, progress=False, batch_size=2)
+    state = dict(source.state_dict())
+    if edit is not None:
+        state = edit(state)
+    path = tmp_path / name
+    if name.endswith(".safetensors"):
+        save_file(state, path)
+    else:
+        torch.save(state, path)
+    return source, path
+
+
+def test_timm_weights_load_through_timms_pretrained_file_path(tmp_path, monkeypatch):
+    import timm.models._builder as builder
+    read = []
+    real = builder.load_state_dict
+    monkeypatch.setattr(builder, "load_state_dict", lambda p, *a, **k: read.append(p) or real(p, *a, **k))
+    for name in ("r.safetensors", "r.pth"):
+        source, path = _resnet(tmp_path, name)
+        bb = load_backbone("timm:resnet10t", weights=path)
+        assert read[-1] == str(path)          # timm read the file itself (weights-only / safetensors)
+        own = bb.model.model.state_dict()
+        for key, value in source.state_dict().items():
+            if not key.startswith("fc."):     # the classifier is dropped: features never use it
+                assert torch.equal(own[key], value), key
+        assert not any(k.startswith("fc.") for k in own)
+        assert bb.report.loaded == len(own) and not bb.report.missing and not bb.report.unexpected
+        assert bb.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len(read) == 2
+
+
+def test_timm_extraction_is_timms_own_transform_then_the_model(tmp_path, images):
+    import timm
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (70, 40), (30, 120, 200)).save(wide)
+    paths = images + [wide]
+    source, path = _resnet(tmp_path)
+    bb = load_backbone("timm:resnet10t", weights=path)
+    config = timm.data.resolve_model_data_config(source)
+    assert bb.preprocess == {"kind": "timm", **config} == preprocess_config("timm:resnet10t")
+    assert config["interpolation"] == "bicubic" and config["crop_pct"] < 1   # not the ICFRR resize
+    feats = extract_features(bb, paths, num_workers=0, progress=False, batch_size=2)
+    transform = timm.data.create_transform(**config)
+    x = torch.stack([transform(open_rgb(p)) for p in paths])
     with torch.no_grad():
-        pooled = source.global_pool(source.forward_features(_pixels(images, size)))
+        pooled = source.forward_head(source.forward_features(x), pre_logits=True)
     np.testing.assert_allclose(feats, (pooled / pooled.norm(dim=1, keepdim=True)).numpy(), atol=1e-5)
-    assert bb.weights_sha256 is not None and not bb.report.missing
+
+
+def test_preprocess_is_known_before_loading_and_differs_by_backbone():
+    import timm
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    assert preprocess_config("timm:vit_tiny_patch16_224") == {
+        "kind": "timm", **timm.data.resolve_model_data_config(vit)}
+    assert load_backbone("timm:resnet10t", weights="random").preprocess == preprocess_config("timm:resnet10t")
+    assert preprocess_config("icfrr") == {
+        "kind": "resize", "input_size": (3, 224, 224), "interpolation": "bilinear", "crop_pct": 1.0,
+        "crop_mode": "squash", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    assert preprocess_config("demo") == load_backbone("demo").preprocess
+    described = [preprocess_config(s) for s in ("icfrr", "demo", "timm:resnet10t", "timm:vit_tiny_patch16_224")]
+    assert len({json.dumps(d, sort_keys=True) for d in described}) == 4
+
+
+def test_timm_weights_report_unexpected_keys_and_refuse_missing_ones(tmp_path):
+    def extra(state):
+        state["distill_head.weight"] = torch.zeros(3, 4)
+        del state["fc.weight"], state["fc.bias"]          # the classifier may be absent
+        return state
+    bb = load_backbone("timm:resnet10t", weights=_resnet(tmp_path, "a.safetensors", extra)[1])
+    assert bb.report.unexpected == ["distill_head.weight"] and not bb.report.missing
+    assert "distill_head.weight" in bb.report.summary()
+
+    def wrapped(state):
+        return {f"module.{k}": v for k, v in state.items()}
+    bb = load_backbone("timm:resnet10t", weights=_resnet(tmp_path, "b.safetensors", wrapped)[1])
+    assert bb.report.prefix == "module." and not bb.report.missing and not bb.report.unexpected
+
+    def trunk_gone(state):
+        del state["layer1.0.conv1.weight"]
+        return state
+    with pytest.raises(BackboneError, match=r"does not fit.*missing keys \(1\): layer1\.0\.conv1\.weight"):
+        load_backbone("timm:resnet10t", weights=_resnet(tmp_path, "c.safetensors", trunk_gone)[1])
+
+    def reshaped(state):
+        state["layer1.0.conv1.weight"] = torch.zeros(1, 1, 1, 1)
+        return state
+    with pytest.raises(BackboneError, match=r"layer1\.0\.conv1\.weight") as err:
+        load_backbone("timm:resnet10t", weights=_resnet(tmp_path, "d.safetensors", reshaped)[1])
+    assert "\n" not in str(err.value)
+
+    def nested(state):                                     # timm would not find these: not loaded
+        return {f"backbone.{k}": v for k, v in state.items()}
+    with pytest.raises(BackboneError, match="no key"):
+        load_backbone("timm:resnet10t", weights=_resnet(tmp_path, "e.safetensors", nested)[1])
+
+
+def test_timm_weights_with_pickled_objects_are_refused_whatever_the_trust(tmp_path):
+    _, path = _resnet(tmp_path, "w.pth", lambda s: {"state_dict": s, "model": torch.nn.Linear(2, 2)})
+    for trust in (False, True):
+        with pytest.raises(BackboneError, match="weights only") as err:
+            load_backbone("timm:resnet10t", weights=path, trust_checkpoint=trust)
+        assert "\n" not in str(err.value) and "--backbone icfrr" in str(err.value)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    for junk in ("junk.pth", "junk.safetensors"):
+        with pytest.raises(BackboneError, match="cannot read") as err:
+            load_backbone("timm:resnet10t", weights=tmp_path / junk)
+        assert "holds pickled" not in str(err.value) and "\n" not in str(err.value)
 
 
 def test_missing_and_corrupt_images_stop_with_their_path(tmp_path, images):
