@@ -408,7 +408,7 @@ def _normalised(f: np.ndarray, path: Path) -> np.ndarray:
     norms = np.linalg.norm(f64, axis=1, keepdims=True)
     zero = np.flatnonzero(norms[:, 0] == 0)
     if len(zero):
-        raise SourceError(f"{path}: row {int(zero[0])} (of {len(zero)}) is all zeros and cannot be "
+        raise SourceError(f"{path}: row {int(zero[0])} is all zeros ({len(zero)} such rows) and cannot be "
                           "L2-normalised; drop it or pass --no-normalise")
     return (f64 / norms).astype(np.float32)
 

@@ -228,6 +228,8 @@ def read_features(path: str | Path) -> np.ndarray:
         raise SourceError(f"{path} holds {arr.shape[0]} vectors of {arr.shape[1]} values; it needs at least "
                           "one of each")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not arr.flags.writeable:          # Arrow's buffers: torch wants to own writable memory
+        arr = arr.copy()
     if not np.isfinite(arr).all():
         raise SourceError(f"{path} contains NaN or infinite values; fix the features")
     return arr
