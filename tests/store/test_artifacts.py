@@ -4,6 +4,9 @@ writes, and import of the published .pth cache and .npy matrices."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -319,3 +322,14 @@ def test_an_image_replaced_in_place_is_extracted_again(tmp_path):
     np.testing.assert_array_equal(again.features("gallery")[1:], first.features("gallery")[1:])
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 2))     # touched only: re-extracted as well
     assert not _demo_features(root, cache).reused
+
+
+def test_the_store_persists_only_it_does_not_load_the_feature_code():
+    """Layering: store -> icfrr's pure pieces only; extraction (icfrr.features, timm) and jobs stay out."""
+    code = ("import sys, store.artifacts, store.imports, store.read, store.writes, store.report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jobs', 'timm', 'dashboard') "
+            "or m.startswith('icfrr.features')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
