@@ -16,6 +16,11 @@ parameters in ``runs.params``. Those that need query-query distances
 ``qq_dists.parquet`` in the cache folder; an imported cache must bring them as
 ``qq_dists.pth``.
 
+Distances come from the images (``--backbone``), the published cache under
+``--cache_root``, matrices (``--qg --gg [--labels --qq]``) or features
+(``--query-features --gallery-features [--labels] [--no-normalise]``); see
+:mod:`jobs.artifacts`, which ``jobs.extract`` shares.
+
 The published code's flags are accepted with the same meaning (``--KG --KQ
 --n_times --per_class --data_root --cache_root --pretrained_root --batchsize
 --gpu_id --no_cache --force_cache --limited_memory --cpu_as_metric_device
