@@ -6,6 +6,7 @@
     python -m jobs.extract --dataset custom --cache_root examples --data_root examples/custom   # published cache
     python -m jobs.extract --dataset mine --qg qg.npy --gg gg.npy --labels labels.npz          # own matrices
     python -m jobs.extract --dataset mine --qg qg.npy --gg gg.npy --qq qq.npy                  # + query-query
+    python -m jobs.extract --dataset mine --query-features q.npy --gallery-features g.npy --labels labels.npz
 
 Prints where the artifacts are and, when labels are known, the initial ranking's
 mAP@all. Errors in the input: one line on stderr, exit status 2, nothing written.
@@ -20,14 +21,16 @@ import torch
 
 import icfrr
 from jobs.cli import OneLineParser, UsageError, resolve_device
-from store.artifacts import DEFAULT_CACHE_ROOT, MIN_GRAPH_K, USER_ERRORS, ensure_artifacts, qq_dists
+from jobs.artifacts import USER_ERRORS, Compute, add_source_flags, ensure_artifacts, qq_dists, request_from_args
+from store.artifacts import DEFAULT_CACHE_ROOT, MIN_GRAPH_K
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m jobs.extract``."""
     p = OneLineParser(prog="python -m jobs.extract", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True,
-                   help="tuberlin, sketchy_zs1, sketchy_zs2, custom, folder, demo (any name with --qg/--gg)")
+                   help="tuberlin, sketchy_zs1, sketchy_zs2, custom, folder, demo (any name with --qg/--gg or "
+                        "--query-features/--gallery-features)")
     p.add_argument("--data_root", help="folder of the dataset's images (demo: where to generate it)")
     p.add_argument("--backbone", help="icfrr, demo or timm:<model> (default: demo for the demo, icfrr otherwise; "
                                       "a published cache under --cache_root is imported when no backbone is given)")
@@ -51,11 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda, cpu ... (default: cuda when available)")
     p.add_argument("--kg-max", "--kg_max", dest="kg_max", type=int, default=MIN_GRAPH_K,
                    help="largest KG a sweep will use; the neighbour graph keeps max(512, this) neighbours")
-    p.add_argument("--qg", help="query-gallery distances to import (.npy or .pth, [Q, G])")
-    p.add_argument("--gg", help="gallery-gallery distances to import (.npy or .pth, [G, G])")
-    p.add_argument("--labels", help="labels of imported distances (.pth/.npz/.json with 'query' and 'gallery')")
-    p.add_argument("--qq", help="query-query distances of imported distances (.npy or .pth, [Q, Q]), for the "
-                                "methods that need them (k_reciprocal, ecn); kept as qq_dists.parquet")
+    add_source_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -80,13 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         check_flags(args)
-        art = ensure_artifacts(
-            args.dataset, args.data_root, backbone=args.backbone, per_class=args.per_class,
-            cache_root=args.cache_root, kg_max=args.kg_max, weights=args.weights,
-            pretrained_root=args.pretrained_root, trust_checkpoint=args.trust_checkpoint,
-            qg_path=args.qg, gg_path=args.gg, labels_path=args.labels, qq_path=args.qq,
-            force=args.force_cache, no_cache=args.no_cache, batch_size=args.batchsize, num_workers=args.workers,
-            device=args.device, progress=not args.quiet)
+        compute = Compute(args.batchsize, args.workers, args.device, progress=not args.quiet)
+        art = ensure_artifacts(request_from_args(args, args.kg_max, compute))
         if art.qq_source is not None:
             qq_dists(art)  # checks its shape and keeps it beside the other artifacts
     except (UsageError, *USER_ERRORS) as exc:

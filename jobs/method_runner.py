@@ -19,7 +19,8 @@ import torch
 import icfrr
 from icfrr.methods import MethodInputs, apply_method, ranking_from_distances
 from jobs.sweep_runner import RunOutcome
-from store.artifacts import Artifacts, dense_gg, qq_dists
+from jobs.artifacts import dense_gg, qq_dists
+from store.artifacts import Artifacts
 from store.writes import KeptIteration, RunConfig, best_iteration
 
 
@@ -29,9 +30,9 @@ def method_inputs(arts: Artifacts, log: Callable[[str], None], qq: np.ndarray | 
     gg is computed from the gallery features (or read from the imported file) in
     memory; qq is ``qq`` when given, else it comes from ``qq_dists.parquet`` in
     the cache folder, computed and kept there the first time (see
-    :func:`store.artifacts.qq_dists`).
+    :func:`jobs.artifacts.qq_dists`).
     """
-    features = arts.backbone != "import"
+    features = not arts.imported
     return MethodInputs(
         qg=arts.qg_dists.numpy(), gg=lambda: dense_gg(arts),
         qq=(lambda: qq) if qq is not None else (lambda: qq_dists(arts, log)),

@@ -16,6 +16,11 @@ parameters in ``runs.params``. Those that need query-query distances
 ``qq_dists.parquet`` in the cache folder; an imported cache must bring them as
 ``qq_dists.pth``.
 
+Distances come from the images (``--backbone``), the published cache under
+``--cache_root``, matrices (``--qg --gg [--labels --qq]``) or features
+(``--query-features --gallery-features [--labels] [--no-normalise]``); see
+:mod:`jobs.artifacts`, which ``jobs.extract`` shares.
+
 The published code's flags are accepted with the same meaning (``--KG --KQ
 --n_times --per_class --data_root --cache_root --pretrained_root --batchsize
 --gpu_id --no_cache --force_cache --limited_memory --cpu_as_metric_device
@@ -51,7 +56,9 @@ from jobs.cli import OneLineParser, UsageError
 from jobs.method_runner import method_inputs, run_method
 from jobs.sweep_runner import RunOutcome, run_config, run_configs
 from store import writes
-from store.artifacts import DEFAULT_CACHE_ROOT, Artifacts, ensure_artifacts, qq_dists, qq_identity
+from jobs.artifacts import (Compute, add_source_flags, ensure_artifacts, qq_dists, request_from_args,
+                           source_from_args)
+from store.artifacts import Artifacts, qq_identity
 from store.db import StoreError, check_database, writer
 from store.fs import check_writable_dir
 from store.lock import SweepLock
@@ -68,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "grid of configurations and store every iteration's metrics in DuckDB.")
     p.add_argument("--dataset", required=True,
                    help="tuberlin, sketchy_zs1, sketchy_zs2, custom, folder or demo "
-                        "(or any name with a published cache under --cache_root)")
+                        "(or any name with a published cache under --cache_root, --qg/--gg or "
+                        "--query-features/--gallery-features)")
     add_method_flags(p)
     data = p.add_argument_group("data")
     data.add_argument("--data-root", "--data_root", dest="data_root", metavar="DIR", type=Path,
@@ -91,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint",
                       action="store_true",
                       help="allow the checkpoint's pickled Python objects to run (trusted files only)")
+    add_source_flags(p.add_argument_group(
+        "your own distances or features (no images needed; --dataset is then any name)"))
     data.add_argument("--batch-size", "--batchsize", dest="batchsize", metavar="N", type=int, default=32,
                       help="feature extraction batch size (default 32)")
     data.add_argument("--no-cache", "--no_cache", dest="no_cache", action="store_true",
@@ -221,6 +231,7 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--query_idxs_to_vis needs --rerank_results_dir DIR to write the strips to")
     if args.no_cache and args.force_cache:
         raise UsageError("--no_cache and --force_cache contradict each other; pass one")
+    source_from_args(args)   # flags of distances / features that do not go together: refused before the lock
 
 
 def resolve_device(args: argparse.Namespace) -> str:
@@ -343,12 +354,7 @@ def load_artifacts(
     args: argparse.Namespace, kg_max: int, device: str, log: Callable[[str], None]
 ) -> Artifacts:
     """Reuse, compute or import the distances and neighbour graph (no database involved)."""
-    return ensure_artifacts(
-        args.dataset, args.data_root, backbone=args.backbone, per_class=args.per_class,
-        cache_root=args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
-        kg_max=kg_max, weights=args.weights, pretrained_root=args.pretrained_root,
-        trust_checkpoint=args.trust_checkpoint, force=args.force_cache, no_cache=args.no_cache,
-        batch_size=args.batchsize, device=device, log=log)
+    return ensure_artifacts(request_from_args(args, kg_max, Compute(args.batchsize, device=device)), log)
 
 
 def artifact_info(arts: Artifacts) -> writes.ArtifactInfo:

@@ -1,4 +1,5 @@
-"""Reading distance matrices and labels that users bring: the published ``.pth`` cache and ``.npy`` files.
+"""Reading the files users bring: distance matrices (the published ``.pth`` cache, ``.npy``),
+feature matrices (``.npy``, Parquet) and labels (``.pth``, ``.npz``, ``.json``).
 
 The published code caches ``<cache_root>/<dataset>/<per_class>/qg_dists.pth``
 (float [Q, G]), ``gg_dists.pth`` (float [G, G]) and optionally ``labels.pth``
@@ -6,6 +7,12 @@ The published code caches ``<cache_root>/<dataset>/<per_class>/qg_dists.pth``
 The lab also reads an optional ``qq_dists.pth`` (float [Q, Q]) there, for the
 re-ranking methods that need query-query distances (k-reciprocal, ECN).
 They are loaded with ``weights_only=True``: no code from the file runs.
+
+Feature files (:func:`read_features`) are float ``[N, D]``: a 2-D ``.npy``
+array, or a Parquet file with either one list column (the vectors; other
+columns are ignored, rows in file order) or only numeric columns, one per
+dimension. Every reader checks shapes and finiteness and raises
+:class:`SourceError` with one line naming the file.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
-from icfrr.features.checkpoint import pickled_global
+from icfrr._files import pickled_global
 
 
 class SourceError(ValueError):
@@ -90,16 +100,8 @@ def _as_label_vector(x: object, n: int, what: str, path: Path) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def read_labels(path: str | Path, n_query: int, n_gallery: int) -> tuple[np.ndarray, np.ndarray]:
-    """Query and gallery labels from ``.pth`` / ``.npz`` / ``.json`` holding ``query`` and ``gallery``.
-
-    Returns:
-        (labels_q int64 [Q], labels_g int64 [G]); -1 means unknown.
-
-    Raises:
-        SourceError: Missing file, missing keys, or wrong lengths.
-    """
-    path = Path(path)
+def _label_record(path: Path) -> dict:
+    """The ``{"query": ..., "gallery": ..., ...}`` mapping of a labels file."""
     if not path.is_file():
         raise SourceError(f"labels file not found: {path}")
     if path.suffix in (".pth", ".pt"):
@@ -110,7 +112,8 @@ def read_labels(path: str | Path, n_query: int, n_gallery: int) -> tuple[np.ndar
                 data = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise SourceError(f"cannot read {path} as .npz ({str(exc).splitlines()[0][:120]}); "
-                              "save it with numpy.savez(path, query=..., gallery=...)") from None
+                              "save it with numpy.savez(path, query=..., gallery=...) and string arrays "
+                              "for the names") from None
     elif path.suffix == ".json":
         try:
             data = json.loads(path.read_text())
@@ -120,5 +123,113 @@ def read_labels(path: str | Path, n_query: int, n_gallery: int) -> tuple[np.ndar
         raise SourceError(f"{path}: labels must be a .pth, .npz or .json file")
     if not isinstance(data, dict) or "query" not in data or "gallery" not in data:
         raise SourceError(f"{path} must hold {{'query': int [Q], 'gallery': int [G]}}")
+    return data
+
+
+def read_labels(path: str | Path, n_query: int, n_gallery: int) -> tuple[np.ndarray, np.ndarray]:
+    """Query and gallery labels from ``.pth`` / ``.npz`` / ``.json`` holding ``query`` and ``gallery``.
+
+    Returns:
+        (labels_q int64 [Q], labels_g int64 [G]); -1 means unknown.
+
+    Raises:
+        SourceError: Missing file, missing keys, or wrong lengths.
+    """
+    path = Path(path)
+    data = _label_record(path)
     return (_as_label_vector(data["query"], n_query, "query", path),
             _as_label_vector(data["gallery"], n_gallery, "gallery", path))
+
+
+def _as_names(x: object, n: int, what: str, path: Path) -> list[str]:
+    a = np.asarray(x)
+    if a.ndim != 1 or a.shape[0] != n or a.dtype.kind not in "US":
+        raise SourceError(f"{path}: {what}_names must be {n} strings (one per {what} item), "
+                          f"got shape {a.shape} dtype {a.dtype}")
+    return [str(v.decode() if isinstance(v, bytes) else v) for v in a.tolist()]
+
+
+def read_labels_and_names(path: str | Path, n_query: int, n_gallery: int
+                          ) -> tuple[np.ndarray, np.ndarray, list[str] | None, list[str] | None]:
+    """Labels as :func:`read_labels`, plus the optional ``query_names`` / ``gallery_names`` string arrays.
+
+    Returns:
+        (labels_q int64 [Q], labels_g int64 [G], query names or None, gallery
+        names or None); names are the items' file paths as the user wrote them.
+
+    Raises:
+        SourceError: Missing file or keys, wrong lengths, non-integer labels,
+            names that are not strings.
+    """
+    path = Path(path)
+    data = _label_record(path)
+    names = {side: _as_names(data[f"{side}_names"], n, side, path) if f"{side}_names" in data else None
+             for side, n in (("query", n_query), ("gallery", n_gallery))}
+    return (_as_label_vector(data["query"], n_query, "query", path),
+            _as_label_vector(data["gallery"], n_gallery, "gallery", path), names["query"], names["gallery"])
+
+
+def _parquet_matrix(path: Path) -> np.ndarray:
+    """[N, D] from one list column (others ignored) or from numeric columns, one per dimension."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(f"cannot read {path} as Parquet: {str(exc).splitlines()[0][:120]}") from None
+    lists = [f.name for f in table.schema
+             if pa.types.is_list(f.type) or pa.types.is_large_list(f.type) or pa.types.is_fixed_size_list(f.type)]
+    if len(lists) > 1:
+        raise SourceError(f"{path} has {len(lists)} list columns ({', '.join(lists)}); keep the one "
+                          "holding the feature vectors")
+    if lists:
+        col = table.column(lists[0]).combine_chunks()
+        if col.null_count or (len(col) and col.flatten().null_count):
+            raise SourceError(f"{path}: column {lists[0]!r} has missing values")
+        lengths = np.asarray(pc.list_value_length(col)) if len(col) else np.zeros(0, np.int64)
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise SourceError(f"{path}: the vectors of column {lists[0]!r} have different lengths "
+                              f"({int(lengths.min())} to {int(lengths.max())}); they must all have D values")
+        values = col.flatten()
+        if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+            raise SourceError(f"{path}: column {lists[0]!r} must hold numbers, got {values.type}")
+        dim = int(lengths[0]) if len(lengths) else 0
+        return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(col), dim)
+    bad = [f.name for f in table.schema if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))]
+    if bad or table.num_columns == 0:
+        raise SourceError(f"{path} must hold one list<float> column, or only numeric columns (one per "
+                          f"dimension); found {', '.join(bad) or 'no columns'}")
+    if any(c.null_count for c in table.columns):
+        raise SourceError(f"{path} has missing values")
+    return np.column_stack([c.to_numpy().astype(np.float32, copy=False) for c in table.columns]
+                           ).reshape(table.num_rows, table.num_columns)
+
+
+def read_features(path: str | Path) -> np.ndarray:
+    """A float32 [N, D] feature matrix from a ``.npy`` or ``.parquet`` file (see the module doc).
+
+    Raises:
+        SourceError: Missing file, another format, not 2-D, no rows or no
+            columns, NaN or infinite values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"features file not found: {path}")
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"cannot read {path} as .npy: {str(exc).splitlines()[0]}") from None
+        if arr.ndim != 2 or arr.dtype.kind not in "fiu":
+            raise SourceError(f"{path} must hold a 2-D float array [N, D], got shape {arr.shape} dtype {arr.dtype}")
+    elif path.suffix in (".parquet", ".pq"):
+        arr = _parquet_matrix(path)
+    else:
+        raise SourceError(f"{path}: feature files must be .npy or .parquet")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise SourceError(f"{path} holds {arr.shape[0]} vectors of {arr.shape[1]} values; it needs at least "
+                          "one of each")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not arr.flags.writeable:          # Arrow's buffers: torch wants to own writable memory
+        arr = arr.copy()
+    if not np.isfinite(arr).all():
+        raise SourceError(f"{path} contains NaN or infinite values; fix the features")
+    return arr

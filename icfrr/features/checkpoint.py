@@ -9,9 +9,7 @@ plain containers.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +18,11 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .._files import file_sha256, pickled_global  # noqa: F401  (re-exported)
 from .errors import BackboneError
 
 #: Dict keys under which training scripts commonly nest the model weights, tried in order.
 STATE_DICT_KEYS = ("model_state_dict_best", "state_dict_ema", "model_state_dict", "state_dict", "model")
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def pickled_global(exc: BaseException) -> str | None:
-    """The Python object a weights-only ``torch.load`` refused, or None if it failed otherwise."""
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-    return found.group(1) if found else None
 
 
 def _first_line(exc: BaseException) -> str:

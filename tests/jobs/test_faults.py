@@ -206,11 +206,11 @@ def test_extract_refuses_a_read_only_cache_root(tmp_path, capsys, read_only_dir)
 
 
 def _artifacts(tmp: Path):
-    from store.artifacts import ensure_artifacts
+    from jobs.artifacts import ArtifactRequest, Compute, Images, ensure_artifacts
     from tests.icfrr.image_data import folder_dataset
     root = tmp / "data" if (tmp / "data").exists() else folder_dataset(tmp / "data")
-    return ensure_artifacts("folder", root, backbone="demo", cache_root=tmp / "cache", num_workers=0,
-                            progress=False, log=NOTES.append)
+    return ensure_artifacts(ArtifactRequest("folder", root, source=Images("demo"), cache_root=tmp / "cache",
+                                            compute=Compute(num_workers=0, progress=False)), NOTES.append)
 
 
 NOTES: list[str] = []

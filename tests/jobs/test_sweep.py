@@ -177,7 +177,7 @@ def make_folder_dataset(root: Path, classes=("ant", "bee", "cow"), n_q=2, n_g=5)
 
 
 def test_generated_folder_dataset_end_to_end(tmp_path: Path, capsys) -> None:
-    from store.artifacts import ensure_artifacts
+    from jobs.artifacts import ArtifactRequest, Compute, Images, ensure_artifacts
 
     root = make_folder_dataset(tmp_path / "data")
     db = tmp_path / "r.duckdb"
@@ -186,8 +186,8 @@ def test_generated_folder_dataset_end_to_end(tmp_path: Path, capsys) -> None:
             "--device", "cpu"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
-    arts = ensure_artifacts("folder", root, backbone="demo", cache_root=tmp_path / "cache",
-                            kg_max=4, progress=False, log=lambda m: None)
+    arts = ensure_artifacts(ArtifactRequest("folder", root, source=Images("demo"), cache_root=tmp_path / "cache",
+                                            kg_max=4, compute=Compute(progress=False)), lambda m: None)
     assert arts.reused
     qg = arts.qg_dists.numpy()
     gg = torch.cdist(torch.from_numpy(arts.features("gallery")),

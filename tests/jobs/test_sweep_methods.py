@@ -23,7 +23,8 @@ import icfrr
 from icfrr import methods
 from icfrr.registry import METHODS
 from jobs import extract, sweep
-from store.artifacts import QQ_FILE, ensure_artifacts
+from jobs.artifacts import ArtifactRequest, Compute, Images, ensure_artifacts
+from store.artifacts import QQ_FILE
 from store.db import connect_reader, connect_writer
 from store.parquet_rows import read_rows
 from store.writes import RunConfig
@@ -265,8 +266,8 @@ def test_features_qq_kept_once_and_reused(tmp_path: Path, capsys, seen) -> None:
             tmp_path / "cache", "--db", db, "--device", "cpu", "--top-n", 4]
     code, out, err = run([*base, "--method", "ecn", "alpha_qe", "--ecn-k", 4], capsys)
     assert code == 0, err
-    arts = ensure_artifacts("folder", root, backbone="demo", cache_root=tmp_path / "cache",
-                            progress=False, log=lambda m: None)
+    arts = ensure_artifacts(ArtifactRequest("folder", root, source=Images("demo"), cache_root=tmp_path / "cache",
+                                            compute=Compute(progress=False)), lambda m: None)
     fq, fg = arts.features("query"), arts.features("gallery")
     kept = arts.cache_dir / QQ_FILE
     assert f"query-query distances kept in {kept}" in err

@@ -4,6 +4,9 @@ writes, and import of the published .pth cache and .npy matrices."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -11,7 +14,9 @@ import pytest
 import torch
 
 import store.artifacts as artifacts
-from store.artifacts import ArtifactError, ensure_artifacts, graph_k
+from jobs import extract
+from jobs.artifacts import ArtifactRequest, Compute, DistanceFiles, Images, ensure_artifacts, request_from_args
+from store.artifacts import ArtifactError, CachePolicy, graph_k
 from store.imports import SourceError
 from store.parquet_rows import read_meta, read_rows, write_rows
 from tests.icfrr.image_data import brute_force_neighbors, folder_dataset
@@ -19,6 +24,20 @@ from tests.icfrr.image_data import brute_force_neighbors, folder_dataset
 
 def _quiet(_msg: str) -> None:
     pass
+
+
+QUIET = Compute(num_workers=0, progress=False)
+
+
+def _demo(root, cache, cache_policy=CachePolicy.REUSE, log=_quiet, **kw):
+    """Demo-descriptor features of the folder dataset under ``root``."""
+    return ensure_artifacts(ArtifactRequest("folder", root, source=Images("demo"), cache_root=cache,
+                                            cache=cache_policy, compute=QUIET, **kw), log)
+
+
+def _imported(dataset, cache_root, data_root=None, log=_quiet, **kw):
+    """No source named: the published cache under ``cache_root`` is imported when present."""
+    return ensure_artifacts(ArtifactRequest(dataset, data_root, cache_root=cache_root, **kw), log)
 
 
 def test_matrix_round_trip_is_bit_identical_and_duckdb_reads_it(tmp_path):
@@ -55,8 +74,7 @@ def shapes_root(tmp_path_factory):
 
 def test_features_artifacts_are_written_reused_and_match_brute_force(tmp_path, shapes_root):
     cache = tmp_path / "cache"
-    art = ensure_artifacts("folder", shapes_root, backbone="demo", cache_root=cache, num_workers=0,
-                           progress=False, log=_quiet)
+    art = _demo(shapes_root, cache)
     assert not art.reused and art.cache_dir.parent == cache / "folder" / "-1"
     fq, fg = art.features("query"), art.features("gallery")
     expected = np.sqrt(((fq[:, None, :].astype(np.float64) - fg[None]) ** 2).sum(-1))
@@ -79,23 +97,20 @@ def test_features_artifacts_are_written_reused_and_match_brute_force(tmp_path, s
     assert meta["dataset_fingerprint"] == art.dataset.fingerprint() and meta["created_at"]
     assert (art.cache_dir / "COMPLETE.json").is_file()
     stamps = {p: p.stat().st_mtime_ns for p in art.cache_dir.iterdir()}
-    again = ensure_artifacts("folder", shapes_root, backbone="demo", cache_root=cache, log=_quiet)
+    again = _demo(shapes_root, cache)
     assert again.reused and again.cache_key == art.cache_key
     assert again.qg_dists.numpy().tobytes() == art.qg_dists.numpy().tobytes()
     assert torch.equal(again.graph.indices, art.graph.indices)
     assert {p: p.stat().st_mtime_ns for p in art.cache_dir.iterdir()} == stamps
     assert np.array_equal(again.features("gallery"), fg)
-    forced = ensure_artifacts("folder", shapes_root, backbone="demo", cache_root=cache, force=True,
-                              num_workers=0, progress=False, log=_quiet)
+    forced = _demo(shapes_root, cache, CachePolicy.FORCE)
     assert not forced.reused and forced.qg_dists.numpy().tobytes() == art.qg_dists.numpy().tobytes()
     assert (forced.cache_dir / "COMPLETE.json").stat().st_mtime_ns != stamps[art.cache_dir / "COMPLETE.json"]
 
 
 def test_other_per_class_or_backbone_gets_another_key(tmp_path, shapes_root):
-    a = ensure_artifacts("folder", shapes_root, backbone="demo", no_cache=True, num_workers=0, progress=False,
-                         cache_root=tmp_path, log=_quiet)
-    b = ensure_artifacts("folder", shapes_root, backbone="demo", per_class=1, no_cache=True, num_workers=0,
-                         progress=False, cache_root=tmp_path, log=_quiet)
+    a = _demo(shapes_root, tmp_path, CachePolicy.NONE)
+    b = _demo(shapes_root, tmp_path, CachePolicy.NONE, per_class=1)
     assert a.cache_key != b.cache_key and b.qg_dists.shape == (3, 3)
     assert a.cache_dir is None and a.paths == {} and not any(tmp_path.iterdir())
 
@@ -109,13 +124,11 @@ def test_interrupted_write_leaves_nothing_that_looks_valid(tmp_path, shapes_root
 
     monkeypatch.setattr(artifacts, "_write_graph", crash)
     with pytest.raises(KeyboardInterrupt):
-        ensure_artifacts("folder", shapes_root, backbone="demo", cache_root=cache, num_workers=0,
-                         progress=False, log=_quiet)
+        _demo(shapes_root, cache)
     leftovers = [p for p in (cache / "folder" / "-1").rglob("*") if p.is_file()]
     assert leftovers == []
     monkeypatch.setattr(artifacts, "_write_graph", real)
-    art = ensure_artifacts("folder", shapes_root, backbone="demo", cache_root=cache, num_workers=0,
-                           progress=False, log=_quiet)
+    art = _demo(shapes_root, cache)
     assert not art.reused and art.paths["neighbors"].is_file()
 
 
@@ -139,7 +152,7 @@ def test_published_cache_is_imported_bit_for_bit(tmp_path):
     qg, gg, labels = _case()
     _published(tmp_path / "custom" / "-1", qg, gg, labels)
     notes = []
-    art = ensure_artifacts("custom", None, cache_root=tmp_path, log=notes.append)
+    art = _imported("custom", tmp_path, log=notes.append)
     assert art.backbone == "import" and any("published" in n for n in notes)
     assert art.qg_dists.numpy().tobytes() == qg.tobytes()
     assert art.labels_q.tolist() == labels[0].tolist() and art.labels_g.tolist() == labels[1].tolist()
@@ -152,19 +165,19 @@ def test_published_cache_is_imported_bit_for_bit(tmp_path):
     assert stored.tobytes() == qg.tobytes()
     sources = read_meta(art.paths["qg_dists"])["sources"]
     assert set(sources) == {"qg", "gg", "labels"} and len(sources["gg"]["sha256"]) == 64
-    assert ensure_artifacts("custom", None, cache_root=tmp_path, log=_quiet).reused
+    assert _imported("custom", tmp_path).reused
 
 
 def test_import_takes_item_paths_from_matching_images(tmp_path, shapes_root):
     qg, gg, _ = _case(6, 12)
     _published(tmp_path / "folder" / "-1", qg, gg)
-    art = ensure_artifacts("folder", shapes_root, cache_root=tmp_path, no_cache=True, log=_quiet)
+    art = _imported("folder", tmp_path, shapes_root, cache=CachePolicy.NONE)
     assert art.dataset.root == shapes_root and art.dataset.query[0].path == "query/circle/q0.png"
     assert art.labels_g.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     qg2, gg2, _ = _case(5, 12)
     _published(tmp_path / "folder" / "-1", qg2, gg2)
     with pytest.raises(ArtifactError, match="--per_class"):
-        ensure_artifacts("folder", shapes_root, cache_root=tmp_path, no_cache=True, log=_quiet)
+        _imported("folder", tmp_path, shapes_root, cache=CachePolicy.NONE)
 
 
 def test_npy_matrices_with_npz_labels(tmp_path):
@@ -172,8 +185,9 @@ def test_npy_matrices_with_npz_labels(tmp_path):
     np.save(tmp_path / "qg.npy", qg)
     np.save(tmp_path / "gg.npy", gg.astype(np.float64))
     np.savez(tmp_path / "labels.npz", query=labels[0], gallery=labels[1])
-    art = ensure_artifacts("mine", qg_path=tmp_path / "qg.npy", gg_path=tmp_path / "gg.npy",
-                           labels_path=tmp_path / "labels.npz", cache_root=tmp_path / "c", kg_max=3, log=_quiet)
+    art = ensure_artifacts(ArtifactRequest(
+        "mine", source=DistanceFiles(tmp_path / "qg.npy", tmp_path / "gg.npy", tmp_path / "labels.npz"),
+        cache_root=tmp_path / "c", kg_max=3), _quiet)
     assert art.qg_dists.numpy().tobytes() == qg.tobytes() and art.graph.k == 6
     assert art.cache_dir.parent == tmp_path / "c" / "mine" / "-1"
     assert art.labels_g.tolist() == labels[1].tolist()
@@ -183,14 +197,14 @@ def test_larger_kg_max_rebuilds_the_cached_graph(tmp_path, monkeypatch):
     monkeypatch.setattr(artifacts, "MIN_GRAPH_K", 2)
     qg, gg, _ = _case(3, 10, seed=2)
     _published(tmp_path / "custom" / "-1", qg, gg)
-    small = ensure_artifacts("custom", cache_root=tmp_path, kg_max=2, log=_quiet)
+    small = _imported("custom", tmp_path, kg_max=2)
     assert small.graph.k == 2
-    big = ensure_artifacts("custom", cache_root=tmp_path, kg_max=5, log=_quiet)
+    big = _imported("custom", tmp_path, kg_max=5)
     assert big.reused and big.graph.k == 5
     assert json.loads((big.cache_dir / "COMPLETE.json").read_text())["neighbors_k"] == 5
     assert read_meta(big.paths["neighbors"])["k"] == 5
     assert torch.equal(big.graph.indices[:, :2], small.graph.indices)
-    assert ensure_artifacts("custom", cache_root=tmp_path, kg_max=4, log=_quiet).graph.k == 5
+    assert _imported("custom", tmp_path, kg_max=4).graph.k == 5
 
 
 @pytest.mark.parametrize("problem,error,match", [
@@ -216,22 +230,29 @@ def test_bad_imports_fail_in_one_line_and_write_nothing(tmp_path, problem, error
         torch.save(torch.zeros(5), folder / "qg_dists.pth")
     before = sorted(p.name for p in folder.iterdir())
     with pytest.raises(error, match=match) as err:
-        ensure_artifacts("custom", None, cache_root=tmp_path, log=_quiet)
+        _imported("custom", tmp_path)
     assert "\n" not in str(err.value)
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"backbone": "import"}, "no published distance cache"),
-    ({"qg_path": "x.npy"}, "needs both"),
-    ({"labels_path": "l.npz"}, "only read together"),
-    ({"per_class": 0}, "per_class"),
-    ({"kg_max": 0}, "kg_max"),
-    ({"force": True, "no_cache": True}, "contradict"),
+def _from_flags(tmp_path, *flags):
+    """The artifacts of ``python -m jobs.extract`` flags (the request both commands build)."""
+    args = extract.build_parser().parse_args(["--dataset", "custom", "--data_root", str(tmp_path),
+                                              "--cache_root", str(tmp_path), *map(str, flags)])
+    return ensure_artifacts(request_from_args(args, args.kg_max, QUIET), _quiet)
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--backbone", "import"], "no published distance cache"),
+    (["--qg", "x.npy"], "needs both"),
+    (["--labels", "l.npz"], "only read together"),
+    (["--per_class", 0], "per_class"),
+    (["--kg-max", 0], "kg_max"),
+    (["--force-cache", "--no-cache"], "contradict"),
 ])
-def test_bad_arguments(tmp_path, kwargs, match):
+def test_bad_arguments(tmp_path, flags, match):
     with pytest.raises(ArtifactError, match=match):
-        ensure_artifacts("custom", tmp_path, cache_root=tmp_path, log=_quiet, **kwargs)
+        _from_flags(tmp_path, *flags)
 
 
 def test_imported_distances_refuse_a_backbone(tmp_path):
@@ -239,20 +260,19 @@ def test_imported_distances_refuse_a_backbone(tmp_path):
     np.save(tmp_path / "qg.npy", qg)
     np.save(tmp_path / "gg.npy", gg)
     with pytest.raises(ArtifactError, match="drop --backbone"):
-        ensure_artifacts("mine", qg_path=tmp_path / "qg.npy", gg_path=tmp_path / "gg.npy", backbone="demo",
-                         cache_root=tmp_path, log=_quiet)
+        _from_flags(tmp_path, "--qg", tmp_path / "qg.npy", "--gg", tmp_path / "gg.npy", "--backbone", "demo")
 
 
 def test_a_damaged_cache_file_is_recomputed_not_trusted(tmp_path):
     qg, gg, _ = _case(4, 6, seed=3)
     _published(tmp_path / "custom" / "-1", qg, gg)
-    art = ensure_artifacts("custom", cache_root=tmp_path, log=_quiet)
+    art = _imported("custom", tmp_path)
     art.paths["qg_dists"].write_bytes(art.paths["qg_dists"].read_bytes()[:100])
     notes = []
-    again = ensure_artifacts("custom", cache_root=tmp_path, log=notes.append)
+    again = _imported("custom", tmp_path, log=notes.append)
     assert not again.reused and any("unreadable" in n for n in notes)
     assert again.qg_dists.numpy().tobytes() == qg.tobytes()
-    assert ensure_artifacts("custom", cache_root=tmp_path, log=_quiet).reused
+    assert _imported("custom", tmp_path).reused
 
 
 def _swapped_root(root):
@@ -268,8 +288,7 @@ def _swapped_root(root):
 
 
 def _demo_features(root, cache, **kw):
-    return ensure_artifacts("folder", root, backbone="demo", cache_root=cache, num_workers=0, progress=False,
-                            log=_quiet, **kw)
+    return _demo(root, cache, **kw)
 
 
 def test_same_file_names_in_another_root_get_their_own_features(tmp_path, shapes_root):
@@ -303,3 +322,14 @@ def test_an_image_replaced_in_place_is_extracted_again(tmp_path):
     np.testing.assert_array_equal(again.features("gallery")[1:], first.features("gallery")[1:])
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 2))     # touched only: re-extracted as well
     assert not _demo_features(root, cache).reused
+
+
+def test_the_store_persists_only_it_does_not_load_the_feature_code():
+    """Layering: store -> icfrr's pure pieces only; extraction (icfrr.features, timm) and jobs stay out."""
+    code = ("import sys, store.artifacts, store.imports, store.read, store.writes, store.report; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jobs', 'timm', 'dashboard') "
+            "or m.startswith('icfrr.features')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

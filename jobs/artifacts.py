@@ -1,0 +1,610 @@
+"""Make the artifacts a sweep needs: the one place that extracts features and computes distances.
+
+``python -m jobs.sweep`` and ``python -m jobs.extract`` both describe what they
+want as an :class:`ArtifactRequest` and call :func:`ensure_artifacts`. Where the
+distances come from is the request's ``source``:
+
+- :class:`Images`: features extracted from the dataset's images with a backbone
+  (``icfrr``, ``timm:<model>``, ``demo``); with no backbone named, the published
+  distance cache under ``cache_root`` is imported when present.
+- :class:`PublishedCache`: the published code's ``{qg,gg}_dists.pth`` cache, demanded.
+- :class:`DistanceFiles`: ``.npy``/``.pth`` distance matrices the user brings.
+- :class:`FeatureFiles`: ``.npy``/Parquet feature matrices the user brings.
+
+Distances are Euclidean everywhere (of L2-normalised features unless a
+:class:`FeatureFiles` says otherwise). Keeping and reusing the results is
+:mod:`store.artifacts`' job; reading user files is :mod:`store.imports`'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import torch
+
+from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
+from icfrr._files import file_sha256
+from icfrr.datasets import DATASET_NAMES, DEMO_ROOT, Dataset, DatasetError, Item, load_dataset
+from icfrr.datasets.demo import is_generated
+from icfrr.features.errors import BackboneError, ImageReadError
+from store import artifacts as cache
+from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
+                             Artifacts, CachePolicy)
+from store.imports import (SourceError, has_published_cache, published_cache_dir, read_features, read_labels,
+                           read_labels_and_names, read_matrix)
+
+#: Every error caused by user input that ensure_artifacts can raise: CLIs print these in one line, exit 2.
+USER_ERRORS = (ArtifactError, DatasetError, BackboneError, ImageReadError, SourceError)
+#: The ``backbone`` of artifacts made from feature files the user brings.
+FEATURES_BACKBONE = "features"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- the request
+
+
+@dataclass(frozen=True)
+class Images:
+    """Extract features from the dataset's images.
+
+    Attributes:
+        backbone: ``"icfrr"``, ``"timm:<model>"`` or ``"demo"``; None: import the
+            published cache when there is one, else ``demo`` for the demo dataset
+            and ``icfrr`` for the others.
+        weights: Local weights for ``timm:<model>`` (or ``"random"``), or a
+            checkpoint for ``icfrr`` overriding ``pretrained_root``.
+        pretrained_root: Folder of the published checkpoints.
+        trust_checkpoint: Allow unpickling Python objects in the checkpoint.
+    """
+
+    backbone: str | None = None
+    weights: str | Path | None = None
+    pretrained_root: str | Path | None = None
+    trust_checkpoint: bool = False
+
+
+@dataclass(frozen=True)
+class PublishedCache:
+    """Import ``<cache_root>/<dataset>/<per_class>/{qg,gg}_dists.pth`` (+ optional ``labels.pth``,
+    ``qq_dists.pth``), refusing when it is missing."""
+
+
+@dataclass(frozen=True)
+class DistanceFiles:
+    """Import distance matrices (``.npy`` or ``.pth``).
+
+    Attributes:
+        qg: Query-gallery distances [Q, G].
+        gg: Gallery-gallery distances [G, G].
+        labels: ``.pth``/``.npz``/``.json`` with int ``query`` [Q] and ``gallery`` [G].
+        qq: Query-query distances [Q, Q], for the methods that need them.
+    """
+
+    qg: Path
+    gg: Path
+    labels: Path | None = None
+    qq: Path | None = None
+
+
+@dataclass(frozen=True)
+class FeatureFiles:
+    """Features the user brings: float [N, D] ``.npy`` or Parquet (see :func:`store.imports.read_features`).
+
+    Attributes:
+        query: Query features [Q, D].
+        gallery: Gallery features [G, D].
+        labels: ``.npz``/``.json``/``.pth`` with int ``query`` and ``gallery``
+            and optional string ``query_names`` / ``gallery_names`` (file paths
+            under the request's ``data_root``, shown by the dashboard).
+        normalise: L2-normalise every vector before the distances.
+    """
+
+    query: Path
+    gallery: Path
+    labels: Path | None = None
+    normalise: bool = True
+
+
+Source = Union[Images, PublishedCache, DistanceFiles, FeatureFiles]
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How features are extracted and distances computed.
+
+    Attributes:
+        batch_size: Images per forward pass.
+        num_workers: DataLoader workers (None: automatic).
+        device: Torch device (None: CUDA when available).
+        progress: Show progress bars.
+    """
+
+    batch_size: int = 64
+    num_workers: int | None = None
+    device: str | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ArtifactRequest:
+    """Which artifacts to reuse, compute or import.
+
+    Attributes:
+        dataset: Dataset name (:data:`icfrr.datasets.DATASET_NAMES` for images;
+            any name for imported distances or feature files).
+        data_root: Folder of the dataset's images (imports: optional, gives items
+            their paths when the counts match; feature files: the folder the
+            names are relative to).
+        per_class: First N items per label (-1: all); part of the cache key and path.
+        source: Where the distances come from.
+        cache_root: Cache folder.
+        cache: Reuse, recompute, or keep nothing.
+        kg_max: Largest KG a sweep will ask for; the graph keeps
+            ``min(max(512, kg_max), G - 1)`` neighbours.
+        compute: Extraction and device options.
+
+    Raises:
+        ArtifactError: per_class or kg_max out of range.
+    """
+
+    dataset: str
+    data_root: str | Path | None = None
+    per_class: int = -1
+    source: Source = field(default_factory=Images)
+    cache_root: str | Path = DEFAULT_CACHE_ROOT
+    cache: CachePolicy = CachePolicy.REUSE
+    kg_max: int = MIN_GRAPH_K
+    compute: Compute = field(default_factory=Compute)
+
+    def __post_init__(self) -> None:
+        pc, kg = self.per_class, self.kg_max
+        if isinstance(pc, bool) or not isinstance(pc, int) or (pc < 1 and pc != -1):
+            raise ArtifactError(f"per_class must be -1 (all) or a positive integer, got {pc!r}")
+        if isinstance(kg, bool) or not isinstance(kg, int) or kg < 1:
+            raise ArtifactError(f"kg_max must be a positive integer, got {kg!r}")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def ensure_artifacts(request: ArtifactRequest, log: Callable[[str], None] = _stderr) -> Artifacts:
+    """Distances and neighbour graph for a request: reused from the cache, computed, or imported.
+
+    Args:
+        request: What to make (see :class:`ArtifactRequest`).
+        log: Receives one-line notes (reuse, key reports, warnings); stderr by default.
+
+    Returns:
+        :class:`store.artifacts.Artifacts`.
+
+    Raises:
+        One of :data:`USER_ERRORS` for bad input, with a one-line message;
+        nothing is written then.
+    """
+    cache_root = Path(request.cache_root)
+    read_only = None if request.cache is CachePolicy.NONE else cache.cache_refusal(cache_root)
+    source = request.source
+    if isinstance(source, (Images, PublishedCache)) and getattr(source, "backbone", None) is None:
+        published = published_cache_dir(cache_root, request.dataset, request.per_class)
+        if has_published_cache(published):
+            log(f"importing the published distance cache in {published}")
+            source = DistanceFiles(
+                published / "qg_dists.pth", published / "gg_dists.pth",
+                published / "labels.pth" if (published / "labels.pth").is_file() else None,
+                published / QQ_PUBLISHED if (published / QQ_PUBLISHED).is_file() else None)
+        elif isinstance(source, PublishedCache):
+            raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
+                                "gg_dists.pth); give the matrices' paths or another --backbone")
+    if isinstance(source, DistanceFiles):
+        return _from_distances(request, source, log, read_only)
+    if isinstance(source, FeatureFiles):
+        return _from_feature_files(request, source, log, read_only)
+    spec = source.backbone or ("demo" if request.dataset == "demo" else "icfrr")
+    root = Path(request.data_root) if request.data_root else DEMO_ROOT
+    if read_only is not None and request.dataset == "demo" and not is_generated(root):
+        raise read_only                                 # generating the demo would write before the refusal
+    return _from_images(request, source, spec, log, read_only)
+
+
+def _finish(request: ArtifactRequest, folder: Path, key: str, ds: Dataset,
+            rebuild: Callable[[int], NeighborGraph], log: Callable[[str], None],
+            read_only: ArtifactError | None) -> Artifacts | None:
+    """The cached artifacts when the policy allows and they are there; raises ``read_only`` otherwise."""
+    if request.cache is CachePolicy.REUSE:
+        cached = cache.load_cached(folder, key, ds, request.kg_max, rebuild, log)
+        if cached is not None:
+            return cached
+    if read_only is not None:
+        raise read_only
+    return None
+
+
+def _keep(request: ArtifactRequest, folder: Path) -> Path | None:
+    return None if request.cache is CachePolicy.NONE else folder
+
+
+def _timm_version() -> str | None:
+    """timm's version: its models and poolings decide the features of timm-based backbones."""
+    try:
+        return importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _from_images(request: ArtifactRequest, source: Images, spec: str, log: Callable[[str], None],
+                 read_only: ArtifactError | None) -> Artifacts:
+    from icfrr.features import default_device, extract_features, load_backbone, preprocess_config, weights_file
+    from icfrr.features.edges import DESCRIPTOR_VERSION
+    from icfrr.features.extract import PREPROCESS_VERSION
+
+    dataset, per_class = request.dataset, request.per_class
+    ds = load_dataset(dataset, request.data_root, per_class)
+    backbone_args = {"pretrained_root": source.pretrained_root, "weights": source.weights}
+    wpath = weights_file(spec, dataset=dataset, **backbone_args)
+    sha = file_sha256(wpath) if wpath is not None and wpath.is_file() else None
+    files = ds.files_stamp()         # root, names, sizes and mtimes: other pictures, other features
+    key = cache.cache_key({"kind": "features", "dataset": dataset, "items": ds.fingerprint(), "files": files,
+                           "backbone": spec, "weights_sha256": sha, "per_class": per_class,
+                           "metric": "euclidean",
+                           "preprocess": {"version": PREPROCESS_VERSION, **preprocess_config(spec)},
+                           "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None,
+                           "timm": None if spec == "demo" else _timm_version()})
+    folder = cache.cache_folder(Path(request.cache_root), dataset, per_class, spec, key)
+    device = request.compute.device or default_device()
+
+    def rebuild(k: int) -> NeighborGraph:
+        fg = cache.read_rows(folder / cache.FILES["gallery_features"], ["feature"])[0]["feature"]
+        return neighbor_graph_from_features(torch.from_numpy(fg).to(device), k)
+
+    if (cached := _finish(request, folder, key, ds, rebuild, log, read_only)) is not None:
+        return cached
+    bb = load_backbone(spec, dataset=dataset, **backbone_args, trust_checkpoint=source.trust_checkpoint)
+    if bb.report is not None:
+        log(f"weights {bb.weights_path}: {bb.report.summary()}")
+    c = request.compute
+    feats = {side: extract_features(bb, ds.absolute_paths(side), desc=f"{side} features", batch_size=c.batch_size,
+                                    num_workers=c.num_workers, device=c.device, progress=c.progress)
+             for side in ("query", "gallery")}
+    qg, graph = _distances_and_graph(feats, request.kg_max, device)
+    meta = cache.base_meta(ds, spec, sha, per_class, key) | {
+        "files_stamp": files, "preprocess_version": PREPROCESS_VERSION,
+        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k,
+        "weights_path": str(wpath) if wpath else None,
+        "load_report": bb.report.summary() if bb.report else None}
+    return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
+
+
+def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
+                         ) -> tuple[np.ndarray, NeighborGraph]:
+    """float32 [Q, G] Euclidean distances and the gallery graph, from float32 [N, D] features."""
+    fq, fg = (torch.from_numpy(feats[s]).to(device) for s in ("query", "gallery"))
+    qg = pairwise_distances(fq, fg).cpu().numpy()
+    return qg, neighbor_graph_from_features(fg, cache.graph_k(fg.shape[0], kg_max))
+
+
+# --------------------------------------------------------------------------- imported distances
+
+
+def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, n_q: int, n_g: int,
+                    labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None]) -> Dataset:
+    """Items for imported distances: from the images under data_root when they match, else path-less."""
+    ds = None
+    if data_root is not None and dataset in DATASET_NAMES:
+        try:
+            ds = load_dataset(dataset, data_root, per_class)
+        except DatasetError as exc:
+            log(f"no {dataset} images read under {data_root} ({exc}); items get no paths")
+    if ds is not None and (len(ds.query), len(ds.gallery)) != (n_q, n_g):
+        raise ArtifactError(f"the distances are [{n_q}, {n_g}] but {dataset} under {data_root} has "
+                            f"{len(ds.query)} queries and {len(ds.gallery)} gallery images; "
+                            "use the --per_class the distances were computed with")
+    if ds is None:
+        lq, lg = labels if labels is not None else (np.full(n_q, -1), np.full(n_g, -1))
+        return Dataset(dataset, None, [Item("query", i, None, int(v), None) for i, v in enumerate(lq)],
+                       [Item("gallery", j, None, int(v), None) for j, v in enumerate(lg)])
+    if labels is None:
+        return ds
+    names = ds.class_names
+    return Dataset(dataset, ds.root,
+                   [Item("query", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.query, labels[0])],
+                   [Item("gallery", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.gallery, labels[1])],
+                   ds.version)
+
+
+def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None]) -> NeighborGraph:
+    gg = read_matrix(gg_path)
+    if gg.shape != (n_g, n_g):
+        raise ArtifactError(f"{gg_path} is {list(gg.shape)} but the query-gallery matrix has {n_g} gallery "
+                            f"columns: it must be [{n_g}, {n_g}]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)        # a read-only memmap: the graph never writes to it
+        dense = torch.from_numpy(np.asarray(gg))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        graph = neighbor_graph(dense, k)
+    for w in caught:
+        log(f"warning: {gg_path}: {w.message}")
+    return graph
+
+
+def _missing(*paths: Path | None) -> None:
+    for p in paths:
+        if p is not None and not Path(p).is_file():
+            raise ArtifactError(f"file not found: {p}")
+
+
+def _from_distances(request: ArtifactRequest, source: DistanceFiles, log: Callable[[str], None],
+                    read_only: ArtifactError | None) -> Artifacts:
+    qg_path, gg_path = Path(source.qg), Path(source.gg)
+    labels_path = Path(source.labels) if source.labels is not None else None
+    _missing(qg_path, gg_path, labels_path, source.qq)
+    dataset, per_class = request.dataset, request.per_class
+    qg = read_matrix(qg_path)
+    n_q, n_g = qg.shape
+    labels = read_labels(labels_path, n_q, n_g) if labels_path is not None else None
+    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log)
+    sources = {"qg": cache.file_stamp(qg_path), "gg": cache.file_stamp(gg_path),
+               "labels": cache.file_stamp(labels_path) if labels_path else None}
+    key = cache.cache_key({"kind": "import", "dataset": dataset, "items": ds.fingerprint(),
+                           "per_class": per_class, "sources": sources})
+    folder = cache.cache_folder(Path(request.cache_root), dataset, per_class, IMPORT_BACKBONE, key)
+
+    def rebuild(k: int) -> NeighborGraph:
+        return _graph_from_dense(gg_path, n_g, k, log)
+
+    arts = _finish(request, folder, key, ds, rebuild, log, read_only)
+    if arts is None:
+        graph = rebuild(cache.graph_k(n_g, request.kg_max))
+        meta = cache.base_meta(ds, IMPORT_BACKBONE, None, per_class, key) | {
+            "neighbors_k": graph.k, "metric": "as imported",
+            "sources": {name: {"path": str(p), "sha256": file_sha256(p)}
+                        for name, p in (("qg", qg_path), ("gg", gg_path), ("labels", labels_path))
+                        if p is not None}}
+        arts = cache.save(_keep(request, folder), ds, meta, np.array(qg), graph)
+    arts.gg_source = gg_path
+    arts.qq_source = Path(source.qq) if source.qq is not None else None
+    return arts
+
+
+# --------------------------------------------------------------------------- feature files
+
+
+def _features_dataset(dataset: str, data_root: str | Path | None, labels: tuple[np.ndarray, np.ndarray],
+                      names: tuple[list[str] | None, list[str] | None]) -> Dataset:
+    """Items of feature files: a name becomes the item's path when it is a file under ``data_root``."""
+    root = Path(data_root).resolve() if data_root is not None else None
+
+    def path_of(name: str | None) -> str | None:
+        if root is None or name is None:
+            return None
+        full = (root / name).resolve()
+        if not full.is_relative_to(root) or not full.is_file():
+            return None
+        return full.relative_to(root).as_posix()
+
+    sides = []
+    for side, lab, nm in (("query", labels[0], names[0]), ("gallery", labels[1], names[1])):
+        nm = nm if nm is not None else [None] * len(lab)
+        sides.append([Item(side, i, path_of(n), int(v), None) for i, (v, n) in enumerate(zip(lab, nm))])
+    return Dataset(dataset, root, *sides)
+
+
+def _normalised(f: np.ndarray, path: Path) -> np.ndarray:
+    """float32 [N, D] rows divided by their L2 norm (computed in float64).
+
+    Raises:
+        SourceError: A row of zeros, which has no direction.
+    """
+    f64 = f.astype(np.float64)
+    norms = np.linalg.norm(f64, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if len(zero):
+        raise SourceError(f"{path}: row {int(zero[0])} is all zeros ({len(zero)} such rows) and cannot be "
+                          "L2-normalised; drop it or pass --no-normalise")
+    return (f64 / norms).astype(np.float32)
+
+
+def read_feature_files(source: FeatureFiles, dataset: str, data_root: str | Path | None
+                       ) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """Read and check feature files and their labels, normalising as asked.
+
+    Returns:
+        The items, and ``"query"`` / ``"gallery"`` -> float32 [N, D] features.
+
+    Raises:
+        SourceError, ArtifactError: Bad input, with a one-line message.
+    """
+    paths = {"query": Path(source.query), "gallery": Path(source.gallery)}
+    _missing(*paths.values(), source.labels)
+    feats = {side: read_features(p) for side, p in paths.items()}
+    dq, dg = feats["query"].shape[1], feats["gallery"].shape[1]
+    if dq != dg:
+        raise SourceError(f"the query features have {dq} dimensions but the gallery features {dg} "
+                          f"({paths['query']}, {paths['gallery']}); they must come from the same model")
+    n_q, n_g = len(feats["query"]), len(feats["gallery"])
+    if source.labels is not None:
+        lq, lg, nq, ng = read_labels_and_names(source.labels, n_q, n_g)
+    else:
+        lq, lg, nq, ng = np.full(n_q, -1), np.full(n_g, -1), None, None
+    if source.normalise:
+        feats = {side: _normalised(f, paths[side]) for side, f in feats.items()}
+    return _features_dataset(dataset, data_root, (lq, lg), (nq, ng)), feats
+
+
+def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, log: Callable[[str], None],
+                        read_only: ArtifactError | None) -> Artifacts:
+    if request.per_class != -1:
+        raise ArtifactError("--per_class selects images of a dataset; feature files are used whole "
+                            "(drop --per_class or pass the rows you want)")
+    ds, feats = read_feature_files(source, request.dataset, request.data_root)
+    files = {"query": Path(source.query), "gallery": Path(source.gallery), "labels": source.labels}
+    stamps = {k: cache.file_stamp(Path(p)) if p is not None else None for k, p in files.items()}
+    shas = {k: file_sha256(p) if p is not None else None for k, p in files.items()}
+    key = cache.cache_key({"kind": "feature_files", "dataset": request.dataset, "items": ds.fingerprint(),
+                           "sources": stamps, "sha256": shas, "normalise": source.normalise,
+                           "metric": "euclidean"})
+    folder = cache.cache_folder(Path(request.cache_root), request.dataset, request.per_class,
+                                FEATURES_BACKBONE, key)
+    device = request.compute.device or "cpu"
+
+    def rebuild(k: int) -> NeighborGraph:
+        return neighbor_graph_from_features(torch.from_numpy(feats["gallery"]).to(device), k)
+
+    if (cached := _finish(request, folder, key, ds, rebuild, log, read_only)) is not None:
+        return cached
+    qg, graph = _distances_and_graph(feats, request.kg_max, device)
+    meta = cache.base_meta(ds, FEATURES_BACKBONE, None, request.per_class, key) | {
+        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k, "normalise": source.normalise,
+        "sources": {k: {"path": str(p), "sha256": shas[k]} for k, p in files.items() if p is not None}}
+    return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
+
+
+# --------------------------------------------------------------------------- dense gg, qq for the baselines
+
+
+def _distances_by_rows(a: np.ndarray, b: np.ndarray, rows: int, same: bool) -> np.ndarray:
+    """float32 [A, B] Euclidean distances computed ``rows`` rows at a time (0 on the diagonal when ``same``)."""
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float32)
+    fb = torch.from_numpy(np.ascontiguousarray(b))
+    for start in range(0, a.shape[0], rows):
+        out[start:start + rows] = pairwise_distances(torch.from_numpy(a[start:start + rows]), fb).numpy()
+    if same:
+        np.fill_diagonal(out, 0.0)  # an item's distance to itself, without rounding noise
+    return out
+
+
+def dense_gg(arts: Artifacts, rows: int = 1024) -> np.ndarray:
+    """float32 [G, G] gallery-gallery distances, in memory (3.1 GB at the TU-Berlin size; never cached).
+
+    From the gallery features, computed ``rows`` rows at a time, or read from the
+    imported gallery-gallery file.
+
+    Raises:
+        ArtifactError: Imported artifacts whose gallery-gallery file is gone.
+    """
+    if not arts.imported:
+        f = arts.features("gallery")
+        return _distances_by_rows(f, f, rows, same=True)
+    source = arts.gg_source or Path(arts.meta.get("sources", {}).get("gg", {}).get("path", ""))
+    if not source.is_file():
+        raise ArtifactError(f"the gallery-gallery distances {source} are gone; import them again")
+    gg = read_matrix(source)
+    n_g = arts.qg_dists.shape[1]
+    if gg.shape != (n_g, n_g):
+        raise ArtifactError(f"{source} is {list(gg.shape)}, expected [{n_g}, {n_g}]")
+    return np.array(gg)  # a writable copy, not the read-only memmap
+
+
+def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 1024) -> np.ndarray:
+    """float32 [Q, Q] query-query distances, kept as ``qq_dists.parquet`` in the cache folder.
+
+    Reused from that file when it belongs to these artifacts (and, for imports,
+    to the same source file); else computed from the query features ``rows``
+    rows at a time, or read from the imported file, and kept there (unless
+    the artifacts live in memory only).
+
+    Raises:
+        ArtifactError: Imported artifacts without query-query distances, or a
+            file of the wrong shape.
+    """
+    kept = cache.kept_qq(arts, log)
+    if kept is not None:
+        return kept
+    sha = cache.qq_identity(arts)  # raises when an import has none
+    n_q = arts.qg_dists.shape[0]
+    if arts.imported:
+        qq = read_matrix(arts.qq_source)
+        if qq.shape != (n_q, n_q):
+            raise ArtifactError(f"{arts.qq_source} is {list(qq.shape)} but there are {n_q} queries: it must be "
+                                f"[{n_q}, {n_q}]")
+        qq = np.ascontiguousarray(qq)
+    else:
+        f = arts.features("query")
+        qq = _distances_by_rows(f, f, rows, same=True)
+    cache.keep_qq(arts, qq, sha, log)
+    return qq
+
+
+# --------------------------------------------------------------------------- command-line flags
+
+
+def add_source_flags(group: argparse._ActionsContainer) -> None:
+    """The flags that bring distances or features (shared by ``jobs.sweep`` and ``jobs.extract``)."""
+    group.add_argument("--qg", metavar="FILE", help="query-gallery distances to import (.npy or .pth, [Q, G])")
+    group.add_argument("--gg", metavar="FILE", help="gallery-gallery distances to import (.npy or .pth, [G, G])")
+    group.add_argument("--qq", metavar="FILE",
+                       help="query-query distances of imported distances (.npy or .pth, [Q, Q]), for the "
+                            "methods that need them (k_reciprocal, ecn); kept as qq_dists.parquet")
+    group.add_argument("--query-features", "--query_features", dest="query_features", metavar="FILE",
+                       help="query features [Q, D] (.npy, or .parquet: one list column or one column "
+                            "per dimension); with --gallery-features, no images needed")
+    group.add_argument("--gallery-features", "--gallery_features", dest="gallery_features", metavar="FILE",
+                       help="gallery features [G, D] (.npy or .parquet)")
+    group.add_argument("--labels", metavar="FILE",
+                       help="labels of imported distances or feature files (.npz/.json/.pth with int "
+                            "'query' and 'gallery'; optional string 'query_names', 'gallery_names')")
+    group.add_argument("--no-normalise", "--no_normalise", dest="no_normalise", action="store_true",
+                       help="use feature files as they are (default: L2-normalise every vector)")
+
+
+def _path(value: object) -> Path | None:
+    return Path(value) if value is not None else None
+
+
+def source_from_args(args: argparse.Namespace) -> Source:
+    """The :data:`Source` of the flags of :func:`add_source_flags` plus ``--backbone``/``--weights``/...
+
+    Raises:
+        ArtifactError: Flags that do not go together, with a one-line message.
+    """
+    backbone = args.backbone
+    features = (args.query_features, args.gallery_features)
+    if any(f is not None for f in features):
+        if None in features:
+            raise ArtifactError("--query-features and --gallery-features go together; pass both")
+        if args.qg is not None or args.gg is not None or args.qq is not None:
+            raise ArtifactError("feature files and imported distances (--qg/--gg/--qq) exclude each other; "
+                                "pass one kind")
+        if backbone is not None:
+            raise ArtifactError(f"feature files come with no backbone; drop --backbone {backbone}")
+        return FeatureFiles(Path(features[0]), Path(features[1]), _path(args.labels), not args.no_normalise)
+    if args.no_normalise:
+        raise ArtifactError("--no-normalise applies to --query-features/--gallery-features only")
+    if (args.qg is None) != (args.gg is None):
+        raise ArtifactError("importing distances needs both a query-gallery and a gallery-gallery matrix "
+                            "(--qg and --gg)")
+    if args.qg is not None:
+        if backbone not in (None, IMPORT_BACKBONE):
+            raise ArtifactError(f"imported distances come with no backbone; drop --backbone {backbone}")
+        return DistanceFiles(Path(args.qg), Path(args.gg), _path(args.labels), _path(args.qq))
+    if args.labels is not None:
+        raise ArtifactError("a labels file is only read together with imported distance matrices "
+                            "(--qg/--gg) or feature files (--query-features/--gallery-features)")
+    if args.qq is not None:
+        raise ArtifactError("a query-query file is only read together with imported distance matrices "
+                            "(--qg/--gg)")
+    if backbone == IMPORT_BACKBONE:
+        return PublishedCache()
+    return Images(backbone, args.weights, args.pretrained_root, args.trust_checkpoint)
+
+
+def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute) -> ArtifactRequest:
+    """The request of a command line with ``--dataset --data_root --per_class --cache_root
+    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`.
+
+    Raises:
+        ArtifactError: Flags that do not go together, with a one-line message.
+    """
+    return ArtifactRequest(args.dataset, args.data_root, args.per_class, source_from_args(args),
+                           args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
+                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute)
