@@ -304,7 +304,7 @@ def _attach_locked_down(path: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the store at ``path`` attached read-only, locked down.
 
     Extensions are never autoloaded or autoinstalled; external access is off
-    (only ``path`` and its ``.wal`` stay readable); the configuration is then
+    (only ``path``, its ``.wal`` and the ``.wal.checkpoint`` DuckDB may leave stay readable); the configuration is then
     locked. The store's catalog is not on the search path, so its own
     macros can neither shadow built-in functions nor run.
     """
@@ -315,7 +315,7 @@ def _attach_locked_down(path: Path) -> duckdb.DuckDBPyConnection:
     })
     try:
         target = str(path.resolve())
-        con.execute("SET allowed_paths = ?", [[target, target + ".wal"]])
+        con.execute("SET allowed_paths = ?", [[target, target + ".wal", target + ".wal.checkpoint"]])
         con.execute("SET enable_external_access = false")
         con.execute(f"ATTACH ? AS {_STORE} (TYPE duckdb, READ_ONLY)", [target])
         con.execute("SET lock_configuration = true")
