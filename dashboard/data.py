@@ -44,8 +44,8 @@ _log = logging.getLogger("icfrr.dashboard")
 def _launch_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--db")
-    parser.add_argument("--results-dir")
-    parser.add_argument("--image-root", action="append", default=[])
+    parser.add_argument("--results-dir", "--results_dir", dest="results_dir")
+    parser.add_argument("--image-root", "--image_root", dest="image_root", action="append", default=[])
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return args
 

@@ -1,7 +1,7 @@
 """ICFRR: Iterative Cluster-free Re-ranking for cross-domain image retrieval.
 
 The public engine API: neighbour graphs, re-ranking and retrieval metrics.
-See ``docs/ARCHITECTURE.md`` and the spec for the semantics.
+See ``docs/ARCHITECTURE.md`` and ``docs/SPEC.md`` for the semantics.
 
 Names are imported on first use (PEP 562), so that light submodules such as
 ``icfrr.stats`` can be imported without loading torch.

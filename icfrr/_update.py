@@ -5,7 +5,7 @@ for gallery item j is ``sum over i in top, r < KG with nbr[i, r] == j of w[r]``
 with ``w[r] = G - 1 - r``, an integer. Every partial sum is an integer below
 2**53, so float64 accumulation is exact and independent of the order of
 addition: the CPU and CUDA paths compute bit-identical votes, and
-``delta = votes / ((G - 1) * KQ)`` is the spec's mean of ``alpha``.
+``delta = votes / ((G - 1) * KQ)`` is the mean of ``alpha`` of docs/SPEC.md section 2.
 
 Vote sums are kept as int64 on the CPU (the same integers).
 

@@ -1,9 +1,9 @@
-"""A deliberately literal implementation of spec sections 2 and 3: the oracle.
+"""A deliberately literal implementation of docs/SPEC.md sections 2 and 3: the oracle.
 
 It mirrors the published code's shape: a dense [G, G] rank matrix built with
 argsort and a Python loop over queries, everything in float64. It is slow and
 needs O(G^2) memory; it exists so that tests and ``jobs.bench`` can check the
-engine against the spec, never for real use.
+engine against docs/SPEC.md, never for real use.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def literal_evaluate(ranking: np.ndarray, labels_q: np.ndarray, labels_g: np.nda
 
 
 def max_order_violation(ranking: np.ndarray, item_scores: np.ndarray) -> float:
-    """How far a ranking is from a descending sort of ``item_scores`` (spec section 7).
+    """How far a ranking is from a descending sort of ``item_scores`` (docs/SPEC.md section 7).
 
     Args:
         ranking: int [Q, G] gallery indices, best first.

@@ -1,4 +1,4 @@
-"""ICFRR re-ranking (spec sections 2 and 3), batched over queries.
+"""ICFRR re-ranking (docs/SPEC.md sections 2 and 3), batched over queries.
 
 The engine keeps, per query, the current ranking and (reference variant) the
 original descending scores ``v``. Each iteration takes the query's current top
@@ -96,7 +96,7 @@ def iter_rerank(
             clamped to G.
         beta: update strength.
         n_iter: number of updates T.
-        variant: ``"reference"`` (position-based, spec section 2) or ``"paper"``
+        variant: ``"reference"`` (position-based, docs/SPEC.md section 2) or ``"paper"``
             (accumulating item scores, section 3).
         device: ``None`` = CUDA when available, else CPU.
 

@@ -34,6 +34,7 @@ from icfrr._files import file_sha256
 from icfrr.datasets import DATASET_NAMES, DEMO_ROOT, Dataset, DatasetError, Item, load_dataset
 from icfrr.datasets.demo import is_generated
 from icfrr.features.errors import BackboneError, ImageReadError
+from jobs.source_flags import add_source_flags  # noqa: F401  (re-exported: the flags' one home)
 from store import artifacts as cache
 from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
                              Artifacts, CachePolicy)
@@ -44,6 +45,9 @@ from store.imports import (SourceError, has_published_cache, published_cache_dir
 USER_ERRORS = (ArtifactError, DatasetError, BackboneError, ImageReadError, SourceError)
 #: The ``backbone`` of artifacts made from feature files the user brings.
 FEATURES_BACKBONE = "features"
+#: Largest float32 [Q, G] distance matrix kept dense (2 GiB, e.g. Q=2400 x G=27989 is 0.25 GiB);
+#: above it, distances that come from features are computed per chunk of queries, never held whole.
+DENSE_QG_MAX_BYTES = 2 * 2**30
 
 
 def _stderr(msg: str) -> None:
@@ -275,8 +279,8 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, log: Calla
     feats = {side: extract_features(bb, ds.absolute_paths(side), desc=f"{side} features", batch_size=c.batch_size,
                                     num_workers=c.num_workers, device=c.device, progress=c.progress)
              for side in ("query", "gallery")}
-    qg, graph = _distances_and_graph(feats, request.kg_max, device)
-    meta = cache.base_meta(ds, spec, sha, per_class, key) | {
+    qg, graph, choice = _distances_and_graph(feats, request.kg_max, device)
+    meta = cache.base_meta(ds, spec, sha, per_class, key) | choice | {
         "files_stamp": files, "preprocess_version": PREPROCESS_VERSION,
         "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k,
         "weights_path": str(wpath) if wpath else None,
@@ -284,12 +288,20 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, log: Calla
     return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
 
 
+def dense_qg_fits(n_query: int, n_gallery: int) -> bool:
+    """Whether the float32 [Q, G] distances stay within :data:`DENSE_QG_MAX_BYTES` (then kept dense)."""
+    return 4 * n_query * n_gallery <= DENSE_QG_MAX_BYTES
+
+
 def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
-                         ) -> tuple[np.ndarray, NeighborGraph]:
-    """float32 [Q, G] Euclidean distances and the gallery graph, from float32 [N, D] features."""
+                         ) -> tuple[np.ndarray | None, NeighborGraph, dict[str, object]]:
+    """float32 [Q, G] Euclidean distances (None above the dense limit) and the gallery graph, from
+    float32 [N, D] features, plus the record of that choice for the artifacts' metadata."""
     fq, fg = (torch.from_numpy(feats[s]).to(device) for s in ("query", "gallery"))
-    qg = pairwise_distances(fq, fg).cpu().numpy()
-    return qg, neighbor_graph_from_features(fg, cache.graph_k(fg.shape[0], kg_max))
+    dense = dense_qg_fits(fq.shape[0], fg.shape[0])
+    qg = pairwise_distances(fq, fg).cpu().numpy() if dense else None
+    choice = {"qg": "dense" if dense else "features", "dense_qg_max_bytes": DENSE_QG_MAX_BYTES}
+    return qg, neighbor_graph_from_features(fg, cache.graph_k(fg.shape[0], kg_max)), choice
 
 
 # --------------------------------------------------------------------------- imported distances
@@ -462,8 +474,8 @@ def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, log: Cal
 
     if (cached := _finish(request, folder, key, ds, rebuild, log, read_only)) is not None:
         return cached
-    qg, graph = _distances_and_graph(feats, request.kg_max, device)
-    meta = cache.base_meta(ds, FEATURES_BACKBONE, None, request.per_class, key) | {
+    qg, graph, choice = _distances_and_graph(feats, request.kg_max, device)
+    meta = cache.base_meta(ds, FEATURES_BACKBONE, None, request.per_class, key) | choice | {
         "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k, "normalise": source.normalise,
         "sources": {k: {"path": str(p), "sha256": shas[k]} for k, p in files.items() if p is not None}}
     return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
@@ -499,7 +511,7 @@ def dense_gg(arts: Artifacts, rows: int = 1024) -> np.ndarray:
     if not source.is_file():
         raise ArtifactError(f"the gallery-gallery distances {source} are gone; import them again")
     gg = read_matrix(source)
-    n_g = arts.qg_dists.shape[1]
+    n_g = arts.shape[1]
     if gg.shape != (n_g, n_g):
         raise ArtifactError(f"{source} is {list(gg.shape)}, expected [{n_g}, {n_g}]")
     return np.array(gg)  # a writable copy, not the read-only memmap
@@ -521,7 +533,7 @@ def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 
     if kept is not None:
         return kept
     sha = cache.qq_identity(arts)  # raises when an import has none
-    n_q = arts.qg_dists.shape[0]
+    n_q = arts.shape[0]
     if arts.imported:
         qq = read_matrix(arts.qq_source)
         if qq.shape != (n_q, n_q):
@@ -536,25 +548,6 @@ def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 
 
 
 # --------------------------------------------------------------------------- command-line flags
-
-
-def add_source_flags(group: argparse._ActionsContainer) -> None:
-    """The flags that bring distances or features (shared by ``jobs.sweep`` and ``jobs.extract``)."""
-    group.add_argument("--qg", metavar="FILE", help="query-gallery distances to import (.npy or .pth, [Q, G])")
-    group.add_argument("--gg", metavar="FILE", help="gallery-gallery distances to import (.npy or .pth, [G, G])")
-    group.add_argument("--qq", metavar="FILE",
-                       help="query-query distances of imported distances (.npy or .pth, [Q, Q]), for the "
-                            "methods that need them (k_reciprocal, ecn); kept as qq_dists.parquet")
-    group.add_argument("--query-features", "--query_features", dest="query_features", metavar="FILE",
-                       help="query features [Q, D] (.npy, or .parquet: one list column or one column "
-                            "per dimension); with --gallery-features, no images needed")
-    group.add_argument("--gallery-features", "--gallery_features", dest="gallery_features", metavar="FILE",
-                       help="gallery features [G, D] (.npy or .parquet)")
-    group.add_argument("--labels", metavar="FILE",
-                       help="labels of imported distances or feature files (.npz/.json/.pth with int "
-                            "'query' and 'gallery'; optional string 'query_names', 'gallery_names')")
-    group.add_argument("--no-normalise", "--no_normalise", dest="no_normalise", action="store_true",
-                       help="use feature files as they are (default: L2-normalise every vector)")
 
 
 def _path(value: object) -> Path | None:

@@ -16,7 +16,7 @@ three times the inputs' memory), loading the same files. Reported per side:
 seconds for the gallery neighbour step, the initial ranking, one iteration and
 the metrics, and the peak resident memory. The rankings are then compared:
 iteration 0 exactly, iteration 1 as a valid descending sort of the literal
-implementation's float64 scores (spec section 7).
+implementation's float64 scores (docs/SPEC.md section 7).
 """
 
 from __future__ import annotations
@@ -31,10 +31,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+if TYPE_CHECKING:
+    import torch
+
+#: More examples for --help (the module docstring's second paragraph lists the first ones).
+EXAMPLES = """
+    python -m jobs.bench --sweep --shape tuberlin --n-configs 6 --share-betas   # whole sweeps
+    python -m jobs.bench --sweep --shape quickdraw --n-configs 1                # 92,291 x 54,151 from features
+    python -m jobs.bench --methods --shape quarter                              # every re-ranking method
+"""
 #: name -> (Q, G, KG = KQ)
 SHAPES = {"tuberlin": (2400, 27989, 512), "quarter": (600, 7000, 512), "quick": (300, 2000, 64)}
 DIM, N_CLASSES, NOISE, SHIFT, BETA = 768, 30, 3.2, 0.6, 0.5
@@ -45,6 +54,8 @@ def make_features(n_query: int, n_gallery: int, seed: int = 0) -> tuple[torch.Te
 
     L2-normalised float32; queries shifted by a common offset (the domain gap).
     """
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
     centres = torch.randn(N_CLASSES, DIM, generator=gen)
     shift = torch.randn(DIM, generator=gen) * SHIFT  # the domain gap between queries and gallery
@@ -70,26 +81,42 @@ def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> No
     np.save(folder / "labels_g.npy", labels_g.numpy())
 
 
-def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+def peak_gib() -> float:
+    """This process's peak resident memory in GiB (VmHWM of /proc/self/status).
+
+    Not ``ru_maxrss``: Linux carries the parent's peak across fork + exec into
+    a child's ``ru_maxrss``, so a benchmark child would report the memory of
+    the process that generated its inputs.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 2**20
 
 
 def _sync(device: str) -> None:
     if device == "cuda":
+        import torch
+
         torch.cuda.synchronize()
 
 
 def run_engine(folder: Path, device: str, k: int) -> dict:
     """Time the engine on the saved inputs; save its rankings for the comparison."""
+    import torch
+
     import icfrr
 
     qg, gg = np.load(folder / "qg.npy"), np.load(folder / "gg.npy")
     lq, lg = np.load(folder / "labels_q.npy"), np.load(folder / "labels_g.npy")
-    inputs_gib = _peak_gib()
+    inputs_gib = peak_gib()
     times = {}
     # Load the compiled CPU kernel (or warm CUDA) once, timed on its own row.
     t0 = time.perf_counter()
     icfrr.rerank(qg[:8, :64], gg[:64, :64], kg=8, kq=8, device=device)
+    list(icfrr.iter_rerank(qg[:8, :64], gg[:64, :64], kg=8, kq=8, device=device))  # the one-step kernels too
     times["startup"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     graph = icfrr.neighbor_graph(torch.from_numpy(gg).to(device), k)
@@ -108,7 +135,7 @@ def run_engine(folder: Path, device: str, k: int) -> dict:
     times["metrics"] = (time.perf_counter() - t0) / 2
     np.save(folder / f"engine_{device}_r0.npy", initial.ranking.numpy().astype(np.int32))
     np.save(folder / f"engine_{device}_r1.npy", first.ranking.numpy().astype(np.int32))
-    return dict(times=times, peak_gib=_peak_gib(), inputs_gib=inputs_gib, before=before, after=after)
+    return dict(times=times, peak_gib=peak_gib(), inputs_gib=inputs_gib, before=before, after=after)
 
 
 def run_literal(folder: Path, k: int) -> dict:
@@ -117,7 +144,7 @@ def run_literal(folder: Path, k: int) -> dict:
 
     qg, gg = np.load(folder / "qg.npy"), np.load(folder / "gg.npy")
     lq, lg = np.load(folder / "labels_q.npy"), np.load(folder / "labels_g.npy")
-    inputs_gib = _peak_gib()
+    inputs_gib = peak_gib()
     times = {"startup": 0.0}
     t0 = time.perf_counter()
     ranks = literal.rank_matrix(gg)
@@ -136,11 +163,11 @@ def run_literal(folder: Path, k: int) -> dict:
     np.save(folder / "literal_r0.npy", ranking0.astype(np.int32))
     np.save(folder / "literal_r1.npy", ranking1.astype(np.int32))
     np.save(folder / "literal_s1.npy", scores1)
-    return dict(times=times, peak_gib=_peak_gib(), inputs_gib=inputs_gib, before=before, after=after)
+    return dict(times=times, peak_gib=peak_gib(), inputs_gib=inputs_gib, before=before, after=after)
 
 
 def compare(folder: Path, device: str) -> dict:
-    """Agreement of the engine's rankings with the literal ones (spec section 7)."""
+    """Agreement of the engine's rankings with the literal ones (docs/SPEC.md section 7)."""
     from icfrr.literal import max_order_violation
 
     r0e, r0l = np.load(folder / f"engine_{device}_r0.npy"), np.load(folder / "literal_r0.npy")
@@ -215,14 +242,18 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import torch
+
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB{gpu}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import OneLineParser, UsageError
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
+    from jobs.cli import OneLineParser
 
-    parser = OneLineParser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0],
+                           epilog="examples:\n" + __doc__.split("\n\n")[1] + EXAMPLES)
     parser.add_argument("--shape", choices=["tuberlin", "quarter", "both", "quickdraw"], default=None,
                         help="default: both (quarter, then tuberlin); with --sweep: tuberlin")
     parser.add_argument("--sweep", action="store_true", help="time whole sweeps (see jobs.bench_sweep)")
@@ -236,8 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark asked for; returns the exit status (2: bad flags)."""
+    from jobs.cli import UsageError
+
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
@@ -260,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Machine: {machine()}\n", flush=True)
         run_shapes(shapes)
         return 0
+    import torch
+
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     print(f"Machine: {machine()}\n", flush=True)
     for name in shapes:

@@ -17,7 +17,6 @@ peak memory, and the memory of the inputs that process loaded.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,11 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.bench import peak_gib
+
 SHAPES = {"tuberlin": (2400, 27989), "quarter": (600, 7000), "quick": (300, 2000)}
-
-
-def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> None:
@@ -72,7 +69,7 @@ def run_one(key: str, folder: Path) -> dict:
     if key == "icfrr":
         # warm the compiled kernels outside the timing, as a sweep does once per process
         icfrr.rerank(qg[:8, :64], icfrr.neighbor_graph_from_features(fg[:64], 8), kg=8, kq=8)
-        inputs_gib = _peak_gib()
+        inputs_gib = peak_gib()
         t0 = time.perf_counter()
         graph = icfrr.neighbor_graph_from_features(fg, params["kg"])
         ranking = icfrr.rerank(qg, graph, kg=params["kg"], kq=params["kq"], beta=params["beta"],
@@ -87,13 +84,13 @@ def run_one(key: str, folder: Path) -> dict:
                               fq=fq, fg=fg)
         for name in needs(key, inputs):  # load what the method reads before timing it
             inputs.load(name)
-        inputs_gib = _peak_gib()
+        inputs_gib = peak_gib()
         t0 = time.perf_counter()
         ranking, _ = ranking_from_distances(apply_method(key, inputs, params))
     before = icfrr.evaluate(ranking_from_distances(qg)[0], lq, lg)["map_all"]
     after = icfrr.evaluate(ranking, lq, lg)["map_all"]
     seconds = time.perf_counter() - t0
-    return {"method": key, "params": params, "seconds": seconds, "peak_gib": _peak_gib(),
+    return {"method": key, "params": params, "seconds": seconds, "peak_gib": peak_gib(),
             "inputs_gib": inputs_gib, "before": before, "after": after}
 
 

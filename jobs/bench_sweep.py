@@ -15,7 +15,7 @@ metrics of every iteration, kept top-100) and one DuckDB transaction
   features and never materialised; KG=KQ=64, 2 iterations, beta {0.5,0.25,1}.
 
 Printed: seconds per configuration (engine, store write), the graph's
-seconds, peak resident memory (``ru_maxrss``) and the peak beyond what the
+seconds, peak resident memory (VmHWM) and the peak beyond what the
 process held after loading its inputs, a cProfile summary of the first
 configuration, and the published code's per-configuration cost for KG=KQ=512
 and 5 iterations (gallery argsort plus 5 iterations, taken from the literal
@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.bench import peak_gib
+
 #: name -> (Q, G, dense qg input, KG values, KQ values, n_iter)
 SHAPES = {
     "tuberlin": (2400, 27989, True, (512, 256, 128, 64), (512, 250, 100), 5),
@@ -56,10 +58,6 @@ def _rss_gib() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * resource.getpagesize() / 2**30
-
-
-def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def grid(shape: str, n_configs: int) -> list[tuple[int, int, float, int]]:
@@ -88,7 +86,7 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
     n_query, n_gallery, dense, *_ = SHAPES[shape]
     qg = torch.from_numpy(np.load(folder / "qg.npy")) if dense else icfrr.FeatureDistances(fq, fg)
     inputs_gib = _rss_gib()
-    inputs_peak_gib = _peak_gib()
+    inputs_peak_gib = peak_gib()
     configs = [writes.RunConfig(kg=kg, kq=kq, beta=b, n_iter=t) for kg, kq, b, t in grid(shape, n_configs)]
 
     start = time.perf_counter()
@@ -135,7 +133,7 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
     total_s = time.perf_counter() - start
     return dict(shape=shape, n_query=n_query, n_gallery=n_gallery, dense=dense, graph_s=graph_s, total_s=total_s,
                 rows=rows, base_gib=base_gib, inputs_gib=inputs_gib, inputs_peak_gib=inputs_peak_gib,
-                peak_gib=_peak_gib(), db_mib=db.stat().st_size / 2**20, profile=profile_text,
+                peak_gib=peak_gib(), db_mib=db.stat().st_size / 2**20, profile=profile_text,
                 share_betas=share_betas)
 
 
@@ -169,7 +167,7 @@ def report(res: dict, machine: str) -> str:
             f"- per configuration (engine + store write): mean {np.mean(per_config):.2f} s, "
             f"min {min(per_config):.2f} s, max {max(per_config):.2f} s; whole sweep incl. graph {res['total_s']:.1f} s",
             f"- memory: {res['base_gib']:.2f} GiB after imports and kernel load, {res['inputs_gib']:.2f} GiB with the "
-            f"inputs loaded; peak (ru_maxrss) {res['peak_gib']:.2f} GiB, i.e. "
+            f"inputs loaded; peak (VmHWM) {res['peak_gib']:.2f} GiB, i.e. "
             f"{res['peak_gib'] - res['inputs_gib']:.2f} GiB beyond the inputs",
             f"- DuckDB file after the sweep: {res['db_mib']:.0f} MiB"]
     big = [r["engine_s"] + r["write_s"] for r in rows if r["kg"] == 512 and r["kq"] == 512 and r["n_iter"] == 5]

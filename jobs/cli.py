@@ -11,9 +11,56 @@ class UsageError(ValueError):
     """Bad input: reported as one line on stderr with exit status 2."""
 
 
+class OneStyleHelp(argparse.RawDescriptionHelpFormatter):
+    """Help that lists each flag once, in its ``--dash-style`` spelling (the others are accepted too)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        flag = action.option_strings[0]
+        if action.nargs == 0:
+            return flag
+        return f"{flag} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
+def _twins(flag: str) -> list[str]:
+    body = flag[2:]
+    return [f"--{body.replace('_', '-')}", f"--{body.replace('-', '_')}"]
+
+
+def add_twin_spellings(parser: argparse.ArgumentParser) -> None:
+    """Accept every ``--long-flag`` as ``--long_flag`` too (and the other way round).
+
+    The dash spelling is put first, so help and usage show it; the underscore
+    one (the published code's style) keeps working.
+    """
+    for action in parser._actions:
+        flags = list(action.option_strings)
+        for flag in [f for f in flags if f.startswith("--")]:
+            for twin in _twins(flag):
+                if twin not in parser._option_string_actions:
+                    parser._option_string_actions[twin] = action
+                    flags.append(twin)
+        dashed = [f for f in flags if f.startswith("--") and "_" not in f]
+        action.option_strings = dashed[:1] + [f for f in flags if f not in dashed[:1]]
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose parse errors raise :class:`UsageError` with one line
-    (the message and a pointer to ``--help``) instead of printing the usage and exiting."""
+    """The commands' ``ArgumentParser``: parse errors raise :class:`UsageError` with one line
+    (the message and a pointer to ``--help``) instead of printing the usage and exiting;
+    every long flag is accepted with dashes or underscores, and help shows the dash style."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", OneStyleHelp)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        add_twin_spellings(self)
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        add_twin_spellings(self)
+        return super().format_help()
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see {self.prog} --help)")

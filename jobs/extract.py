@@ -1,9 +1,9 @@
 """Extract features (or import distances) into the Parquet artifact cache.
 
     python -m jobs.extract --dataset demo                       # generated demo, weight-free backbone
-    python -m jobs.extract --dataset tuberlin --data_root /data --backbone icfrr --pretrained-root /ckpt
-    python -m jobs.extract --dataset folder --data_root my_images --backbone timm:resnet50 --weights r50.safetensors
-    python -m jobs.extract --dataset custom --cache_root examples --data_root examples/custom   # published cache
+    python -m jobs.extract --dataset tuberlin --data-root /data --backbone icfrr --pretrained-root /ckpt
+    python -m jobs.extract --dataset folder --data-root my_images --backbone timm:resnet50 --weights r50.safetensors
+    python -m jobs.extract --dataset custom --cache-root examples --data-root examples/custom   # published cache
     python -m jobs.extract --dataset mine --qg qg.npy --gg gg.npy --labels labels.npz          # own matrices
     python -m jobs.extract --dataset mine --qg qg.npy --gg gg.npy --qq qq.npy                  # + query-query
     python -m jobs.extract --dataset mine --query-features q.npy --gallery-features g.npy --labels labels.npz
@@ -17,30 +17,31 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-import icfrr
 from jobs.cli import OneLineParser, UsageError, resolve_device
-from jobs.artifacts import USER_ERRORS, Compute, add_source_flags, ensure_artifacts, qq_dists, request_from_args
-from store.artifacts import DEFAULT_CACHE_ROOT, MIN_GRAPH_K
+from jobs.source_flags import add_source_flags
+
+#: The cache folder and the neighbour graph's smallest size (as store.artifacts has them; checked by a test).
+DEFAULT_CACHE_ROOT = "cache"
+MIN_GRAPH_K = 512
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m jobs.extract``."""
-    p = OneLineParser(prog="python -m jobs.extract", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m jobs.extract", description=__doc__.split("\n\n")[0],
+                      epilog="examples:\n" + __doc__.split("\n\n")[1])
     p.add_argument("--dataset", required=True,
                    help="tuberlin, sketchy_zs1, sketchy_zs2, custom, folder, demo (any name with --qg/--gg or "
                         "--query-features/--gallery-features)")
     p.add_argument("--data_root", help="folder of the dataset's images (demo: where to generate it)")
     p.add_argument("--backbone", help="icfrr, demo or timm:<model> (default: demo for the demo, icfrr otherwise; "
-                                      "a published cache under --cache_root is imported when no backbone is given)")
+                                      "a published cache under --cache-root is imported when no backbone is given)")
     p.add_argument("--weights", help="local .safetensors/.pth for timm:<model> ('random' for a smoke test), "
                                      "or the icfrr checkpoint file")
     p.add_argument("--pretrained-root", "--pretrained_root", dest="pretrained_root",
                    help="folder of the published checkpoints (<root>/tuberlin/checkpoint.pth ...)")
     p.add_argument("--trust-checkpoint", "--trust_checkpoint", dest="trust_checkpoint", action="store_true",
                    help="allow unpickling the Python objects in the checkpoint (runs code from the file)")
-    p.add_argument("--cache_root", "--cache-root", dest="cache_root", default=str(DEFAULT_CACHE_ROOT),
+    p.add_argument("--cache_root", "--cache-root", dest="cache_root", default=DEFAULT_CACHE_ROOT,
                    help="cache folder (default: cache/); artifacts go to <cache_root>/<dataset>/<per_class>/")
     p.add_argument("--force-cache", "--force_cache", dest="force_cache", action="store_true",
                    help="recompute even when matching artifacts exist")
@@ -78,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit status (0 done, 2 bad input)."""
     try:
         args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import torch  # after the flags: --help and usage errors answer at once
+
+    import icfrr
+    from jobs.artifacts import USER_ERRORS, Compute, ensure_artifacts, qq_dists, request_from_args
+
+    try:
         check_flags(args)
         compute = Compute(args.batchsize, args.workers, args.device, progress=not args.quiet)
         art = ensure_artifacts(request_from_args(args, args.kg_max, compute))
@@ -86,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, *USER_ERRORS) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
-    q, g = art.qg_dists.shape
+    q, g = art.shape
     where = art.cache_dir if art.cache_dir is not None else "memory only (--no-cache)"
     print(f"{art.dataset.name}: {q} queries x {g} gallery, backbone {art.backbone}, "
           f"{art.graph.k} neighbours per gallery item, {'reused' if art.reused else 'written'}: {where}")
-    if (art.labels_q != -1).any():
+    if (art.labels_q != -1).any() and art.qg_dists is not None:  # above the dense limit: the sweep evaluates it
         ranking = torch.argsort(art.qg_dists, dim=1, stable=True)   # the initial ranking, closest first
         m = icfrr.evaluate(ranking, art.labels_q, art.labels_g)
         print(f"initial ranking: mAP@all {m['map_all']:.4f}  mAP@200 {m['map_200']:.4f}  P@100 {m['p_100']:.4f}")

@@ -41,7 +41,7 @@ iteration. Metrics: {", ".join(METRIC_KEYS)}.
 def build_parser() -> argparse.ArgumentParser:
     """The report's flags (each ``--x-y`` also spelled ``--x_y``)."""
     p = OneLineParser(prog="python -m jobs.report", allow_abbrev=False,
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+                epilog=_EPILOG,
                 description="Compare the re-ranking methods stored in a results database: "
                             "one row per method, its best run, every metric, the change from "
                             "the initial ranking and a paired significance test.")

@@ -34,6 +34,7 @@ running the same command again resumes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 import os
@@ -43,39 +44,49 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from icfrr.methods import MethodInputs
 from icfrr.registry import HEADLINE, METHOD_KEYS, METHODS, METRICS, Method, Param
 from icfrr.registry import method as registry_method
 from jobs import cli
-from jobs import published_outputs as pub
 from jobs.cli import OneLineParser, UsageError
-from jobs.method_runner import method_inputs, run_method
-from jobs.sweep_runner import RunOutcome, run_config, run_configs
+from jobs.source_flags import add_source_flags
 from store import writes
-from jobs.artifacts import (Compute, add_source_flags, ensure_artifacts, qq_dists, request_from_args,
-                           source_from_args)
-from store.artifacts import Artifacts, qq_identity
 from store.db import StoreError, check_database, writer
 from store.fs import check_writable_dir
 from store.lock import SweepLock
 
+if TYPE_CHECKING:  # torch and the engine load only once the flags are parsed: --help answers at once
+    from icfrr.methods import MethodInputs
+    from jobs.sweep_runner import RunOutcome
+    from store.artifacts import Artifacts
+
 DEFAULT_DB = Path("results/icfrr.duckdb")
+EXAMPLES = """examples:
+  python -m jobs.sweep --dataset demo --kg 8 16 32 64 --kq 5 10 20 --beta 0.5 1
+  python -m jobs.sweep --dataset demo --method icfrr k_reciprocal ecn alpha_qe dba dba+alpha_qe
+  python -m jobs.sweep --dataset tuberlin --data-root /data --pretrained-root /ckpt --trust-checkpoint
+  python -m jobs.sweep --dataset custom --cache-root examples --data-root examples/custom --n-times 20 --kg 10 --kq 15
+  python -m jobs.sweep --dataset mine --query-features q.npy --gallery-features g.npy --labels labels.npz
+  python -m jobs.sweep --dataset mine --qg qg.npy --gg gg.npy --labels labels.npz
+"""
 #: The table's metric columns: (run_metrics key, header), from the registry.
 TABLE_METRICS = tuple((m.key, m.label) for m in METRICS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The sweep's flags; published spellings are aliases of ours."""
-    p = OneLineParser(prog="python -m jobs.sweep", allow_abbrev=False,
+    p = OneLineParser(prog="python -m jobs.sweep", allow_abbrev=False, epilog=EXAMPLES,
                 description="Re-rank a dataset with ICFRR (and other re-ranking methods) over a "
-                            "grid of configurations and store every iteration's metrics in DuckDB.")
+                            "grid of configurations and store every iteration's metrics in DuckDB. "
+                            "Every flag also takes the underscore spelling (--data_root) and the "
+                            "published code's (--KG, --KQ, --n_times).")
     p.add_argument("--dataset", required=True,
                    help="tuberlin, sketchy_zs1, sketchy_zs2, custom, folder or demo "
-                        "(or any name with a published cache under --cache_root, --qg/--gg or "
+                        "(or any name with a published cache under --cache-root, --qg/--gg or "
                         "--query-features/--gallery-features)")
     add_method_flags(p)
     data = p.add_argument_group("data")
@@ -135,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "image strips, metrics plot")
     out.add_argument("--query-idxs-to-vis", "--query_idxs_to_vis", dest="query_idxs_to_vis", metavar="Q",
                      nargs="+", type=int, default=[],
-                     help="queries whose top gallery images are drawn (needs --rerank_results_dir)")
+                     help="queries whose top gallery images are drawn (needs --rerank-results-dir)")
     out.add_argument("--num-gallery-ims-to-vis", "--num_gallery_ims_to_vis",
                      dest="num_gallery_ims_to_vis", metavar="N", type=int, default=20,
                      help="gallery images per drawn query (default 20)")
@@ -231,6 +242,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--query_idxs_to_vis needs --rerank_results_dir DIR to write the strips to")
     if args.no_cache and args.force_cache:
         raise UsageError("--no_cache and --force_cache contradict each other; pass one")
+    from jobs.artifacts import source_from_args
+
     source_from_args(args)   # flags of distances / features that do not go together: refused before the lock
 
 
@@ -354,6 +367,8 @@ def load_artifacts(
     args: argparse.Namespace, kg_max: int, device: str, log: Callable[[str], None]
 ) -> Artifacts:
     """Reuse, compute or import the distances and neighbour graph (no database involved)."""
+    from jobs.artifacts import Compute, ensure_artifacts, request_from_args
+
     return ensure_artifacts(request_from_args(args, kg_max, Compute(args.batchsize, device=device)), log)
 
 
@@ -406,6 +421,8 @@ class _Published:
     labels_g: object
 
     def __call__(self, step, _summary) -> None:
+        from jobs import published_outputs as pub
+
         pub.save_ranking(self.out_dir, step.iteration, step.ranking)
         if self.query_idxs and self.images is not None:
             image = pub.strips_image(step.ranking[:, : self.n_gallery].numpy(), self.query_idxs,
@@ -448,6 +465,8 @@ class _Plan:
         if a.rerank_results_dir is None:
             return None
         label = _config_label(cfg) if len(self.entries) > 1 else None
+        from jobs import published_outputs as pub
+
         return pub.results_dir(a.rerank_results_dir, a.dataset, a.per_class, label)
 
 
@@ -508,9 +527,21 @@ def prepare(argv: Sequence[str], log: Callable[[str], None], command: str = "pyt
 def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> _Plan:
     """Load the artifacts and check the inputs that depend on them."""
     arts = load_artifacts(args, max(args.kg), device, log)
-    n_query, n_gallery = arts.qg_dists.shape
+    n_query, n_gallery = arts.shape
     others = [m for m in requested_methods(args) if m.key != "icfrr"]
+    if arts.qg_dists is None:   # above the dense limit: computed per chunk of queries from the features
+        size = f"{4 * n_query * n_gallery / 2**30:.1f} GiB"
+        if others:
+            raise UsageError(f"the [{n_query}, {n_gallery}] distances ({size}) are only computed per chunk; "
+                             f"--method {others[0].key} needs them whole: run it on a smaller split")
+        if args.rerank_results_dir is not None:
+            raise UsageError(f"--rerank_results_dir writes whole [{n_query}, {n_gallery}] rankings ({size} of "
+                             "distances, computed per chunk here): drop it for this dataset")
     # read (or compute and keep) qq now: an import without it, or a bad file, is refused before any run
+    from jobs.artifacts import qq_dists
+    from jobs.method_runner import method_inputs
+    from store.artifacts import qq_identity
+
     qq = qq_dists(arts, log) if any(m.needs_qq for m in others) else None
     inputs_keys = {m.key: qq_identity(arts) for m in others if m.needs_qq}
     entries, warnings = expand_grid(args, n_gallery, inputs_keys)
@@ -531,7 +562,7 @@ def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> 
 def unanswerable(labels_q: np.ndarray, labels_g: np.ndarray, skip: bool) -> tuple[np.ndarray, str | None]:
     """Query labels for the metrics, and the one warning about queries no ranking can answer.
 
-    Queries of unknown label (-1) are left out of every metric (spec). A query
+    Queries of unknown label (-1) are left out of every metric (docs/SPEC.md section 4). A query
     whose label no gallery item has has nothing relevant: it gets AP 0 and
     counts in the means, unless ``skip``, which gives it -1 for the metrics
     (left out like an unknown label).
@@ -567,6 +598,10 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
     (memory bounded by one chunk); the published files need every whole
     ranking, so they take the iteration-by-iteration path.
     """
+    from jobs import published_outputs as pub
+    from jobs.method_runner import run_method
+    from jobs.sweep_runner import run_config
+
     out_dir = plan.out_dir(cfg)
     arts = plan.arts
     n_query = len(arts.labels_q)
@@ -580,7 +615,7 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
     try:
         labels_q = plan.labels_eval if plan.labels_eval is not None else arts.labels_q
         if cfg.method == "icfrr":
-            outcome = run_config(arts.qg_dists, arts.graph, labels_q, arts.labels_g, cfg,
+            outcome = run_config(arts.query_distances(), arts.graph, labels_q, arts.labels_g, cfg,
                                  device=plan.device, top_n=plan.args.top_n, on_step=on_step,
                                  on_progress=lambda done, total: bar.update(done - bar.n))
         else:
@@ -591,6 +626,15 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
     if out_dir is not None:
         pub.save_metrics(out_dir, outcome.metrics)
     return outcome
+
+
+def recorded(arts: Artifacts, cfg: writes.RunConfig) -> writes.RunConfig:
+    """``cfg`` with, in ``runs.params`` (not its key), how its query-gallery distances were held:
+    ``qg_distances`` "dense" or "features per chunk", and the limit that chose it."""
+    note: dict[str, object] = {"qg_distances": "dense" if arts.qg_dists is not None else "features per chunk"}
+    if "dense_qg_max_bytes" in arts.meta:
+        note["dense_qg_max_bytes"] = arts.meta["dense_qg_max_bytes"]
+    return dataclasses.replace(cfg, extra={**cfg.extra, **note})
 
 
 def beta_groups(plan: _Plan, todo: Sequence[int]) -> list[list[int]]:
@@ -614,11 +658,13 @@ def beta_groups(plan: _Plan, todo: Sequence[int]) -> list[list[int]]:
 
 def _run_group(plan: _Plan, configs: Sequence[writes.RunConfig]) -> list[RunOutcome]:
     """ICFRR configurations that differ only in beta, streamed through the engine together."""
+    from jobs.sweep_runner import run_configs
+
     arts = plan.arts
     labels_q = plan.labels_eval if plan.labels_eval is not None else arts.labels_q
     bar = tqdm(total=len(labels_q), desc="queries", unit="q", leave=False)
     try:
-        return run_configs(arts.qg_dists, arts.graph, labels_q, arts.labels_g, configs, device=plan.device,
+        return run_configs(arts.query_distances(), arts.graph, labels_q, arts.labels_g, configs, device=plan.device,
                            top_n=plan.args.top_n, on_progress=lambda done, total: bar.update(done - bar.n))
     finally:
         bar.close()
@@ -666,7 +712,7 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                 with writer(args.db) as con:
                     run_id = writes.write_run(
                         con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
-                        config=cfg, device=plan.device, seconds=outcome.seconds,
+                        config=recorded(plan.arts, cfg), device=plan.device, seconds=outcome.seconds,
                         metrics=outcome.metrics, kept=outcome.kept, force=args.force)
                     writes.heartbeat(con, sweep_id)
                 # None: already stored by an earlier sweep, only the published files were missing

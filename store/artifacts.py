@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from icfrr import NeighborGraph
+from icfrr import FeatureDistances, NeighborGraph
 from icfrr._files import file_sha256
 from icfrr._owners import owner_tag, remove_stale
 from icfrr.datasets import Dataset, DatasetError
@@ -100,7 +100,9 @@ class Artifacts:
 
     Attributes:
         dataset: The items (paths relative to ``dataset.root``; None for path-less imports).
-        qg_dists: float32 [Q, G] query-gallery distances, smaller = closer.
+        qg_dists: float32 [Q, G] query-gallery distances, smaller = closer; None
+            when they are above the dense limit and come from features, computed
+            per chunk of queries (:meth:`query_distances`; ``meta["qg"]`` says which).
         graph: The K nearest other gallery items of each gallery item.
         labels_q: int64 [Q] (-1 unknown).
         labels_g: int64 [G] (-1 unknown).
@@ -120,7 +122,7 @@ class Artifacts:
     """
 
     dataset: Dataset
-    qg_dists: torch.Tensor
+    qg_dists: torch.Tensor | None
     graph: NeighborGraph
     labels_q: np.ndarray
     labels_g: np.ndarray
@@ -135,6 +137,18 @@ class Artifacts:
     _features: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     gg_source: Path | None = None
     qq_source: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(Q, G)."""
+        return len(self.labels_q), len(self.labels_g)
+
+    def query_distances(self) -> torch.Tensor | FeatureDistances:
+        """The query-gallery distances: the dense [Q, G] matrix, or a function of a
+        chunk of queries computing theirs from the features (never the whole matrix)."""
+        if self.qg_dists is not None:
+            return self.qg_dists
+        return FeatureDistances(torch.from_numpy(self.features("query")), torch.from_numpy(self.features("gallery")))
 
     @property
     def imported(self) -> bool:
@@ -235,7 +249,7 @@ def _read_graph(path: Path) -> NeighborGraph:
     return NeighborGraph(torch.from_numpy(cols["neighbors"].astype(np.int64)), torch.from_numpy(cols["distances"]))
 
 
-def _write_folder(final: Path, ds: Dataset, meta: dict, qg: np.ndarray, graph: NeighborGraph,
+def _write_folder(final: Path, ds: Dataset, meta: dict, qg: np.ndarray | None, graph: NeighborGraph,
                   feats: dict[str, np.ndarray]) -> dict[str, Path]:
     """Write every file into a temporary sibling folder, the marker last, then rename it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -246,7 +260,8 @@ def _write_folder(final: Path, ds: Dataset, meta: dict, qg: np.ndarray, graph: N
         write_table(tmp / FILES["items"], _items_table(ds), meta | {"kind": "items"})
         for side, f in feats.items():
             write_rows(tmp / FILES[f"{side}_features"], "idx", {"feature": f}, meta | {"kind": f"{side}_features"})
-        write_rows(tmp / FILES["qg_dists"], "query_idx", {"dists": qg}, meta | {"kind": "qg_dists"})
+        if qg is not None:
+            write_rows(tmp / FILES["qg_dists"], "query_idx", {"dists": qg}, meta | {"kind": "qg_dists"})
         _write_graph(tmp / FILES["neighbors"], graph, meta)
         names = [name for kind, name in FILES.items() if (tmp / name).exists()]
         atomic_write_bytes(tmp / MARKER, json.dumps(meta | {"files": names}, indent=1).encode())
@@ -263,7 +278,7 @@ def _write_folder(final: Path, ds: Dataset, meta: dict, qg: np.ndarray, graph: N
     return {kind: final / name for kind, name in FILES.items() if (final / name).exists()}
 
 
-def save(folder: Path | None, ds: Dataset, meta: dict, qg: np.ndarray, graph: NeighborGraph,
+def save(folder: Path | None, ds: Dataset, meta: dict, qg: np.ndarray | None, graph: NeighborGraph,
          features: dict[str, np.ndarray] | None = None) -> Artifacts:
     """Keep freshly computed artifacts in ``folder`` (atomically) and return them.
 
@@ -272,7 +287,8 @@ def save(folder: Path | None, ds: Dataset, meta: dict, qg: np.ndarray, graph: Ne
         ds: The items, in matrix order.
         meta: :func:`base_meta` plus the source's own fields (``neighbors_k``,
             ``feature_dim`` when there are features).
-        qg: float32 [Q, G] query-gallery distances.
+        qg: float32 [Q, G] query-gallery distances; None when they are computed
+            per chunk from ``features`` (above the dense limit).
         graph: The gallery neighbour graph.
         features: ``"query"`` / ``"gallery"`` -> float32 [N, D] features, when
             the distances come from features.
@@ -281,9 +297,11 @@ def save(folder: Path | None, ds: Dataset, meta: dict, qg: np.ndarray, graph: Ne
         The :class:`Artifacts` (``reused`` False).
     """
     feats = features or {}
-    qg = np.ascontiguousarray(qg, dtype=np.float32)
+    if qg is None and not feats:
+        raise ValueError("artifacts without dense distances need the features to compute them from")
+    qg = None if qg is None else np.ascontiguousarray(qg, dtype=np.float32)
     paths = {} if folder is None else _write_folder(folder, ds, meta, qg, graph, feats)
-    return Artifacts(ds, torch.from_numpy(qg), graph, ds.labels_q, ds.labels_g, meta["backbone"],
+    return Artifacts(ds, None if qg is None else torch.from_numpy(qg), graph, ds.labels_q, ds.labels_g, meta["backbone"],
                      meta.get("checkpoint_sha256"), meta["per_class"], meta["cache_key"], folder, paths,
                      meta | {"files": [p.name for p in paths.values()]}, _features=feats)
 
@@ -312,7 +330,9 @@ def _check_folder(paths: dict[str, Path], record: dict, ds: Dataset) -> None:
     if (n_q, n_g) != (len(ds.query), len(ds.gallery)):
         raise ValueError(f"the marker says {n_q} x {n_g} items, the dataset has "
                          f"{len(ds.query)} x {len(ds.gallery)}")
-    missing = {"items", "qg_dists", "neighbors"} - set(paths)
+    needed = {"items", "neighbors"} | ({"query_features", "gallery_features"} if record.get("qg") == "features"
+                                       else {"qg_dists"})
+    missing = needed - set(paths)
     if missing:
         raise ValueError(f"the marker lists no {', '.join(sorted(missing))} file")
     expect = {"items": (n_q + n_g, None), "qg_dists": (n_q, {"dists": n_g}),
@@ -332,9 +352,9 @@ def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
                  rebuild: Callable[[int], NeighborGraph], log: Callable[[str], None]) -> Artifacts:
     paths = {kind: folder / name for kind, name in FILES.items() if name in record["files"]}
     _check_folder(paths, record, ds)
-    qg = read_rows(paths["qg_dists"], ["dists"])[0]["dists"]
+    qg = read_rows(paths["qg_dists"], ["dists"])[0]["dists"] if "qg_dists" in paths else None
     graph = _read_graph(paths["neighbors"])
-    need = graph_k(qg.shape[1], kg_max)
+    need = graph_k(len(ds.gallery), kg_max)
     if graph.k < need:
         log(f"the cached neighbour graph keeps {graph.k} neighbours; rebuilding it with {need}")
         graph = rebuild(need)
@@ -349,9 +369,9 @@ def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
     feats = {side: read_rows(paths[f"{side}_features"], ["feature"])[0]["feature"]
              for side in ("query", "gallery") if f"{side}_features" in paths}
     log(f"reusing artifacts in {folder}")
-    return Artifacts(ds, torch.from_numpy(qg), graph, ds.labels_q, ds.labels_g, record["backbone"],
-                     record.get("checkpoint_sha256"), record["per_class"], record["cache_key"], folder, paths,
-                     record, reused=True, _features=feats)
+    return Artifacts(ds, None if qg is None else torch.from_numpy(qg), graph, ds.labels_q, ds.labels_g,
+                     record["backbone"], record.get("checkpoint_sha256"), record["per_class"], record["cache_key"],
+                     folder, paths, record, reused=True, _features=feats)
 
 
 def load_cached(folder: Path, key: str, ds: Dataset, kg_max: int, rebuild: Callable[[int], NeighborGraph],

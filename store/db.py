@@ -281,7 +281,7 @@ _DUCKDB_MAGIC = b"DUCK"
 #: The attached store's name on a reader connection.
 _STORE = "store"
 
-#: Base tables every icfrr-lab store holds (spec section 6 plus ``schema_info``).
+#: Base tables every icfrr-lab store holds (docs/SPEC.md section 6 plus ``schema_info``).
 READER_TABLES: tuple[str, ...] = ("schema_info", "datasets", "items", "artifacts", "sweeps",
                                   "runs", "run_metrics", "query_metrics", "rankings")
 

@@ -1,7 +1,7 @@
 """The dashboard's read API: every query the dashboard runs, returning DataFrames.
 
 Each function takes an open connection (``store.db.connect_reader``) and
-only reads the base tables of spec section 6 plus our own columns, with the
+only reads the base tables of docs/SPEC.md section 6 plus our own columns, with the
 SQL written here: never a view stored in the file (a store is untrusted input). "Before"
 is the initial ranking (iteration 0) unless a ``baseline_iteration`` is
 given; "after" is the iteration asked for, by default a run's last one.

@@ -1,4 +1,4 @@
-"""The DuckDB schema: spec section 6 (a public interface) plus our own columns.
+"""The DuckDB schema: docs/SPEC.md section 6 (a public interface) plus our own columns.
 
 Researchers query these tables with SQL, so the spec's tables and columns are
 never renamed or dropped; new columns go beside them with a migration step.

@@ -1,6 +1,6 @@
 """Datasets: every supported layout read into one :class:`Dataset` shape.
 
-Layouts (spec section 5): ``tuberlin``, ``sketchy_zs1``, ``sketchy_zs2`` (SBIR
+Layouts (docs/SPEC.md section 5): ``tuberlin``, ``sketchy_zs1``, ``sketchy_zs2`` (SBIR
 file lists), ``custom`` (published folder layout, optional labels.json),
 ``folder`` (``query/<class>/*``, ``gallery/<class>/*``) and ``demo`` (generated).
 """

@@ -137,7 +137,7 @@ def make_items(side: str, entries: Iterable[tuple[str | None, int, str | None]])
 
 
 def keep_per_class(entries: list[tuple], per_class: int) -> list[tuple]:
-    """Keep the first ``per_class`` entries of each label, in order (spec section 5).
+    """Keep the first ``per_class`` entries of each label, in order (docs/SPEC.md section 5).
 
     Args:
         entries: Tuples whose second element is the integer label.

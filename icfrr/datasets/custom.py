@@ -1,4 +1,4 @@
-"""The published code's custom folder layout (spec section 5).
+"""The published code's custom folder layout (docs/SPEC.md section 5).
 
 ``<root>/query/*`` and ``<root>/gallery/*`` image files in sorted file-name order,
 with an optional ``<root>/labels.json``:

@@ -1,4 +1,4 @@
-"""The SBIR file-list layout of TU-Berlin and Sketchy (spec section 5).
+"""The SBIR file-list layout of TU-Berlin and Sketchy (docs/SPEC.md section 5).
 
 Each line of a list file is ``<path relative to the dataset folder> <integer label>``;
 the path may contain spaces, so the label is whatever follows the last space.

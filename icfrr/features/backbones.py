@@ -36,7 +36,7 @@ from .errors import BackboneError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: The timm architecture the published checkpoints load into (spec section 5).
+#: The timm architecture the published checkpoints load into (docs/SPEC.md section 5).
 ICFRR_MODEL = "vit_base_patch16_224"
 #: Dataset name -> published checkpoint folder under --pretrained-root.
 ICFRR_CHECKPOINTS = {"tuberlin": "tuberlin", "sketchy_zs1": "sketchy/zeroshot1",
@@ -228,7 +228,7 @@ def _load_timm(name: str, weights: Path | None, label: str) -> Backbone:
 
 
 def icfrr_checkpoint_path(pretrained_root: str | Path, dataset: str) -> Path:
-    """``<pretrained_root>/<dataset folder>/checkpoint.pth`` (spec section 5)."""
+    """``<pretrained_root>/<dataset folder>/checkpoint.pth`` (docs/SPEC.md section 5)."""
     return Path(pretrained_root) / ICFRR_CHECKPOINTS.get(dataset, "custom") / "checkpoint.pth"
 
 

@@ -1,6 +1,6 @@
 """The real app in a real browser: `streamlit run` on a free port, every page
 opened in Debian's headless Chromium through Playwright, screenshots saved
-under test-artifacts/dashboard/.
+under test-artifacts/dashboard/ (or $ICFRR_SCREENSHOT_DIR: docs/img holds the README's).
 
 Skips when Chromium (or Playwright) is missing, except under CI (env CI set),
 where it must run: `.ci/run` installs Chromium first. $ICFRR_CHROMIUM names
@@ -28,7 +28,8 @@ from tests.dashboard.fixture_store import LEAK, SECRET, build_injected, corrupt_
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts" / "dashboard"
+#: Where the screenshots go ($ICFRR_SCREENSHOT_DIR=docs/img refreshes the README's).
+ARTIFACTS = Path(os.environ.get("ICFRR_SCREENSHOT_DIR") or REPO / "test-artifacts" / "dashboard")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update"]

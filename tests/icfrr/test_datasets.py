@@ -1,4 +1,4 @@
-"""Dataset layouts of spec section 5: file lists, custom, folder; per_class; bad input."""
+"""Dataset layouts of docs/SPEC.md section 5: file lists, custom, folder; per_class; bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metrics against a brute-force reading of spec section 4, and torchmetrics."""
+"""Metrics against a brute-force reading of docs/SPEC.md section 4, and torchmetrics."""
 
 from __future__ import annotations
 

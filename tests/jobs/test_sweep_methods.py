@@ -8,6 +8,9 @@ and evaluates. The last test runs the real baselines where they are installed.
 
 from __future__ import annotations
 
+import csv
+import io
+
 import json
 import re
 import subprocess
@@ -408,3 +411,26 @@ def test_demo_sweep_every_method_real_baselines(tmp_path: Path) -> None:
         con.close()
     assert {g[0] for g in got} == {"icfrr", *BASELINES}
     assert all(n == (3 if key == "icfrr" else 2) and 0 < v <= 1 for key, n, v in got)
+    # the report of that store in its three formats, read back
+    def report(fmt: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "jobs.report", "--db", str(db), "--format", fmt],
+                              cwd=repo, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    rows = list(csv.DictReader(io.StringIO(report("csv"))))
+    assert {r["method"] for r in rows if r["role"] != "initial"} == {"icfrr", *BASELINES}
+    by_method = {r["method"]: r for r in rows}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        for key in ("icfrr", *BASELINES):   # each row's mAP@all is that method's best run at its last iteration
+            best = con.execute("SELECT max(m.map_all) FROM runs r JOIN run_metrics m USING (run_id) "
+                               "WHERE r.method = ? AND m.iteration = r.n_iter", [key]).fetchone()[0]
+            assert float(by_method[key]["map_all"]) == pytest.approx(best, rel=1e-12)
+    finally:
+        con.close()
+    latex = report("latex")
+    assert all(rule in latex for rule in ("\\toprule", "\\midrule", "\\bottomrule")) and "\\textbf{" in latex
+    assert latex.count("\\\\") == len(rows) + 1   # a header and one line per row
+    text = report("table")
+    assert all(label in text for label in ("ICFRR", "k-reciprocal", "ECN", "DBA + αQE"))
