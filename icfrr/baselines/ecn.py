@@ -37,11 +37,10 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
     - the rank-list score s(p, g) = 1 - ECN(p, g) is 0 where no item of either
       expanded neighbourhood shares a top-k neighbour with the other side (at
       large N the rank lists' row minimum is 0, so score 0 means no overlap).
-      Those pairs would all tie at 1; they fall back to the plain distance
-      qg[p, g], as the method's description asks (docs/SPEC.md section 8). Note
-      that a plain distance below an overlapping pair's ECN value ranks above it.
+      Those pairs would all tie at 1; they fall back to the plain distance,
+      ranked after every pair with overlap: the result there is 1 + qg[p, g].
 
-    The result is ECN(p, g) where s(p, g) > 0, else qg[p, g]. k, t and q at
+    The result is ECN(p, g) where s(p, g) > 0, else 1 + qg[p, g]. k, t and q at
     or beyond N are cut (k to N, t and q to N - 1).
 
     Args:
@@ -101,7 +100,7 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
     del cross_g
     overlap = overlap_q
     overlap |= overlap_g.T
-    out = np.where(overlap, 1.0 - score, qg_np).astype(qg_np.dtype, copy=False)
+    out = np.where(overlap, 1.0 - score, 1.0 + qg_np).astype(qg_np.dtype, copy=False)
     return same_type_as(out, qg)
 
 

@@ -56,7 +56,7 @@ def ecn(qg, gg, qq, t: int, q: int, k: int) -> np.ndarray:
     """Sarfraz et al. (CVPR 2018), ECN with the rank-list distance, loop per query.
 
     Each item is first in its own list; lists are cut at N; a pair whose
-    rank-list score is 0 gets its plain distance.
+    rank-list score is 0 gets 1 + its plain distance.
     """
     n_query, n_gallery = np.shape(qg)
     n = n_query + n_gallery
@@ -87,7 +87,7 @@ def ecn(qg, gg, qq, t: int, q: int, k: int) -> np.ndarray:
             g = n_query + j
             mean = (sum(rank_dist[e, g] for e in expanded(p)) + sum(rank_dist[e, p] for e in expanded(g))) / (2 * size)
             score = 1.0 - mean
-            out[p, j] = 1.0 - score if score > 0 else d[p, g]
+            out[p, j] = 1.0 - score if score > 0 else 1.0 + d[p, g]
     return out
 
 

@@ -28,12 +28,13 @@ def test_matches_oracle_on_clustered_float32_features(t, q, k):
     np.testing.assert_allclose(got, oracle.ecn(qg, gg, qq, t, q, k), rtol=1e-6, atol=1e-6)
 
 
-def test_pairs_without_overlap_fall_back_to_the_plain_distance():
+def test_pairs_without_overlap_fall_back_to_the_plain_distance_behind_the_rest():
     qg, gg, qq = oracle.random_blocks(5, 80, seed=1)
     got = ecn(qg, gg, qq, t=1, q=1, k=2)
-    fallback = got == qg
+    fallback = got >= 1.0
     assert 0 < fallback.sum() < fallback.size  # both kinds of pairs are present
-    assert got[~fallback].max() <= 1.0
+    np.testing.assert_allclose(got[fallback], 1.0 + qg[fallback], rtol=0, atol=1e-12)
+    assert got[~fallback].max() < 1.0
     np.testing.assert_allclose(got, oracle.ecn(qg, gg, qq, 1, 1, 2), rtol=0, atol=1e-9)
 
 
