@@ -433,10 +433,10 @@ def test_reader_during_sweep_then_resume_after_kill(tmp_path: Path, capsys) -> N
     write_cache(tmp_path / "cache")
     db = tmp_path / "r.duckdb"
     argv = ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db,
-            "--device", "cpu", "--kg", *range(2, 6), "--kq", 4, 8, "--n_times", 20,
-            "--top-n", TOP_N]  # 20 iterations: each configuration computes a while
+            "--device", "cpu", "--kg", *range(2, 13), "--kq", 4, 8, 16, "--n_times", 100,
+            "--top-n", TOP_N]  # 33 configurations of 100 iterations: the kill lands mid-sweep
     argv = [str(a) for a in argv]
-    n_configs = 4 * 2
+    n_configs = 11 * 3
     connect_writer(db).close()  # an empty store for the reader to open from the start
     repo = Path(__file__).resolve().parents[2]
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
