@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,35 +66,57 @@ def damaged(path: Path, exc: BaseException) -> StoreError:
     )
 
 
-def _open_with_retry(
-    path: Path, *, read_only: bool, timeout_s: float
+def _with_retry(
+    open_: Callable[[], duckdb.DuckDBPyConnection], path: Path, timeout_s: float, *,
+    retryable: Callable[[Exception], bool], refused: Callable[[Exception], StoreError], holder: str,
 ) -> duckdb.DuckDBPyConnection:
-    """Open ``path``, retrying with jittered backoff while another process holds it.
+    """``open_()``, retried with jittered backoff while another connection holds ``path``.
+
+    Args:
+        open_: Opens the connection.
+        path: The database file (for messages).
+        timeout_s: How long to keep retrying.
+        retryable: Whether a DuckDB error means the file is held (worth retrying).
+        refused: The StoreError for any other DuckDB error.
+        holder: Who holds the file, for the message after ``timeout_s``.
 
     Raises:
-        StoreError: The file is not DuckDB, is damaged, or stayed locked for ``timeout_s``.
+        StoreError: ``refused``'s, or the file stayed locked for ``timeout_s``.
     """
     deadline = time.monotonic() + max(timeout_s, 0.0)
     delay = 0.02
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return open_()
         except duckdb.Error as exc:
-            if _is_not_duckdb(exc):
-                raise StoreError(
-                    f"{path} is not a DuckDB database; pass --db with a new or existing "
-                    "icfrr-lab results file"
-                ) from None
-            if not _is_lock_error(exc):
-                raise damaged(path, exc) from None
+            if not retryable(exc):
+                raise refused(exc) from None
             if time.monotonic() >= deadline:
-                who = "a writer (a running sweep?)" if read_only else "another process"
                 raise StoreError(
-                    f"{path} stayed locked by {who} for {timeout_s:g} s; "
+                    f"{path} stayed locked by {holder} for {timeout_s:g} s; "
                     "wait for it to finish and try again"
                 ) from None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.1)
+
+
+def _open_with_retry(
+    path: Path, *, read_only: bool, timeout_s: float
+) -> duckdb.DuckDBPyConnection:
+    """Open ``path``, retrying while another process holds it.
+
+    Raises:
+        StoreError: The file is not DuckDB, is damaged, or stayed locked for ``timeout_s``.
+    """
+    def refused(exc: Exception) -> StoreError:
+        if _is_not_duckdb(exc):
+            return StoreError(f"{path} is not a DuckDB database; pass --db with a new or existing "
+                              "icfrr-lab results file")
+        return damaged(path, exc)
+
+    return _with_retry(lambda: duckdb.connect(str(path), read_only=read_only), path, timeout_s,
+                       retryable=_is_lock_error, refused=refused,
+                       holder="a writer (a running sweep?)" if read_only else "another process")
 
 
 def _table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -360,27 +382,15 @@ def _reader_error(exc: Exception, path: Path) -> StoreError:
 
 
 def _attach_with_retry(path: Path, timeout_s: float) -> duckdb.DuckDBPyConnection:
-    """``_attach_locked_down``, retrying with jittered backoff while a writer holds ``path``.
+    """``_attach_locked_down``, retrying while a writer holds ``path``.
 
     Raises:
         StoreError: The file is not DuckDB, is damaged, or stayed locked for ``timeout_s``.
     """
-    deadline = time.monotonic() + max(timeout_s, 0.0)
-    delay = 0.02
-    while True:
-        try:
-            return _attach_locked_down(path)
-        except duckdb.Error as exc:
-            # "file handle conflict": this same process holds the file (another connection)
-            if not (_is_lock_error(exc) or "file handle conflict" in str(exc)):
-                raise _reader_error(exc, path) from None
-            if time.monotonic() >= deadline:
-                raise StoreError(
-                    f"{path} stayed locked by a writer (a running sweep?) for {timeout_s:g} s; "
-                    "wait for it to finish and try again"
-                ) from None
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.1)
+    # "file handle conflict": this same process holds the file (another connection)
+    return _with_retry(lambda: _attach_locked_down(path), path, timeout_s,
+                       retryable=lambda exc: _is_lock_error(exc) or "file handle conflict" in str(exc),
+                       refused=lambda exc: _reader_error(exc, path), holder="a writer (a running sweep?)")
 
 
 def _close_quietly(con: duckdb.DuckDBPyConnection) -> None:

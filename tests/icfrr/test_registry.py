@@ -14,18 +14,13 @@ import pytest
 
 from icfrr import registry
 from icfrr.registry import Hits, average_precision, best_iteration, precision_at
+from tests.icfrr.test_metrics import brute_ap
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _literal_ap(rel_row: np.ndarray, cutoff: int | None) -> float:
-    row = rel_row if cutoff is None else rel_row[:cutoff]
-    hits, total = 0, 0.0
-    for k, r in enumerate(row, start=1):
-        if r:
-            hits += 1
-            total += hits / k
-    return total / hits if hits else 0.0
+    return brute_ap(list(rel_row if cutoff is None else rel_row[:cutoff]))
 
 
 @pytest.mark.parametrize("seed", range(4))
