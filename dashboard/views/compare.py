@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, queries, state
-from dashboard.format import method_and_params, p_value, plain, signed
+from dashboard.format import NO_METRICS, has_metrics, method_and_params, p_value, plain, signed
 from dashboard.sidebar import Context, context, iteration_select
 
 _A_KEY = "_w_compare_run_a"
@@ -47,6 +47,10 @@ def page() -> None:
     """Draw the page."""
     st.title("Compare")
     ctx = context()
+    if not has_metrics(ctx.run):
+        st.caption(plain(ctx.labels[ctx.run_id]))
+        st.info(NO_METRICS.format(run=ctx.run_id))
+        return
     same = [int(r) for r in ctx.runs.run_id[ctx.runs.dataset_id == ctx.run.dataset_id]]
     st.caption(plain(f"Two rankings of the same queries of {ctx.run.dataset}: any two runs "
                      "(of any methods) at any stored iteration; iteration 0 is the initial "

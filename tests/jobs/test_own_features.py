@@ -222,10 +222,11 @@ def test_features_sweep_is_browsable_with_paths_only_under_data_root(tmp_path, i
     assert all((root / p).is_file() for p in g_paths) and g_paths
     want = [arts.dataset.gallery[int(i)].path for i in top["gallery_idx"]]
     assert g_paths == want
-    for name in ("elsewhere", "none"):                  # the names do not resolve there: no paths
-        _, q_path, g_paths, _ = runs[name]
-        assert q_path is None and all(p is None for p in g_paths)
-    assert runs["none"][0] is None
+    _, q_path, g_paths, _ = runs["elsewhere"]             # the names do not resolve there: no paths
+    assert q_path is None and all(p is None for p in g_paths)
+    got_root, q_path, g_paths, top = runs["none"]        # no root: the names are kept, as names
+    assert got_root is None and q_path == arts.dataset.query[1].path
+    assert g_paths == [arts.dataset.gallery[int(i)].path for i in top["gallery_idx"]]
 
 
 def test_npy_distance_import_is_swept_end_to_end(tmp_path, capsys):
