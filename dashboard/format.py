@@ -137,7 +137,7 @@ NO_METRICS = ("Run #{run} has no metrics: its dataset has no labels, so it has r
 def has_metrics(row: object) -> bool:
     """Whether a run (a row of ``store.read.runs``) has metrics: its initial ranking's
     mAP@all is known. Runs of a dataset without labels have rankings only."""
-    return not _missing(getattr(row, "map_all_before", None))
+    return not _missing(getattr(row, "map_all_before", 0.0))
 
 
 def method_and_params(row: object) -> tuple[str, str]:

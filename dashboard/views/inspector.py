@@ -44,12 +44,14 @@ def _side(rows: pd.DataFrame, side: str | None, root: str | None, known: bool) -
     """Thumbnails of one stored list; ``side`` ('before'/'after') adds each item's movement."""
     images, captions = [], []
     for r in rows.itertuples():
-        mark = "unknown" if not known else "relevant" if r.relevant else "irrelevant"
+        # an item the store does not list (a crafted ranking past G) has no known relevance
+        mark = "unknown" if not known or pd.isna(r.relevant) else \
+            "relevant" if r.relevant else "irrelevant"
         images.append(thumbs.thumbnail(root, r.path, _THUMB, mark))
         moved = "" if side is None else f" {movement(side, r.rank_before, r.rank_after)}"
         # without a dataset root no image resolves: the item's name (from the user's files) is shown
-        named = f" · {short(r.path, 60)}" if not root and isinstance(r.path, str) else ""
-        captions.append(plain(f"#{r.rank} {_ICONS[mark]}{moved} · {r.class_name}{named}"))
+        named = f" · {plain(short(r.path, 60))}" if not root and isinstance(r.path, str) else ""
+        captions.append(f"#{r.rank} {_ICONS[mark]}{moved} · {plain(r.class_name)}{named}")
     if images:
         st.image(images, caption=captions, width=_THUMB)
     else:

@@ -58,14 +58,18 @@ def _runs_table(ctx: Context) -> None:
     for m in METRIC_NAMES:
         cols += [f"{m}_before", f"{m}_after"]
     cols += ["map_all_gain", "best_iteration", "seconds"]
-    config = {f"{m}_{w}": st.column_config.NumberColumn(f"{METRIC_NAMES[m]} {w}", format="%.4f")
-              for m in METRIC_NAMES for w in ("before", "after")}
+    # numbers formatted by the Styler, so that a run without metrics shows "n/a", never "None"
+    config: dict[str, object] = {f"{m}_{w}": f"{METRIC_NAMES[m]} {w}"
+                                 for m in METRIC_NAMES for w in ("before", "after")}
+    fmt = dict.fromkeys(config, "{:.4f}") | {"map_all_gain": "{:+.4f}", "seconds": "{:.1f}",
+                                              "best_iteration": "{:.0f}"}
     config["n_iter"] = st.column_config.NumberColumn("iterations")
     config["labels"] = st.column_config.TextColumn(
         "labels", help=f"'{NO_LABELS}': the dataset has no labels, the run has no metrics")
-    config["map_all_gain"] = st.column_config.NumberColumn("mAP@all gain", format="%+.4f")
-    config["seconds"] = st.column_config.NumberColumn("time (s)", format="%.1f")
-    st.dataframe(table[cols], hide_index=True, column_config=config)
+    config["map_all_gain"] = "mAP@all gain"
+    config["seconds"] = "time (s)"
+    st.dataframe(table[cols].style.format(fmt, na_rep="n/a"), hide_index=True,
+                 column_config=config)
     with st.expander("Sweeps"):
         st.dataframe(queries.sweeps(ctx.db), hide_index=True)
 
