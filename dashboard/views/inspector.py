@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard import queries, state, thumbs
 from dashboard.format import has_metrics, method_and_params, movement, plain, short, signed
-from dashboard.sidebar import Context, context, iteration_select
+from dashboard.sidebar import Context, context, iteration_select, run_choices
 
 _THUMB = 112
 _ICONS = {"relevant": "✓", "irrelevant": "✗", "unknown": "?"}
@@ -132,8 +132,9 @@ def _name(ctx: Context, run_id: int) -> str:
 
 def _beside_select(ctx: Context) -> str | int:
     """What stands beside the run's list: its initial ranking, or another run of the dataset."""
-    same = [int(r) for r in ctx.runs.run_id[ctx.runs.dataset_id == ctx.run.dataset_id]
-            if r != ctx.run_id]
+    others = ctx.runs.run_id[(ctx.runs.dataset_id == ctx.run.dataset_id)
+                             & (ctx.runs.run_id != ctx.run_id)]
+    same = run_choices(ctx.runs, others, ctx.run_id, *filter(None, [state.get_int("other")]))
     return state.select(st, "Beside it", [INITIAL, *same], "other",
                         format_func=lambda v: "its initial ranking (with movement)"
                         if v == INITIAL else f"run {ctx.labels[v]}",

@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard import charts, queries, state
 from dashboard.format import (METRIC_NAMES, NO_LABELS, NO_METRICS, has_metrics,
                               method_and_params, method_label, plain, signed)
-from dashboard.sidebar import Context, context
+from dashboard.sidebar import Context, context, run_choices
 from icfrr.registry import METHOD_KEYS
 from icfrr.stats import PAIRED_TESTS
 from store import report
@@ -82,14 +82,15 @@ def _iteration_chart(ctx: Context) -> None:
     same = ctx.runs[ctx.runs.sweep_id == ctx.run.sweep_id]
     best = int(same.loc[same.map_all_gain.idxmax(), "run_id"]) if same.map_all_gain.notna().any() \
         else ctx.run_id
-    measured = [r for r in ctx.labels if has_metrics(ctx.runs.loc[r])]
+    measured = run_choices(ctx.runs, ctx.runs.run_id[ctx.runs.map_all_before.notna()],
+                           ctx.run_id, ctx.run_id, best)
     chosen = st.multiselect("Runs to plot", measured, default=sorted({ctx.run_id, best}),
                             format_func=ctx.labels.get)
     by_iter = queries.metrics_by_iteration(ctx.db, tuple(chosen))
     if by_iter.empty:
         st.caption("Choose at least one run.")
         return
-    st.altair_chart(charts.metric_lines(by_iter, ctx.labels))
+    st.altair_chart(charts.metric_lines(by_iter, {r: ctx.labels[r] for r in chosen}))
 
 
 def _file_stem(text: str) -> str:
@@ -196,6 +197,8 @@ def _sweep_heatmap(ctx: Context) -> None:
         f"({signed(best[value])}) at iteration {it} (run #{best.run_id})."
     )
     panel = grid[grid.beta == beta]
+    # one cell per (KG, KQ): a store holding the same configuration many times sends its best
+    panel = panel.loc[panel.groupby(["kg", "kq"])[value].idxmax()]
     if panel.kg.nunique() * panel.kq.nunique() < 2:
         st.caption("This sweep has a single KG x KQ configuration for this β: no grid to draw.")
         return

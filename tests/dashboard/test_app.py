@@ -636,3 +636,23 @@ def test_crafted_rows_get_a_message_not_a_crash(fixture_db, raw, tmp_path, monke
     else:   # gallery items the store does not list: "unknown class", never "None"
         text = _all_text(at)
         assert "unknown class" in text and "· None" not in text
+
+
+def test_a_store_with_many_runs_offers_a_bounded_list_and_goes_to_any_run(fixture_db, raw,
+                                                                          tmp_path, monkeypatch):
+    from dashboard import sidebar
+
+    monkeypatch.setattr(sidebar, "RUN_CHOICES", 5)   # the fixture's 14 runs stand for 300k
+    done = raw["runs"][raw["runs"].status == "done"].set_index("run_id")
+    ids = sorted(done.index)
+    at = open_page(fixture_db, "Overview", monkeypatch, run=ids[-1])
+    offered = at.sidebar.selectbox(key="_w_run").options     # the runs' labels, "#ID ..."
+    assert len(offered) == 5 and at.sidebar.selectbox(key="_w_run").value == ids[-1]
+    # the selected run's sweep comes first: every run of it that fits is offered
+    own = done.index[done.sweep_id == done.sweep_id[ids[-1]]]
+    assert len([o for o in offered if any(o.startswith(f"#{r} ") for r in own)]) == min(5, len(own))
+    outside = next(r for r in ids if not any(o.startswith(f"#{r} ") for o in offered))
+    at.sidebar.number_input(key="_w_goto_run").set_value(outside).run()
+    assert at.sidebar.selectbox(key="_w_run").value == outside
+    assert not at.exception
+    assert at.subheader[0].value.startswith(f"\\#{outside} ")
