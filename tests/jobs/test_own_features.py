@@ -248,3 +248,11 @@ def test_npy_distance_import_is_swept_end_to_end(tmp_path, capsys):
         assert con.execute("SELECT backbone FROM artifacts").fetchall() == [("import",)]
         for (run_id,) in con.execute("SELECT run_id FROM runs ORDER BY 1").fetchall():
             check_run_equals_engine(con, run_id, qg, gg, labels_q, labels_g, 5)
+
+
+def test_unlabelled_input_is_told_plainly_that_no_metrics_will_be_computed() -> None:
+    labels, note = sweep.unanswerable(np.full(4, -1), np.full(6, -1), skip=False)
+    assert (labels == -1).all()
+    assert "no metrics will be computed" in note and "--labels" in note and "class_names" in note
+    _, note = sweep.unanswerable(np.array([0, -1, 1]), np.array([0, 1]), skip=False)
+    assert note == "1 queries of unknown label (-1) are left out of the metrics"
