@@ -766,7 +766,8 @@ def _run(plan: _Plan, notes: list[str], command: str) -> int:
     except StoreError as exc:  # the database stayed locked, or a write failed (disk full)
         return _fail(str(exc))
     except InputChanged as exc:  # an input file changed after the sweep identified it at its start
-        return _fail(f"{exc} (runs committed before are kept in {plan.args.db})")
+        return _fail(f"{exc.path} {exc.what} since the sweep started, so its runs would mix inputs; the runs "
+                     f"committed before are kept in {plan.args.db}: run the same command again")
     except OSError as exc:     # a published file could not be written (disk full)
         return _fail(f"could not write {exc.filename or 'a file'} ({exc.strerror or exc}); runs committed "
                      f"before are kept in {plan.args.db}: free some space and run the same command again")

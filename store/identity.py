@@ -38,7 +38,16 @@ Fingerprint = tuple[int, int, int, int, int]
 
 
 class InputChanged(ValueError):
-    """An input file changed after its identity was resolved; the message names it."""
+    """An input file changed after its identity was resolved; the message names it.
+
+    Attributes:
+        path: The file.
+        what: ``"is gone"`` or ``"changed (size, times or inode)"``.
+    """
+
+    def __init__(self, message: str, path: Path, what: str) -> None:
+        super().__init__(message)
+        self.path, self.what = path, what
 
 
 def fingerprint(path: Path) -> Fingerprint:
@@ -77,7 +86,7 @@ class FileId:
         if now != self.fingerprint:
             what = "is gone" if now is None else "changed (size, times or inode)"
             raise InputChanged(f"{self.path} {what} {when}; nothing computed from it was kept: "
-                               "run the same command again")
+                               "run the same command again", self.path, what)
 
     def record(self) -> dict[str, object]:
         """The JSON record of this identity (path and sha256) for metadata."""
@@ -140,7 +149,7 @@ class HashCache:
         after = fingerprint(full)
         if after != before:
             raise InputChanged(f"{full} changed while it was being read; run the command again once it "
-                               "is no longer written to")
+                               "is no longer written to", full, "changed while it was being read")
         if before[2] <= self._clock() - RACY_NS:      # ctime old enough: a later write changes it
             self._new[name] = [*before, sha]
         return FileId(full, before, sha)
