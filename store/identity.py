@@ -2,7 +2,7 @@
 
 Every file a sweep reads (images, imported ``.npy``/``.pth``/Parquet matrices,
 labels, weights) is identified by the sha256 of its bytes. Hashing is cached in
-a sidecar, ``<cache_root>/file_sha256.json``, keyed by the file's resolved
+a sidecar, ``<cache_root>/file_sha256.json``, keyed by the file's absolute
 path and git-style stat fingerprint: size, mtime_ns, ctime_ns, inode, device.
 ``touch -r`` and ``os.utime`` can set mtime back but not ctime, and ``mv``
 gives another inode, so a fingerprint that matches means the bytes are those
@@ -139,7 +139,7 @@ class HashCache:
             InputChanged: It changed while being hashed.
         """
         full = Path(path)                                  # as given: messages and checks use it
-        name = str(Path(os.path.abspath(full)).resolve())  # the sidecar's key
+        name = os.path.abspath(full)       # the sidecar's key (the fingerprint names the file itself)
         before = fingerprint(full)
         entry = self._new.get(name) or self._known.get(name)
         if entry is not None and tuple(entry[:5]) == before:

@@ -220,3 +220,17 @@ def test_a_file_changed_mid_sweep_stops_it_in_one_line_keeping_committed_runs(tm
     monkeypatch.setattr(writes, "heartbeat", real)
     code, out, err = _sweep([*argv, "--db", db, "--cache_root", tmp_path / "cache"], capsys)
     assert code == 0 and out.count("(new)") == 3, err             # the new gg: new runs, the old ones kept
+
+
+def test_no_cache_and_a_refusal_keep_no_hashes(tmp_path, capsys):
+    """The hash sidecar is written with the artifacts only: never by --no-cache, never on a refusal."""
+    folder = tmp_path / "in"
+    argv = [*_imports(folder), *ICFRR, *COMMON, "--db", tmp_path / "r.duckdb", "--cache_root", tmp_path / "cache"]
+    (tmp_path / "cache").mkdir()                                  # an existing cache folder, empty
+    code, _, err = _sweep([*argv, "--no-cache"], capsys)
+    assert code == 0, err
+    assert list((tmp_path / "cache").iterdir()) == []
+    np.save(folder / "gg.npy", np.zeros((5, 5), np.float32))     # hashed, then refused: the wrong shape
+    code, _, err = _sweep(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "gg.npy" in err, err
+    assert list((tmp_path / "cache").iterdir()) == []
