@@ -26,9 +26,15 @@ The published code's flags are accepted with the same meaning (``--KG --KQ
 --gpu_id --no_cache --force_cache --limited_memory --cpu_as_metric_device
 --rerank_results_dir --query_idxs_to_vis --num_gallery_ims_to_vis``).
 
+Every input file is identified by content (sha256) once, when the sweep
+starts, and every method of the sweep uses artifacts of exactly those files;
+one that changes while the sweep runs stops it when it is next read (one line,
+exit status 2; the runs committed before are kept).
+
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written to the
-database), 1 an unexpected failure while running (finished runs stay committed;
-running the same command again resumes).
+database) or an input file changed during the sweep, 1 an unexpected failure
+while running (finished runs stay committed; running the same command again
+resumes).
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from jobs.source_flags import add_source_flags
 from store import writes
 from store.db import StoreError, check_database, writer
 from store.fs import check_writable_dir
+from store.identity import InputChanged
 from store.lock import SweepLock
 
 if TYPE_CHECKING:  # torch and the engine load only once the flags are parsed: --help answers at once
@@ -758,6 +765,9 @@ def _run(plan: _Plan, notes: list[str], command: str) -> int:
         rows = run_sweep(plan, command)
     except StoreError as exc:  # the database stayed locked, or a write failed (disk full)
         return _fail(str(exc))
+    except InputChanged as exc:  # an input file changed after the sweep identified it at its start
+        return _fail(f"{exc.path} {exc.what} since the sweep started, so its runs would mix inputs; the runs "
+                     f"committed before are kept in {plan.args.db}: run the same command again")
     except OSError as exc:     # a published file could not be written (disk full)
         return _fail(f"could not write {exc.filename or 'a file'} ({exc.strerror or exc}); runs committed "
                      f"before are kept in {plan.args.db}: free some space and run the same command again")
