@@ -132,6 +132,7 @@ class ProtocolRow:
         optimism: ``tuned`` minus the protocol's mAP@all.
         grid: Min, median, max mAP@all over the method's grid (every run and
             iteration >= 1) on the reported queries.
+        n_grid: How many (run, iteration) candidates that grid holds.
         default: mAP@all of the registry-default parameters there (NaN: not run).
     """
 
@@ -154,6 +155,7 @@ class ProtocolRow:
     tuned: float
     optimism: float
     grid: tuple[float, float, float]
+    n_grid: int
     default: float
 
 
@@ -388,7 +390,7 @@ def protocol_comparison(
                 ci_, (math.nan, math.nan) if n == 0 else _interval(
                     (sc["map_all"] - base_ap)[reported], groups[reported], ci, n_boot, seed),
                 n, diff, p, float(p_adj), mark, math.nan, math.nan,
-                (math.nan, math.nan, math.nan), math.nan))
+                (math.nan, math.nan, math.nan), 0, math.nan))
             continue
         c, sel = cands[key], sels[key]
         counts = sel.times_chosen()
@@ -405,7 +407,7 @@ def protocol_comparison(
             (math.nan, math.nan) if n == 0 else _interval(
                 (sc["map_all"] - base_ap)[reported], groups[reported], ci, n_boot, seed),
             n, diff, p, float(p_adj), mark, tuned, opt,
-            protocols.spread(c.values["ap"], c.iterations, reported),
+            protocols.spread(c.values["ap"], c.iterations, reported), int(np.sum(c.iterations >= 1)),
             math.nan if d is None else float(protocols.mean_ap(c.values["ap"][[d]], reported)[0])))
     return ProtocolComparison(
         dataset=name, dataset_id=dataset_id, artifact_id=artifact_id, backbone=backbone_name,
