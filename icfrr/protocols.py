@@ -120,11 +120,18 @@ def cv_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 
 def mean_ap(ap: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """float64 [C]: each candidate's mean AP over the ``queries`` (bool [Q]); NaN values skipped."""
+    """float64 [C]: each candidate's mean AP over the ``queries`` (bool [Q]); NaN values skipped.
+
+    Sums are exactly rounded (``math.fsum``), so a mean does not depend on the
+    order of the queries: the same values give the same mean wherever they sit.
+    """
     sub = np.asarray(ap, dtype=np.float64)[:, np.asarray(queries, dtype=bool)]
-    counts = np.sum(~np.isnan(sub), axis=1)
-    sums = np.nansum(sub, axis=1)
-    return np.divide(sums, counts, out=np.full(sub.shape[0], np.nan), where=counts > 0)
+    out = np.full(sub.shape[0], np.nan)
+    for i, row in enumerate(sub):
+        row = row[~np.isnan(row)]
+        if row.size:
+            out[i] = math.fsum(row.tolist()) / row.size
+    return out
 
 
 def select(ap: np.ndarray, run_ids: np.ndarray, iterations: np.ndarray, queries: np.ndarray) -> int:

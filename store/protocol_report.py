@@ -337,7 +337,7 @@ def protocol_comparison(
     if protocol == "holdout":
         tuning_cls, reported_cls = protocols.holdout_classes(labels, tune_fraction, seed)
     else:
-        tuning_cls, reported_cls = np.array([], np.int64), protocols.permuted_classes(labels, seed)
+        tuning_cls, reported_cls = np.array([], np.int64), np.unique(labels[labels != -1])
     groups = labels  # the class of each query: the bootstrap's unit with --ci class
 
     first = cands[order[0]]
