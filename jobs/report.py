@@ -21,7 +21,7 @@ from pathlib import Path
 from icfrr.registry import HEADLINE, METRIC_KEYS
 from jobs.cli import OneLineParser, UsageError
 from jobs.report_protocols import FORMATTERS as PROTOCOL_FORMATTERS
-from jobs.report_protocols import add_protocol_flags, build as build_protocol
+from jobs.report_protocols import add_protocol_flags, build as build_protocol, flag_problem
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
 FORMATS = ("table", "csv", "latex")
@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         return _fail(str(exc))
+    if (problem := flag_problem(args, argv)) is not None:
+        return _fail(problem)
     if args.output is not None:
         if args.output.is_dir():
             return _fail(f"--output {args.output} is a directory; pass a file path")

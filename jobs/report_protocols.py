@@ -49,6 +49,21 @@ def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap resamples (default 2000)")
 
 
+def flag_problem(args: argparse.Namespace, argv: list[str]) -> str | None:
+    """A one-line complaint when a protocol flag is given without ``--protocol``, else None."""
+    if args.protocol is not None:
+        return None
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in _PROTOCOL_ONLY:
+            return f"{flag} needs --protocol ({', '.join(PROTOCOLS)}); without it the report shows each method's best run"
+    return None
+
+
+_PROTOCOL_ONLY = frozenset({"--tune-fraction", "--tune_fraction", "--folds", "--seed", "--ci",
+                            "--n-boot", "--n_boot"})
+
+
 def build(con: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> ProtocolComparison:
     """The protocol table for the parsed report flags (raises ``store.report.ReportError``)."""
     from store.protocol_report import protocol_comparison
@@ -241,5 +256,5 @@ def _caption(pc: ProtocolComparison) -> str:
 FORMATTERS: dict[str, Callable[[ProtocolComparison], str]] = {
     "table": to_text, "csv": to_csv, "latex": to_latex}
 
-__all__ = ["CI_UNITS", "FORMATTERS", "add_protocol_flags", "build", "to_csv", "to_latex",
+__all__ = ["CI_UNITS", "FORMATTERS", "add_protocol_flags", "build", "flag_problem", "to_csv", "to_latex",
            "to_records", "to_text"]

@@ -199,6 +199,8 @@ BAD = [
     (["--protocol", "best"], "invalid choice: 'best'"),
     (["--protocol", "cv", "--ci", "fold"], "invalid choice: 'fold'"),
     (["--protocol", "cv", "--folds", "x"], "invalid int value"),
+    (["--folds", 3], "--folds needs --protocol"),
+    (["--ci=query"], "--ci needs --protocol"),
 ]
 
 
