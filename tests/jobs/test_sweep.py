@@ -416,11 +416,13 @@ INCOMPLETE_SQL = f"""
 WITH m AS (SELECT run_id, count(*) AS n FROM run_metrics GROUP BY run_id),
      q AS (SELECT run_id, count(*) AS n, count(DISTINCT iteration) AS its
            FROM query_metrics GROUP BY run_id),
-     k AS (SELECT run_id, count(*) AS n FROM rankings GROUP BY run_id)
+     k AS (SELECT run_id, count(*) AS n, count(DISTINCT iteration) AS its
+           FROM rankings GROUP BY run_id)
 SELECT r.run_id FROM runs r LEFT JOIN m USING (run_id) LEFT JOIN q USING (run_id)
                             LEFT JOIN k USING (run_id)
-WHERE r.status <> 'done' OR m.n IS DISTINCT FROM r.n_iter + 1 OR q.its IS NULL
-   OR q.n <> q.its * {Q} OR k.n IS DISTINCT FROM q.its * {Q} * {TOP_N}
+WHERE r.status <> 'done' OR m.n IS DISTINCT FROM r.n_iter + 1
+   OR q.its IS DISTINCT FROM r.n_iter + 1 OR q.n <> q.its * {Q}
+   OR k.its IS NULL OR k.n IS DISTINCT FROM k.its * {Q} * {TOP_N}
 UNION ALL SELECT run_id FROM run_metrics WHERE run_id NOT IN (SELECT run_id FROM runs)
 UNION ALL SELECT run_id FROM query_metrics WHERE run_id NOT IN (SELECT run_id FROM runs)
 UNION ALL SELECT run_id FROM rankings WHERE run_id NOT IN (SELECT run_id FROM runs)
