@@ -157,6 +157,13 @@ def test_older_store_chooses_among_stored_iterations_and_says_so(tmp_path: Path,
     rows = {r["method"]: r for r in csv.DictReader(io.StringIO(out))}
     # B's iteration 1 is its best but not stored: A at its last iteration wins
     assert (int(rows["icfrr"]["run_id"]), int(rows["icfrr"]["iteration"])) == (runs["A"].run_id, 5)
+    # sensitivity: run C has k-reciprocal's and run E DBA's registry defaults; ICFRR's are not run
+    assert float(rows["k_reciprocal"]["default_map_all"]) == pytest.approx(np.nanmean(runs["C"].ap[1]))
+    assert float(rows["dba"]["default_map_all"]) == pytest.approx(np.nanmean(runs["E"].ap[1]))
+    assert rows["icfrr"]["default_map_all"] == ""
+    grid = [np.nanmean(runs[k].ap[1]) for k in "CD"]
+    assert [float(rows["k_reciprocal"][c]) for c in ("grid_min", "grid_median", "grid_max")] == \
+        pytest.approx([min(grid), np.median(grid), max(grid)])
     code, text, _ = run(["--db", db, "--protocol", "test"], capsys)
     assert "some iterations only" in text and "selection chose among the stored iterations" in text
 
