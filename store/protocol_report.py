@@ -206,7 +206,7 @@ class ProtocolComparison:
         if self.protocol == "cv":
             return (f"cv: {self.folds} folds of {len(self.reported_classes)} classes, seed "
                     f"{self.seed}; every query scored once, by a choice made on the other folds")
-        return f"test: {protocols.TEST_LABEL}"
+        return f"test: no split, every class reported; {protocols.TEST_LABEL}"
 
     def note(self) -> str:
         """One sentence on the marks: baseline, test, correction and level."""
