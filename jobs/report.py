@@ -20,6 +20,8 @@ from pathlib import Path
 # Light imports only: --help must answer without loading the store, scipy or torch.
 from icfrr.registry import HEADLINE, METRIC_KEYS
 from jobs.cli import OneLineParser, UsageError
+from jobs.report_protocols import FORMATTERS as PROTOCOL_FORMATTERS
+from jobs.report_protocols import add_protocol_flags, build as build_protocol, flag_problem
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
 FORMATS = ("table", "csv", "latex")
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write to FILE instead of stdout")
     p.add_argument("--timeout-s", "--timeout_s", dest="timeout_s", metavar="S", type=float,
                    default=5.0, help="how long to wait while a sweep holds the database (default 5)")
+    add_protocol_flags(p)
     return p
 
 
@@ -92,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         return _fail(str(exc))
+    if (problem := flag_problem(args, argv)) is not None:
+        return _fail(problem)
     if args.output is not None:
         if args.output.is_dir():
             return _fail(f"--output {args.output} is a directory; pass a file path")
@@ -106,14 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         return _fail(str(exc))
     try:
-        cmp = report.comparison(con, dataset=args.dataset, backbone=args.backbone,
-                                metrics=args.metrics, baseline=args.baseline, test=args.test,
-                                alpha=args.alpha)
+        if args.protocol is not None:  # chosen on some classes, reported on the others
+            cmp = build_protocol(con, args)
+        else:
+            cmp = report.comparison(con, dataset=args.dataset, backbone=args.backbone,
+                                    metrics=args.metrics, baseline=args.baseline, test=args.test,
+                                    alpha=args.alpha)
     except report.ReportError as exc:
         return _fail(str(exc))
     finally:
         con.close()
-    text = {"table": report.to_text, "csv": report.to_csv, "latex": report.to_latex}[
+    text = (PROTOCOL_FORMATTERS if args.protocol is not None else
+            {"table": report.to_text, "csv": report.to_csv, "latex": report.to_latex})[
         args.format](cmp)
     if args.output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

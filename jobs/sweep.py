@@ -720,7 +720,8 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                     run_id = writes.write_run(
                         con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                         config=recorded(plan.arts, cfg), device=plan.device, seconds=outcome.seconds,
-                        metrics=outcome.metrics, kept=outcome.kept, force=args.force)
+                        metrics=outcome.metrics, kept=outcome.kept,
+                        per_query=outcome.per_query, force=args.force)
                     writes.heartbeat(con, sweep_id)
                 # None: already stored by an earlier sweep, only the published files were missing
                 state = "new" if run_id is not None else "files only"

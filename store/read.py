@@ -122,9 +122,14 @@ def metrics_by_iteration(
 
 
 def stored_iterations(con: duckdb.DuckDBPyConnection, run_id: int) -> list[int]:
-    """Iterations of a run whose per-query metrics (and rankings) were kept."""
+    """Iterations of a run whose rankings (and so per-query metrics) were kept: 0, the best, the last.
+
+    ``query_metrics`` holds every iteration in stores written since the
+    selection protocols (``icfrr.protocols``); the pages that show a ranking
+    offer only the iterations that have one.
+    """
     rows = con.execute(
-        "SELECT DISTINCT iteration FROM query_metrics WHERE run_id = ? ORDER BY iteration",
+        "SELECT DISTINCT iteration FROM rankings WHERE run_id = ? ORDER BY iteration",
         [run_id],
     ).fetchall()
     return [int(r[0]) for r in rows]
