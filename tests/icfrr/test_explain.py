@@ -132,6 +132,18 @@ def test_near_ties_follow_the_engine_and_the_spec(variant):
     assert worst <= 1e-9
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("variant", ["reference", "paper"])
+def test_cuda_rerank_gives_the_rankings_explain_gives(variant):
+    # explain runs on the CPU; rerank's default device on a GPU machine is CUDA.
+    qg, gg, _, _ = clustered_case(20, 300, seed=9)
+    graph = icfrr.neighbor_graph(gg, 20)
+    gpu = icfrr.rerank(qg, graph, kg=20, kq=15, beta=0.5, n_iter=3, variant=variant, device="cuda")
+    for q in range(qg.shape[0]):
+        for step in icfrr.explain(qg[q], graph, kg=20, kq=15, beta=0.5, n_iter=3, variant=variant):
+            np.testing.assert_array_equal(step.ranking, gpu[step.iteration][q].numpy())
+
+
 def test_zero_beta_casts_no_votes_and_keeps_the_ranking():
     qg, gg = random_case(1, 20, seed=5)
     steps = icfrr.explain(qg[0], icfrr.neighbor_graph(gg, 4), kg=4, kq=3, beta=0.0, n_iter=2)
