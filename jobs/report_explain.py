@@ -172,7 +172,10 @@ def _confusions(con, args: argparse.Namespace) -> str:
     if k > run.stored_n:
         raise UsageError(f"--k {k} exceeds the stored top-{run.stored_n} of run {args.run}; "
                          f"pick --k {run.stored_n} or less")
-    c = confusions(run.before, run.after, run.labels_q, run.labels_g, k)
+    try:
+        c = confusions(run.before, run.after, run.labels_q, run.labels_g, k)
+    except ValueError as exc:  # rankings that name items the store does not hold
+        raise UsageError(f"run {args.run}'s stored rankings do not fit its dataset: {exc}") from None
     rows = sorted(
         ((run.names[int(q)], run.names[int(o)], float(b), float(a), float(d))
          for q, o, b, a, d in zip(c.query_label, c.other_label, c.share_before, c.share_after, c.change)),
@@ -213,7 +216,10 @@ def _signature(con, args: argparse.Namespace) -> str:
     for q, b, a in zip(ap.query_idx.tolist(), ap.ap_before.tolist(), ap.ap_after.tolist()):
         if int(q) in at:
             ap_before[at[int(q)]], ap_after[at[int(q)]] = b, a
-    s = failure_signature(run.before, run.labels_q, run.labels_g, ap_before, ap_after, kq=kq)
+    try:
+        s = failure_signature(run.before, run.labels_q, run.labels_g, ap_before, ap_after, kq=kq)
+    except ValueError as exc:
+        raise UsageError(f"run {args.run}'s stored rankings do not fit its dataset: {exc}") from None
     last = s.bin_lo.size - 1
     bins = [(float(lo), float(hi), int(n), float(m), int(x))
             for lo, hi, n, m, x in zip(s.bin_lo, s.bin_hi, s.bin_n, s.bin_mean_change, s.bin_losing)]

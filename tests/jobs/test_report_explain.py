@@ -261,3 +261,16 @@ def test_a_run_without_stored_rankings_is_refused(db, capsys, tmp_path):
         assert code == 2 and out == ""
         assert err == (f"report: error: run {rid} has no stored initial ranking (iteration 0); "
                        "it was written without rankings\n")
+
+
+def test_rankings_naming_items_the_store_lacks_are_refused(db, capsys, tmp_path):
+    copy = tmp_path / "dangling.duckdb"
+    shutil.copy(db, copy)
+    rid = run_id(db, "wide")
+    with duckdb.connect(str(copy)) as con:
+        con.execute("UPDATE rankings SET gallery_idx = 999 WHERE run_id = ? AND iteration = 0 AND rank = 1", [rid])
+    for mode in ("--confusions", "--signature"):
+        code, out, err = run(["--db", copy, mode, "--run", rid], capsys)
+        assert code == 2 and out == ""
+        assert err.startswith(f"report: error: run {rid}'s stored rankings do not fit its dataset: ")
+        assert err.count("\n") == 1
