@@ -104,7 +104,7 @@ def explain(
     n_gallery = dist.shape[0]
     if not isinstance(graph, NeighborGraph):
         raise ValueError(f"graph must be an icfrr.NeighborGraph, got {type(graph).__name__}")
-    nbr = as_graph(graph, kg, n_gallery).indices.numpy()  # [G, kg'] view, kg' = min(kg, G - 1)
+    nbr = as_graph(graph, kg, n_gallery).indices.cpu().numpy()  # [G, kg'] view, kg' = min(kg, G - 1)
     kq = min(kq, n_gallery)
     weights = np.arange(n_gallery - 1, n_gallery - 1 - nbr.shape[1], -1, dtype=np.int64)  # G - 1 - r
     denom = float(max(n_gallery - 1, 1) * kq)

@@ -137,6 +137,9 @@ class _Run:
             for label, name in zip(items.label.tolist(), items.class_name.tolist()):
                 if label != -1:
                     self.names.setdefault(int(label), name if isinstance(name, str) and name else str(label))
+        if self.query_idx.size and self.query_idx.max() >= labels["query"].size:
+            raise UsageError(f"run {args.run} stores rankings of queries its dataset does not hold; "
+                             "the store is inconsistent")
         self.labels_q = labels["query"][self.query_idx]
         self.labels_g = labels["gallery"]
         self.stored_n = int(min(self.before.shape[1], self.after.shape[1]))
