@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: A mean AP change counts as a loss below ``-LOSS_TOL`` (float sums of changes that cancel are not losses).
+#: A summed AP change counts as a loss below ``-LOSS_TOL``, and sums within it of each
+#: other as equal (float sums of changes that cancel are neither losses nor different).
 LOSS_TOL = 1e-12
 
 
@@ -139,8 +140,9 @@ class FailureSignature:
         bin_n: int64 [B] queries per bin.
         bin_mean_change: float64 [B] their mean AP change (NaN for an empty bin).
         bin_losing: int64 [B] how many of them lose AP (change < 0).
-        threshold: the largest precision X such that the queries with precision
-            below X lose AP on average; None when there is no such X.
+        threshold: the precision X below which the queries' summed AP change is
+            the most negative (so they lose AP on average); None when no group
+            of queries below a precision value loses AP in total.
         n_below, mean_below: those queries' count and mean AP change (0, NaN without X).
         n_above, mean_above: the other queries' count and mean AP change (NaN when none).
     """
@@ -173,9 +175,11 @@ def failure_signature(
 ) -> FailureSignature:
     """Does a poor initial top-KQ predict an AP loss? Per query, binned and as one threshold.
 
-    The threshold X is chosen among the precision values that occur: the
-    largest one for which the mean AP change of the queries strictly below it
-    is negative (below ``-LOSS_TOL``).
+    The threshold X is chosen among the precision values that occur: the one
+    for which the summed AP change of the queries strictly below it is the
+    most negative (below ``-LOSS_TOL``; the smallest such X on ties). Those
+    queries lose AP on average, and widening the group to a higher X would add
+    queries that gain more than they lose in total.
 
     Args:
         top_before: int [Q, N] each query's stored initial top-N, best first.
@@ -216,14 +220,13 @@ def failure_signature(
     bin_losing = np.bincount(which[change < 0], minlength=n_bins)
     edges = np.arange(n_bins + 1) / n_bins
 
-    # Threshold: cumulative means of the changes of queries below each distinct precision value.
+    # Threshold: the total change of the queries strictly below each distinct precision value.
     values, counts = np.unique(hits, return_counts=True)
     value_sums = np.bincount(np.searchsorted(values, hits), weights=change, minlength=values.size)
-    below_n, below_sum = np.cumsum(counts)[:-1], np.cumsum(value_sums)[:-1]  # strictly below values[1:]
-    losing = np.flatnonzero(below_sum < -LOSS_TOL * below_n)
+    below_sum = np.cumsum(value_sums)[:-1]  # strictly below values[1:]
     threshold, below = None, np.zeros(used.size, dtype=bool)
-    if losing.size:
-        cut = values[int(losing[-1]) + 1]
+    if below_sum.size and below_sum.min() < -LOSS_TOL:
+        cut = values[int(np.flatnonzero(below_sum <= below_sum.min() + LOSS_TOL)[0]) + 1]
         threshold, below = float(cut / m), hits < cut
     n_below, n_above = int(below.sum()), int((~below).sum())
     mean_below = float(change[below].mean()) if n_below else float("nan")

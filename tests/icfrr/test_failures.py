@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from fractions import Fraction
 
@@ -82,11 +83,12 @@ def brute_signature(before, lq, lg, ap_b, ap_a, kq, n_bins):
         inside = [c for _, p, c in rows if lo <= p < hi or (b == n_bins - 1 and p == 1)]
         bins.append((len(inside), float(np.mean(inside)) if inside else float("nan"),
                      sum(1 for c in inside if c < 0)))
+    # X: the precision value below which the summed change is the most negative (smallest on ties).
+    totals = [(x, math.fsum(c for _, p, c in rows if p < x)) for x in sorted({p for _, p, _ in rows})[1:]]
+    lowest = min((t for _, t in totals), default=0.0)
     threshold = None
-    for x in sorted({p for _, p, _ in rows}):
-        below = [c for _, p, c in rows if p < x]
-        if below and sum(below) / len(below) < -LOSS_TOL:
-            threshold = x
+    if lowest < -LOSS_TOL:
+        threshold = next(x for x, t in totals if t <= lowest + LOSS_TOL)
     return m, rows, bins, threshold
 
 
@@ -124,16 +126,19 @@ def test_signature_matches_brute_force(seed, kq, n_bins):
 
 def test_signature_threshold_on_a_hand_made_case():
     # Four queries of class 0; gallery items 0-1 are class 0, 2-3 class 1. Initial top-2 precision
-    # 0, 0.5, 0.5, 1 with AP changes -0.3, +0.1, -0.1, +0.2: below 0.5 the mean is -0.3 (loss),
-    # below 1 it is -0.1 (loss): X = 1.0, the largest.
+    # 0, 0.5, 0.5, 1 with AP changes -0.3, +0.1, -0.05, +0.2. Summed below 0.5: -0.3; below 1:
+    # -0.25. Both groups lose on average; X = 0.5 is where the loss is largest.
     before = np.array([[2, 3], [0, 2], [3, 1], [0, 1]])
     lq, lg = np.zeros(4, dtype=np.int64), np.array([0, 0, 1, 1])
     ap_b = np.full(4, 0.5)
-    ap_a = ap_b + np.array([-0.3, 0.1, -0.1, 0.2])
+    ap_a = ap_b + np.array([-0.3, 0.1, -0.05, 0.2])
     got = failure_signature(before, lq, lg, ap_b, ap_a, kq=5, n_bins=2)
-    assert got.cutoff == 2 and got.threshold == 1.0 and got.n_below == 3 and got.n_above == 1
-    assert got.mean_below == pytest.approx(-0.1) and got.mean_above == pytest.approx(0.2)
+    assert got.cutoff == 2 and got.threshold == 0.5 and got.n_below == 1 and got.n_above == 3
+    assert got.mean_below == pytest.approx(-0.3) and got.mean_above == pytest.approx(0.25 / 3)
     assert got.bin_n.tolist() == [1, 3] and got.bin_losing.tolist() == [1, 1]
+    # A gain of +0.4 at precision 0.5 instead: below 1 the sum is +0.05, below 0.5 still -0.3.
+    got = failure_signature(before, lq, lg, ap_b, ap_b + np.array([-0.3, 0.4, -0.05, 0.2]), kq=5)
+    assert got.threshold == 0.5 and got.n_below == 1
     # When every low-precision query gains, there is no threshold.
     got = failure_signature(before, lq, lg, ap_b, ap_b + 0.1, kq=2)
     assert got.threshold is None and got.n_below == 0 and got.n_above == 4

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import shutil
 from pathlib import Path
 
@@ -195,13 +196,12 @@ def test_signature_sentence_states_the_threshold_the_data_gives(db, capsys, tmp_
 
 
 def brute_threshold(rows: list[tuple[int, float]]) -> int | None:
-    """The largest hit count h (among those occurring) below which the mean AP change is negative."""
-    threshold = None
-    for h in sorted({h for h, _ in rows}):
-        below = [c for hh, c in rows if hh < h]
-        if below and np.mean(below) < 0:
-            threshold = h
-    return threshold
+    """The hit count h (among those occurring) below which the summed AP change is the most negative."""
+    totals = [(h, math.fsum(c for hh, c in rows if hh < h)) for h in sorted({h for h, _ in rows})[1:]]
+    lowest = min((t for _, t in totals), default=0.0)
+    if lowest >= -1e-12:
+        return None
+    return next(h for h, t in totals if t <= lowest + 1e-12)
 
 
 def test_signature_without_a_threshold_says_so(db, capsys):
