@@ -187,6 +187,17 @@ def test_a_dense_matrix_is_refused_with_what_to_pass():
         icfrr.explain(qg[0], gg, kg=4, kq=3, beta=0.5, n_iter=1)
 
 
+@pytest.mark.parametrize("bad", [15, -1])
+def test_a_graph_with_indices_outside_the_gallery_is_refused(bad):
+    # The compiled loop does not check bounds: a bad index must never reach it.
+    qg, gg = random_case(1, 15, seed=9)
+    graph = icfrr.neighbor_graph(gg, 4)
+    indices = graph.indices.clone()
+    indices[7, 2] = bad
+    with pytest.raises(ValueError, match="outside the gallery"):
+        icfrr.explain(qg[0], icfrr.NeighborGraph(indices, graph.distances), kg=4, kq=3, beta=0.5, n_iter=1)
+
+
 def test_docstring_example_runs():
     result = doctest.testmod(icfrr.explaining, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5 and result.failed == 0
