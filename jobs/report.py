@@ -19,6 +19,7 @@ from pathlib import Path
 
 # Light imports only: --help must answer without loading the store, scipy or torch.
 from icfrr.registry import HEADLINE, METRIC_KEYS
+from jobs import report_explain
 from jobs.cli import OneLineParser, UsageError
 from jobs.report_protocols import FORMATTERS as PROTOCOL_FORMATTERS
 from jobs.report_protocols import add_protocol_flags, build as build_protocol, flag_problem
@@ -34,6 +35,8 @@ examples:
   python -m jobs.report --db results/icfrr.duckdb --format latex --output table.tex
   python -m jobs.report --dataset demo --metric map_all p_100 --baseline k_reciprocal
   python -m jobs.report --baseline 12 --test wilcoxon --format csv
+  python -m jobs.report --confusions --run 3 --k 10 --format csv
+  python -m jobs.report --signature --run 3
 
 Each method's row is its run with the highest {HEADLINE.label} at the run's last
 iteration. Metrics: {", ".join(METRIC_KEYS)}.
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", "--timeout_s", dest="timeout_s", metavar="S", type=float,
                    default=5.0, help="how long to wait while a sweep holds the database (default 5)")
     add_protocol_flags(p)
+    report_explain.add_flags(p)
     return p
 
 
@@ -93,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     try:
         args = build_parser().parse_args(argv)
+        if report_explain.wanted(args):
+            return report_explain.main(args)
     except UsageError as exc:
         return _fail(str(exc))
     if (problem := flag_problem(args, argv)) is not None:

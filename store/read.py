@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from icfrr.registry import HEADLINE, METRIC_KEYS, QUERY_COLUMNS
@@ -382,3 +383,72 @@ def paired_ap(
           AND i.label <> -1 AND a.ap IS NOT NULL AND b.ap IS NOT NULL
         ORDER BY a.query_idx
     """, [run_a, iteration_a, run_b, iteration_b])
+
+
+def run_info(con: duckdb.DuckDBPyConnection, run_id: int) -> dict | None:
+    """One run's row: ``{run_id, dataset_id, method, variant, kg, kq, beta, n_iter, status}`` or None.
+
+    Any status (callers decide what an unfinished run means); None when no such run.
+    """
+    row = con.execute("""
+        SELECT r.run_id, s.dataset_id, r.method, r.variant, r.kg, r.kq, r.beta, r.n_iter, r.status
+        FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id WHERE r.run_id = ?
+    """, [run_id]).fetchone()
+    if row is None:
+        return None
+    keys = ("run_id", "dataset_id", "method", "variant", "kg", "kq", "beta", "n_iter", "status")
+    return dict(zip(keys, row))
+
+
+def ranking_iterations(con: duckdb.DuckDBPyConnection, run_id: int) -> list[int]:
+    """Iterations of a run whose top-N rankings are stored, ascending."""
+    rows = con.execute(
+        "SELECT DISTINCT iteration FROM rankings WHERE run_id = ? ORDER BY iteration", [run_id]
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def top_rankings(
+    con: duckdb.DuckDBPyConnection, run_id: int, iteration: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A run's stored top-N of every query at one iteration, as arrays.
+
+    N is the smallest number of ranks stored for a query (the writer stores
+    the same N for every query).
+
+    Returns:
+        (query_idx int64 [Q'], gallery_idx int64 [Q', N] best first); empty
+        (shapes [0], [0, 0]) when nothing is stored for that iteration.
+    """
+    row = con.execute("""
+        SELECT min(n) FROM (SELECT count(*) AS n FROM rankings
+                            WHERE run_id = ? AND iteration = ? GROUP BY query_idx)
+    """, [run_id, iteration]).fetchone()
+    n = 0 if row is None or row[0] is None else int(row[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.int64)
+    cols = con.execute("""
+        SELECT query_idx, gallery_idx FROM rankings
+        WHERE run_id = ? AND iteration = ? AND rank <= ? ORDER BY query_idx, rank
+    """, [run_id, iteration, n]).fetchnumpy()
+    gallery = np.asarray(cols["gallery_idx"], dtype=np.int64).reshape(-1, n)
+    return np.asarray(cols["query_idx"], dtype=np.int64)[::n], gallery
+
+
+def dataset_items(con: duckdb.DuckDBPyConnection, run_id: int, side: str) -> pd.DataFrame:
+    """The query or gallery items of a run's dataset.
+
+    Args:
+        con: A reader connection.
+        run_id: The run.
+        side: ``'query'`` or ``'gallery'``.
+
+    Returns:
+        idx, label, class_name; sorted by idx.
+    """
+    return _df(con, """
+        SELECT i.idx, i.label, i.class_name
+        FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN items i ON i.dataset_id = s.dataset_id AND i.side = ?
+        WHERE r.run_id = ? ORDER BY i.idx
+    """, [side, run_id])
