@@ -12,14 +12,13 @@ Exit status: 0 done, 2 bad input (one line on stderr, nothing written).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 # Light imports only: --help must answer without loading the store, scipy or torch.
 from icfrr.registry import HEADLINE, METRIC_KEYS
-from jobs.cli import OneLineParser, UsageError
+from jobs.cli import OneLineParser, UsageError, check_output, write_output
 
 DEFAULT_DB = Path("results/icfrr.duckdb")
 FORMATS = ("table", "csv", "latex")
@@ -75,16 +74,6 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file (never half-written)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Print or write the comparison; returns the exit status (0 ok, 2 bad input)."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
@@ -93,10 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(str(exc))
     if args.output is not None:
-        if args.output.is_dir():
-            return _fail(f"--output {args.output} is a directory; pass a file path")
-        if not args.output.parent.is_dir():
-            return _fail(f"--output folder {args.output.parent} does not exist; create it first")
+        try:
+            check_output(args.output)
+        except UsageError as exc:
+            return _fail(str(exc))
 
     from store import report  # heavy imports (duckdb, scipy) only past --help
     from store.db import StoreError, connect_reader
@@ -119,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
         try:
-            _write(args.output, text)
+            write_output(args.output, lambda f: f.write(text.encode("utf-8")))
         except OSError as exc:
             return _fail(f"cannot write {args.output}: {exc.strerror or exc}")
     return 0

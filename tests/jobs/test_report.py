@@ -139,3 +139,27 @@ def test_help_is_fast_and_loads_no_torch() -> None:
                          text=True, check=True)
     assert "python -m jobs.report" in res.stdout and "examples:" in res.stdout
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_output_to_devices_and_fifos_writes_in_place(store, capsys, tmp_path) -> None:
+    import os
+    import stat
+    import threading
+
+    db, _ = store
+    argv = ["--db", db, "--dataset", "demo", "--format", "csv"]
+    _, printed, _ = run(argv, capsys)
+    code, out, err = run(argv + ["-o", "/dev/null"], capsys)
+    assert code == 0 and out == err == "" and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    if os.path.exists("/dev/full"):
+        code, out, err = run(argv + ["-o", "/dev/full"], capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert "cannot write /dev/full" in err and stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text(encoding="utf-8")))
+    reader.start()
+    code, _, _ = run(argv + ["-o", fifo], capsys)
+    reader.join(timeout=30)
+    assert code == 0 and got == [printed] and stat.S_ISFIFO(os.stat(fifo).st_mode)
