@@ -89,20 +89,25 @@ def _methods(ctx: Context) -> None:
         st.info(plain(str(exc)))
         return
     table = pd.DataFrame(report.to_records(cmp))
-    shown = ["label", "params", "run_id", "iteration", *cmp.metrics,
-             *(f"{m}_delta" for m in cmp.metrics), "p_value", "p_holm", "mark"]
-    config: dict[str, object] = {"label": "method", "params": "parameters", "run_id": "run",
-                                 "iteration": "iteration",
-                                 "p_value": st.column_config.NumberColumn("p", format="%.4f"),
-                                 "p_holm": st.column_config.NumberColumn("p (Holm)",
-                                                                         format="%.4f"),
-                                 "mark": "significant"}
+    # each value with its mark beside it; the p-values last, so they never push the marks away
+    shown = ["label", "params", "n_configs", "run_id", "iteration",
+             *(c for m in cmp.metrics for c in (m, f"{m}_mark")),
+             *(f"{m}_delta" for m in cmp.metrics),
+             *(c for m in cmp.metrics for c in (f"{m}_p_holm", f"{m}_p"))]
+    config: dict[str, object] = {"label": "method", "params": "parameters",
+                                 "n_configs": st.column_config.NumberColumn(
+                                     "best of", format="%d configurations"),
+                                 "run_id": "run", "iteration": "iteration"}
     for m in cmp.metrics:
         config[m] = st.column_config.NumberColumn(METRIC_NAMES[m], format="%.4f")
+        config[f"{m}_mark"] = st.column_config.TextColumn("", width="small")
         config[f"{m}_delta"] = st.column_config.NumberColumn(f"Δ {METRIC_NAMES[m]}",
                                                              format="%+.4f")
+        config[f"{m}_p_holm"] = st.column_config.NumberColumn(f"p (Holm) {METRIC_NAMES[m]}",
+                                                              format="%.4f")
+        config[f"{m}_p"] = st.column_config.NumberColumn(f"p {METRIC_NAMES[m]}", format="%.4f")
     st.dataframe(table[shown], hide_index=True, column_config=config, key="methods_table")
-    st.caption(plain(cmp.note()) + ". Δ: change from the run's own initial ranking.")
+    st.caption(plain(cmp.note()) + ". " + plain(cmp.delta_note()) + ".")
     stem = f"methods-{_file_stem(cmp.dataset)}-{_file_stem(cmp.backbone)}"
     down = st.columns(2)
     down[0].download_button("Download CSV", report.to_csv(cmp), file_name=f"{stem}.csv",
