@@ -6,6 +6,10 @@ baseline (paired test on per-query AP, Holm-corrected across the rows); as an
 aligned table, CSV or LaTeX (booktabs). The work is ``store.report``; this is
 its command line.
 
+``--per-query --run ID [--iteration T]`` exports one run's per-query metrics
+instead (``store.read.per_query_table``: class, name, every per-query metric
+and the first relevant rank), as CSV or Parquet.
+
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written).
 """
 
@@ -15,13 +19,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Light imports only: --help must answer without loading the store, scipy or torch.
 from icfrr.registry import HEADLINE, METRIC_KEYS
 from jobs.cli import OneLineParser, UsageError, check_output, write_output
 
+if TYPE_CHECKING:
+    import duckdb
+
 DEFAULT_DB = Path("results/icfrr.duckdb")
-FORMATS = ("table", "csv", "latex")
+FORMATS = ("table", "csv", "latex", "parquet")
+#: Formats of the comparison table and of the per-query export.
+TABLE_FORMATS, PER_QUERY_FORMATS = ("table", "csv", "latex"), ("csv", "parquet")
 #: --test choices, as in icfrr.stats.PAIRED_TESTS (not imported here: it loads scipy).
 TESTS = ("randomisation", "t", "wilcoxon")
 
@@ -31,6 +41,8 @@ examples:
   python -m jobs.report --db results/icfrr.duckdb --format latex --output table.tex
   python -m jobs.report --dataset demo --metric map_all p_100 --baseline k_reciprocal
   python -m jobs.report --baseline 12 --test wilcoxon --format csv
+  python -m jobs.report --format latex --latex-wide --output table.tex
+  python -m jobs.report --per-query --run 7 --iteration 0 --format parquet -o run7-it0.parquet
 
 Each method's row is its run with the highest {HEADLINE.label} at the run's last
 iteration. Metrics: {", ".join(METRIC_KEYS)}.
@@ -60,8 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "sign-flip test)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="family-wise level of the significance marks after Holm (default 0.05)")
-    p.add_argument("--format", choices=FORMATS, default="table",
-                   help="table (aligned text, default), csv or latex (booktabs)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table (aligned text, default), csv or latex (booktabs); "
+                        "with --per-query: csv (default) or parquet")
+    p.add_argument("--latex-wide", "--latex_wide", dest="latex_wide", action="store_true",
+                   help="with --format latex: a table* spanning both columns of a two-column "
+                        "paper (for tables of more than 8 columns)")
+    p.add_argument("--per-query", "--per_query", dest="per_query", action="store_true",
+                   help="export one run's per-query metrics (class, name, every metric, first "
+                        "relevant rank) instead of the comparison table; needs --run")
+    p.add_argument("--run", metavar="ID", type=int,
+                   help="with --per-query: the run (python -m jobs.runs list shows them)")
+    p.add_argument("--iteration", metavar="T", type=int,
+                   help="with --per-query: the iteration (default the run's last stored one)")
     p.add_argument("--output", "-o", metavar="FILE", type=Path,
                    help="write to FILE instead of stdout")
     p.add_argument("--timeout-s", "--timeout_s", dest="timeout_s", metavar="S", type=float,
@@ -81,11 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         return _fail(str(exc))
-    if args.output is not None:
-        try:
+    try:
+        _check_flags(args)
+        if args.output is not None:
             check_output(args.output)
-        except UsageError as exc:
-            return _fail(str(exc))
+    except UsageError as exc:
+        return _fail(str(exc))
 
     from store import report  # heavy imports (duckdb, scipy) only past --help
     from store.db import StoreError, connect_reader
@@ -95,23 +119,87 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         return _fail(str(exc))
     try:
-        cmp = report.comparison(con, dataset=args.dataset, backbone=args.backbone,
-                                metrics=args.metrics, baseline=args.baseline, test=args.test,
-                                alpha=args.alpha)
-    except report.ReportError as exc:
+        if args.per_query:
+            data = _per_query(con, args)
+        else:
+            cmp = report.comparison(con, dataset=args.dataset, backbone=args.backbone,
+                                    metrics=args.metrics, baseline=args.baseline,
+                                    test=args.test, alpha=args.alpha)
+            text = (report.to_latex(cmp, wide=args.latex_wide) if args.format == "latex" else
+                    {"table": report.to_text, "csv": report.to_csv}[args.format](cmp))
+            data = (text if text.endswith("\n") else text + "\n").encode("utf-8")
+    except (report.ReportError, UsageError) as exc:
         return _fail(str(exc))
     finally:
         con.close()
-    text = {"table": report.to_text, "csv": report.to_csv, "latex": report.to_latex}[
-        args.format](cmp)
     if args.output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
     else:
         try:
-            write_output(args.output, lambda f: f.write(text.encode("utf-8")))
+            write_output(args.output, lambda f: f.write(data))
         except OSError as exc:
             return _fail(f"cannot write {args.output}: {exc.strerror or exc}")
     return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Settle --format and refuse flag combinations that mean nothing.
+
+    Raises:
+        UsageError: A format or flag of the other mode, --per-query without
+            --run, or Parquet to a terminal.
+    """
+    if args.per_query:
+        args.format = args.format or "csv"
+        if args.format not in PER_QUERY_FORMATS:
+            raise UsageError(f"--per-query writes {' or '.join(PER_QUERY_FORMATS)}, not "
+                             f"{args.format}; pass --format csv or --format parquet")
+        if args.run is None:
+            raise UsageError("--per-query needs --run ID (python -m jobs.runs list shows them)")
+        if args.format == "parquet" and args.output is None and sys.stdout.isatty():
+            raise UsageError("Parquet is binary; pass --output FILE")
+        return
+    args.format = args.format or "table"
+    if args.format not in TABLE_FORMATS:
+        raise UsageError(f"--format {args.format} is for --per-query; the comparison table "
+                         f"is {', '.join(TABLE_FORMATS)}")
+    for flag, value in (("--run", args.run), ("--iteration", args.iteration)):
+        if value is not None:
+            raise UsageError(f"{flag} belongs to --per-query; add --per-query --run ID")
+    if args.latex_wide and args.format != "latex":
+        raise UsageError("--latex-wide is for --format latex")
+
+
+def _per_query(con: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> bytes:
+    """The per-query export of ``args.run`` at ``args.iteration``, as CSV or Parquet bytes.
+
+    Raises:
+        UsageError: An unknown run, or an iteration whose per-query metrics were not kept.
+    """
+    import io
+
+    from store import read
+
+    stored = read.stored_iterations(con, args.run)
+    if not stored:
+        known = con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [args.run]).fetchone()[0]
+        if not known:
+            raise UsageError(f"no run {args.run} in {args.db}; python -m jobs.runs list "
+                             f"--db {args.db} shows the runs")
+        raise UsageError(f"run {args.run} holds no per-query metrics (unfinished, or its "
+                         "queries had no labels)")
+    iteration = stored[-1] if args.iteration is None else args.iteration
+    if iteration not in stored:
+        raise UsageError(f"iteration {iteration} of run {args.run} is not stored; stored: "
+                         f"{', '.join(map(str, stored))}")
+    table = read.per_query_table(con, args.run, iteration)
+    if args.format == "csv":
+        return table.to_csv(index=False, lineterminator="\n").encode("utf-8")
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    return buf.getvalue()
 
 
 if __name__ == "__main__":
