@@ -20,6 +20,7 @@ import pytest
 from icfrr.registry import METRIC_KEYS
 from jobs import runs as cli
 from store.db import connect_reader
+from tests.jobs.test_faults import _KILLER
 from tests.store.report_store import StoredRun, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,21 +154,6 @@ def test_missing_store_is_one_line(tmp_path, capsys) -> None:
     assert list(tmp_path.iterdir()) == []  # delete did not create the file
 
 
-_KILLER = """
-import os, signal, sys
-import {module} as target
-real = target.{name}
-calls = [0]
-def killer(*a, **k):
-    calls[0] += 1
-    if calls[0] == {at}:
-        os.kill(os.getpid(), signal.SIGKILL)      # no cleanup, as a power cut or OOM kill
-    return real(*a, **k)
-target.{name} = killer
-from jobs.runs import main
-sys.exit(main(sys.argv[1:]))
-"""
-
 #: where: (module, function, on which call, whether the deletion is committed by then)
 KILL_POINTS = {
     "before the first delete": ("store.manage", "_delete_from", 1, False),
@@ -182,7 +168,8 @@ def test_a_kill_mid_delete_leaves_the_store_as_before_or_fully_deleted(store, po
     db, _ = store
     module, name, at, committed = KILL_POINTS[point]
     before = snapshot(db)
-    done = subprocess.run([sys.executable, "-c", _KILLER.format(module=module, name=name, at=at),
+    done = subprocess.run([sys.executable, "-c", _KILLER.format(module=module, name=name, at=at,
+                                                                   command="jobs.runs"),
                            "--db", str(db), "delete", "6", "7", "--yes"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
