@@ -1,8 +1,9 @@
 """``python -m jobs.report``: the comparison table of the re-ranking methods in a store.
 
-One row per method (its best run on the dataset, with its parameters), every
-metric, the change from the initial ranking and a significance mark against a
-baseline (paired test on per-query AP, Holm-corrected across the rows); as an
+One row per method (its best run on the dataset, of how many configurations,
+with its parameters), every metric with its own significance mark against a
+baseline (a paired test on the metric's per-query values, Holm-corrected over
+rows x metrics), the change from that baseline, and the p-values last; as an
 aligned table, CSV or LaTeX (booktabs). The work is ``store.report``; this is
 its command line.
 
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m jobs.report", allow_abbrev=False,
                 epilog=_EPILOG,
                 description="Compare the re-ranking methods stored in a results database: "
-                            "one row per method, its best run, every metric, the change from "
-                            "the initial ranking and a paired significance test.")
+                            "one row per method, its best run, every metric with a paired "
+                            "significance mark, and the change from the baseline.")
     p.add_argument("--db", metavar="FILE", type=Path, default=DEFAULT_DB,
                    help=f"DuckDB results file written by python -m jobs.sweep (default {DEFAULT_DB})")
     p.add_argument("--dataset", metavar="NAME|ID",
@@ -65,11 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", "--metrics", dest="metrics", metavar="KEY", nargs="+",
                    help=f"metrics to show, in order (default all: {' '.join(METRIC_KEYS)})")
     p.add_argument("--baseline", metavar="initial|METHOD|RUN_ID",
-                   help="what each row is tested against: initial (default: each run's own "
+                   help="what each row is tested and its Δ measured against: initial (default: each run's own "
                         "initial ranking), a method key (its best run) or a run id")
     p.add_argument("--test", choices=TESTS, default="randomisation",
-                   help="paired test on per-query AP (default randomisation: Fisher's "
-                        "sign-flip test)")
+                   help="paired test on each metric's per-query values (default "
+                        "randomisation: Fisher's sign-flip test)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="family-wise level of the significance marks after Holm (default 0.05)")
     p.add_argument("--format", choices=FORMATS, default=None,
