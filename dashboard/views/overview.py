@@ -89,6 +89,7 @@ def _methods(ctx: Context) -> None:
         st.info(plain(str(exc)))
         return
     table = pd.DataFrame(report.to_records(cmp))
+    table["n_configs"] = table.n_configs.where(table.role != "initial")  # blank, not "0 of"
     # each value with its mark beside it; the p-values last, so they never push the marks away
     shown = ["label", "params", "n_configs", "run_id", "iteration",
              *(c for m in cmp.metrics for c in (m, f"{m}_mark")),
