@@ -465,6 +465,12 @@ def _methods_table(at: AppTest) -> pd.DataFrame:
     return next(d.value for d in at.dataframe if "label" in d.value.columns)
 
 
+def _methods_columns(at: AppTest) -> list[str]:
+    """The columns the methods table shows, in order (its ``column_order``)."""
+    d = next(d for d in at.dataframe if "label" in d.value.columns)
+    return list(d.proto.column_order)
+
+
 def test_overview_methods_table_and_downloads(fixture_db, raw, monkeypatch) -> None:
     import csv
     import io as _io
@@ -507,11 +513,20 @@ def test_overview_methods_table_and_downloads(fixture_db, raw, monkeypatch) -> N
     a, b = ap(raw, *best["icfrr"]), ap(raw, *best["k_reciprocal"])
     assert table.map_all_p["ICFRR"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
     assert np.isnan(table.map_all_p["k-reciprocal"])   # the baseline is not tested against itself
-    # every metric's value has its mark beside it; the p-values come last
+    # every metric's value is shown with its own mark right after it; the p-values come last
     from icfrr.registry import METRIC_KEYS
-    cols = list(table.columns)
-    assert all(cols.index(f"{m}_mark") == cols.index(m) + 1 for m in METRIC_KEYS)
-    assert all(c.endswith(("_p", "_p_holm")) for c in cols[-2 * len(METRIC_KEYS):])
+    shown = _methods_columns(at)
+    assert shown.index("map_all_shown") < shown.index("map_all_delta") < shown.index("map_all_p")
+    assert all(c.endswith(("_p", "_p_holm")) for c in shown[-2 * len(METRIC_KEYS):])
+    for m in METRIC_KEYS:
+        for cell, value, mark in zip(table[f"{m}_shown"], table[m], table[f"{m}_mark"]):
+            assert cell == f"{value:.4f}{mark}"
+    done = raw["runs"][raw["runs"].status == "done"].merge(raw["sweeps"][["sweep_id",
+                                                                          "dataset_id"]])
+    counts = done[done.dataset_id == 1].method.value_counts()   # the oracle's runs, as above
+    assert [table.configs_shown[label] for label in ("Initial ranking", "ICFRR", "k-reciprocal",
+                                                     "DBA")] == \
+        ["", *(f"best of {counts[m]}" for m in ("icfrr", "k_reciprocal", "dba"))]
 
 
 def test_overview_methods_table_with_icfrr_runs_only(fixture_db, raw, monkeypatch) -> None:
