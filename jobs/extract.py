@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_flags(args)
-        compute = Compute(args.batchsize, args.workers, args.device, progress=progress_mode(args.quiet) == "bar")
+        compute = Compute(args.batchsize, args.workers, args.device,
+                          progress=progress_mode(args.quiet) == "bar")
         art = ensure_artifacts(request_from_args(args, args.kg_max, compute))
         if art.qq_source is not None:
             qq_dists(art)  # checks its shape and keeps it beside the other artifacts

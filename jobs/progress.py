@@ -1,4 +1,4 @@
-"""Progress of the long commands on stderr: a bar on a terminal, plain lines in a log, nothing when quiet.
+"""Progress of the long commands on stderr: a bar on a terminal, lines in a log, nothing when quiet.
 
 A tqdm bar redraws itself with ``\\r``; in a log file that is noise, so when
 stderr is not a terminal a :class:`Progress` either writes one line per step
@@ -24,7 +24,8 @@ MODES = ("bar", "lines", "off")
 
 
 def progress_mode(quiet: bool, stream: TextIO | None = None) -> str:
-    """``off`` when ``quiet``, ``bar`` when ``stream`` (default stderr) is a terminal, else ``lines``."""
+    """``off`` when ``quiet``, ``bar`` when ``stream`` (default stderr) is a terminal, else
+    ``lines``."""
     if quiet:
         return "off"
     stream = sys.stderr if stream is None else stream

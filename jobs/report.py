@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", "--metrics", dest="metrics", metavar="KEY", nargs="+",
                    help=f"metrics to show, in order (default all: {' '.join(METRIC_KEYS)})")
     p.add_argument("--baseline", metavar="initial|METHOD|RUN_ID",
-                   help="what each row is tested and its Δ measured against: initial (default: each run's own "
+                   help="what each row is tested and its Δ measured against: initial "
+                        "(default: each run's own "
                         "initial ranking), a method key (its best run) or a run id")
     p.add_argument("--test", choices=TESTS, default="randomisation",
                    help="paired test on each metric's per-query values (default "

@@ -446,7 +446,7 @@ def comparison(
     columns = [registry_metric(m).column for m in chosen]
     base_q = (_query_values(con, base_run.run_id, base_run.last, columns)
               if base_run is not None else None)
-    n_configs = {}
+    n_configs: dict[str, int] = {}
     for run in runs:
         n_configs[run.method] = n_configs.get(run.method, 0) + 1
     # per planned row: pairs, mean difference and raw p per metric (NaN: not tested)
@@ -610,8 +610,8 @@ def to_csv(cmp: Comparison) -> str:
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}", "α": r"$\alpha$", "β": r"$\beta$",
-                  "λ": r"$\lambda$", "Δ": r"$\Delta$", "†": r"\dag{}", "‡": r"\ddag{}", "×": r"$\times$",
-                  "·": r"$\cdot$"}
+                  "λ": r"$\lambda$", "Δ": r"$\Delta$", "†": r"\dag{}", "‡": r"\ddag{}",
+                  "·": r"$\cdot$", "×": r"$\times$"}
 
 
 def latex_escape(text: str) -> str:
