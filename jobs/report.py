@@ -162,6 +162,12 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise UsageError("--per-query needs --run ID (python -m jobs.runs list shows them)")
         if args.format == "parquet" and args.output is None and sys.stdout.isatty():
             raise UsageError("Parquet is binary; pass --output FILE")
+        for flag, value in (("--dataset", args.dataset), ("--backbone", args.backbone),
+                            ("--metric", args.metrics), ("--baseline", args.baseline),
+                            ("--latex-wide", args.latex_wide or None)):
+            if value is not None:
+                raise UsageError(f"{flag} is for the comparison table; --per-query exports "
+                                 "every metric of the one run given by --run")
         return
     args.format = args.format or "table"
     if args.format not in TABLE_FORMATS:

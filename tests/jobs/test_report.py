@@ -245,6 +245,8 @@ PER_QUERY_BAD = [
     (["--dataset", "demo", "--format", "parquet"], "--format parquet is for --per-query"),
     (["--dataset", "demo", "--latex-wide"], "--latex-wide is for --format latex"),
     (["--per-query", "--run", "x"], "invalid int value: 'x'"),
+    (["--per-query", "--run", "1", "--baseline", "dba"], "--baseline is for the comparison"),
+    (["--per-query", "--run", "1", "--metric", "map_all"], "--metric is for the comparison"),
 ]
 
 
