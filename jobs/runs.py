@@ -107,6 +107,8 @@ def _params(text: object) -> dict[str, object]:
 
 
 def _show(con: duckdb.DuckDBPyConnection, run_id: int) -> str:
+    import pandas as pd
+
     from store import read
     from store.report import params_text
 
@@ -119,7 +121,9 @@ def _show(con: duckdb.DuckDBPyConnection, run_id: int) -> str:
     lines = [f"run {r.run_id} · sweep {r.sweep_id} · {r.dataset} · backbone {r.backbone} "
              f"(artifact {r.artifact_id}, per_class {r.per_class})",
              f"method {r.method}: {params_text(str(r.method), _params(r.params)) or '-'}",
-             f"device {r.device}, {_num(r.seconds)} s, finished {str(r.finished_at)[:19]}",
+             f"device {r.device}, "
+             f"{'n/a' if pd.isna(r.seconds) else f'{r.seconds:.1f}'} s, "
+             f"finished {str(r.finished_at)[:19]}",
              f"per-query metrics and rankings kept for iterations "
              f"{', '.join(map(str, kept)) or 'none'}", ""]
     table = read.metrics_by_iteration(con, [run_id])
