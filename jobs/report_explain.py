@@ -39,9 +39,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--signature", action="store_true",
                       help="instead of the comparison: initial top-KQ precision against AP change, "
                            "binned, for an ICFRR run (needs --run)")
-    parser.add_argument("--run", metavar="ID", type=int, help="the run for --confusions or --signature")
+    parser.add_argument("--run", metavar="ID", type=int,
+                        help="the run for --per-query, --confusions or --signature "
+                             "(python -m jobs.runs list shows them)")
     parser.add_argument("--iteration", metavar="T", type=int,
-                        help="the 'after' iteration (default: the run's last stored one)")
+                        help="with --per-query or --confusions/--signature: the iteration (the "
+                             "'after' one for the latter; default the run's last stored one)")
     parser.add_argument("--k", metavar="K", type=int,
                         help=f"--confusions cut-off (default {DEFAULT_K}; at most the stored top-N)")
 
@@ -53,9 +56,11 @@ def wanted(args: argparse.Namespace) -> bool:
         UsageError: flags that do not go together (one line).
     """
     if not (args.confusions or args.signature):
-        for name, flag in (("run", "--run"), ("iteration", "--iteration"), ("k", "--k")):
+        explain_only = (("k", "--k"),) if args.per_query else (
+            ("run", "--run"), ("iteration", "--iteration"), ("k", "--k"))
+        for name, flag in explain_only:
             if getattr(args, name) is not None:
-                raise UsageError(f"{flag} is for --confusions or --signature; add one of them")
+                raise UsageError(f"{flag} is for --per-query, --confusions or --signature; add one of them")
         return False
     mode = "--confusions" if args.confusions else "--signature"
     if args.run is None:
@@ -64,6 +69,11 @@ def wanted(args: argparse.Namespace) -> bool:
         if getattr(args, name, None) is not None:
             hint = "; redirect stdout to save it" if name == "output" else ""
             raise UsageError(f"{flag} is for the comparison, not {mode}{hint}")
+    if args.per_query or args.latex_wide or args.protocol is not None:
+        flag = ("--per-query" if args.per_query else
+                "--latex-wide" if args.latex_wide else "--protocol")
+        raise UsageError(f"{flag} is for the comparison, not {mode}")
+    args.format = args.format or "table"
     if args.format not in ("table", "csv"):
         raise UsageError(f"{mode} prints --format table or csv, not {args.format}")
     if args.signature and args.k is not None:

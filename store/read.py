@@ -276,6 +276,32 @@ def query_metrics_by_iteration(
     """, [run_id, query_idx])
 
 
+def per_query_table(con: duckdb.DuckDBPyConnection, run_id: int, iteration: int) -> pd.DataFrame:
+    """Every query's stored metrics of one (run, iteration), with its class and name.
+
+    Returns:
+        One row per query, by query_idx: run_id, iteration, query_idx, label
+        (-1: unknown), class_name, name (``items.path``: the query's file
+        relative to the dataset root, or the name it was given; NULL when
+        none was), the registry's per-query columns (NULL for queries of
+        unknown label) and first_relevant_rank (1-based; NULL when nothing
+        relevant). Empty when the iteration was not kept
+        (:func:`stored_iterations`).
+    """
+    cols = ", ".join(f"qm.{c}" for c in QUERY_COLUMNS)
+    return _df(con, f"""
+        SELECT qm.run_id, qm.iteration, qm.query_idx, i.label, i.class_name, i.path AS name,
+               {cols}, qm.first_relevant_rank
+        FROM query_metrics qm
+        JOIN runs r ON r.run_id = qm.run_id
+        JOIN sweeps s ON s.sweep_id = r.sweep_id
+        LEFT JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query'
+                          AND i.idx = qm.query_idx
+        WHERE qm.run_id = ? AND qm.iteration = ?
+        ORDER BY qm.query_idx
+    """, [run_id, iteration])
+
+
 def query_topn(
     con: duckdb.DuckDBPyConnection,
     run_id: int,

@@ -231,7 +231,7 @@ def file_digest(path: Path) -> str:
     (["--confusions", "--run", "{running}"], "run {running} is not finished (status 'running')"),
     (["--signature", "--run", "{wide}", "--k", 5], "--k is the --confusions cut-off"),
     (["--confusions"], "--confusions needs --run ID"),
-    (["--run", 1], "--run is for --confusions or --signature"),
+    (["--run", 1], "--run is for --per-query, --confusions or --signature"),
     (["--confusions", "--run", 1, "--format", "latex"], "--confusions prints --format table or csv, not latex"),
     (["--confusions", "--run", 1, "--baseline", "k_reciprocal"], "--baseline is for the comparison"),
     (["--confusions", "--signature", "--run", 1], "not allowed with argument"),
