@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "METRIC_NAMES": "icfrr.metrics",
     "evaluate": "icfrr.metrics",
+    "VoteStep": "icfrr.explaining",
+    "explain": "icfrr.explaining",
     "per_query": "icfrr.metrics",
     "summarize": "icfrr.metrics",
     "FeatureDistances": "icfrr.neighbors",
@@ -35,7 +37,9 @@ __all__ = [
     "METRIC_NAMES",
     "NeighborGraph",
     "RerankStep",
+    "VoteStep",
     "evaluate",
+    "explain",
     "iter_rerank",
     "neighbor_graph",
     "neighbor_graph_from_features",
@@ -47,6 +51,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from icfrr.explaining import VoteStep, explain
     from icfrr.metrics import METRIC_NAMES, evaluate, per_query, summarize
     from icfrr.neighbors import FeatureDistances, NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
     from icfrr.reranking import ChunkResult, RerankStep, iter_rerank, rerank, rerank_chunks

@@ -280,3 +280,59 @@ def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
     scaled = (m - np.arange(m)) * p[order]
     out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
     return out
+
+
+#: ``bootstrap_ci`` resampling units: whole classes (the default) or single queries.
+RESAMPLE_UNITS = ("class", "query")
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Bootstrap confidence interval of a mean of per-query values (BCa, ``scipy.stats.bootstrap``).
+
+    With ``groups`` the resampling unit is the group (a query class): classes
+    are drawn with replacement and the statistic is the mean over all their
+    queries (sum of the drawn classes' values / their query count), because
+    the queries of one class are correlated. Without, single queries are drawn.
+    The same ``seed`` draws the same resamples for any values of the same
+    groups, so the interval of a difference ``a - b`` is a paired one.
+
+    Args:
+        values: float [N] per-query values (e.g. AP, or AP minus a baseline's);
+            NaN entries are dropped.
+        groups: int [N] the group of each value (None: resample values).
+        n_boot: Bootstrap resamples (>= 1).
+        seed: Seed of ``numpy.random.default_rng``.
+        level: Confidence level in (0, 1).
+
+    Returns:
+        ``(lo, hi)``; ``(v, v)`` when every value is equal, NaN with fewer than
+        2 units.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    keep = ~np.isnan(x)
+    x = x[keep]
+    if groups is None:
+        sums, counts = x, np.ones_like(x)
+    else:
+        _, inverse = np.unique(np.asarray(groups)[keep], return_inverse=True)
+        sums = np.bincount(inverse, weights=x)
+        counts = np.bincount(inverse).astype(np.float64)
+    if sums.size < 2:
+        return (math.nan, math.nan)
+    if np.all(x == x[0]):
+        return (float(x[0]), float(x[0]))
+
+    def ratio(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        return sums[idx].sum(axis=axis) / counts[idx].sum(axis=axis)
+
+    res = sps.bootstrap((np.arange(sums.size),), ratio, n_resamples=int(n_boot),
+                        confidence_level=level, vectorized=True, method="BCa",
+                        rng=np.random.default_rng(seed))
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))

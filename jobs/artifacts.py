@@ -11,6 +11,12 @@ distances come from is the request's ``source``:
 - :class:`DistanceFiles`: ``.npy``/``.pth`` distance matrices the user brings.
 - :class:`FeatureFiles`: ``.npy``/Parquet feature matrices the user brings.
 
+Every input file is identified by the sha256 of its bytes when the request
+starts (:mod:`store.identity`, cached by stat fingerprint); the cache key of
+the artifacts covers those identities, and every later read of an input checks
+that the file still has the fingerprint it was identified with
+(:class:`store.identity.InputChanged` otherwise).
+
 Distances are Euclidean everywhere (of L2-normalised features unless a
 :class:`FeatureFiles` says otherwise). Keeping and reusing the results is
 :mod:`store.artifacts`' job; reading user files is :mod:`store.imports`'.
@@ -30,7 +36,6 @@ import numpy as np
 import torch
 
 from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
-from icfrr._files import file_sha256
 from icfrr.datasets import DATASET_NAMES, DEMO_ROOT, Dataset, DatasetError, Item, load_dataset
 from icfrr.datasets.demo import is_generated
 from icfrr.features.errors import BackboneError, ImageReadError
@@ -38,11 +43,12 @@ from jobs.source_flags import add_source_flags  # noqa: F401  (re-exported: the 
 from store import artifacts as cache
 from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
                              Artifacts, CachePolicy)
+from store.identity import FileId, HashCache, InputChanged, digest
 from store.imports import (CLASS_NAMES_FILE, SourceError, has_published_cache, published_cache_dir,
                            read_class_names, read_features, read_labels, read_labels_and_names, read_matrix)
 
 #: Every error caused by user input that ensure_artifacts can raise: CLIs print these in one line, exit 2.
-USER_ERRORS = (ArtifactError, DatasetError, BackboneError, ImageReadError, SourceError)
+USER_ERRORS = (ArtifactError, DatasetError, BackboneError, ImageReadError, SourceError, InputChanged)
 #: The ``backbone`` of artifacts made from feature files the user brings.
 FEATURES_BACKBONE = "features"
 #: Largest float32 [Q, G] distance matrix kept dense (2 GiB, e.g. Q=2400 x G=27989 is 0.25 GiB);
@@ -199,6 +205,15 @@ def ensure_artifacts(request: ArtifactRequest, log: Callable[[str], None] = _std
         nothing is written then.
     """
     cache_root = Path(request.cache_root)
+    hashes = HashCache(cache_root)
+    arts = _ensure(request, hashes, log)
+    if request.cache is not CachePolicy.NONE:
+        hashes.save()             # after success only: a refusal leaves the cache folder as it was
+    return arts
+
+
+def _ensure(request: ArtifactRequest, hashes: HashCache, log: Callable[[str], None]) -> Artifacts:
+    cache_root = Path(request.cache_root)
     read_only = None if request.cache is CachePolicy.NONE else cache.cache_refusal(cache_root)
     source = request.source
     if isinstance(source, (Images, PublishedCache)) and getattr(source, "backbone", None) is None:
@@ -214,14 +229,14 @@ def ensure_artifacts(request: ArtifactRequest, log: Callable[[str], None] = _std
             raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
                                 "gg_dists.pth); give the matrices' paths or another --backbone")
     if isinstance(source, DistanceFiles):
-        return _from_distances(request, source, log, read_only)
+        return _from_distances(request, source, hashes, log, read_only)
     if isinstance(source, FeatureFiles):
-        return _from_feature_files(request, source, log, read_only)
+        return _from_feature_files(request, source, hashes, log, read_only)
     spec = source.backbone or ("demo" if request.dataset == "demo" else "icfrr")
     root = Path(request.data_root) if request.data_root else DEMO_ROOT
     if read_only is not None and request.dataset == "demo" and not is_generated(root):
         raise read_only                                 # generating the demo would write before the refusal
-    return _from_images(request, source, spec, log, read_only)
+    return _from_images(request, source, spec, hashes, log, read_only)
 
 
 def _finish(request: ArtifactRequest, folder: Path, key: str, ds: Dataset,
@@ -249,8 +264,24 @@ def _timm_version() -> str | None:
         return None
 
 
-def _from_images(request: ArtifactRequest, source: Images, spec: str, log: Callable[[str], None],
-                 read_only: ArtifactError | None) -> Artifacts:
+def _image_ids(ds: Dataset, hashes: HashCache) -> list[FileId]:
+    """The content identity of every image, query side then gallery side.
+
+    Raises:
+        DatasetError: An image is missing.
+    """
+    ids = []
+    for side in ("query", "gallery"):
+        for p in ds.absolute_paths(side):
+            try:
+                ids.append(hashes.identify(p))
+            except FileNotFoundError:
+                raise DatasetError(f"image not found: {p} (check --data_root)") from None
+    return ids
+
+
+def _from_images(request: ArtifactRequest, source: Images, spec: str, hashes: HashCache,
+                 log: Callable[[str], None], read_only: ArtifactError | None) -> Artifacts:
     from icfrr.features import default_device, extract_features, load_backbone, preprocess_config, weights_file
     from icfrr.features.edges import DESCRIPTOR_VERSION
     from icfrr.features.extract import PREPROCESS_VERSION
@@ -259,9 +290,12 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, log: Calla
     ds = load_dataset(dataset, request.data_root, per_class)
     backbone_args = {"pretrained_root": source.pretrained_root, "weights": source.weights}
     wpath = weights_file(spec, dataset=dataset, **backbone_args)
-    sha = file_sha256(wpath) if wpath is not None and wpath.is_file() else None
-    files = ds.files_stamp()         # root, names, sizes and mtimes: other pictures, other features
-    key = cache.cache_key({"kind": "features", "dataset": dataset, "items": ds.fingerprint(), "files": files,
+    wid = hashes.identify(wpath) if wpath is not None and wpath.is_file() else None
+    sha = wid.sha256 if wid is not None else None
+    images = _image_ids(ds, hashes)
+    # the pictures by content; the root too, as the items (and the dashboard's thumbnails) point there
+    key = cache.cache_key({"kind": "features", "dataset": dataset, "items": ds.fingerprint(),
+                           "root": str(Path(ds.root).resolve()), "images_sha256": digest(images),
                            "backbone": spec, "weights_sha256": sha, "per_class": per_class,
                            "metric": "euclidean",
                            "preprocess": {"version": PREPROCESS_VERSION, **preprocess_config(spec)},
@@ -283,9 +317,11 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, log: Calla
     feats = {side: extract_features(bb, ds.absolute_paths(side), desc=f"{side} features", batch_size=c.batch_size,
                                     num_workers=c.num_workers, device=c.device, progress=c.progress)
              for side in ("query", "gallery")}
+    for fid in (*images, *([wid] if wid is not None else [])):    # read as they were identified
+        fid.check()
     qg, graph, choice = _distances_and_graph(feats, request.kg_max, device)
     meta = cache.base_meta(ds, spec, sha, per_class, key) | choice | {
-        "files_stamp": files, "preprocess_version": PREPROCESS_VERSION,
+        "images_sha256": digest(images), "preprocess_version": PREPROCESS_VERSION,
         "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k,
         "weights_path": str(wpath) if wpath else None,
         "load_report": bb.report.summary() if bb.report else None}
@@ -342,7 +378,8 @@ def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, 
                    ds.version)
 
 
-def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None]) -> NeighborGraph:
+def _graph_from_dense(gg_id: FileId, n_g: int, k: int, log: Callable[[str], None]) -> NeighborGraph:
+    gg_path = gg_id.path
     gg = read_matrix(gg_path)
     if gg.shape != (n_g, n_g):
         raise ArtifactError(f"{gg_path} is {list(gg.shape)} but the query-gallery matrix has {n_g} gallery "
@@ -353,6 +390,7 @@ def _graph_from_dense(gg_path: Path, n_g: int, k: int, log: Callable[[str], None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         graph = neighbor_graph(dense, k)
+    gg_id.check()                                # the memmap was read as it was identified
     for w in caught:
         log(f"warning: {gg_path}: {w.message}")
     return graph
@@ -364,39 +402,56 @@ def _missing(*paths: Path | None) -> None:
             raise ArtifactError(f"file not found: {p}")
 
 
-def _from_distances(request: ArtifactRequest, source: DistanceFiles, log: Callable[[str], None],
-                    read_only: ArtifactError | None) -> Artifacts:
-    qg_path, gg_path = Path(source.qg), Path(source.gg)
+def _identify(hashes: HashCache, files: dict[str, Path | None]) -> dict[str, FileId]:
+    """Name -> content identity of each given input file (None entries left out).
+
+    Raises:
+        ArtifactError: A file is missing.
+    """
+    _missing(*files.values())
+    try:
+        return {name: hashes.identify(p) for name, p in files.items() if p is not None}
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"file not found: {exc.filename}") from None
+
+
+def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: HashCache,
+                    log: Callable[[str], None], read_only: ArtifactError | None) -> Artifacts:
     labels_path = Path(source.labels) if source.labels is not None else None
-    _missing(qg_path, gg_path, labels_path, source.qq)
+    ids = _identify(hashes, {"qg": Path(source.qg), "gg": Path(source.gg), "labels": labels_path,
+                             "qq": Path(source.qq) if source.qq is not None else None,
+                             "class_names": Path(source.class_names) if source.class_names else None})
     dataset, per_class = request.dataset, request.per_class
-    qg = read_matrix(qg_path)
+    qg = read_matrix(ids["qg"].path)
     n_q, n_g = qg.shape
-    labels = read_labels(labels_path, n_q, n_g) if labels_path is not None else None
-    names = _class_names(labels_path, source.class_names)
+    labels = read_labels(ids["labels"].path, n_q, n_g) if labels_path is not None else None
+    names = _class_names(ids["labels"].path if labels_path is not None else None,
+                         ids["class_names"].path if "class_names" in ids else None)
     ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log, names)
-    sources = {"qg": cache.file_stamp(qg_path), "gg": cache.file_stamp(gg_path),
-               "labels": cache.file_stamp(labels_path) if labels_path else None}
-    if source.class_names is not None:       # only then: the keys of caches without names stay as they were
-        sources["class_names"] = cache.file_stamp(Path(source.class_names))
     key = cache.cache_key({"kind": "import", "dataset": dataset, "items": ds.fingerprint(),
-                           "per_class": per_class, "sources": sources})
+                           "per_class": per_class,
+                           "sha256": {name: ids[name].sha256 if name in ids else None
+                                      for name in ("qg", "gg", "labels")}
+                           # only when given: the keys of caches without names stay as they were
+                           | ({"class_names": ids["class_names"].sha256} if "class_names" in ids else {})})
     folder = cache.cache_folder(Path(request.cache_root), dataset, per_class, IMPORT_BACKBONE, key)
 
     def rebuild(k: int) -> NeighborGraph:
-        return _graph_from_dense(gg_path, n_g, k, log)
+        return _graph_from_dense(ids["gg"], n_g, k, log)
 
     arts = _finish(request, folder, key, ds, rebuild, log, read_only)
     if arts is None:
         graph = rebuild(cache.graph_k(n_g, request.kg_max))
+        qg = np.array(qg)
         meta = cache.base_meta(ds, IMPORT_BACKBONE, None, per_class, key) | {
             "neighbors_k": graph.k, "metric": "as imported",
-            "sources": {name: {"path": str(p), "sha256": file_sha256(p)}
-                        for name, p in (("qg", qg_path), ("gg", gg_path), ("labels", labels_path))
-                        if p is not None}}
-        arts = cache.save(_keep(request, folder), ds, meta, np.array(qg), graph)
-    arts.gg_source = gg_path
-    arts.qq_source = Path(source.qq) if source.qq is not None else None
+            "sources": {name: fid.record() for name, fid in ids.items() if name != "qq"}}
+        for name in ("qg", "labels"):               # read as they were identified
+            if name in ids:
+                ids[name].check()
+        arts = cache.save(_keep(request, folder), ds, meta, qg, graph)
+    arts.gg_source = ids["gg"]
+    arts.qq_source = ids.get("qq")
     return arts
 
 
@@ -480,18 +535,19 @@ def read_feature_files(source: FeatureFiles, dataset: str, data_root: str | Path
     return _features_dataset(dataset, data_root, (lq, lg), (nq, ng), names), feats
 
 
-def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, log: Callable[[str], None],
-                        read_only: ArtifactError | None) -> Artifacts:
+def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, hashes: HashCache,
+                        log: Callable[[str], None], read_only: ArtifactError | None) -> Artifacts:
     if request.per_class != -1:
         raise ArtifactError("--per_class selects images of a dataset; feature files are used whole "
                             "(drop --per_class or pass the rows you want)")
+    ids = _identify(hashes, {"query": Path(source.query), "gallery": Path(source.gallery),
+                             "labels": Path(source.labels) if source.labels is not None else None})
     ds, feats = read_feature_files(source, request.dataset, request.data_root)
-    files = {"query": Path(source.query), "gallery": Path(source.gallery), "labels": source.labels}
-    stamps = {k: cache.file_stamp(Path(p)) if p is not None else None for k, p in files.items()}
-    shas = {k: file_sha256(p) if p is not None else None for k, p in files.items()}
+    for fid in ids.values():                        # read whole, as they were identified
+        fid.check()
+    shas = {k: ids[k].sha256 if k in ids else None for k in ("query", "gallery", "labels")}
     key = cache.cache_key({"kind": "feature_files", "dataset": request.dataset, "items": ds.fingerprint(),
-                           "sources": stamps, "sha256": shas, "normalise": source.normalise,
-                           "metric": "euclidean"})
+                           "sha256": shas, "normalise": source.normalise, "metric": "euclidean"})
     folder = cache.cache_folder(Path(request.cache_root), request.dataset, request.per_class,
                                 FEATURES_BACKBONE, key)
     device = request.compute.device or "cpu"
@@ -504,7 +560,7 @@ def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, log: Cal
     qg, graph, choice = _distances_and_graph(feats, request.kg_max, device)
     meta = cache.base_meta(ds, FEATURES_BACKBONE, None, request.per_class, key) | choice | {
         "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k, "normalise": source.normalise,
-        "sources": {k: {"path": str(p), "sha256": shas[k]} for k, p in files.items() if p is not None}}
+        "sources": {k: fid.record() for k, fid in ids.items()}}
     return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
 
 
@@ -529,19 +585,24 @@ def dense_gg(arts: Artifacts, rows: int = 1024) -> np.ndarray:
     imported gallery-gallery file.
 
     Raises:
-        ArtifactError: Imported artifacts whose gallery-gallery file is gone.
+        ArtifactError: Imported artifacts that do not name their gallery-gallery file.
+        InputChanged: The file is gone or changed since the artifacts identified it (its bytes
+            may no longer be those the neighbour graph was built from).
     """
     if not arts.imported:
         f = arts.features("gallery")
         return _distances_by_rows(f, f, rows, same=True)
-    source = arts.gg_source or Path(arts.meta.get("sources", {}).get("gg", {}).get("path", ""))
-    if not source.is_file():
-        raise ArtifactError(f"the gallery-gallery distances {source} are gone; import them again")
-    gg = read_matrix(source)
+    source = arts.gg_source
+    if source is None:
+        raise ArtifactError("these imported artifacts do not name their gallery-gallery file; import them again")
+    source.check()
+    gg = read_matrix(source.path)
     n_g = arts.shape[1]
     if gg.shape != (n_g, n_g):
-        raise ArtifactError(f"{source} is {list(gg.shape)}, expected [{n_g}, {n_g}]")
-    return np.array(gg)  # a writable copy, not the read-only memmap
+        raise ArtifactError(f"{source.path} is {list(gg.shape)}, expected [{n_g}, {n_g}]")
+    gg = np.array(gg)  # a writable copy, not the read-only memmap
+    source.check()     # what was read is what the graph was built from
+    return gg
 
 
 def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 1024) -> np.ndarray:
@@ -555,6 +616,7 @@ def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 
     Raises:
         ArtifactError: Imported artifacts without query-query distances, or a
             file of the wrong shape.
+        InputChanged: The imported file changed since the artifacts identified it.
     """
     kept = cache.kept_qq(arts, log)
     if kept is not None:
@@ -562,11 +624,14 @@ def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 
     sha = cache.qq_identity(arts)  # raises when an import has none
     n_q = arts.shape[0]
     if arts.imported:
-        qq = read_matrix(arts.qq_source)
+        source = arts.qq_source
+        source.check()
+        qq = read_matrix(source.path)
         if qq.shape != (n_q, n_q):
-            raise ArtifactError(f"{arts.qq_source} is {list(qq.shape)} but there are {n_q} queries: it must be "
+            raise ArtifactError(f"{source.path} is {list(qq.shape)} but there are {n_q} queries: it must be "
                                 f"[{n_q}, {n_q}]")
-        qq = np.ascontiguousarray(qq)
+        qq = np.array(qq)   # read whole now, then checked: the bytes read are the identified ones
+        source.check()
     else:
         f = arts.features("query")
         qq = _distances_by_rows(f, f, rows, same=True)

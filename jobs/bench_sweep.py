@@ -116,7 +116,7 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
             for cfg, out in zip(group, outcomes):
                 writes.write_run(con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                                  config=cfg, device="cpu", seconds=out.seconds, metrics=out.metrics,
-                                 kept=out.kept)
+                                 kept=out.kept, per_query=out.per_query)
         t2 = time.perf_counter()
         if profiler is not None:
             profiler.disable()

@@ -1,10 +1,16 @@
-"""Command-line plumbing shared by the jobs: one-line usage errors (exit status 2) and the device check.
+"""Command-line plumbing shared by the jobs: one-line usage errors (exit status 2), the device
+check and the writing of ``--output``-style files.
 
 torch is imported only by :func:`resolve_device`, so ``--help`` stays fast."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
 
 
 class UsageError(ValueError):
@@ -92,3 +98,50 @@ def resolve_device(name: str | None, gpu_id: int = 0) -> str:
     elif dev.type != "cpu":
         raise UsageError(f"--device {name!r} is not supported; use cpu, cuda or cuda:N")
     return str(dev)
+
+
+def check_output(path: Path, flag: str = "--output") -> None:
+    """Refuse an output path that cannot be written before any work is done.
+
+    Raises:
+        UsageError: ``path`` is a folder, or its folder does not exist.
+    """
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a directory; pass a file path")
+    if not path.parent.is_dir():
+        raise UsageError(f"{flag} folder {path.parent} does not exist; create it first")
+
+
+def write_output(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a user-named output file, never half-written and never replacing a special file.
+
+    A regular file (or a new name) is written to a temporary sibling and
+    renamed over the target, so a failure leaves the old file or nothing. A
+    symbolic link is followed: the file it points to is replaced, the link
+    stays. Anything else that exists (a character device such as
+    ``/dev/null`` or ``/dev/stdout``, a FIFO, a socket) is opened and written
+    in place: replacing it would turn a system device into a plain file.
+
+    Args:
+        path: The target.
+        write: Writes the content to the binary file object it is given.
+
+    Raises:
+        OSError: The target or its folder cannot be written (full disk, ...).
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(target, "wb") as f:
+            write(f)
+        return
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from jobs.cli import OneLineParser, UsageError, resolve_device
+from jobs.progress import progress_mode
 from jobs.source_flags import add_source_flags
 
 #: The cache folder and the neighbour graph's smallest size (as store.artifacts has them; checked by a test).
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kg-max", "--kg_max", dest="kg_max", type=int, default=MIN_GRAPH_K,
                    help="largest KG a sweep will use; the neighbour graph keeps max(512, this) neighbours")
     add_source_flags(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (there are none either when stderr is not a terminal)")
     return p
 
 
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         check_flags(args)
-        compute = Compute(args.batchsize, args.workers, args.device, progress=not args.quiet)
+        compute = Compute(args.batchsize, args.workers, args.device,
+                          progress=progress_mode(args.quiet) == "bar")
         art = ensure_artifacts(request_from_args(args, args.kg_max, compute))
         if art.qq_source is not None:
             qq_dists(art)  # checks its shape and keeps it beside the other artifacts

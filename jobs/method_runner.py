@@ -83,4 +83,5 @@ def run_method(
             on_step(icfrr.RerankStep(iteration, torch.from_numpy(ranking),
                                      torch.from_numpy(-ordered.astype(np.float32))), summary)
         del ranking, ordered
-    return RunOutcome(metrics, kept, best_iteration(metrics), time.perf_counter() - start)
+    return RunOutcome(metrics, kept, [kept[0].per_query, kept[1].per_query], best_iteration(metrics),
+                      time.perf_counter() - start)

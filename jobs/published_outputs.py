@@ -11,20 +11,23 @@ Layout (as in the published ``rerank.py``)::
         metrics.csv                    the same numbers
 
 The configuration folder is added only when the sweep has several
-configurations. Every file is written to a temporary name and renamed.
+configurations. Every file is written to a temporary name and renamed
+(``jobs.cli.write_output``: a device or FIFO in its place is written in place).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from jobs.cli import write_output
 
 TILE = 128        # px, side of one image in a strip
 BORDER = 5        # px
@@ -34,14 +37,9 @@ SERIES = (("map_all", "map@all", (31, 119, 180)), ("map_200", "map@200", (255, 1
           ("p_100", "prec@100", (44, 160, 44)), ("p_200", "prec@200", (214, 39, 40)))
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_output(path, write)
 
 
 def results_dir(root: Path, dataset: str, per_class: int, config_label: str | None) -> Path:
@@ -53,7 +51,7 @@ def results_dir(root: Path, dataset: str, per_class: int, config_label: str | No
 def save_ranking(out_dir: Path, iteration: int, ranking: torch.Tensor) -> Path:
     """Write ``ranks/reranking_iter_<iteration>.pth`` (int64 [Q, G], best first)."""
     path = out_dir / "ranks" / f"reranking_iter_{iteration}.pth"
-    _atomic(path, lambda tmp: torch.save(torch.as_tensor(ranking).cpu(), tmp))
+    _atomic(path, lambda f: torch.save(torch.as_tensor(ranking).cpu(), f))
     return path
 
 
@@ -98,7 +96,7 @@ def strips_image(
 def save_strips(out_dir: Path, iteration: int, image: Image.Image) -> Path:
     """Write ``vis/reranking_iter_<iteration>.png``."""
     path = out_dir / "vis" / f"reranking_iter_{iteration}.png"
-    _atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+    _atomic(path, lambda f: image.save(f, format="PNG"))
     return path
 
 
@@ -147,7 +145,7 @@ def metrics_plot(metrics: Sequence[dict[str, float]], size: tuple[int, int] = (7
 def save_metrics(out_dir: Path, metrics: Sequence[dict[str, float]]) -> list[Path]:
     """Write ``map_prec_ICFRR.png`` and ``metrics.csv`` (one row per iteration)."""
     png = out_dir / "map_prec_ICFRR.png"
-    _atomic(png, lambda tmp: metrics_plot(metrics).save(tmp, format="PNG"))
+    _atomic(png, lambda f: metrics_plot(metrics).save(f, format="PNG"))
     buf = io.StringIO()
     keys = list(metrics[0]) if metrics else []
     writer = csv.writer(buf)
@@ -155,5 +153,5 @@ def save_metrics(out_dir: Path, metrics: Sequence[dict[str, float]]) -> list[Pat
     for it, m in enumerate(metrics):
         writer.writerow([it, *(repr(float(m[k])) for k in keys)])
     path_csv = out_dir / "metrics.csv"
-    _atomic(path_csv, lambda tmp: tmp.write_text(buf.getvalue()))
+    _atomic(path_csv, lambda f: f.write(buf.getvalue().encode()))
     return [png, path_csv]

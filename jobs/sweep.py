@@ -26,9 +26,15 @@ The published code's flags are accepted with the same meaning (``--KG --KQ
 --gpu_id --no_cache --force_cache --limited_memory --cpu_as_metric_device
 --rerank_results_dir --query_idxs_to_vis --num_gallery_ims_to_vis``).
 
+Every input file is identified by content (sha256) once, when the sweep
+starts, and every method of the sweep uses artifacts of exactly those files;
+one that changes while the sweep runs stops it when it is next read (one line,
+exit status 2; the runs committed before are kept).
+
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written to the
-database), 1 an unexpected failure while running (finished runs stay committed;
-running the same command again resumes).
+database) or an input file changed during the sweep, 1 an unexpected failure
+while running (finished runs stay committed; running the same command again
+resumes).
 """
 
 from __future__ import annotations
@@ -53,10 +59,12 @@ from icfrr.registry import HEADLINE, METHOD_KEYS, METHODS, METRICS, Method, Para
 from icfrr.registry import method as registry_method
 from jobs import cli
 from jobs.cli import OneLineParser, UsageError
+from jobs.progress import Progress, progress_mode
 from jobs.source_flags import add_source_flags
 from store import writes
 from store.db import StoreError, check_database, writer
 from store.fs import check_writable_dir
+from store.identity import InputChanged
 from store.lock import SweepLock
 
 if TYPE_CHECKING:  # torch and the engine load only once the flags are parsed: --help answers at once
@@ -126,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limited-memory", "--limited_memory", dest="limited_memory",
                      action="store_true",
                      help="accepted for compatibility: the engine always works in chunks")
+    run.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress bars or progress lines (warnings, errors and the "
+                          "results table still print)")
     run.add_argument("--cpu-as-metric-device", "--cpu_as_metric_device",
                      dest="cpu_as_metric_device", action="store_true",
                      help="accepted for compatibility: metrics are always computed on the CPU")
@@ -369,7 +380,8 @@ def load_artifacts(
     """Reuse, compute or import the distances and neighbour graph (no database involved)."""
     from jobs.artifacts import Compute, ensure_artifacts, request_from_args
 
-    return ensure_artifacts(request_from_args(args, kg_max, Compute(args.batchsize, device=device)), log)
+    compute = Compute(args.batchsize, device=device, progress=progress_mode(args.quiet) == "bar")
+    return ensure_artifacts(request_from_args(args, kg_max, compute), log)
 
 
 def artifact_info(arts: Artifacts) -> writes.ArtifactInfo:
@@ -458,6 +470,11 @@ class _Plan:
     inputs: MethodInputs | None = None   # for the methods other than ICFRR
     lock: SweepLock | None = None
     labels_eval: np.ndarray | None = None   # query labels for the metrics (-1: left out)
+
+    @property
+    def progress(self) -> str:
+        """How progress is shown (``jobs.progress.progress_mode``): bar, lines or off (--quiet)."""
+        return progress_mode(self.args.quiet)
 
     def out_dir(self, cfg: writes.RunConfig) -> Path | None:
         """Where the published files of ``cfg`` go (None without --rerank_results_dir)."""
@@ -609,8 +626,9 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
     out_dir = plan.out_dir(cfg)
     arts = plan.arts
     n_query = len(arts.labels_q)
-    bar = tqdm(total=n_query if out_dir is None else cfg.n_iter + 1, desc="queries" if out_dir is None
-               else "iterations", unit="q" if out_dir is None else "it", leave=False)
+    bar = Progress(n_query if out_dir is None else cfg.n_iter + 1,
+                   "queries" if out_dir is None else "iterations",
+                   "q" if out_dir is None else "it", mode=plan.progress, lines=False, leave=False)
     on_step = None
     if out_dir is not None:
         published = _Published(out_dir, plan.args.query_idxs_to_vis, plan.args.num_gallery_ims_to_vis,
@@ -621,7 +639,7 @@ def _run_one(plan: _Plan, cfg: writes.RunConfig) -> RunOutcome:
         if cfg.method == "icfrr":
             outcome = run_config(arts.query_distances(), arts.graph, labels_q, arts.labels_g, cfg,
                                  device=plan.device, top_n=plan.args.top_n, on_step=on_step,
-                                 on_progress=lambda done, total: bar.update(done - bar.n))
+                                 on_progress=lambda done, total: bar.update_to(done))
         else:
             outcome = run_method(plan.inputs, labels_q, arts.labels_g, cfg,
                                  top_n=plan.args.top_n, on_step=on_step)
@@ -666,10 +684,10 @@ def _run_group(plan: _Plan, configs: Sequence[writes.RunConfig]) -> list[RunOutc
 
     arts = plan.arts
     labels_q = plan.labels_eval if plan.labels_eval is not None else arts.labels_q
-    bar = tqdm(total=len(labels_q), desc="queries", unit="q", leave=False)
+    bar = Progress(len(labels_q), "queries", "q", mode=plan.progress, lines=False, leave=False)
     try:
         return run_configs(arts.query_distances(), arts.graph, labels_q, arts.labels_g, configs, device=plan.device,
-                           top_n=plan.args.top_n, on_progress=lambda done, total: bar.update(done - bar.n))
+                           top_n=plan.args.top_n, on_progress=lambda done, total: bar.update_to(done))
     finally:
         bar.close()
 
@@ -707,23 +725,24 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                    "(--force redoes them)", file=sys.stderr)
     status = "failed"
     try:
-        bar = tqdm(total=len(todo), desc="configurations", unit="cfg", disable=not todo)
+        bar = Progress(len(todo), "configurations", "cfg", mode=plan.progress if todo else "off")
         for group in beta_groups(plan, todo):
             configs = [plan.entries[i].config for i in group]
-            bar.set_postfix_str(_config_label(configs[0]) + (f" (+{len(group) - 1} betas)" if len(group) > 1 else ""))
+            bar.set_note(_config_label(configs[0]) + (f" (+{len(group) - 1} betas)" if len(group) > 1 else ""))
             outcomes = _run_group(plan, configs) if len(group) > 1 else [_run_one(plan, configs[0])]
             for i, cfg, outcome in zip(group, configs, outcomes):
                 with writer(args.db) as con:
                     run_id = writes.write_run(
                         con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                         config=recorded(plan.arts, cfg), device=plan.device, seconds=outcome.seconds,
-                        metrics=outcome.metrics, kept=outcome.kept, force=args.force)
+                        metrics=outcome.metrics, kept=outcome.kept,
+                        per_query=outcome.per_query, force=args.force)
                     writes.heartbeat(con, sweep_id)
                 # None: already stored by an earlier sweep, only the published files were missing
                 state = "new" if run_id is not None else "files only"
                 rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
                               run_id if run_id is not None else done.get(keys[i], (None,))[0])
-                bar.update(1)
+            bar.update(len(group))  # once per group: its configurations finish together
         bar.close()
         status = "done"
     finally:
@@ -762,6 +781,9 @@ def _run(plan: _Plan, notes: list[str], command: str) -> int:
         rows = run_sweep(plan, command)
     except StoreError as exc:  # the database stayed locked, or a write failed (disk full)
         return _fail(str(exc))
+    except InputChanged as exc:  # an input file changed after the sweep identified it at its start
+        return _fail(f"{exc.path} {exc.what} since the sweep started, so its runs would mix inputs; the runs "
+                     f"committed before are kept in {plan.args.db}: run the same command again")
     except OSError as exc:     # a published file could not be written (disk full)
         return _fail(f"could not write {exc.filename or 'a file'} ({exc.strerror or exc}); runs committed "
                      f"before are kept in {plan.args.db}: free some space and run the same command again")

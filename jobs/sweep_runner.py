@@ -2,9 +2,11 @@
 
 Queries stream through the engine in chunks (``icfrr.reranking.rerank_chunks``):
 each chunk goes through every iteration, each ranking is evaluated as it is
-made, and only its top N is kept. Which iterations the store keeps in full (0,
-the best by mAP@all and the last) is known only after the last chunk, so the
-per-query metrics and top N of every iteration are held until then: Q x (T+1)
+made, and only its top N is kept. Every iteration's per-query metrics are
+returned (the store keeps them all, so the iteration count can be chosen like
+any parameter); which iterations' top N rankings the store keeps (0, the best
+by mAP@all and the last) is known only after the last chunk, so the top N of
+every iteration are held until then: Q x (T+1)
 x N indices and scores, small next to one [Q, G] ranking. Peak memory is the
 graph, the inputs and one chunk, whatever Q is.
 """
@@ -31,6 +33,7 @@ class RunOutcome:
     Attributes:
         metrics: ``icfrr.summarize`` output for iterations 0..n_iter.
         kept: iteration -> per-query metrics and top-N, for 0, the best and the last.
+        per_query: ``icfrr.per_query`` output of every iteration 0..n_iter.
         best: The iteration with the highest ``map_all`` (earliest on ties).
         seconds: Wall time of re-ranking plus evaluation (shared work split
             evenly between the configurations run together).
@@ -38,6 +41,7 @@ class RunOutcome:
 
     metrics: list[dict[str, float]]
     kept: dict[int, KeptIteration]
+    per_query: list[dict[str, np.ndarray]]
     best: int
     seconds: float
 
@@ -144,7 +148,7 @@ def run_configs(
         best = best_iteration(metrics)
         kept = {t: KeptIteration(per_query[t], top[c, :, t].copy(), scores[c, :, t].copy())
                 for t in sorted({0, best, n_iter})}
-        outcomes.append(RunOutcome(metrics, kept, best, seconds))
+        outcomes.append(RunOutcome(metrics, kept, per_query, best, seconds))
     return outcomes
 
 
@@ -160,6 +164,7 @@ def _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_st
         raise ValueError("on_step needs whole rankings: pass dense qg_dists, not a function of the chunk")
     start = time.perf_counter()
     metrics: list[dict[str, float]] = []
+    every: list[dict[str, np.ndarray]] = []
     kept: dict[int, KeptIteration] = {}
     best: tuple[int, KeptIteration] | None = None
     last: tuple[int, KeptIteration] | None = None
@@ -171,6 +176,7 @@ def _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_st
         per_query = icfrr.per_query(step.ranking, labels_q, labels_g)
         summary = {k: float(v) for k, v in icfrr.summarize(per_query).items()}
         metrics.append(summary)
+        every.append(per_query)
         last = (step.iteration, _keep(step, per_query, top_n))
         if step.iteration == 0:
             kept[0] = last[1]
@@ -182,4 +188,4 @@ def _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_st
         raise RuntimeError(f"engine yielded {len(metrics)} iterations, expected {config.n_iter + 1}")
     kept[best[0]] = best[1]
     kept[last[0]] = last[1]
-    return RunOutcome(metrics, kept, best[0], time.perf_counter() - start)
+    return RunOutcome(metrics, kept, every, best[0], time.perf_counter() - start)

@@ -45,10 +45,10 @@ import pyarrow.parquet as pq
 import torch
 
 from icfrr import FeatureDistances, NeighborGraph
-from icfrr._files import file_sha256
 from icfrr._owners import owner_tag, remove_stale
 from icfrr.datasets import Dataset, DatasetError
 from store.fs import PathError, check_writable_dir
+from store.identity import FileId
 from store.imports import SourceError
 from store.parquet_rows import (atomic_write_bytes, check_rows, public_tempdir, read_meta, read_rows, write_rows,
                                 write_table)
@@ -116,9 +116,10 @@ class Artifacts:
             ``qg_dists``, ``neighbors``) -> Parquet path; empty in memory only.
         meta: The metadata record (also in each file and in ``COMPLETE.json``).
         reused: True when everything came from an existing cache folder.
-        gg_source: The imported gallery-gallery file (None for features).
-        qq_source: The imported query-query file, when one was given (the
-            published cache's optional ``qq_dists.pth``, or ``--qq``).
+        gg_source: The imported gallery-gallery file, as identified when the
+            artifacts were made (None for features).
+        qq_source: The imported query-query file, as identified, when one was
+            given (the published cache's optional ``qq_dists.pth``, or ``--qq``).
     """
 
     dataset: Dataset
@@ -135,8 +136,8 @@ class Artifacts:
     meta: dict = field(default_factory=dict)
     reused: bool = False
     _features: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    gg_source: Path | None = None
-    qq_source: Path | None = None
+    gg_source: FileId | None = None
+    qq_source: FileId | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -182,12 +183,6 @@ def now() -> str:
 def cache_key(identity: dict) -> str:
     """sha256 hex of everything some artifacts depend on (JSON-able; the format version is added)."""
     return hashlib.sha256(json.dumps({"v": FORMAT_VERSION, **identity}, sort_keys=True).encode()).hexdigest()
-
-
-def file_stamp(path: Path) -> list:
-    """[resolved path, size, mtime in ns] of a file: changes when it is replaced or touched."""
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def cache_folder(cache_root: Path, dataset: str, per_class: int, label: str, key: str) -> Path:
@@ -431,7 +426,7 @@ def qq_identity(arts: Artifacts) -> str | None:
     if not arts.imported:
         return None
     if arts.qq_source is not None:
-        return file_sha256(arts.qq_source)
+        return arts.qq_source.sha256
     kept = arts.cache_dir / QQ_FILE if arts.cache_dir is not None else None
     meta = _qq_meta(kept) if kept is not None and kept.is_file() else None
     if meta is not None and meta.get("cache_key") == arts.cache_key and meta.get("sha256"):
@@ -442,18 +437,24 @@ def qq_identity(arts: Artifacts) -> str | None:
                         "python -m jobs.extract --qq FILE)")
 
 
-def qq_stamp(arts: Artifacts) -> list | None:
-    """The :func:`file_stamp` of the imported query-query file (None for features)."""
-    return file_stamp(arts.qq_source) if arts.imported and arts.qq_source is not None else None
+def _qq_source(arts: Artifacts) -> FileId | None:
+    """The imported query-query file the distances must come from (None for features)."""
+    return arts.qq_source if arts.imported else None
 
 
 def kept_qq(arts: Artifacts, log: Callable[[str], None]) -> np.ndarray | None:
-    """float32 [Q, Q] from ``qq_dists.parquet`` when it belongs to these artifacts (and source file), else None."""
+    """float32 [Q, Q] from ``qq_dists.parquet`` when it belongs to these artifacts, else None.
+
+    For imports given a query-query file, the kept distances must also have been
+    made from a file of the same content (sha256): never from an older version
+    of it, whatever its size and times.
+    """
     n_q = arts.qg_dists.shape[0]
     kept = arts.cache_dir / QQ_FILE if arts.cache_dir is not None else None
     meta = _qq_meta(kept) if kept is not None and kept.is_file() else None
-    stamp = qq_stamp(arts)
-    if meta is None or meta.get("cache_key") != arts.cache_key or (stamp is not None and meta.get("source") != stamp):
+    source = _qq_source(arts)
+    if meta is None or meta.get("cache_key") != arts.cache_key or (
+            source is not None and meta.get("sha256") != source.sha256):
         return None
     try:
         qq = read_rows(kept, ["dists"])[0]["dists"]
@@ -480,5 +481,6 @@ def keep_qq(arts: Artifacts, qq: np.ndarray, sha: str | None, log: Callable[[str
     kept = arts.cache_dir / QQ_FILE
     write_rows(kept, "query_idx", {"dists": qq},
                {"kind": "qq_dists", "cache_key": arts.cache_key, "format_version": FORMAT_VERSION,
-                "source": qq_stamp(arts), "sha256": sha, "created_at": now()})
+                "source": source.record() if (source := _qq_source(arts)) is not None else None,
+                "sha256": sha, "created_at": now()})
     log(f"query-query distances kept in {kept}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from icfrr.registry import HEADLINE, METRIC_KEYS, QUERY_COLUMNS
@@ -122,9 +123,14 @@ def metrics_by_iteration(
 
 
 def stored_iterations(con: duckdb.DuckDBPyConnection, run_id: int) -> list[int]:
-    """Iterations of a run whose per-query metrics (and rankings) were kept."""
+    """Iterations of a run whose rankings (and so per-query metrics) were kept: 0, the best, the last.
+
+    ``query_metrics`` holds every iteration in stores written since the
+    selection protocols (``icfrr.protocols``); the pages that show a ranking
+    offer only the iterations that have one.
+    """
     rows = con.execute(
-        "SELECT DISTINCT iteration FROM query_metrics WHERE run_id = ? ORDER BY iteration",
+        "SELECT DISTINCT iteration FROM rankings WHERE run_id = ? ORDER BY iteration",
         [run_id],
     ).fetchall()
     return [int(r[0]) for r in rows]
@@ -270,6 +276,32 @@ def query_metrics_by_iteration(
     """, [run_id, query_idx])
 
 
+def per_query_table(con: duckdb.DuckDBPyConnection, run_id: int, iteration: int) -> pd.DataFrame:
+    """Every query's stored metrics of one (run, iteration), with its class and name.
+
+    Returns:
+        One row per query, by query_idx: run_id, iteration, query_idx, label
+        (-1: unknown), class_name, name (``items.path``: the query's file
+        relative to the dataset root, or the name it was given; NULL when
+        none was), the registry's per-query columns (NULL for queries of
+        unknown label) and first_relevant_rank (1-based; NULL when nothing
+        relevant). Empty when the iteration was not kept
+        (:func:`stored_iterations`).
+    """
+    cols = ", ".join(f"qm.{c}" for c in QUERY_COLUMNS)
+    return _df(con, f"""
+        SELECT qm.run_id, qm.iteration, qm.query_idx, i.label, i.class_name, i.path AS name,
+               {cols}, qm.first_relevant_rank
+        FROM query_metrics qm
+        JOIN runs r ON r.run_id = qm.run_id
+        JOIN sweeps s ON s.sweep_id = r.sweep_id
+        LEFT JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query'
+                          AND i.idx = qm.query_idx
+        WHERE qm.run_id = ? AND qm.iteration = ?
+        ORDER BY qm.query_idx
+    """, [run_id, iteration])
+
+
 def query_topn(
     con: duckdb.DuckDBPyConnection,
     run_id: int,
@@ -377,3 +409,72 @@ def paired_ap(
           AND i.label <> -1 AND a.ap IS NOT NULL AND b.ap IS NOT NULL
         ORDER BY a.query_idx
     """, [run_a, iteration_a, run_b, iteration_b])
+
+
+def run_info(con: duckdb.DuckDBPyConnection, run_id: int) -> dict | None:
+    """One run's row: ``{run_id, dataset_id, method, variant, kg, kq, beta, n_iter, status}`` or None.
+
+    Any status (callers decide what an unfinished run means); None when no such run.
+    """
+    row = con.execute("""
+        SELECT r.run_id, s.dataset_id, r.method, r.variant, r.kg, r.kq, r.beta, r.n_iter, r.status
+        FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id WHERE r.run_id = ?
+    """, [run_id]).fetchone()
+    if row is None:
+        return None
+    keys = ("run_id", "dataset_id", "method", "variant", "kg", "kq", "beta", "n_iter", "status")
+    return dict(zip(keys, row))
+
+
+def ranking_iterations(con: duckdb.DuckDBPyConnection, run_id: int) -> list[int]:
+    """Iterations of a run whose top-N rankings are stored, ascending."""
+    rows = con.execute(
+        "SELECT DISTINCT iteration FROM rankings WHERE run_id = ? ORDER BY iteration", [run_id]
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def top_rankings(
+    con: duckdb.DuckDBPyConnection, run_id: int, iteration: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A run's stored top-N of every query at one iteration, as arrays.
+
+    N is the smallest number of ranks stored for a query (the writer stores
+    the same N for every query).
+
+    Returns:
+        (query_idx int64 [Q'], gallery_idx int64 [Q', N] best first); empty
+        (shapes [0], [0, 0]) when nothing is stored for that iteration.
+    """
+    row = con.execute("""
+        SELECT min(n) FROM (SELECT count(*) AS n FROM rankings
+                            WHERE run_id = ? AND iteration = ? GROUP BY query_idx)
+    """, [run_id, iteration]).fetchone()
+    n = 0 if row is None or row[0] is None else int(row[0])
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.int64)
+    cols = con.execute("""
+        SELECT query_idx, gallery_idx FROM rankings
+        WHERE run_id = ? AND iteration = ? AND rank <= ? ORDER BY query_idx, rank
+    """, [run_id, iteration, n]).fetchnumpy()
+    gallery = np.asarray(cols["gallery_idx"], dtype=np.int64).reshape(-1, n)
+    return np.asarray(cols["query_idx"], dtype=np.int64)[::n], gallery
+
+
+def dataset_items(con: duckdb.DuckDBPyConnection, run_id: int, side: str) -> pd.DataFrame:
+    """The query or gallery items of a run's dataset.
+
+    Args:
+        con: A reader connection.
+        run_id: The run.
+        side: ``'query'`` or ``'gallery'``.
+
+    Returns:
+        idx, label, class_name; sorted by idx.
+    """
+    return _df(con, """
+        SELECT i.idx, i.label, i.class_name
+        FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN items i ON i.dataset_id = s.dataset_id AND i.side = ?
+        WHERE r.run_id = ? ORDER BY i.idx
+    """, [side, run_id])

@@ -19,10 +19,15 @@ Choices:
   the configuration as run (earliest run on ties). Picking each run's best
   iteration instead would tune ICFRR's iteration count on the test queries
   themselves, which the single-shot baselines cannot profit from.
-* **Significance.** A paired test (:data:`icfrr.stats.PAIRED_TESTS`) of the
-  row's per-query AP against the baseline's, Holm-corrected across the tested
-  rows (:func:`icfrr.stats.holm`). The default baseline is each row's own
-  initial ranking (iteration 0 of the same run: "does re-ranking help").
+* **Significance.** For every metric shown, a paired test
+  (:data:`icfrr.stats.PAIRED_TESTS`) of the row's per-query values (the
+  metric's ``query_metrics`` column) against the baseline's; Holm's
+  correction (:func:`icfrr.stats.holm`) runs over the whole family of tests,
+  rows x metrics, and each value carries its own mark. The default baseline
+  is each row's own initial ranking (iteration 0 of the same run: "does
+  re-ranking help"). The changes (Δ) are measured from the same baseline.
+* **Best of N.** Each method row says how many configurations (finished
+  runs on these distances) its best run was chosen from.
 """
 
 from __future__ import annotations
@@ -32,13 +37,14 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
 
 from icfrr import stats
 from icfrr.registry import HEADLINE, LABELS, METHOD_KEYS, METRIC_KEYS, method
+from icfrr.registry import metric as registry_metric
 
 #: Label of the row of the initial ranking (no re-ranking).
 INITIAL = "Initial ranking"
@@ -75,12 +81,21 @@ class ReportRow:
         iteration: The iteration shown (the run's last; 0 for ``initial``).
         params: Compact parameter text, e.g. ``"KG 8, KQ 10, β 1, T 5"``.
         values: Metric key -> value at ``iteration``.
-        deltas: Metric key -> value minus iteration 0 of the same run.
-        n_pairs: Queries in the paired test (0 when the row is not tested).
-        ap_diff: Mean per-query AP difference, row minus baseline (NaN: not tested).
-        p_value: Raw two-sided p-value (NaN: not tested or undefined).
-        p_holm: Holm-adjusted p-value across the tested rows (NaN likewise).
-        mark: ``BETTER``/``WORSE`` when ``p_holm < alpha``, else ``""``.
+        deltas: Metric key -> value minus the baseline's: iteration 0 of the
+            same run (baseline ``initial``) or the baseline run's value.
+        n_pairs: Queries in the paired tests (0 when the row is not tested).
+        ap_diff: Mean per-query AP difference, row minus baseline (NaN: not
+            tested, or the headline metric is not shown).
+        p_value: Raw two-sided p-value of the headline metric (NaN likewise).
+        p_holm: Its Holm-adjusted p-value (family: rows x metrics; NaN likewise).
+        mark: The headline metric's mark: ``BETTER``/``WORSE`` when
+            ``p_holm < alpha``, else ``""``.
+        n_configs: Finished runs of the row's method on these distances (its
+            best run was picked from them); 0 for the initial ranking.
+        diffs: Metric key -> mean per-query difference, row minus baseline.
+        p_values: Metric key -> raw two-sided p-value.
+        p_holms: Metric key -> Holm-adjusted p-value over rows x metrics.
+        marks: Metric key -> ``BETTER``/``WORSE``/``""``, as ``mark``.
     """
 
     label: str
@@ -96,6 +111,11 @@ class ReportRow:
     p_value: float
     p_holm: float
     mark: str
+    n_configs: int = 0
+    diffs: dict[str, float] = field(default_factory=dict)
+    p_values: dict[str, float] = field(default_factory=dict)
+    p_holms: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,14 +147,28 @@ class Comparison:
 
     @property
     def n_tested(self) -> int:
-        """Rows with a p-value (the size of Holm's family)."""
-        return sum(not math.isnan(r.p_value) for r in self.rows)
+        """Rows with at least one p-value."""
+        return sum(any(not math.isnan(p) for p in r.p_values.values()) for r in self.rows)
+
+    @property
+    def n_tests(self) -> int:
+        """Tests with a p-value, over rows x metrics (the size of Holm's family)."""
+        return sum(not math.isnan(p) for r in self.rows for p in r.p_values.values())
 
     def note(self) -> str:
         """One sentence on the marks: baseline, test, correction and level."""
+        rows = f"{self.n_tested} {'row' if self.n_tested == 1 else 'rows'}"
+        metrics = f"{len(self.metrics)} {'metric' if len(self.metrics) == 1 else 'metrics'}"
         return (f"{BETTER}/{WORSE}: significantly better/worse than {self.baseline} "
-                f"({stats.PAIRED_TESTS[self.test]} on per-query AP, two-sided, "
-                f"Holm-corrected across {self.n_tested} {'row' if self.n_tested == 1 else 'rows'}, α = {self.alpha:g})")
+                f"({stats.PAIRED_TESTS[self.test]} on each metric's per-query values, two-sided, "
+                f"Holm-corrected across {rows} × {metrics} = {self.n_tests} tests, "
+                f"α = {self.alpha:g})")
+
+    def delta_note(self) -> str:
+        """What the Δ columns are measured from, in words."""
+        if self.baseline == "the initial ranking":
+            return "Δ: change from the run's own initial ranking (iteration 0)"
+        return f"Δ: change from {self.baseline}"
 
 
 # ------------------------------------------------------------------------ reading
@@ -247,17 +281,27 @@ def _runs(con: duckdb.DuckDBPyConnection, dataset_id: int, artifact_id: int) -> 
     return out
 
 
-def _ap(con: duckdb.DuckDBPyConnection, run_id: int, iteration: int) -> dict[int, float]:
-    """query_idx -> AP of one stored (run, iteration); queries of unknown label (NULL) left out."""
-    rows = con.execute("SELECT query_idx, ap FROM query_metrics WHERE run_id = ? AND "
-                       "iteration = ? AND ap IS NOT NULL", [run_id, iteration]).fetchall()
-    return {int(q): float(a) for q, a in rows}
+def _query_values(con: duckdb.DuckDBPyConnection, run_id: int, iteration: int,
+                  columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query values of one stored (run, iteration): query_idx [n] and float [n, len(columns)].
+
+    NULL (queries of unknown label, or a column newer than the store) is NaN.
+    """
+    present = {c[0] for c in con.execute("SELECT * FROM query_metrics LIMIT 0").description}
+    sel = ", ".join(f"{c}::DOUBLE" if c in present else "NULL::DOUBLE" for c in columns)
+    got = con.execute(f"SELECT query_idx, {sel} FROM query_metrics WHERE run_id = ? AND "
+                      "iteration = ? ORDER BY query_idx", [run_id, iteration]).fetchnumpy()
+    cols = list(got.values())
+    idx = np.asarray(cols[0], dtype=np.int64)
+    vals = [np.ma.filled(np.ma.asarray(c, dtype=np.float64), np.nan) for c in cols[1:]]
+    return idx, (np.stack(vals, axis=1) if vals else np.empty((idx.size, 0)))
 
 
-def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
-    common = sorted(a.keys() & b.keys())
-    return (np.array([a[q] for q in common], dtype=np.float64),
-            np.array([b[q] for q in common], dtype=np.float64))
+def _paired(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of two :func:`_query_values` results for the queries both hold."""
+    _, ia, ib = np.intersect1d(a[0], b[0], assume_unique=True, return_indices=True)
+    return a[1][ia], b[1][ib]
 
 
 def _fmt_value(v: object) -> str:
@@ -328,8 +372,9 @@ def comparison(
     would choose ICFRR's iteration count on the very queries being reported;
     it is not used here. Every row shows the requested metrics at that
     iteration and their change from the run's iteration 0 (the initial
-    ranking). A paired test on per-query AP (``query_metrics.ap``) against the
-    baseline marks each row, Holm-corrected across the tested rows.
+    ranking, or the baseline run's value when one is chosen). For every metric
+    a paired test on its per-query values (``query_metrics``) against the
+    baseline marks each value, Holm-corrected across rows x metrics.
 
     Args:
         con: A reader connection (``store.db.connect_reader``).
@@ -398,30 +443,55 @@ def comparison(
         planned.append((_label(key), key, "baseline" if run is base_run else "method", run,
                         run.last))
 
-    base_ap = _ap(con, base_run.run_id, base_run.last) if base_run is not None else None
-    tested: list[tuple[int, float, float]] = []  # n_pairs, mean diff, p per planned row
+    columns = [registry_metric(m).column for m in chosen]
+    base_q = (_query_values(con, base_run.run_id, base_run.last, columns)
+              if base_run is not None else None)
+    n_configs: dict[str, int] = {}
+    for run in runs:
+        n_configs[run.method] = n_configs.get(run.method, 0) + 1
+    # per planned row: pairs, mean difference and raw p per metric (NaN: not tested)
+    tested: list[tuple[int, list[float], list[float]]] = []
     for _label_, _key, role, run, it in planned:
-        if role == "baseline" or (role == "initial" and base_ap is None):
-            tested.append((0, math.nan, math.nan))
+        if role == "baseline" or (role == "initial" and base_q is None):
+            tested.append((0, [math.nan] * len(chosen), [math.nan] * len(chosen)))
             continue
-        a, b = _paired(_ap(con, run.run_id, it),
-                       base_ap if base_ap is not None else _ap(con, run.run_id, 0))
-        p = stats.paired_p(a, b, test) if a.size else math.nan
-        tested.append((int(a.size), float(np.mean(a - b)) if a.size else math.nan, p))
-    adjusted = stats.holm([t[2] for t in tested])
+        a, b = _paired(_query_values(con, run.run_id, it, columns),
+                       base_q if base_q is not None else _query_values(con, run.run_id, 0, columns))
+        n, diffs, ps = 0, [], []
+        for j in range(len(chosen)):
+            x, y = stats.paired_arrays(a[:, j], b[:, j])
+            n = max(n, int(x.size))
+            diffs.append(float(np.mean(x - y)) if x.size else math.nan)
+            ps.append(stats.paired_p(x, y, test) if x.size else math.nan)
+        tested.append((n, diffs, ps))
+    # Holm over the whole family: rows x metrics
+    flat = stats.holm([p for _n, _d, ps in tested for p in ps])
+    adjusted = [flat[i * len(chosen):(i + 1) * len(chosen)] for i in range(len(planned))]
 
+    def reference(run: _Run) -> dict[str, float]:
+        return base_run.values if base_run is not None else run.initial
+
+    head = chosen.index(HEADLINE.key) if HEADLINE.key in chosen else None
     rows = []
-    for (label, key, role, run, it), (n, diff, p), p_adj in zip(planned, tested, adjusted):
+    for (label, key, role, run, it), (n, diffs, ps), p_adj in zip(planned, tested, adjusted):
         values = initial_values if role == "initial" else run.values
-        mark = ""
-        if not math.isnan(p_adj) and p_adj < alpha and diff != 0:
-            mark = BETTER if diff > 0 else WORSE
+        marks = {}
+        for m, d, q in zip(chosen, diffs, p_adj):
+            marks[m] = (BETTER if d > 0 else WORSE) if (not math.isnan(q) and q < alpha
+                                                        and d != 0) else ""
         rows.append(ReportRow(
             label=label, method=key, role=role, run_id=run.run_id, iteration=it,
             params="" if role == "initial" else params_text(run.method, run.params),
             values={m: values[m] for m in chosen},
-            deltas={m: values[m] - run.initial[m] for m in chosen},
-            n_pairs=n, ap_diff=diff, p_value=p, p_holm=float(p_adj), mark=mark))
+            deltas={m: values[m] - reference(run)[m] for m in chosen},
+            n_pairs=n,
+            ap_diff=math.nan if head is None else diffs[head],
+            p_value=math.nan if head is None else ps[head],
+            p_holm=math.nan if head is None else float(p_adj[head]),
+            mark="" if head is None else marks[HEADLINE.key],
+            n_configs=0 if role == "initial" else n_configs[run.method],
+            diffs=dict(zip(chosen, diffs)), p_values=dict(zip(chosen, ps)),
+            p_holms={m: float(q) for m, q in zip(chosen, p_adj)}, marks=marks))
     return Comparison(dataset=name, dataset_id=dataset_id, artifact_id=artifact_id,
                       backbone=backbone_name, metrics=chosen, test=test, alpha=alpha,
                       baseline=description, rows=tuple(rows))
@@ -451,36 +521,33 @@ def _p(v: float) -> str:
     return "" if math.isnan(v) else (f"{v:.3f}" if v >= 0.001 else f"{v:.1e}")
 
 
-def _mark_column(cmp: Comparison) -> str | None:
-    """The metric column that carries the marks: the headline (AP is what is tested)."""
-    return HEADLINE.key if HEADLINE.key in cmp.metrics else None
+def _configs(r: ReportRow) -> str:
+    return f"best of {r.n_configs}" if r.n_configs else "-"
 
 
 def to_text(cmp: Comparison) -> str:
     """An aligned plain-text table with the test described under it.
 
-    Columns: method, parameters, run, iteration, each metric (``*`` on the
-    column maximum; the mark on the headline metric, or on the method when the
-    headline is not shown), each metric's change from the initial ranking,
-    and the raw and Holm-adjusted p-values.
+    Columns: method, parameters, how many configurations the row is the best
+    of, run, iteration, each metric (``*`` on the column maximum, then the
+    value's significance mark), each metric's change from the baseline, and
+    last the Holm-adjusted p-value of each metric (raw ones: ``--format csv``).
     """
     best = _best_rows(cmp)
-    carrier = _mark_column(cmp)
-    header = ["method", "params", "run", "it", *(LABELS[m] for m in cmp.metrics),
-              *(f"Δ {LABELS[m]}" for m in cmp.metrics), "p", "p (Holm)"]
+    header = ["method", "params", "configs", "run", "it", *(LABELS[m] for m in cmp.metrics),
+              *(f"Δ {LABELS[m]}" for m in cmp.metrics),
+              *(f"p (Holm) {LABELS[m]}" for m in cmp.metrics)]
     table = [header]
     for i, r in enumerate(cmp.rows):
-        label = r.label + (r.mark if carrier is None else "") + \
-            (" (baseline)" if r.role == "baseline" else "")
-        cells = [label, r.params or "-", str(r.run_id), str(r.iteration)]
+        label = r.label + (" (baseline)" if r.role == "baseline" else "")
+        cells = [label, r.params or "-", _configs(r), str(r.run_id), str(r.iteration)]
         for m in cmp.metrics:
-            cell = _num(r.values[m]) + ("*" if i in best[m] else "")
-            cells.append(cell + (r.mark if m == carrier else ""))
+            cells.append(_num(r.values[m]) + ("*" if i in best[m] else "") + r.marks[m])
         cells += [_num(r.deltas[m], sign=True) for m in cmp.metrics]
-        cells += [_p(r.p_value) or "-", _p(r.p_holm) or "-"]
+        cells += [_p(r.p_holms[m]) or "-" for m in cmp.metrics]
         table.append(cells)
     widths = [max(len(row[c]) for row in table) for c in range(len(header))]
-    left = {0, 1}
+    left = {0, 1, 2}
     lines = ["  ".join(cell.ljust(w) if c in left else cell.rjust(w)
                        for c, (cell, w) in enumerate(zip(row, widths))).rstrip()
              for row in table]
@@ -488,7 +555,7 @@ def to_text(cmp: Comparison) -> str:
     return "\n".join([
         f"{cmp.dataset} · backbone {cmp.backbone} (artifact {cmp.artifact_id})",
         *lines,
-        "* best in its column; Δ: change from the run's initial ranking (iteration 0); "
+        f"* best in its column; {cmp.delta_note()}; "
         f"each method's best run by {HEADLINE.label} at its last iteration",
         cmp.note(),
     ])
@@ -497,21 +564,28 @@ def to_text(cmp: Comparison) -> str:
 def to_records(cmp: Comparison) -> list[dict[str, object]]:
     """The rows as flat dicts (numbers as floats, NaN where undefined), CSV column order.
 
-    Keys: role, method, label, run_id, iteration, params, then each metric key
-    and ``<metric>_delta``, n_pairs, ap_diff, p_value, p_holm, mark, test,
-    baseline. ``pandas.DataFrame(to_records(cmp))`` gives the table as a frame.
+    Keys: role, method, label, run_id, iteration, params, n_configs, then
+    each metric key followed by ``<metric>_mark``, each ``<metric>_delta``,
+    n_pairs, ap_diff, mark, test, baseline, and last the p-values: p_value,
+    p_holm (the headline metric's, as before), then ``<metric>_p`` and
+    ``<metric>_p_holm`` for every metric. ``pandas.DataFrame(to_records(cmp))``
+    gives the table as a frame.
     """
     out = []
     for r in cmp.rows:
         rec: dict[str, object] = {"role": r.role, "method": r.method or "", "label": r.label,
                                   "run_id": r.run_id, "iteration": r.iteration,
-                                  "params": r.params}
+                                  "params": r.params, "n_configs": r.n_configs}
         for m in cmp.metrics:
             rec[m] = r.values[m]
+            rec[f"{m}_mark"] = r.marks[m]
         for m in cmp.metrics:
             rec[f"{m}_delta"] = r.deltas[m]
-        rec.update(n_pairs=r.n_pairs, ap_diff=r.ap_diff, p_value=r.p_value, p_holm=r.p_holm,
-                   mark=r.mark, test=cmp.test, baseline=cmp.baseline)
+        rec.update(n_pairs=r.n_pairs, ap_diff=r.ap_diff, mark=r.mark, test=cmp.test,
+                   baseline=cmp.baseline, p_value=r.p_value, p_holm=r.p_holm)
+        for m in cmp.metrics:
+            rec[f"{m}_p"] = r.p_values[m]
+            rec[f"{m}_p_holm"] = r.p_holms[m]
         out.append(rec)
     return out
 
@@ -537,7 +611,7 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}", "α": r"$\alpha$", "β": r"$\beta$",
                   "λ": r"$\lambda$", "Δ": r"$\Delta$", "†": r"\dag{}", "‡": r"\ddag{}",
-                  "·": r"$\cdot$"}
+                  "·": r"$\cdot$", "×": r"$\times$"}
 
 
 def latex_escape(text: str) -> str:
@@ -545,46 +619,67 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
-def to_latex(cmp: Comparison, *, label: str = "tab:rerank-comparison") -> str:
+#: Above this many columns a table no longer fits one column of a two-column paper.
+LATEX_NARROW_COLUMNS = 8
+
+
+def latex_columns(cmp: Comparison) -> int:
+    """Columns of :func:`to_latex`'s tabular: method, parameters, configurations, metrics, Δs."""
+    return 3 + 2 * len(cmp.metrics)
+
+
+def to_latex(cmp: Comparison, *, label: str = "tab:rerank-comparison", wide: bool = False) -> str:
     """A booktabs ``table``: best value of each metric column in ``\\textbf``, marks as superscripts.
 
-    Columns: method, parameters, each metric, each metric's change from the
-    initial ranking. The caption names the dataset, the baseline, the test and
-    Holm's correction. Needs ``\\usepackage{booktabs}``.
+    Columns: method, parameters, configurations the row is the best of, each
+    metric (its mark as a superscript), each metric's change from the
+    baseline. The caption names the dataset, the baseline, the test and
+    Holm's correction over rows x metrics. Needs ``\\usepackage{booktabs}``.
+
+    Args:
+        cmp: The comparison.
+        label: The ``\\label``.
+        wide: A ``table*`` (spanning both columns of a two-column layout).
+            Without it, a table of more than :data:`LATEX_NARROW_COLUMNS`
+            columns starts with a comment pointing to ``--latex-wide``.
     """
     best = _best_rows(cmp)
-    carrier = _mark_column(cmp)
 
     def sup(mark: str) -> str:
         return rf"\textsuperscript{{{latex_escape(mark)}}}" if mark else ""
 
-    head = ["Method", "Parameters", *(latex_escape(LABELS[m]) for m in cmp.metrics),
+    env = "table*" if wide else "table"
+    n_cols = latex_columns(cmp)
+    head = ["Method", "Parameters", "Configs", *(latex_escape(LABELS[m]) for m in cmp.metrics),
             *(rf"$\Delta$ {latex_escape(LABELS[m])}" for m in cmp.metrics)]
-    lines = [r"\begin{table}[t]", r"\centering",
-             rf"\caption{{{latex_escape(_caption(cmp))}}}", rf"\label{{{label}}}",
-             rf"\begin{{tabular}}{{ll{'r' * (2 * len(cmp.metrics))}}}", r"\toprule",
-             " & ".join(head) + r" \\", r"\midrule"]
+    lines = []
+    if not wide and n_cols > LATEX_NARROW_COLUMNS:
+        lines.append(f"% {n_cols} columns: too wide for one column of a two-column paper; "
+                     "python -m jobs.report --latex-wide writes a table* instead")
+    lines += [rf"\begin{{{env}}}[t]", r"\centering",
+              rf"\caption{{{latex_escape(_caption(cmp))}}}", rf"\label{{{label}}}",
+              rf"\begin{{tabular}}{{llr{'r' * (2 * len(cmp.metrics))}}}", r"\toprule",
+              " & ".join(head) + r" \\", r"\midrule"]
     for i, r in enumerate(cmp.rows):
         name = latex_escape(r.label + (" (baseline)" if r.role == "baseline" else ""))
-        cells = [name + (sup(r.mark) if carrier is None else ""), latex_escape(r.params)]
+        cells = [name, latex_escape(r.params), latex_escape(_configs(r))]
         for m in cmp.metrics:
             v = _num(r.values[m])
-            cells.append((rf"\textbf{{{v}}}" if i in best[m] else v)
-                         + (sup(r.mark) if m == carrier else ""))
+            cells.append((rf"\textbf{{{v}}}" if i in best[m] else v) + sup(r.marks[m]))
         cells += [_num(r.deltas[m], sign=True) for m in cmp.metrics]
         lines.append(" & ".join(cells) + r" \\")
         if r.role == "initial":
             lines.append(r"\midrule")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}"]
     return "\n".join(lines) + "\n"
 
 
 def _caption(cmp: Comparison) -> str:
     return (f"Re-ranking methods on {cmp.dataset} (backbone {cmp.backbone}); each method's "
-            f"best run by {HEADLINE.label} at its last iteration. Δ: change from the initial "
-            f"ranking. Bold: best in its column. {cmp.note()}.")
+            f"best run by {HEADLINE.label} at its last iteration (best of the configurations "
+            f"run). {cmp.delta_note()}. Bold: best in its column. {cmp.note()}.")
 
 
-__all__ = ["ALPHA", "BETTER", "INITIAL", "WORSE", "Comparison", "ReportError", "ReportRow",
-           "comparison", "latex_escape", "params_text", "to_csv", "to_latex", "to_records",
-           "to_text"]
+__all__ = ["ALPHA", "BETTER", "INITIAL", "LATEX_NARROW_COLUMNS", "WORSE", "Comparison",
+           "ReportError", "ReportRow", "comparison", "latex_columns", "latex_escape", "params_text",
+           "to_csv", "to_latex", "to_records", "to_text"]

@@ -409,8 +409,7 @@ def _metrics_table(metrics: Sequence[Mapping[str, float]]) -> pa.Table:
     return pa.table(cols)
 
 
-def _query_table(iteration: int, kept: KeptIteration) -> pa.Table:
-    pq = kept.per_query
+def _query_table(iteration: int, pq: Mapping[str, np.ndarray]) -> pa.Table:
     n = len(pq["ap"])
     qidx = np.asarray(pq.get("query_idx", np.arange(n)), dtype=np.int32)
     first = np.asarray(pq["first_relevant_rank"], dtype=np.int64)
@@ -467,6 +466,7 @@ def write_run(
     seconds: float,
     metrics: Sequence[Mapping[str, float]],
     kept: Mapping[int, KeptIteration],
+    per_query: Sequence[Mapping[str, np.ndarray]] | None = None,
     force: bool = False,
 ) -> int | None:
     """Commit one finished run in ONE transaction: run row, every iteration's metrics, kept details.
@@ -481,7 +481,11 @@ def write_run(
         seconds: Wall time of the re-ranking and evaluation.
         metrics: ``icfrr.summarize`` output for iterations 0..n_iter, in order.
         kept: iteration -> per-query metrics and top-N ranking (at least 0, the
-            last and the best iteration).
+            last and the best iteration); its rankings are stored.
+        per_query: ``icfrr.per_query`` output of every iteration 0..n_iter, in
+            order: ``query_metrics`` then holds every iteration (so the
+            iteration count can be chosen like any parameter, ``icfrr.protocols``).
+            None: only the kept iterations' per-query metrics are stored.
         force: Replace finished runs with the same config key (deleted in the
             same transaction) instead of keeping them.
 
@@ -495,6 +499,9 @@ def write_run(
     bad = [it for it in kept if not 0 <= it <= config.n_iter]
     if bad:
         raise ValueError(f"kept iterations {bad} outside 0..{config.n_iter}")
+    if per_query is not None and len(per_query) != config.n_iter + 1:
+        raise ValueError(f"{len(per_query)} per-query rows for {config.n_iter} iterations "
+                         f"(expected {config.n_iter + 1})")
     key = config.config_key(artifact_key)
     best = best_iteration(metrics)
     with _Transaction(con):
@@ -511,9 +518,12 @@ def write_run(
              config.params_json(best_iteration=best, top_n=_top_n(kept)),
              device, float(seconds), _now(), artifact_id, key]).fetchone()[0])
         _insert_arrow(con, "run_metrics", _with_run_id(_metrics_table(metrics), run_id))
+        query_rows = ([_query_table(it, pq) for it, pq in enumerate(per_query)]
+                      if per_query is not None else
+                      [_query_table(it, k.per_query) for it, k in sorted(kept.items())])
+        if query_rows:
+            _insert_arrow(con, "query_metrics", _with_run_id(pa.concat_tables(query_rows), run_id))
         if kept:
-            _insert_arrow(con, "query_metrics", _with_run_id(
-                pa.concat_tables([_query_table(it, k) for it, k in sorted(kept.items())]), run_id))
             _insert_arrow(con, "rankings", _with_run_id(
                 pa.concat_tables([_rankings_table(it, k) for it, k in sorted(kept.items())]),
                 run_id))

@@ -123,24 +123,29 @@ def _methods(ctx: Context) -> None:
         st.info(plain(str(exc)))
         return
     table = pd.DataFrame(report.to_records(cmp))
-    # the marks beside the method, the p-values last: at 1400 px the marks are never off-screen
-    first = ["label", "mark", "params", "run_id", "iteration", *cmp.metrics,
-             *(f"{m}_delta" for m in cmp.metrics)]
-    shown = [c for c in first if c in table.columns]
-    shown += [c for c in table.columns if c.startswith("mark") and c not in shown]
-    shown += [c for c in ("p_value", "p_holm") if c in table.columns]
-    config: dict[str, object] = {"label": "method", "params": "parameters", "run_id": "run",
-                                 "iteration": "iteration",
-                                 "p_value": st.column_config.NumberColumn("p", format="%.4f"),
-                                 "p_holm": st.column_config.NumberColumn("p (Holm)",
-                                                                         format="%.4f"),
-                                 "mark": "significant"}
+    # Shown: each value as text with its mark right after it ("0.7772†"), the p-values last,
+    # so no mark sits off-screen; the numbers stay in the frame (column_order picks the shown).
+    table["configs_shown"] = [f"best of {n}" if role != "initial" else ""
+                              for n, role in zip(table.n_configs, table.role)]
     for m in cmp.metrics:
-        config[m] = st.column_config.NumberColumn(METRIC_NAMES[m], format="%.4f")
+        table[f"{m}_shown"] = [("n/a" if pd.isna(v) else f"{v:.4f}") + mark
+                               for v, mark in zip(table[m], table[f"{m}_mark"])]
+    shown = ["label", "params", "configs_shown", "run_id", "iteration",
+             *(f"{m}_shown" for m in cmp.metrics), *(f"{m}_delta" for m in cmp.metrics),
+             *(c for m in cmp.metrics for c in (f"{m}_p_holm", f"{m}_p"))]
+    config: dict[str, object] = {"label": "method", "params": "parameters",
+                                 "configs_shown": "configurations", "run_id": "run",
+                                 "iteration": "iteration"}
+    for m in cmp.metrics:
+        config[f"{m}_shown"] = st.column_config.TextColumn(METRIC_NAMES[m])
         config[f"{m}_delta"] = st.column_config.NumberColumn(f"Δ {METRIC_NAMES[m]}",
                                                              format="%+.4f")
-    st.dataframe(table[shown], hide_index=True, column_config=config, key="methods_table")
-    st.caption(plain(cmp.note()) + ". Δ: change from the run's own initial ranking.")
+        config[f"{m}_p_holm"] = st.column_config.NumberColumn(f"p (Holm) {METRIC_NAMES[m]}",
+                                                              format="%.4f")
+        config[f"{m}_p"] = st.column_config.NumberColumn(f"p {METRIC_NAMES[m]}", format="%.4f")
+    st.dataframe(table, hide_index=True, column_order=shown, column_config=config,
+                 key="methods_table")
+    st.caption(plain(cmp.note()) + ". " + plain(cmp.delta_note()) + ".")
     stem = f"methods-{_file_stem(cmp.dataset)}-{_file_stem(cmp.backbone)}"
     down = st.columns(2)
     down[0].download_button("Download CSV", report.to_csv(cmp), file_name=f"{stem}.csv",

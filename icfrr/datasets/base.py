@@ -86,36 +86,14 @@ class Dataset:
         """sha256 hex of the item lists (sides, paths, labels) in order, and the version.
 
         It names the items, not the pictures: two roots holding the same file
-        names share it. What keys cached features is :meth:`files_stamp`.
+        names share it. Cached features are keyed by the pictures' content too
+        (``jobs.artifacts``, with :mod:`store.identity`).
         """
         h = hashlib.sha256()
         if self.version is not None:
             h.update(f"version\t{self.version}\n".encode())
         for it in (*self.query, *self.gallery):
             h.update(f"{it.side}\t{it.idx}\t{it.path}\t{it.label}\n".encode())
-        return h.hexdigest()
-
-    def files_stamp(self) -> str:
-        """sha256 hex of the resolved root and every item file's path, size and mtime (ns).
-
-        Features are a function of the pictures, so this (with the backbone) is
-        what identifies them: another root with the same file names, or an image
-        replaced or touched in place, gives another stamp. Only ``stat`` is
-        called (cheap for 28,000 files); contents are not hashed.
-
-        Raises:
-            DatasetError: The dataset has no image files, or one is missing.
-        """
-        h = hashlib.sha256(self.fingerprint().encode())
-        paths = {side: self.absolute_paths(side) for side in ("query", "gallery")}
-        h.update(f"root\t{Path(self.root).resolve()}\n".encode())
-        for side, items in (("query", self.query), ("gallery", self.gallery)):
-            for it, p in zip(items, paths[side]):
-                try:
-                    st = p.stat()
-                except OSError:
-                    raise DatasetError(f"image not found: {p} (check --data_root)") from None
-                h.update(f"{it.side}\t{it.idx}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
 
     def absolute_paths(self, side: str) -> list[Path]:

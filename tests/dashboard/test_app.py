@@ -470,6 +470,12 @@ def _methods_table(at: AppTest) -> pd.DataFrame:
     return next(d.value for d in at.dataframe if "label" in d.value.columns)
 
 
+def _methods_columns(at: AppTest) -> list[str]:
+    """The columns the methods table shows, in order (its ``column_order``)."""
+    d = next(d for d in at.dataframe if "label" in d.value.columns)
+    return list(d.proto.column_order)
+
+
 def test_overview_methods_table_and_downloads(fixture_db, raw, monkeypatch) -> None:
     import csv
     import io as _io
@@ -495,7 +501,10 @@ def test_overview_methods_table_and_downloads(fixture_db, raw, monkeypatch) -> N
     np.testing.assert_allclose([float(r["map_all"]) for r in rows], table.map_all)
     latex, name = _button_data(at, got, "Download LaTeX")
     assert name.endswith(".tex")
-    assert latex.startswith(r"\begin{table}") and r"\toprule" in latex
+    # a comment line may point to --latex-wide first
+    assert [ln for ln in latex.splitlines() if not ln.startswith("%")][0].startswith(
+        r"\begin{table}")
+    assert r"\toprule" in latex
     body = latex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
     lines = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
     assert [ln.split(" & ")[0] for ln in lines] == ["Initial ranking", "ICFRR",
@@ -507,8 +516,22 @@ def test_overview_methods_table_and_downloads(fixture_db, raw, monkeypatch) -> N
     assert at.query_params["baseline"] == "k_reciprocal" and at.query_params["test"] == "t"
     table = _methods_table(at).set_index("label")
     a, b = ap(raw, *best["icfrr"]), ap(raw, *best["k_reciprocal"])
-    assert table.p_value["ICFRR"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
-    assert np.isnan(table.p_value["k-reciprocal"])   # the baseline is not tested against itself
+    assert table.map_all_p["ICFRR"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert np.isnan(table.map_all_p["k-reciprocal"])   # the baseline is not tested against itself
+    # every metric's value is shown with its own mark right after it; the p-values come last
+    from icfrr.registry import METRIC_KEYS
+    shown = _methods_columns(at)
+    assert shown.index("map_all_shown") < shown.index("map_all_delta") < shown.index("map_all_p")
+    assert all(c.endswith(("_p", "_p_holm")) for c in shown[-2 * len(METRIC_KEYS):])
+    for m in METRIC_KEYS:
+        for cell, value, mark in zip(table[f"{m}_shown"], table[m], table[f"{m}_mark"]):
+            assert cell == f"{value:.4f}{mark}"
+    done = raw["runs"][raw["runs"].status == "done"].merge(raw["sweeps"][["sweep_id",
+                                                                          "dataset_id"]])
+    counts = done[done.dataset_id == 1].method.value_counts()   # the oracle's runs, as above
+    assert [table.configs_shown[label] for label in ("Initial ranking", "ICFRR", "k-reciprocal",
+                                                     "DBA")] == \
+        ["", *(f"best of {counts[m]}" for m in ("icfrr", "k_reciprocal", "dba"))]
 
 
 def test_overview_methods_table_with_icfrr_runs_only(fixture_db, raw, monkeypatch) -> None:

@@ -179,3 +179,45 @@ def test_paired_p_dispatches_to_each_test() -> None:
     assert stats.paired_p(a, b, "wilcoxon") == stats.wilcoxon_p(a, b)
     with pytest.raises(ValueError, match="unknown test"):
         stats.paired_p(a, b, "z")
+
+
+# ------------------------------------------------------------------ bootstrap intervals
+
+
+def _clustered(seed: int, n_classes: int = 60, per_class: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query values with a shared per-class effect (correlated within a class)."""
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_classes), per_class)
+    values = 0.5 + 0.15 * rng.normal(size=n_classes)[groups] + 0.1 * rng.normal(size=groups.size)
+    return values, groups
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bootstrap_interval_agrees_with_a_normal_approximation_by_hand(seed: int) -> None:
+    values, groups = _clustered(seed)
+    mean = values.mean()
+    # resampling classes: the ratio estimator's standard error, sum_g (S_g - mean N_g)^2
+    sums = np.array([values[groups == g].sum() for g in np.unique(groups)])
+    counts = np.array([(groups == g).sum() for g in np.unique(groups)])
+    k = sums.size
+    se_class = math.sqrt(k / (k - 1) * np.sum((sums - mean * counts) ** 2)) / counts.sum()
+    # resampling queries: s / sqrt(n) (n - 1 in s, as the bootstrap's plug-in is n)
+    se_query = values.std(ddof=0) / math.sqrt(values.size)
+    z = sps.norm.ppf(0.975)
+    for grp, se in ((groups, se_class), (None, se_query)):
+        lo, hi = stats.bootstrap_ci(values, grp, n_boot=2000, seed=seed)
+        assert lo < mean < hi
+        assert (hi - lo) == pytest.approx(2 * z * se, rel=0.2)
+    # the class interval is the wider: queries of one class are correlated
+    assert np.diff(stats.bootstrap_ci(values, groups)) > 1.5 * np.diff(stats.bootstrap_ci(values))
+
+
+def test_bootstrap_is_seeded_drops_nan_and_handles_constant_values() -> None:
+    values, groups = _clustered(3, n_classes=20)
+    assert stats.bootstrap_ci(values, groups, seed=4) == stats.bootstrap_ci(values, groups, seed=4)
+    assert stats.bootstrap_ci(values, groups, seed=4) != stats.bootstrap_ci(values, groups, seed=5)
+    with_nan = np.append(values, np.nan)
+    assert stats.bootstrap_ci(with_nan, np.append(groups, 99), seed=1) == \
+        stats.bootstrap_ci(values, groups, seed=1)
+    assert stats.bootstrap_ci(np.full(10, 0.25), np.arange(10) % 3) == (0.25, 0.25)
+    assert all(math.isnan(v) for v in stats.bootstrap_ci(values[:4], np.zeros(4)))

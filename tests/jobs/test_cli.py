@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from jobs import bench, extract, report, sweep
+from jobs import bench, extract, report, runs, sweep
 from jobs.cli import UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 PARSERS = {"sweep": sweep.build_parser, "extract": extract.build_parser, "report": report.build_parser,
-           "bench": bench.build_parser}
+           "bench": bench.build_parser, "runs": runs.build_parser}
 
 
 @pytest.mark.parametrize("name", PARSERS)

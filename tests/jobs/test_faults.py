@@ -434,7 +434,7 @@ def killer(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)      # no cleanup, as a power cut or OOM kill
     return real(*a, **k)
 target.{name} = killer
-from jobs.sweep import main
+from {command} import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -455,7 +455,7 @@ def test_killed_at_a_chosen_point_then_resumed(tmp_path, capsys, point):
     argv = [str(a) for a in ["--dataset", "folder", "--data_root", root, "--backbone", "demo", "--cache_root",
                              tmp_path / "cache", "--db", db, "--kg", 3, 4, 5, "--kq", 4, "--n_times", 2,
                              "--top-n", 5, "--device", "cpu"]]
-    script = _KILLER.format(module=module, name=name, at=at)
+    script = _KILLER.format(module=module, name=name, at=at, command="jobs.sweep")
     done = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == -9, done.stderr[-2000:]

@@ -139,3 +139,132 @@ def test_help_is_fast_and_loads_no_torch() -> None:
                          text=True, check=True)
     assert "python -m jobs.report" in res.stdout and "examples:" in res.stdout
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_output_to_devices_and_fifos_writes_in_place(store, capsys, tmp_path) -> None:
+    import os
+    import stat
+    import threading
+
+    db, _ = store
+    argv = ["--db", db, "--dataset", "demo", "--format", "csv"]
+    _, printed, _ = run(argv, capsys)
+    code, out, err = run(argv + ["-o", "/dev/null"], capsys)
+    assert code == 0 and out == err == "" and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    if os.path.exists("/dev/full"):
+        code, out, err = run(argv + ["-o", "/dev/full"], capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert "cannot write /dev/full" in err and stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text(encoding="utf-8")))
+    reader.start()
+    code, _, _ = run(argv + ["-o", fifo], capsys)
+    reader.join(timeout=30)
+    assert code == 0 and got == [printed] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+# ------------------------------------------------------------ --per-query export
+
+
+def _per_query_oracle(run_: StoredRun, iteration: int) -> list[dict[str, object]]:
+    """What the export must hold, from the arrays the store was written with."""
+    import numpy as np
+
+    from icfrr.registry import QUERY_COLUMNS
+    from tests.store.report_store import CLASS_NAMES, FACTORS, Q
+
+    out = []
+    for q in range(Q):
+        label = -1 if q == Q - 1 else q % 3
+        ap = float(run_.ap[iteration][q])
+        out.append({"query_idx": q, "label": label, "class_name": CLASS_NAMES.get(label),
+                    "name": f"sketch/{q:02d}.png",
+                    **{c: None if np.isnan(ap) else ap * FACTORS[c] for c in QUERY_COLUMNS},
+                    "first_relevant_rank": None if np.isnan(ap) else 1})
+    return out
+
+
+def _check_export(frame, run_: StoredRun, iteration: int) -> None:
+    import math
+
+    want = _per_query_oracle(run_, iteration)
+    assert len(frame) == len(want)
+    assert set(frame["run_id"]) == {run_.run_id} and set(frame["iteration"]) == {iteration}
+    for got, exp in zip(frame.to_dict("records"), want):
+        for key, value in exp.items():
+            cell = got[key]
+            missing = cell is None or (isinstance(cell, float) and math.isnan(cell))
+            if value is None:
+                assert missing, (key, cell)
+            elif isinstance(value, float):
+                assert float(cell) == pytest.approx(value, abs=1e-12), key
+            else:
+                assert cell == value, (key, cell, value)
+
+
+@pytest.mark.parametrize("iteration", [None, 0])
+def test_per_query_csv_holds_every_query_with_class_name_and_first_rank(store, capsys,
+                                                                        iteration) -> None:
+    import pandas as pd
+
+    db, runs = store
+    a = runs["A"]
+    argv = ["--db", db, "--per-query", "--run", a.run_id]
+    code, out, err = run(argv + ([] if iteration is None else ["--iteration", iteration]), capsys)
+    assert code == 0 and err == ""
+    frame = pd.read_csv(io.StringIO(out))
+    _check_export(frame, a, a.last if iteration is None else iteration)  # default: the last
+
+
+def test_per_query_parquet_equals_the_csv(store, capsys, tmp_path) -> None:
+    import pandas as pd
+
+    db, runs = store
+    c = runs["C"]
+    target = tmp_path / "c.parquet"
+    code, out, err = run(["--db", db, "--per-query", "--run", c.run_id, "--format", "parquet",
+                          "-o", target], capsys)
+    assert code == 0 and out == err == ""
+    frame = pd.read_parquet(target)
+    _check_export(frame, c, c.last)
+    _, text, _ = run(["--db", db, "--per-query", "--run", c.run_id], capsys)
+    pd.testing.assert_frame_equal(frame, pd.read_csv(io.StringIO(text)), check_dtype=False)
+
+
+PER_QUERY_BAD = [
+    (["--per-query", "--run", "999"], "no run 999 in"),
+    (["--per-query", "--run", "1", "--iteration", "3"],
+     "iteration 3 of run 1 is not stored; stored: 0, 5"),
+    (["--per-query", "--run", "1", "--format", "latex"], "--per-query writes csv or parquet"),
+    (["--per-query", "--run", "1", "--format", "pdf"], "invalid choice: 'pdf'"),
+    (["--per-query"], "--per-query needs --run"),
+    (["--run", "1"], "--run is for --per-query, --confusions or --signature"),
+    (["--dataset", "demo", "--iteration", "0"], "--iteration is for --per-query, --confusions or --signature"),
+    (["--dataset", "demo", "--format", "parquet"], "--format parquet is for --per-query"),
+    (["--dataset", "demo", "--latex-wide"], "--latex-wide is for --format latex"),
+    (["--per-query", "--run", "x"], "invalid int value: 'x'"),
+    (["--per-query", "--run", "1", "--baseline", "dba"], "--baseline is for the comparison"),
+    (["--per-query", "--run", "1", "--metric", "map_all"], "--metric is for the comparison"),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), PER_QUERY_BAD)
+def test_per_query_bad_input_is_one_line_exit_2(store, capsys, tmp_path, argv, match) -> None:
+    db, runs = store
+    assert runs["A"].run_id == 1 and runs["A"].last == 5  # the premise of the messages
+    out_file = tmp_path / "out.csv"
+    code, out, err = run(["--db", db, *argv, "-o", out_file], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("report: error: ") and match in err, err
+    assert not out_file.exists()
+
+
+def test_latex_wide_flag_gives_the_table_star(store, capsys) -> None:
+    db, _ = store
+    code, out, err = run(["--db", db, "--dataset", "demo", "--format", "latex", "--latex-wide"],
+                         capsys)
+    assert code == 0 and err == ""
+    assert out == report.to_latex(expected(db, dataset="demo"), wide=True)
+    assert out.startswith(r"\begin{table*}")

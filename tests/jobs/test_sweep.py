@@ -63,8 +63,11 @@ def check_run_equals_engine(con, run_id: int, qg, gg, labels_q, labels_g, top_n:
     kept = sorted({0, best, n_iter})
     stored = [r[0] for r in con.execute("SELECT DISTINCT iteration FROM query_metrics "
                                         "WHERE run_id = ? ORDER BY 1", [run_id]).fetchall()]
-    assert stored == kept
-    for it in kept:
+    assert stored == list(range(n_iter + 1))  # every iteration's per-query metrics
+    ranked = [r[0] for r in con.execute("SELECT DISTINCT iteration FROM rankings "
+                                        "WHERE run_id = ? ORDER BY 1", [run_id]).fetchall()]
+    assert ranked == kept  # rankings only for 0, the best and the last
+    for it in range(n_iter + 1):
         pq = icfrr.per_query(rankings[it], labels_q, labels_g)
         rows = con.execute("SELECT query_idx, ap, ap_200, p_25, p_100, p_200, first_relevant_rank "
                            "FROM query_metrics WHERE run_id = ? AND iteration = ? ORDER BY 1",
@@ -78,6 +81,8 @@ def check_run_equals_engine(con, run_id: int, qg, gg, labels_q, labels_g, top_n:
                                                                    "p_100", "p_200")])
                 frr = int(pq["first_relevant_rank"][q])
                 assert r[6] == (None if frr == -1 else frr)
+        if it not in kept:
+            continue
         top = con.execute("SELECT query_idx, rank, gallery_idx FROM rankings WHERE run_id = ? "
                           "AND iteration = ? ORDER BY query_idx, rank", [run_id, it]).fetchall()
         n = min(top_n, G)
@@ -411,11 +416,13 @@ INCOMPLETE_SQL = f"""
 WITH m AS (SELECT run_id, count(*) AS n FROM run_metrics GROUP BY run_id),
      q AS (SELECT run_id, count(*) AS n, count(DISTINCT iteration) AS its
            FROM query_metrics GROUP BY run_id),
-     k AS (SELECT run_id, count(*) AS n FROM rankings GROUP BY run_id)
+     k AS (SELECT run_id, count(*) AS n, count(DISTINCT iteration) AS its
+           FROM rankings GROUP BY run_id)
 SELECT r.run_id FROM runs r LEFT JOIN m USING (run_id) LEFT JOIN q USING (run_id)
                             LEFT JOIN k USING (run_id)
-WHERE r.status <> 'done' OR m.n IS DISTINCT FROM r.n_iter + 1 OR q.its IS NULL
-   OR q.n <> q.its * {Q} OR k.n IS DISTINCT FROM q.its * {Q} * {TOP_N}
+WHERE r.status <> 'done' OR m.n IS DISTINCT FROM r.n_iter + 1
+   OR q.its IS DISTINCT FROM r.n_iter + 1 OR q.n <> q.its * {Q}
+   OR k.its IS NULL OR k.n IS DISTINCT FROM k.its * {Q} * {TOP_N}
 UNION ALL SELECT run_id FROM run_metrics WHERE run_id NOT IN (SELECT run_id FROM runs)
 UNION ALL SELECT run_id FROM query_metrics WHERE run_id NOT IN (SELECT run_id FROM runs)
 UNION ALL SELECT run_id FROM rankings WHERE run_id NOT IN (SELECT run_id FROM runs)

@@ -33,6 +33,13 @@ def test_outcome_matches_engine() -> None:
             np.testing.assert_array_equal(kept.per_query[k], v)
         assert kept.top_scores.shape == (12, 7)
         assert np.all(np.diff(kept.top_scores, axis=1) <= 1e-6)  # descending scores
+    # every iteration's per-query metrics, streamed or whole, equal the engine's
+    streamed = run_config(qg, graph, labels_q, labels_g, cfg, device="cpu", top_n=7, chunk_size=5)
+    for outcome in (out, streamed):
+        assert len(outcome.per_query) == 7
+        for it, ranking in enumerate(direct):
+            for k, v in icfrr.per_query(ranking, labels_q, labels_g).items():
+                np.testing.assert_array_equal(outcome.per_query[it][k], v)
     # iteration 0's scores are the negated distances of the items in that order
     np.testing.assert_allclose(out.kept[0].top_scores,
                                -np.take_along_axis(qg.numpy(), direct[0][:, :7].numpy(), 1))

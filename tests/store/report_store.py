@@ -32,6 +32,8 @@ from store.db import connect_writer
 Q = 24
 #: per-query column -> factor applied to AP (so every metric has its own numbers).
 FACTORS = {m.column: 1.0 - 0.1 * i for i, m in enumerate(METRICS)}
+#: Class names of dataset ``demo`` (``other`` has none).
+CLASS_NAMES = {0: "cat", 1: "dog", 2: "owl"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,11 @@ def _baseline_config(method: str, **params: object) -> writes.RunConfig:
 def _open_dataset(con, name: str, backbones: tuple[str, ...]) -> list[tuple[int, int, str]]:
     labels_q = np.arange(Q) % 3
     labels_q[-1] = -1
-    items = writes.items_table(labels_q, np.arange(30) % 3)
+    # the demo dataset has query names and class names (the per-query export shows them)
+    named = name == "demo"
+    items = writes.items_table(labels_q, np.arange(30) % 3,
+                               paths_q=[f"sketch/{q:02d}.png" for q in range(Q)] if named else None,
+                               class_names=CLASS_NAMES if named else None)
     dataset_id = writes.upsert_dataset(con, name=name, root=None, items=items)
     out = []
     for bb in backbones:

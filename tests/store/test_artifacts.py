@@ -305,23 +305,25 @@ def test_same_file_names_in_another_root_get_their_own_features(tmp_path, shapes
 
 
 def test_an_image_replaced_in_place_is_extracted_again(tmp_path):
+    """Issue 14 W3: identity by content, so restoring the old mtime does not hide the new pixels."""
     import os
     from tests.icfrr.image_data import shape_image
     root = folder_dataset(tmp_path / "data")
     cache = tmp_path / "cache"
     first = _demo_features(root, cache)
     target = root / "gallery" / "circle" / "g0.png"
-    shape_image(target, "triangle", True)                        # other pixels, same name
     st = target.stat()
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1))     # a new mtime even on coarse clocks
+    shape_image(target, "triangle", True)                        # other pixels, same name
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))         # its old mtime back, as touch -r does
     again = _demo_features(root, cache)
     assert not again.reused and again.cache_key != first.cache_key
     g0 = again.dataset.gallery[0]
     assert g0.path == "gallery/circle/g0.png"
     assert not np.array_equal(again.features("gallery")[0], first.features("gallery")[0])
     np.testing.assert_array_equal(again.features("gallery")[1:], first.features("gallery")[1:])
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 2))     # touched only: re-extracted as well
-    assert not _demo_features(root, cache).reused
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 2))     # touched only: same content, same key
+    touched = _demo_features(root, cache)
+    assert touched.reused and touched.cache_key == again.cache_key
 
 
 def test_the_store_persists_only_it_does_not_load_the_feature_code():

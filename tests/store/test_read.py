@@ -82,9 +82,10 @@ def test_metrics_by_iteration_is_the_raw_table(con, raw) -> None:
 
 def test_stored_iterations_and_dataset_root(con, raw, db) -> None:
     for run_id in (1, 2):
-        qm = raw["query_metrics"]
-        assert read.stored_iterations(con, run_id) == sorted(
-            qm[qm.run_id == run_id].iteration.unique())
+        rk, qm = raw["rankings"], raw["query_metrics"]
+        kept = sorted(rk[rk.run_id == run_id].iteration.unique())
+        assert read.stored_iterations(con, run_id) == kept
+        assert set(kept) <= set(qm[qm.run_id == run_id].iteration)  # per-query metrics too
     assert read.stored_iterations(con, 1)[0] == 0
     assert read.dataset_root(con, 1) == str((db.parent / "data").resolve())
     imported = int(read.runs(con).query("dataset == 'imported'").run_id.iloc[0])

@@ -20,11 +20,11 @@ import duckdb
 import numpy as np
 import pytest
 
-from icfrr import stats
+from icfrr import registry, stats
 from icfrr.registry import LABELS, METRIC_KEYS
 from store import report
 from store.db import connect_reader
-from tests.store.report_store import StoredRun, build
+from tests.store.report_store import FACTORS, StoredRun, build
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,19 @@ def holm_literal(p: list[float]) -> list[float]:
 
 def _known(x: np.ndarray) -> np.ndarray:
     return x[~np.isnan(x)]
+
+
+def _column(run: StoredRun, key: str, iteration: int) -> np.ndarray:
+    """The per-query values of one metric the store holds (AP times the metric's factor)."""
+    return run.ap[iteration] * FACTORS[registry.metric(key).column]
+
+
+def _oracle(tested: list[tuple[np.ndarray, np.ndarray]], test: str) -> np.ndarray:
+    """Raw p-values [rows, metrics] of stats.paired_p on (candidate AP, baseline AP) pairs,
+    each metric's values being AP times its factor."""
+    return np.array([[stats.paired_p(_known(a * FACTORS[registry.metric(m).column]),
+                                     _known(b * FACTORS[registry.metric(m).column]), test)
+                      for m in METRIC_KEYS] for a, b in tested])
 
 
 def test_rows_are_the_best_run_per_method_by_the_last_iteration(con, runs) -> None:
@@ -99,33 +112,73 @@ def test_values_and_deltas_are_the_stored_means(con, runs) -> None:
 @pytest.mark.parametrize("test", ["randomisation", "t", "wilcoxon"])
 def test_default_baseline_is_each_runs_initial_ranking(con, runs, test) -> None:
     cmp = report.comparison(con, dataset="demo", test=test)
-    raw = []
-    for row, letter in zip(cmp.rows[1:], "ACE"):
-        ap = runs[letter].ap
-        a, b = _known(ap[runs[letter].last]), _known(ap[0])
-        raw.append(stats.paired_p(a, b, test))
-        assert row.n_pairs == a.size == 23  # the query of unknown label is left out
-        assert row.ap_diff == pytest.approx(float(np.mean(a - b)))
-        assert row.p_value == pytest.approx(raw[-1])
-    np.testing.assert_allclose([r.p_holm for r in cmp.rows[1:]], holm_literal(raw))
+    pairs = [(runs[x].ap[runs[x].last], runs[x].ap[0]) for x in "ACE"]
+    raw = _oracle(pairs, test)
+    for row, (a, b), p_row in zip(cmp.rows[1:], pairs, raw):
+        assert row.n_pairs == _known(a).size == 23  # the query of unknown label is left out
+        assert row.ap_diff == pytest.approx(float(np.mean(_known(a) - _known(b))))
+        np.testing.assert_allclose([row.p_values[m] for m in METRIC_KEYS], p_row)
+        assert row.p_value == row.p_values["map_all"]
+    # Holm over the family rows x metrics (15 tests), not per metric
+    adjusted = np.array(holm_literal(list(raw.ravel()))).reshape(raw.shape)
+    for row, adj in zip(cmp.rows[1:], adjusted):
+        np.testing.assert_allclose([row.p_holms[m] for m in METRIC_KEYS], adj)
+        assert row.p_holm == row.p_holms["map_all"]
+        for m, q in zip(METRIC_KEYS, adj):  # the mark of each value follows its own test
+            d = row.diffs[m]
+            assert row.marks[m] == ("" if q >= cmp.alpha else
+                                    report.BETTER if d > 0 else report.WORSE)
     assert math.isnan(cmp.rows[0].p_value) and cmp.rows[0].n_pairs == 0
     assert [r.mark for r in cmp.rows] == ["", report.BETTER, "", report.WORSE]
-    assert cmp.n_tested == 3 and stats.PAIRED_TESTS[test] in cmp.note()
+    # every metric of A and E is significant: the mark is on all of them, not just mAP@all
+    assert all(m == report.BETTER for m in cmp.rows[1].marks.values())
+    assert all(m == report.WORSE for m in cmp.rows[3].marks.values())
+    assert cmp.n_tested == 3 and cmp.n_tests == 15 and stats.PAIRED_TESTS[test] in cmp.note()
+    assert "3 rows × 5 metrics = 15 tests" in cmp.note()
 
 
 def test_baseline_method_is_its_best_run_and_is_not_tested(con, runs) -> None:
     cmp = report.comparison(con, dataset="demo", baseline="k_reciprocal", test="t")
     assert [r.role for r in cmp.rows] == ["initial", "method", "baseline", "method"]
     base = runs["C"]
-    b = _known(base.ap[base.last])
-    raw = [stats.paired_p(_known(base.ap[0]), b, "t"),
-           stats.paired_p(_known(runs["A"].ap[runs["A"].last]), b, "t"),
-           stats.paired_p(_known(runs["E"].ap[runs["E"].last]), b, "t")]
+    b = base.ap[base.last]
+    raw = _oracle([(base.ap[0], b), (runs["A"].ap[runs["A"].last], b),
+                   (runs["E"].ap[runs["E"].last], b)], "t")
     tested = [r for r in cmp.rows if r.role != "baseline"]
-    np.testing.assert_allclose([r.p_value for r in tested], raw)
-    np.testing.assert_allclose([r.p_holm for r in tested], holm_literal(raw))
+    got = np.array([[r.p_values[m] for m in METRIC_KEYS] for r in tested])
+    np.testing.assert_allclose(got, raw)
+    np.testing.assert_allclose([[r.p_holms[m] for m in METRIC_KEYS] for r in tested],
+                               np.reshape(holm_literal(list(raw.ravel())), raw.shape))
     assert [r.mark for r in cmp.rows] == ["", report.BETTER, "", report.WORSE]
     assert "k-reciprocal (run 3)" in cmp.baseline
+
+
+def test_deltas_are_measured_from_the_chosen_baseline(con, runs) -> None:
+    base = runs["C"]
+    by_id = {r.run_id: r for k, r in runs.items() if len(k) == 1}
+    cmp = report.comparison(con, dataset="demo", baseline="k_reciprocal")
+    for row in cmp.rows:
+        run = by_id[row.run_id]
+        for m in METRIC_KEYS:
+            want = run.metric(m, row.iteration) - base.metric(m, base.last)
+            assert row.deltas[m] == pytest.approx(want, abs=1e-12), (row.label, m)
+    assert all(d == 0.0 for d in cmp.rows[2].deltas.values())  # the baseline itself
+    assert "Δ: change from k-reciprocal (run 3)" in report.to_text(cmp)
+    assert "Δ: change from the run's own initial ranking" in \
+        report.to_text(report.comparison(con, dataset="demo"))
+
+
+def test_each_method_row_says_how_many_configurations_it_is_the_best_of(con, runs) -> None:
+    cmp = report.comparison(con, dataset="demo")
+    demo = [r for k, r in runs.items() if len(k) == 1]
+    want = {m: sum(r.method == m for r in demo) for m in ("icfrr", "k_reciprocal", "dba")}
+    assert want == {"icfrr": 2, "k_reciprocal": 2, "dba": 1}
+    assert [r.n_configs for r in cmp.rows] == [0, want["icfrr"], want["k_reciprocal"],
+                                               want["dba"]]
+    text = report.to_text(cmp)
+    assert "best of 2" in text and "best of 1" in text
+    recs = list(csv.DictReader(io.StringIO(report.to_csv(cmp))))
+    assert [int(r["n_configs"]) for r in recs] == [0, 2, 2, 1]
 
 
 def test_baseline_run_that_is_no_methods_best_gets_its_own_row(con, runs) -> None:
@@ -199,8 +252,12 @@ def test_metric_subset_keeps_the_order_and_moves_the_mark(con) -> None:
     cmp = report.comparison(con, dataset="demo", metrics=["p_100", "map_all"])
     assert cmp.metrics == ("p_100", "map_all")
     assert set(cmp.rows[1].values) == {"p_100", "map_all"}
-    text = report.to_text(report.comparison(con, dataset="demo", metrics=["p_25"]))
-    assert "ICFRR" + report.BETTER in text  # no headline column: the mark goes on the method
+    sub = report.comparison(con, dataset="demo", metrics=["p_25"])
+    assert sub.rows[1].marks == {"p_25": report.BETTER} and sub.n_tests == 3
+    assert sub.rows[1].mark == "" and math.isnan(sub.rows[1].p_value)  # no headline shown
+    text = report.to_text(sub)
+    assert "ICFRR" + report.BETTER not in text
+    assert any(ln.startswith("ICFRR") and report.BETTER in ln for ln in text.splitlines())
 
 
 # ------------------------------------------------------------------------ formats
@@ -223,6 +280,16 @@ def test_csv_parses_back_to_the_numbers(con) -> None:
                            ("ap_diff", row.ap_diff)):
             assert (rec[col] == "") if math.isnan(value) else (float(rec[col]) == value)
         assert rec["mark"] == row.mark and rec["test"] == "randomisation"
+        for m in cmp.metrics:
+            assert rec[f"{m}_mark"] == row.marks[m]
+            assert (rec[f"{m}_p_holm"] == "") if math.isnan(row.p_holms[m]) else \
+                float(rec[f"{m}_p_holm"]) == row.p_holms[m]
+    # each value is followed by its mark, and the p-values come last
+    assert header.index("map_all_mark") == header.index("map_all") + 1
+    first_p = header.index("p_value")
+    assert all(h in ("p_value", "p_holm") or h.endswith(("_p", "_p_holm"))
+               for h in header[first_p:])
+    assert first_p == len(header) - 2 - 2 * len(cmp.metrics)
 
 
 def _latex_rows(tex: str) -> tuple[list[str], list[list[str]]]:
@@ -242,22 +309,40 @@ def test_latex_parses_back(con) -> None:
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
     spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", tex).group(1)
     header, body = _latex_rows(tex)
-    n_cols = 2 + 2 * len(cmp.metrics)
+    n_cols = 3 + 2 * len(cmp.metrics)
     assert len(spec) == len(header) == n_cols
     assert len(body) == len(cmp.rows) and all(len(r) == n_cols for r in body)
     for j, m in enumerate(cmp.metrics):
-        assert header[2 + j] == LABELS[m]
+        assert header[3 + j] == LABELS[m]
         vals = [row.values[m] for row in cmp.rows]
-        bold = {i for i, r in enumerate(body) if r[2 + j].startswith(r"\textbf{")}
+        bold = {i for i, r in enumerate(body) if r[3 + j].startswith(r"\textbf{")}
         assert bold == {i for i, v in enumerate(vals) if v == max(vals)}
         for cell, v in zip(body, vals):
-            assert float(re.search(r"-?\d+\.\d+", cell[2 + j]).group()) == pytest.approx(v, abs=5e-5)
-    assert body[1][2].endswith(r"\textsuperscript{\dag{}}")
-    assert body[3][2].endswith(r"\textsuperscript{\ddag{}}")
+            assert float(re.search(r"-?\d+\.\d+", cell[3 + j]).group()) == pytest.approx(v, abs=5e-5)
+        # every metric carries its own mark
+        assert body[1][3 + j].endswith(r"\textsuperscript{\dag{}}")
+        assert body[3][3 + j].endswith(r"\textsuperscript{\ddag{}}")
+        assert "textsuperscript" not in body[2][3 + j]
+    assert [r[2] for r in body] == ["-", "best of 2", "best of 2", "best of 1"]
     assert r"$\lambda$ 0.3" in body[2][1] and r"$\beta$ 1" in body[1][1]
-    assert not re.search("[αβλΔ†‡]", tex)
+    assert not re.search("[αβλΔ†‡×]", tex)
     caption = re.search(r"\\caption\{(.*)\}", tex).group(1)
     assert "Fisher randomisation test" in caption and "Holm" in caption
+    assert r"3 rows $\times$ 5 metrics" in caption
+
+
+def test_latex_wide_is_a_table_star_and_narrow_tables_need_no_hint(con) -> None:
+    cmp = report.comparison(con, dataset="demo")
+    assert report.latex_columns(cmp) == 13 > report.LATEX_NARROW_COLUMNS
+    tex = report.to_latex(cmp)
+    assert tex.startswith("% 13 columns") and "--latex-wide" in tex.splitlines()[0]
+    assert r"\begin{table}[t]" in tex and r"\begin{table*}" not in tex
+    wide = report.to_latex(cmp, wide=True)
+    assert wide.startswith(r"\begin{table*}[t]") and wide.rstrip().endswith(r"\end{table*}")
+    assert _latex_rows(wide) == _latex_rows(tex)
+    narrow = report.to_latex(report.comparison(con, dataset="demo", metrics=["map_all", "p_100"]))
+    assert report.latex_columns(report.comparison(con, dataset="demo", metrics=["map_all"])) == 5
+    assert narrow.startswith(r"\begin{table}[t]")  # 7 columns: no hint
 
 
 def test_latex_escape() -> None:
@@ -274,9 +359,11 @@ def test_text_table_lists_every_row_aligned(con, runs) -> None:
     for ln, row in zip(table, cmp.rows):
         assert ln.startswith(row.label) and row.params in ln
     # aligned: every column ends at the same place in every line (right-justified numbers)
-    for name in ("mAP@all", "P@200", "Δ P@25", "p (Holm)"):
+    for name in ("mAP@all", "P@200", "Δ P@25", "p (Holm) P@200"):
         end = lines[header].index(name) + len(name)
         for ln in table:
             assert ln[end - 1] != " " and ln[end:end + 1] in ("", " "), (name, ln)
     assert "0.5" in table[1] and report.BETTER in table[1] and report.WORSE in table[3]
-    assert "Holm-corrected across 3 rows" in lines[-1]
+    assert "Holm-corrected across 3 rows × 5 metrics" in lines[-1]
+    # the p-value columns come last, after every value and change
+    assert lines[header].index("p (Holm)") > lines[header].index("Δ P@200")

@@ -193,3 +193,22 @@ def test_finished_runs_gives_stored_metrics(setup) -> None:
     assert list(got) == [key] and got[key][0] == run_id
     for stored, given in zip(got[key][1], args["metrics"], strict=True):
         assert stored == pytest.approx(given, nan_ok=True)
+
+
+def test_every_iterations_query_metrics_rankings_only_kept(setup) -> None:
+    con, args, labels_q, _ = setup
+    rng = np.random.default_rng(5)
+    every = [_kept(rng, labels_q).per_query for _ in range(4)]
+    run_id = _write(con, args, per_query=every)
+    got = con.execute("SELECT iteration, query_idx, ap, p_25 FROM query_metrics WHERE run_id = ? "
+                      "ORDER BY iteration, query_idx", [run_id]).fetchall()
+    want = [(it, q, *(None if labels_q[q] == -1 else pytest.approx(every[it][c][q])
+                      for c in ("ap", "p_25")))
+            for it in range(4) for q in range(Q)]
+    assert got == want
+    ranked = con.execute("SELECT DISTINCT iteration FROM rankings WHERE run_id = ? ORDER BY 1",
+                         [run_id]).fetchall()
+    assert ranked == [(0,), (2,), (3,)]
+    with pytest.raises(ValueError, match="3 per-query rows"):
+        _write(con, args, per_query=every[:3], force=True)
+    assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)

@@ -1,0 +1,287 @@
+"""Selection protocols: which configuration and iteration of a method is reported, chosen on which queries.
+
+Choosing each method's best configuration on the queries it is then reported
+on flatters it, the more so the more parameters it has. Zero-shot benchmarks
+have no validation split, so the classes themselves are split:
+
+* ``test``: choose on every query and report on the same ones. Always labelled
+  :data:`TEST_LABEL`.
+* ``holdout``: choose on the tuning classes' queries, report on the other
+  classes' queries only.
+* ``cv``: k folds of classes; each fold's queries are scored with the choice
+  made on the other folds, so every query is scored exactly once, by a choice
+  made without it.
+
+The split (reproducible in any tool): the distinct query labels (label -1
+excluded) sorted ascending, permuted with
+``numpy.random.default_rng(seed).permutation``; for holdout the first
+``round(tune_fraction * n_classes)`` permuted classes tune; for cv the class
+at permuted position p belongs to fold ``p % folds``.
+
+The rule: among a method's candidates, every (run, iteration) with iteration
+>= 1 (iteration 0 is the initial ranking, not a configuration), the highest
+mean AP (mAP@all, :data:`icfrr.registry.HEADLINE`) over the choosing queries;
+means are compared rounded to 12 decimals (so a tool that sums in another
+order picks the same), ties to the lowest run id, then the lowest iteration.
+
+Everything here works on arrays: ``ap`` is float [C, Q], one row per
+candidate and one column per query (NaN: query of unknown label, or a value
+the store does not hold), with ``run_ids`` and ``iterations`` [C] naming the
+candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Protocol names, as ``python -m jobs.report --protocol`` spells them.
+PROTOCOLS = ("test", "holdout", "cv")
+#: How every output labels the ``test`` protocol.
+TEST_LABEL = "tuned on the reported queries (optimistic)"
+#: Decimals the mean APs are rounded to before comparing (ties across tools).
+TIE_DECIMALS = 12
+
+
+class ProtocolError(ValueError):
+    """A split that cannot be made, with a one-line message saying what to pass instead."""
+
+
+def permuted_classes(labels: np.ndarray, seed: int) -> np.ndarray:
+    """The query classes in split order: distinct labels != -1, sorted, permuted by ``seed``.
+
+    Args:
+        labels: int [Q] query labels (-1: unknown).
+        seed: Seed of ``numpy.random.default_rng``.
+
+    Raises:
+        ProtocolError: Fewer than 2 classes.
+    """
+    classes = np.unique(np.asarray(labels, dtype=np.int64))
+    classes = classes[classes != -1]
+    if classes.size < 2:
+        raise ProtocolError(f"the queries have {classes.size} known "
+                            f"{'class' if classes.size == 1 else 'classes'}; splitting classes "
+                            "needs at least 2 (use --protocol test)")
+    return np.random.default_rng(seed).permutation(classes)
+
+
+def holdout_classes(labels: np.ndarray, tune_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tuning and the reported classes of the holdout protocol.
+
+    Args:
+        labels: int [Q] query labels (-1: unknown).
+        tune_fraction: Share of the classes that tune, in (0, 1).
+        seed: Seed of the permutation.
+
+    Returns:
+        ``(tuning, reported)`` class labels, each in permuted order.
+
+    Raises:
+        ProtocolError: ``tune_fraction`` outside (0, 1), fewer than 2 classes,
+            or a fraction that leaves either side empty.
+    """
+    if not (isinstance(tune_fraction, (int, float)) and 0.0 < tune_fraction < 1.0):
+        raise ProtocolError(f"--tune-fraction must lie strictly between 0 and 1, got {tune_fraction}")
+    order = permuted_classes(labels, seed)
+    n_tune = int(round(tune_fraction * order.size))
+    if not 0 < n_tune < order.size:
+        raise ProtocolError(f"--tune-fraction {tune_fraction:g} of {order.size} classes leaves "
+                            f"{'no tuning' if n_tune == 0 else 'no reported'} class; "
+                            f"pick a fraction between {0.5 / order.size:.2g} and {1 - 0.5 / order.size:.2g}")
+    return order[:n_tune], order[n_tune:]
+
+
+def cv_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold of each query: the class at permuted position p is in fold ``p % folds``.
+
+    Args:
+        labels: int [Q] query labels (-1: unknown).
+        folds: Number of folds, 2 .. number of classes.
+        seed: Seed of the permutation.
+
+    Returns:
+        int64 [Q] fold of each query; -1 for queries of unknown label.
+
+    Raises:
+        ProtocolError: Fewer than 2 folds, fewer than 2 classes or more folds than classes.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ProtocolError(f"--folds must be an integer >= 2, got {folds}")
+    order = permuted_classes(labels, seed)
+    if folds > order.size:
+        raise ProtocolError(f"--folds {folds} is more than the {order.size} query classes; "
+                            f"pass --folds {order.size} or fewer")
+    fold_of = {int(c): p % folds for p, c in enumerate(order)}
+    return np.array([fold_of.get(int(label), -1) for label in labels], dtype=np.int64)
+
+
+def mean_ap(ap: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """float64 [C]: each candidate's mean AP over the ``queries`` (bool [Q]); NaN values skipped.
+
+    Sums are exactly rounded (``math.fsum``), so a mean does not depend on the
+    order of the queries: the same values give the same mean wherever they sit.
+    """
+    sub = np.asarray(ap, dtype=np.float64)[:, np.asarray(queries, dtype=bool)]
+    out = np.full(sub.shape[0], np.nan)
+    for i, row in enumerate(sub):
+        row = row[~np.isnan(row)]
+        if row.size:
+            out[i] = math.fsum(row.tolist()) / row.size
+    return out
+
+
+def select(ap: np.ndarray, run_ids: np.ndarray, iterations: np.ndarray, queries: np.ndarray) -> int:
+    """The candidate the rule picks on ``queries`` (see the module docstring).
+
+    Args:
+        ap: float [C, Q] per-query AP of each candidate.
+        run_ids: int [C] run of each candidate.
+        iterations: int [C] iteration of each candidate; 0 is never picked.
+        queries: bool [Q] the choosing queries.
+
+    Returns:
+        The row index into ``ap`` of the chosen candidate.
+
+    Raises:
+        ProtocolError: No candidate with iteration >= 1 has a value on ``queries``.
+    """
+    means = np.round(mean_ap(ap, queries), TIE_DECIMALS)
+    its = np.asarray(iterations)
+    eligible = [i for i in range(means.size) if its[i] >= 1 and not math.isnan(means[i])]
+    if not eligible:
+        raise ProtocolError("no re-ranked iteration has a per-query AP on the choosing queries; "
+                            "rerun the sweep")
+    return min(eligible, key=lambda i: (-means[i], int(run_ids[i]), int(its[i])))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One method's choice under a protocol.
+
+    Attributes:
+        protocol: A key of :data:`PROTOCOLS`.
+        pick: int64 [Q] the candidate (row of ``ap``) that scores each query;
+            -1 for queries not reported on (tuning classes, unknown label).
+        chosen: The candidate chosen by each choice: one for ``test`` and
+            ``holdout``, one per fold for ``cv``.
+        reported: bool [Q] the queries reported on.
+    """
+
+    protocol: str
+    pick: np.ndarray
+    chosen: tuple[int, ...]
+    reported: np.ndarray
+
+    @property
+    def n_queries(self) -> int:
+        """Queries reported on."""
+        return int(self.reported.sum())
+
+    def times_chosen(self) -> list[tuple[int, int]]:
+        """``(candidate, how many choices picked it)``, most often first (then lowest index)."""
+        return sorted(Counter(self.chosen).items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def scores(self, values: np.ndarray) -> np.ndarray:
+        """float64 [Q]: each reported query's value under its pick, NaN elsewhere.
+
+        Args:
+            values: float [C, Q] any per-query metric of the candidates.
+        """
+        v = np.asarray(values, dtype=np.float64)
+        out = np.full(v.shape[1], np.nan)
+        rows = np.flatnonzero(self.pick >= 0)
+        out[rows] = v[self.pick[rows], rows]
+        return out
+
+
+def choose(
+    protocol: str,
+    ap: np.ndarray,
+    run_ids: np.ndarray,
+    iterations: np.ndarray,
+    labels: np.ndarray,
+    *,
+    tune_fraction: float = 0.5,
+    folds: int = 5,
+    seed: int = 0,
+) -> Selection:
+    """Apply one protocol to one method's candidates.
+
+    Args:
+        protocol: ``test``, ``holdout`` or ``cv``.
+        ap: float [C, Q] per-query AP of each candidate.
+        run_ids: int [C] run of each candidate.
+        iterations: int [C] iteration of each candidate.
+        labels: int [Q] query labels (-1: unknown, never chosen on nor reported).
+        tune_fraction: Holdout's share of tuning classes, in (0, 1).
+        folds: Cross-validation's number of folds.
+        seed: Seed of the class permutation.
+
+    Returns:
+        The :class:`Selection`.
+
+    Raises:
+        ProtocolError: An unknown protocol or an impossible split.
+    """
+    lab = np.asarray(labels, dtype=np.int64)
+    known = lab != -1
+    q = lab.size
+    if protocol == "test":
+        best = select(ap, run_ids, iterations, known)
+        return Selection(protocol, np.where(known, best, -1), (best,), known)
+    if protocol == "holdout":
+        tuning, reported_classes = holdout_classes(lab, tune_fraction, seed)
+        reported = np.isin(lab, reported_classes)
+        best = select(ap, run_ids, iterations, np.isin(lab, tuning))
+        return Selection(protocol, np.where(reported, best, -1), (best,), reported)
+    if protocol == "cv":
+        fold = cv_folds(lab, folds, seed)
+        pick = np.full(q, -1, dtype=np.int64)
+        chosen = []
+        for f in range(folds):
+            best = select(ap, run_ids, iterations, known & (fold != f))
+            pick[fold == f] = best
+            chosen.append(best)
+        return Selection(protocol, pick, tuple(chosen), known)
+    raise ProtocolError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+
+
+def optimism(ap: np.ndarray, run_ids: np.ndarray, iterations: np.ndarray, sel: Selection) -> tuple[float, float]:
+    """The test-tuned score on the reported queries and its excess over the protocol's score.
+
+    Args:
+        ap: float [C, Q] per-query AP of each candidate.
+        run_ids: int [C]; iterations: int [C] (as for :func:`select`).
+        sel: The protocol's selection.
+
+    Returns:
+        ``(tuned, tuned - protocol)``: mAP@all over ``sel.reported`` of the
+        candidate chosen on those same queries, and how much it exceeds the
+        protocol's mAP@all there (0 for ``test``).
+    """
+    tuned = float(mean_ap(ap, sel.reported)[select(ap, run_ids, iterations, sel.reported)])
+    return tuned, tuned - float(mean_ap(sel.scores(ap)[None, :], sel.reported)[0])
+
+
+def spread(ap: np.ndarray, iterations: np.ndarray, queries: np.ndarray) -> tuple[float, float, float]:
+    """Min, median and max mAP@all over a method's grid (every candidate with iteration >= 1).
+
+    Args:
+        ap: float [C, Q] per-query AP of each candidate.
+        iterations: int [C] iteration of each candidate.
+        queries: bool [Q] the queries averaged over.
+    """
+    means = mean_ap(ap, queries)[np.asarray(iterations) >= 1]
+    means = means[~np.isnan(means)]
+    if not means.size:
+        return (math.nan, math.nan, math.nan)
+    return (float(means.min()), float(np.median(means)), float(means.max()))
+
+
+__all__ = ["PROTOCOLS", "TEST_LABEL", "TIE_DECIMALS", "ProtocolError", "Selection", "choose",
+           "cv_folds", "holdout_classes", "mean_ap", "optimism", "permuted_classes", "select",
+           "spread"]
