@@ -120,9 +120,11 @@ def query_changes(db: Db, run_id: int, iteration: int, label: int | None = None)
 
 @st.cache_data(**_CACHE)
 def query_item(db: Db, run_id: int, query_idx: int) -> dict | None:
-    """One query's label, class and path, or None (``store.read.query_item``), named."""
+    """One query's label, class and path, or None (``store.read.query_item``), named;
+    ``full_class_name`` keeps the stored name uncut (None when there is none)."""
     item = _read(db, read.query_item, run_id, query_idx)
-    return None if item is None else item | {"class_name": class_label(item["class_name"], item["label"])}
+    return None if item is None else item | {"class_name": class_label(item["class_name"], item["label"]),
+                                             "full_class_name": item["class_name"]}
 
 
 @st.cache_data(**_CACHE)

@@ -12,7 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries, state, thumbs
-from dashboard.format import has_metrics, method_and_params, movement, plain, short, signed
+from dashboard.format import (NAME_LIMIT, has_metrics, method_and_params, movement, plain, short,
+                              signed)
 from dashboard.sidebar import Context, context, iteration_select, run_choices
 
 _THUMB = 112
@@ -84,7 +85,9 @@ def page() -> None:
     left.image(thumbs.thumbnail(root, item["path"], 160), width=160,
                caption=plain(short(item["path"])) if item["path"] else "(no image: imported distances)")
     with right:
-        st.subheader(f"Query {q}: {plain(item['class_name'])} (label {item['label']})")
+        full = item["full_class_name"]
+        st.subheader(f"Query {q}: {plain(item['class_name'])} (label {item['label']})",
+                     help=plain(full) if isinstance(full, str) and len(full) > NAME_LIMIT else None)
         if not has_metrics(ctx.run):
             st.info("This run has no labels: its rankings are shown without relevance marks "
                     "and without AP.")

@@ -679,3 +679,21 @@ def test_a_store_with_many_runs_offers_a_bounded_list_and_goes_to_any_run(fixtur
     assert at.sidebar.selectbox(key="_w_run").value == outside
     assert not at.exception
     assert at.subheader[0].value.startswith(f"\\#{outside} ")
+
+
+def test_a_long_class_name_is_cut_with_the_whole_in_a_tooltip(fixture_db, tmp_path, monkeypatch):
+    from dashboard.format import NAME_LIMIT, plain
+
+    db = tmp_path / "icfrr.duckdb"
+    shutil.copy(fixture_db, db)
+    long = "[x](http://127.0.0.1:9/) " + "a" * 1000
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE items SET class_name = ? WHERE class_name IS NOT NULL", [long])
+    con.close()
+    at = open_app(db, monkeypatch, run=5, query=3)
+    at.switch_page("views/inspector.py").run()
+    assert not at.exception
+    heading = at.subheader[0]
+    assert long not in heading.value and "…" in heading.value
+    assert len(heading.value) < NAME_LIMIT + 200          # escaping adds backslashes
+    assert heading.proto.help == plain(long)

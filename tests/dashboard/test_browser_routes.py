@@ -99,6 +99,8 @@ def test_every_page_of_every_run_without_class_names(unnamed) -> None:
                 assert re.search(r"Largest (gain|loss): class \d", main), main
             if title == "Query inspector":
                 assert re.search(r"Query \d+: class \d \(label \d\)", main), main
+            if title == "Compare":   # the class chart has its classes
+                assert re.search(r"^class \d$", main, re.M), main
     # the Failure cases' class filter names the class too
     for run_id in [r for r, d in runs.items() if d != "nolabels"]:
         _visit(tab, f"{base}/failures?run={run_id}&class=2", "Failure cases", run_id,
