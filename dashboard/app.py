@@ -10,8 +10,8 @@ folder); anything else, and any store that cannot be read, shows one neutral
 message (``dashboard.data.NEUTRAL``); a page that fails on what a store holds
 shows one neutral line (``dashboard.data.PAGE_FAILED``) and logs the traceback
 on the server; ``--debug`` after ``--`` shows tracebacks in the page instead
-(``client.showErrorDetails`` is off otherwise, here and in ``.streamlit/config.toml``). Stores are only ever read, through
-locked-down connections (``store.db.connect_reader``), by the typed cached
+(``client.showErrorDetails`` is off otherwise, here and in
+``.streamlit/config.toml``). Stores are only ever read, through locked-down connections (``store.db.connect_reader``), by the typed cached
 reads of ``dashboard.queries``. Thumbnails read images only under the launch
 working directory and the folders given with ``--image-root DIR``
 (repeatable) or $ICFRR_IMAGE_ROOTS (``os.pathsep``-separated); a dataset root

@@ -367,7 +367,8 @@ def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, 
     if ds is None:
         lq, lg = labels if labels is not None else (np.full(n_q, -1), np.full(n_g, -1))
         given = class_names or {}
-        return Dataset(dataset, None, [Item("query", i, None, int(v), given.get(int(v))) for i, v in enumerate(lq)],
+        return Dataset(dataset, None,
+                       [Item("query", i, None, int(v), given.get(int(v))) for i, v in enumerate(lq)],
                        [Item("gallery", j, None, int(v), given.get(int(v))) for j, v in enumerate(lg)])
     if labels is None:
         return ds
