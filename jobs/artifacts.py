@@ -44,8 +44,8 @@ from store import artifacts as cache
 from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
                              Artifacts, CachePolicy)
 from store.identity import FileId, HashCache, InputChanged, digest
-from store.imports import (SourceError, has_published_cache, published_cache_dir, read_features, read_labels,
-                           read_labels_and_names, read_matrix)
+from store.imports import (CLASS_NAMES_FILE, SourceError, has_published_cache, published_cache_dir,
+                           read_class_names, read_features, read_labels, read_labels_and_names, read_matrix)
 
 #: Every error caused by user input that ensure_artifacts can raise: CLIs print these in one line, exit 2.
 USER_ERRORS = (ArtifactError, DatasetError, BackboneError, ImageReadError, SourceError, InputChanged)
@@ -98,12 +98,15 @@ class DistanceFiles:
         gg: Gallery-gallery distances [G, G].
         labels: ``.pth``/``.npz``/``.json`` with int ``query`` [Q] and ``gallery`` [G].
         qq: Query-query distances [Q, Q], for the methods that need them.
+        class_names: ``class_names.json`` (the published cache's optional names; a
+            ``class_names`` array in ``labels`` serves too).
     """
 
     qg: Path
     gg: Path
     labels: Path | None = None
     qq: Path | None = None
+    class_names: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,8 @@ def _ensure(request: ArtifactRequest, hashes: HashCache, log: Callable[[str], No
             source = DistanceFiles(
                 published / "qg_dists.pth", published / "gg_dists.pth",
                 published / "labels.pth" if (published / "labels.pth").is_file() else None,
-                published / QQ_PUBLISHED if (published / QQ_PUBLISHED).is_file() else None)
+                published / QQ_PUBLISHED if (published / QQ_PUBLISHED).is_file() else None,
+                published / CLASS_NAMES_FILE if (published / CLASS_NAMES_FILE).is_file() else None)
         elif isinstance(source, PublishedCache):
             raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
                                 "gg_dists.pth); give the matrices' paths or another --backbone")
@@ -344,8 +348,12 @@ def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
 
 
 def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, n_q: int, n_g: int,
-                    labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None]) -> Dataset:
-    """Items for imported distances: from the images under data_root when they match, else path-less."""
+                    labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None],
+                    class_names: dict[int, str] | None = None) -> Dataset:
+    """Items for imported distances: from the images under data_root when they match, else path-less.
+
+    ``class_names`` (label -> name, from the user's files) win over the dataset's own names.
+    """
     ds = None
     if data_root is not None and dataset in DATASET_NAMES:
         try:
@@ -358,11 +366,13 @@ def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, 
                             "use the --per_class the distances were computed with")
     if ds is None:
         lq, lg = labels if labels is not None else (np.full(n_q, -1), np.full(n_g, -1))
-        return Dataset(dataset, None, [Item("query", i, None, int(v), None) for i, v in enumerate(lq)],
-                       [Item("gallery", j, None, int(v), None) for j, v in enumerate(lg)])
+        given = class_names or {}
+        return Dataset(dataset, None,
+                       [Item("query", i, None, int(v), given.get(int(v))) for i, v in enumerate(lq)],
+                       [Item("gallery", j, None, int(v), given.get(int(v))) for j, v in enumerate(lg)])
     if labels is None:
         return ds
-    names = ds.class_names
+    names = ds.class_names | (class_names or {})
     return Dataset(dataset, ds.root,
                    [Item("query", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.query, labels[0])],
                    [Item("gallery", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.gallery, labels[1])],
@@ -410,16 +420,21 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: Has
                     log: Callable[[str], None], read_only: ArtifactError | None) -> Artifacts:
     labels_path = Path(source.labels) if source.labels is not None else None
     ids = _identify(hashes, {"qg": Path(source.qg), "gg": Path(source.gg), "labels": labels_path,
-                             "qq": Path(source.qq) if source.qq is not None else None})
+                             "qq": Path(source.qq) if source.qq is not None else None,
+                             "class_names": Path(source.class_names) if source.class_names else None})
     dataset, per_class = request.dataset, request.per_class
     qg = read_matrix(ids["qg"].path)
     n_q, n_g = qg.shape
     labels = read_labels(ids["labels"].path, n_q, n_g) if labels_path is not None else None
-    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log)
+    names = _class_names(ids["labels"].path if labels_path is not None else None,
+                         ids["class_names"].path if "class_names" in ids else None)
+    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log, names)
     key = cache.cache_key({"kind": "import", "dataset": dataset, "items": ds.fingerprint(),
                            "per_class": per_class,
                            "sha256": {name: ids[name].sha256 if name in ids else None
-                                      for name in ("qg", "gg", "labels")}})
+                                      for name in ("qg", "gg", "labels")}
+                           # only when given: the keys of caches without names stay as they were
+                           | ({"class_names": ids["class_names"].sha256} if "class_names" in ids else {})})
     folder = cache.cache_folder(Path(request.cache_root), dataset, per_class, IMPORT_BACKBONE, key)
 
     def rebuild(k: int) -> NeighborGraph:
@@ -441,17 +456,30 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: Has
     return arts
 
 
+def _class_names(labels: Path | None, names_file: Path | None) -> dict[int, str] | None:
+    """Label -> class name from a ``class_names.json`` and the labels file's ``class_names``
+    (the labels file wins where both name a label); None when neither has names."""
+    found = [read_class_names(p) for p in (names_file, labels) if p is not None]
+    found = [f for f in found if f is not None]
+    return {k: v for f in found for k, v in f.items()} if found else None
+
+
 # --------------------------------------------------------------------------- feature files
 
 
 def _features_dataset(dataset: str, data_root: str | Path | None, labels: tuple[np.ndarray, np.ndarray],
-                      names: tuple[list[str] | None, list[str] | None]) -> Dataset:
-    """Items of feature files: a name becomes the item's path when it is a file under ``data_root``."""
+                      names: tuple[list[str] | None, list[str] | None],
+                      class_names: dict[int, str] | None = None) -> Dataset:
+    """Items of feature files: a name becomes the item's path when it is a file under ``data_root``.
+
+    Without ``data_root`` the dataset has no root and each name is kept as the item's path
+    (a name only: the dashboard shows it as the caption of a placeholder).
+    """
     root = Path(data_root).resolve() if data_root is not None else None
 
     def path_of(name: str | None) -> str | None:
         if root is None or name is None:
-            return None
+            return name
         full = (root / name).resolve()
         if not full.is_relative_to(root) or not full.is_file():
             return None
@@ -460,7 +488,8 @@ def _features_dataset(dataset: str, data_root: str | Path | None, labels: tuple[
     sides = []
     for side, lab, nm in (("query", labels[0], names[0]), ("gallery", labels[1], names[1])):
         nm = nm if nm is not None else [None] * len(lab)
-        sides.append([Item(side, i, path_of(n), int(v), None) for i, (v, n) in enumerate(zip(lab, nm))])
+        sides.append([Item(side, i, path_of(n), int(v), (class_names or {}).get(int(v)))
+                      for i, (v, n) in enumerate(zip(lab, nm))])
     return Dataset(dataset, root, *sides)
 
 
@@ -501,9 +530,10 @@ def read_feature_files(source: FeatureFiles, dataset: str, data_root: str | Path
         lq, lg, nq, ng = read_labels_and_names(source.labels, n_q, n_g)
     else:
         lq, lg, nq, ng = np.full(n_q, -1), np.full(n_g, -1), None, None
+    names = _class_names(source.labels, None)
     if source.normalise:
         feats = {side: _normalised(f, paths[side]) for side, f in feats.items()}
-    return _features_dataset(dataset, data_root, (lq, lg), (nq, ng)), feats
+    return _features_dataset(dataset, data_root, (lq, lg), (nq, ng), names), feats
 
 
 def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, hashes: HashCache,

@@ -600,7 +600,11 @@ def unanswerable(labels_q: np.ndarray, labels_g: np.ndarray, skip: bool) -> tupl
         how = ("left out of every mean (--skip-unanswerable)" if skip else
                "they get AP 0 and count in every mean; --skip-unanswerable leaves them out")
         parts.append(f"{int(missing.sum())} of {len(labels_q)} queries have a label no gallery item has: {how}")
-    if unknown.any():
+    if len(labels_q) and unknown.all():
+        parts.append("no query has a label, so no metrics will be computed: the runs store rankings only. "
+                     "To get metrics, pass --labels FILE (.npz, .json or .pth with int 'query' [Q] and "
+                     "'gallery' [G]; optional string 'class_names' indexed by label)")
+    elif unknown.any():
         parts.append(f"{int(unknown.sum())} queries of unknown label (-1) are left out of the metrics")
     out = labels_q.copy()
     if skip:

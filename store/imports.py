@@ -169,6 +169,53 @@ def read_labels_and_names(path: str | Path, n_query: int, n_gallery: int
             _as_label_vector(data["gallery"], n_gallery, "gallery", path), names["query"], names["gallery"])
 
 
+CLASS_NAMES_FILE = "class_names.json"
+
+
+def _class_name_map(x: object, path: Path) -> dict[int, str]:
+    """Label -> name from a string array indexed by label, or a ``{label: name}`` mapping."""
+    if isinstance(x, dict):
+        try:
+            pairs = [(int(k), v) for k, v in x.items()]
+        except (TypeError, ValueError):
+            pairs = None
+        if pairs is None or not all(isinstance(v, str) for _, v in pairs) or any(k < 0 for k, _ in pairs):
+            raise SourceError(f"{path}: class_names must map labels (integers >= 0) to strings")
+        return dict(pairs)
+    a = np.asarray(x)
+    if a.ndim != 1 or (a.dtype.kind not in "US" and not (a.size == 0 or a.dtype.kind == "O" and all(
+            isinstance(v, str) for v in a.tolist()))):
+        raise SourceError(f"{path}: class_names must be a list of strings indexed by label "
+                          f"(class_names[label] is the name), got shape {a.shape} dtype {a.dtype}")
+    return {i: str(v.decode() if isinstance(v, bytes) else v) for i, v in enumerate(a.tolist())}
+
+
+def read_class_names(path: str | Path) -> dict[int, str] | None:
+    """The optional class names of a labels file, or of a ``class_names.json`` file.
+
+    A labels file (``.npz``, ``.json``, ``.pth``) may hold ``class_names``: a
+    string array indexed by label. A ``class_names.json`` file (the published
+    cache layout's optional names) holds that list itself, or an object
+    mapping labels to names. Labels without a name are simply absent.
+
+    Returns:
+        Label -> class name, None when the file holds no names.
+
+    Raises:
+        SourceError: Unreadable file, or names that are not strings.
+    """
+    path = Path(path)
+    if path.name == CLASS_NAMES_FILE:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"cannot read {path} as JSON ({str(exc).splitlines()[0][:120]}); it must "
+                              "hold a list of class names indexed by label") from None
+        return _class_name_map(data, path)
+    data = _label_record(path)
+    return _class_name_map(data["class_names"], path) if "class_names" in data else None
+
+
 def _parquet_matrix(path: Path) -> np.ndarray:
     """[N, D] from one list column (others ignored) or from numeric columns, one per dimension."""
     try:
