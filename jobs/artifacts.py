@@ -38,6 +38,7 @@ from jobs.source_flags import add_source_flags  # noqa: F401  (re-exported: the 
 from store import artifacts as cache
 from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
                              Artifacts, CachePolicy)
+from store.fs import PathError, check_folder_name
 from store.imports import (SourceError, has_published_cache, published_cache_dir, read_features, read_labels,
                            read_labels_and_names, read_matrix)
 
@@ -156,9 +157,13 @@ class ArtifactRequest:
         kg_max: Largest KG a sweep will ask for; the graph keeps
             ``min(max(512, kg_max), G - 1)`` neighbours.
         compute: Extraction and device options.
+        needs_qq: A method will need query-query distances: imported distances
+            without a query-query file (nor one kept in their cache folder)
+            are then refused before anything is written.
 
     Raises:
-        ArtifactError: per_class or kg_max out of range.
+        ArtifactError: per_class or kg_max out of range, or a dataset name that
+            is no plain folder name (see :func:`store.fs.check_folder_name`).
     """
 
     dataset: str
@@ -169,8 +174,13 @@ class ArtifactRequest:
     cache: CachePolicy = CachePolicy.REUSE
     kg_max: int = MIN_GRAPH_K
     compute: Compute = field(default_factory=Compute)
+    needs_qq: bool = False
 
     def __post_init__(self) -> None:
+        try:
+            check_folder_name(self.dataset, "--dataset")
+        except PathError as exc:
+            raise ArtifactError(str(exc)) from None
         pc, kg = self.per_class, self.kg_max
         if isinstance(pc, bool) or not isinstance(pc, int) or (pc < 1 and pc != -1):
             raise ArtifactError(f"per_class must be -1 (all) or a positive integer, got {pc!r}")
@@ -210,7 +220,7 @@ def ensure_artifacts(request: ArtifactRequest, log: Callable[[str], None] = _std
             raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
                                 "gg_dists.pth); give the matrices' paths or another --backbone")
     if isinstance(source, DistanceFiles):
-        return _from_distances(request, source, log, read_only)
+        return _from_distances(request, source, log, read_only, selects_items=source is request.source)
     if isinstance(source, FeatureFiles):
         return _from_feature_files(request, source, log, read_only)
     spec = source.backbone or ("demo" if request.dataset == "demo" else "icfrr")
@@ -308,13 +318,26 @@ def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
 
 
 def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, n_q: int, n_g: int,
-                    labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None]) -> Dataset:
-    """Items for imported distances: from the images under data_root when they match, else path-less."""
+                    labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None],
+                    selects_items: bool = False) -> Dataset:
+    """Items for imported distances: from the images under data_root when they match, else path-less.
+
+    With ``selects_items`` (matrices the user names, not the published cache's
+    ``<per_class>`` folder) a ``per_class`` other than -1 must select the items
+    of the dataset's images; otherwise it would be recorded without being used.
+    """
     ds = None
+    used_whole = ArtifactError(
+        f"--per_class {per_class} selects images of a dataset, but imported distance matrices are used "
+        "whole: drop --per_class, or give --data_root with the images of a dataset it selects from")
+    if selects_items and per_class != -1 and (data_root is None or dataset not in DATASET_NAMES):
+        raise used_whole
     if data_root is not None and dataset in DATASET_NAMES:
         try:
             ds = load_dataset(dataset, data_root, per_class)
         except DatasetError as exc:
+            if selects_items and per_class != -1:
+                raise used_whole from None
             log(f"no {dataset} images read under {data_root} ({exc}); items get no paths")
     if ds is not None and (len(ds.query), len(ds.gallery)) != (n_q, n_g):
         raise ArtifactError(f"the distances are [{n_q}, {n_g}] but {dataset} under {data_root} has "
@@ -356,15 +379,17 @@ def _missing(*paths: Path | None) -> None:
 
 
 def _from_distances(request: ArtifactRequest, source: DistanceFiles, log: Callable[[str], None],
-                    read_only: ArtifactError | None) -> Artifacts:
+                    read_only: ArtifactError | None, selects_items: bool = False) -> Artifacts:
     qg_path, gg_path = Path(source.qg), Path(source.gg)
     labels_path = Path(source.labels) if source.labels is not None else None
     _missing(qg_path, gg_path, labels_path, source.qq)
     dataset, per_class = request.dataset, request.per_class
     qg = read_matrix(qg_path)
     n_q, n_g = qg.shape
+    if source.qq is not None:             # checked before the cache folder is written, read again by qq_dists
+        _check_qq_shape(Path(source.qq), n_q)
     labels = read_labels(labels_path, n_q, n_g) if labels_path is not None else None
-    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log)
+    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log, selects_items)
     sources = {"qg": cache.file_stamp(qg_path), "gg": cache.file_stamp(gg_path),
                "labels": cache.file_stamp(labels_path) if labels_path else None}
     key = cache.cache_key({"kind": "import", "dataset": dataset, "items": ds.fingerprint(),
@@ -374,6 +399,9 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, log: Callab
     def rebuild(k: int) -> NeighborGraph:
         return _graph_from_dense(gg_path, n_g, k, log)
 
+    if request.needs_qq and source.qq is None:
+        # only a query-query file kept in this key's folder by an earlier import could serve: reuse or refuse
+        read_only = cache.no_qq_error(qg_path)
     arts = _finish(request, folder, key, ds, rebuild, log, read_only)
     if arts is None:
         graph = rebuild(cache.graph_k(n_g, request.kg_max))
@@ -386,6 +414,17 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, log: Callab
     arts.gg_source = gg_path
     arts.qq_source = Path(source.qq) if source.qq is not None else None
     return arts
+
+
+def _check_qq_shape(path: Path, n_q: int) -> None:
+    """Refuse a query-query file that is not a finite float [n_q, n_q] matrix.
+
+    Raises:
+        ArtifactError, SourceError: The one line naming the file.
+    """
+    qq = read_matrix(path)
+    if qq.shape != (n_q, n_q):
+        raise ArtifactError(f"{path} is {list(qq.shape)} but there are {n_q} queries: it must be [{n_q}, {n_q}]")
 
 
 # --------------------------------------------------------------------------- feature files
@@ -535,11 +574,8 @@ def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 
     sha = cache.qq_identity(arts)  # raises when an import has none
     n_q = arts.shape[0]
     if arts.imported:
-        qq = read_matrix(arts.qq_source)
-        if qq.shape != (n_q, n_q):
-            raise ArtifactError(f"{arts.qq_source} is {list(qq.shape)} but there are {n_q} queries: it must be "
-                                f"[{n_q}, {n_q}]")
-        qq = np.ascontiguousarray(qq)
+        _check_qq_shape(arts.qq_source, n_q)
+        qq = np.ascontiguousarray(read_matrix(arts.qq_source))
     else:
         f = arts.features("query")
         qq = _distances_by_rows(f, f, rows, same=True)
@@ -591,13 +627,15 @@ def source_from_args(args: argparse.Namespace) -> Source:
     return Images(backbone, args.weights, args.pretrained_root, args.trust_checkpoint)
 
 
-def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute) -> ArtifactRequest:
+def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute,
+                      needs_qq: bool = False) -> ArtifactRequest:
     """The request of a command line with ``--dataset --data_root --per_class --cache_root
-    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`.
+    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`; ``needs_qq``:
+    see :class:`ArtifactRequest`.
 
     Raises:
         ArtifactError: Flags that do not go together, with a one-line message.
     """
     return ArtifactRequest(args.dataset, args.data_root, args.per_class, source_from_args(args),
                            args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
-                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute)
+                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute, needs_qq)

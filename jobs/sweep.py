@@ -56,7 +56,7 @@ from jobs.cli import OneLineParser, UsageError
 from jobs.source_flags import add_source_flags
 from store import writes
 from store.db import StoreError, check_database, writer
-from store.fs import check_writable_dir
+from store.fs import PathError, check_folder_name, check_writable_dir
 from store.lock import SweepLock
 
 if TYPE_CHECKING:  # torch and the engine load only once the flags are parsed: --help answers at once
@@ -242,6 +242,10 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--query_idxs_to_vis needs --rerank_results_dir DIR to write the strips to")
     if args.no_cache and args.force_cache:
         raise UsageError("--no_cache and --force_cache contradict each other; pass one")
+    try:
+        check_folder_name(args.dataset, "--dataset")
+    except PathError as exc:
+        raise UsageError(str(exc)) from None
     from jobs.artifacts import source_from_args
 
     source_from_args(args)   # flags of distances / features that do not go together: refused before the lock
@@ -369,7 +373,8 @@ def load_artifacts(
     """Reuse, compute or import the distances and neighbour graph (no database involved)."""
     from jobs.artifacts import Compute, ensure_artifacts, request_from_args
 
-    return ensure_artifacts(request_from_args(args, kg_max, Compute(args.batchsize, device=device)), log)
+    needs_qq = any(m.needs_qq for m in requested_methods(args))
+    return ensure_artifacts(request_from_args(args, kg_max, Compute(args.batchsize, device=device), needs_qq), log)
 
 
 def artifact_info(arts: Artifacts) -> writes.ArtifactInfo:
