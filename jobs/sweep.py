@@ -27,8 +27,9 @@ The published code's flags are accepted with the same meaning (``--KG --KQ
 --rerank_results_dir --query_idxs_to_vis --num_gallery_ims_to_vis``).
 
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written to the
-database), 1 an unexpected failure while running (finished runs stay committed;
-running the same command again resumes).
+database), 130 stopped by Ctrl-C (one line; the sweep is marked interrupted),
+1 an unexpected failure while running (finished runs stay committed; running
+the same command again resumes).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import math
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -688,8 +690,15 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
         dataset_id = writes.upsert_dataset(con, **dataset_row(plan.arts))
         artifact_id = writes.upsert_artifact(con, dataset_id, info)
         done = {} if args.force else writes.finished_runs(con, keys)
+        kept_n = writes.stored_top_n(con, [run_id for run_id, _ in done.values()])
         sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
                                       command=command)
+    want = min(args.top_n, plan.arts.shape[1])     # a ranking keeps at most G items
+    narrower = {key for key, (run_id, _) in done.items() if (kept_n.get(run_id) or 0) < want}
+    if narrower:   # their stored rankings are shorter than asked: run again and replace, never skip
+        tqdm.write(f"sweep: {len(narrower)} configuration(s) in {args.db} keep fewer than the top {want} "
+                   f"per query (--top-n); running them again to store the top {want}", file=sys.stderr)
+        done = {key: v for key, v in done.items() if key not in narrower}
     if dead:
         tqdm.write(f"sweep: marked {len(dead)} earlier sweep(s) whose process is gone 'interrupted' "
                    f"(ids {', '.join(map(str, dead))})", file=sys.stderr)
@@ -718,7 +727,7 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                     run_id = writes.write_run(
                         con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                         config=recorded(plan.arts, cfg), device=plan.device, seconds=outcome.seconds,
-                        metrics=outcome.metrics, kept=outcome.kept, force=args.force)
+                        metrics=outcome.metrics, kept=outcome.kept, force=args.force or keys[i] in narrower)
                     writes.heartbeat(con, sweep_id)
                 # None: already stored by an earlier sweep, only the published files were missing
                 state = "new" if run_id is not None else "files only"
@@ -727,6 +736,9 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                 bar.update(1)
         bar.close()
         status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"      # stopped by the user, not failed: the same command resumes
+        raise
     finally:
         try:
             with writer(args.db) as con:
@@ -738,19 +750,35 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the sweep; returns the exit status (0 ok, 2 bad input)."""
+    """Run the sweep; returns the exit status (0 ok, 2 bad input, 130 Ctrl-C)."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     notes: list[str] = []
     command = "python -m jobs.sweep " + shlex.join(argv)
-    try:
-        plan = prepare(argv, notes.append, command)
-    except (UsageError, StoreError, ValueError, OSError) as exc:
-        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    with warnings.catch_warnings(record=True) as caught:   # held back: a refusal is one line only
+        try:
+            plan = prepare(argv, notes.append, command)
+        except (UsageError, StoreError, ValueError, OSError) as exc:
+            return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except KeyboardInterrupt:
+            return _interrupted("stopped before any run; nothing was written to the database")
+    notes += [f"sweep: warning: {w.category.__name__}: {w.message}" for w in caught]
     try:
         return _run(plan, notes, command)
+    except KeyboardInterrupt:
+        return _interrupted(f"runs committed before are kept in {plan.args.db} and the sweep is marked "
+                            "interrupted; run the same command again to resume")
     finally:
         if plan.lock is not None:
             plan.lock.release()
+
+
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def _interrupted(what: str) -> int:
+    print(f"sweep: interrupted (Ctrl-C): {what}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _run(plan: _Plan, notes: list[str], command: str) -> int:
