@@ -716,8 +716,8 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
         tqdm.write(f"sweep: skipping {len(rows)} configuration(s) already in {args.db} "
                    "(--force redoes them)", file=sys.stderr)
     status = "failed"
+    bar = tqdm(total=len(todo), desc="configurations", unit="cfg", disable=not todo)
     try:
-        bar = tqdm(total=len(todo), desc="configurations", unit="cfg", disable=not todo)
         for group in beta_groups(plan, todo):
             configs = [plan.entries[i].config for i in group]
             bar.set_postfix_str(_config_label(configs[0]) + (f" (+{len(group) - 1} betas)" if len(group) > 1 else ""))
@@ -734,12 +734,12 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                 rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
                               run_id if run_id is not None else done.get(keys[i], (None,))[0])
                 bar.update(1)
-        bar.close()
         status = "done"
     except KeyboardInterrupt:
         status = "interrupted"      # stopped by the user, not failed: the same command resumes
         raise
     finally:
+        bar.close()                 # before any message: a bar left open prints after it
         try:
             with writer(args.db) as con:
                 writes.finish_sweep(con, sweep_id, status)
