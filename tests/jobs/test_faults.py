@@ -585,18 +585,26 @@ def _misuse_cases(tmp: Path) -> dict[str, tuple[list, str]]:
     }
 
 
-def test_sweep_misuse_one_line_exit_2_nothing_written(tmp_path, capsys):
+MISUSE_CASES = ("--per_class with --qg/--gg", "uint64 label 2**64-1", "int64 label 2**31", "negative label -5",
+                "float64 1e300 distances", "float64 1e300 gallery distances", "float64 1e300 features",
+                "0-row matrix", "k_reciprocal on an import without qq", "ecn with a wrong-shaped --qq",
+                "--dataset ../x", "--dataset absolute", "--dataset empty", "--dataset ..")
+
+
+@pytest.mark.parametrize("case", MISUSE_CASES)
+def test_sweep_misuse_one_line_exit_2_nothing_written(tmp_path, capsys, case):
     cases = _misuse_cases(tmp_path)
+    assert set(cases) == set(MISUSE_CASES)
+    argv, message = cases[case]
     db = _small_store(tmp_path / "r.duckdb")
-    for name, (argv, message) in cases.items():
-        before = _snapshot(tmp_path)
-        err = _one_line_exit_2(sweep.main, [*argv, "--db", db, "--cache_root", tmp_path / "cache", "--kg", 4,
-                                            "--kq", 4, "--n_times", 1, "--device", "cpu"], capsys)
-        assert err.startswith("sweep: error: ") and message in err, (name, err)
-        assert _snapshot(tmp_path) == before, name          # the store byte for byte, no cache file
-        assert not (tmp_path / "cache").exists(), name
-        assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "x").exists(), name
-    with connect_reader(db) as con:                         # no dataset, artifact or sweep row either
+    before = _snapshot(tmp_path)
+    err = _one_line_exit_2(sweep.main, [*argv, "--db", db, "--cache_root", tmp_path / "cache", "--kg", 4,
+                                        "--kq", 4, "--n_times", 1, "--device", "cpu"], capsys)
+    assert err.startswith("sweep: error: ") and message in err, err
+    assert _snapshot(tmp_path) == before                # the store byte for byte, no cache file
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "x").exists()
+    with connect_reader(db) as con:                     # no dataset, artifact or sweep row either
         assert con.execute("SELECT (SELECT count(*) FROM datasets), (SELECT count(*) FROM artifacts), "
                            "(SELECT count(*) FROM sweeps)").fetchone() == (1, 0, 0)
 
@@ -672,11 +680,15 @@ def test_db_on_a_sqlite_file_is_refused_and_no_extension_is_ever_loaded(tmp_path
     assert settings == {"autoload_known_extensions": "false", "autoinstall_known_extensions": "false"}
 
 
-def test_refusals_print_no_warnings(tmp_path):
-    """One line means one line: the float32 cast's overflow warning and torch's are not printed."""
+@pytest.mark.parametrize("what", ["distances", "features"])
+def test_refusals_print_no_warnings(tmp_path, what):
+    """One line means one line: the float32 cast's overflow warning (numpy) is not printed."""
     f = _imports(tmp_path)
-    done = _run_module("jobs.sweep", ["--dataset", "mine", "--qg", _float64_with(tmp_path, "qg", (0, 0)),
-                                      "--gg", f["gg"], "--db", tmp_path / "r.duckdb", "--cache_root",
+    np.save(tmp_path / "feats_q.npy", np.ones((12, 8)))
+    source = (["--qg", _float64_with(tmp_path, "qg", (0, 0)), "--gg", f["gg"]] if what == "distances" else
+              ["--query-features", tmp_path / "feats_q.npy", "--gallery-features",
+               _float64_with(tmp_path, "feats_g", (40, 8))])
+    done = _run_module("jobs.sweep", ["--dataset", "mine", *source, "--db", tmp_path / "r.duckdb", "--cache_root",
                                       tmp_path / "cache", "--device", "cpu"], env={"PYTHONWARNINGS": "always"})
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "NaN or infinite" in lines[0], done.stderr
