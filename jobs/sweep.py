@@ -240,6 +240,9 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--batchsize must be >= 1, got {args.batchsize}")
     if args.num_gallery_ims_to_vis < 1:
         raise UsageError(f"--num_gallery_ims_to_vis must be >= 1, got {args.num_gallery_ims_to_vis}")
+    negative = [q for q in args.query_idxs_to_vis if q < 0]
+    if negative:    # refused before the artifacts are made; the upper bound needs Q, known only then
+        raise UsageError(f"--query_idxs_to_vis {negative}: query indices start at 0")
     if args.query_idxs_to_vis and args.rerank_results_dir is None:
         raise UsageError("--query_idxs_to_vis needs --rerank_results_dir DIR to write the strips to")
     if args.no_cache and args.force_cache:

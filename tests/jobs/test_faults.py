@@ -801,3 +801,30 @@ def test_bench_internal_flags_validated(tmp_path, capsys, monkeypatch, case):
     assert err.startswith("bench: error: ") and message in err, err
     assert list(tmp_path.iterdir()) == []
     assert "--side" not in bench.build_parser().format_help()
+
+
+def test_per_class_with_imported_matrices_applies_to_the_dataset_images(tmp_path, capsys):
+    """--per_class with --qg/--gg and a dataset's images: it selects the items, and only then is recorded."""
+    from icfrr.datasets import load_dataset
+    from tests.jobs.test_sweep import make_folder_dataset
+    root = make_folder_dataset(tmp_path / "data")
+    picked = load_dataset("folder", root, 1)                  # the first image of each class, each side
+    n_q, n_g = len(picked.query), len(picked.gallery)
+    assert (n_q, n_g) == (3, 3)
+    rng = np.random.default_rng(0)
+    fq, fg = rng.normal(size=(n_q, 4)), rng.normal(size=(n_g, 4))
+    np.save(tmp_path / "qg.npy", np.linalg.norm(fq[:, None] - fg[None], axis=2).astype(np.float32))
+    np.save(tmp_path / "gg.npy", np.linalg.norm(fg[:, None] - fg[None], axis=2).astype(np.float32))
+    db = tmp_path / "r.duckdb"
+    argv = ["--dataset", "folder", "--data_root", root, "--qg", tmp_path / "qg.npy", "--gg", tmp_path / "gg.npy",
+            "--cache_root", tmp_path / "cache", "--db", db, "--kg", 2, "--kq", 2, "--n_times", 1, "--device", "cpu"]
+    assert sweep.main([str(a) for a in [*argv, "--per_class", 1]]) == 0, capsys.readouterr().err
+    with connect_reader(db) as con:
+        assert con.execute("SELECT per_class FROM artifacts").fetchall() == [(1,)]
+        paths = con.execute("SELECT side, path FROM items ORDER BY side DESC, idx").fetchall()
+    assert paths == [("query", it.path) for it in picked.query] + [("gallery", it.path) for it in picked.gallery]
+    capsys.readouterr()
+    before = _snapshot(tmp_path)                  # --per_class 2 selects 6 x 6 items: 3 x 3 matrices are refused
+    err = _one_line_exit_2(sweep.main, [*argv, "--per_class", 2], capsys)
+    assert "use the --per_class the distances were computed with" in err, err
+    assert _snapshot(tmp_path) == before
