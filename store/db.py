@@ -228,7 +228,7 @@ def check_database(path: str | Path, *, timeout_s: float = 5.0) -> None:
     path = Path(path)
     _check_regular_duckdb(path)
     try:  # DuckDB writes a .wal file beside the database: its folder must be writable
-        check_writable_dir(path.parent, "--db", path)
+        check_writable_dir(Path(os.path.realpath(path)).parent, "--db", path)   # a symlink's target folder
     except PathError as exc:
         raise StoreError(str(exc)) from None
     if not path.exists():
