@@ -828,3 +828,26 @@ def test_per_class_with_imported_matrices_applies_to_the_dataset_images(tmp_path
     err = _one_line_exit_2(sweep.main, [*argv, "--per_class", 2], capsys)
     assert "use the --per_class the distances were computed with" in err, err
     assert _snapshot(tmp_path) == before
+
+
+_EXTRACT_INTERRUPTER = """
+import os, signal, sys
+from store import artifacts
+real = artifacts._write_graph
+def interrupt(*a, **k):      # Ctrl-C while the cache folder is being written
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*a, **k)
+artifacts._write_graph = interrupt
+from jobs.extract import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_in_extract_one_line_exit_130_no_cache_folder(tmp_path):
+    f = _imports(tmp_path)
+    done = subprocess.run([sys.executable, "-c", _EXTRACT_INTERRUPTER, "--dataset", "mine", "--qg", str(f["qg"]),
+                           "--gg", str(f["gg"]), "--cache_root", str(tmp_path / "cache"), "--quiet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 130 and len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0], done.stderr
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []   # no file, not even a temporary one
