@@ -43,6 +43,7 @@ from jobs.source_flags import add_source_flags  # noqa: F401  (re-exported: the 
 from store import artifacts as cache
 from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
                              Artifacts, CachePolicy)
+from store.fs import PathError, check_folder_name
 from store.identity import FileId, HashCache, InputChanged, digest
 from store.imports import (CLASS_NAMES_FILE, SourceError, has_published_cache, published_cache_dir,
                            read_class_names, read_features, read_labels, read_labels_and_names, read_matrix)
@@ -165,9 +166,13 @@ class ArtifactRequest:
         kg_max: Largest KG a sweep will ask for; the graph keeps
             ``min(max(512, kg_max), G - 1)`` neighbours.
         compute: Extraction and device options.
+        needs_qq: A method will need query-query distances: imported distances
+            without a query-query file (nor one kept in their cache folder)
+            are then refused before anything is written.
 
     Raises:
-        ArtifactError: per_class or kg_max out of range.
+        ArtifactError: per_class or kg_max out of range, or a dataset name that
+            is no plain folder name (see :func:`store.fs.check_folder_name`).
     """
 
     dataset: str
@@ -178,8 +183,13 @@ class ArtifactRequest:
     cache: CachePolicy = CachePolicy.REUSE
     kg_max: int = MIN_GRAPH_K
     compute: Compute = field(default_factory=Compute)
+    needs_qq: bool = False
 
     def __post_init__(self) -> None:
+        try:
+            check_folder_name(self.dataset, "--dataset")
+        except PathError as exc:
+            raise ArtifactError(str(exc)) from None
         pc, kg = self.per_class, self.kg_max
         if isinstance(pc, bool) or not isinstance(pc, int) or (pc < 1 and pc != -1):
             raise ArtifactError(f"per_class must be -1 (all) or a positive integer, got {pc!r}")
@@ -229,7 +239,7 @@ def _ensure(request: ArtifactRequest, hashes: HashCache, log: Callable[[str], No
             raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
                                 "gg_dists.pth); give the matrices' paths or another --backbone")
     if isinstance(source, DistanceFiles):
-        return _from_distances(request, source, hashes, log, read_only)
+        return _from_distances(request, source, hashes, log, read_only, selects_items=source is request.source)
     if isinstance(source, FeatureFiles):
         return _from_feature_files(request, source, hashes, log, read_only)
     spec = source.backbone or ("demo" if request.dataset == "demo" else "icfrr")
@@ -349,16 +359,26 @@ def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
 
 def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, n_q: int, n_g: int,
                     labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None],
-                    class_names: dict[int, str] | None = None) -> Dataset:
+                    class_names: dict[int, str] | None = None, selects_items: bool = False) -> Dataset:
     """Items for imported distances: from the images under data_root when they match, else path-less.
 
     ``class_names`` (label -> name, from the user's files) win over the dataset's own names.
+    With ``selects_items`` (matrices the user names, not the published cache's
+    ``<per_class>`` folder) a ``per_class`` other than -1 must select the items
+    of the dataset's images; otherwise it would be recorded without being used.
     """
     ds = None
+    used_whole = ArtifactError(
+        f"--per_class {per_class} selects images of a dataset, but imported distance matrices are used "
+        "whole: drop --per_class, or give --data_root with the images of a dataset it selects from")
+    if selects_items and per_class != -1 and (data_root is None or dataset not in DATASET_NAMES):
+        raise used_whole
     if data_root is not None and dataset in DATASET_NAMES:
         try:
             ds = load_dataset(dataset, data_root, per_class)
         except DatasetError as exc:
+            if selects_items and per_class != -1:
+                raise used_whole from None
             log(f"no {dataset} images read under {data_root} ({exc}); items get no paths")
     if ds is not None and (len(ds.query), len(ds.gallery)) != (n_q, n_g):
         raise ArtifactError(f"the distances are [{n_q}, {n_g}] but {dataset} under {data_root} has "
@@ -417,7 +437,8 @@ def _identify(hashes: HashCache, files: dict[str, Path | None]) -> dict[str, Fil
 
 
 def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: HashCache,
-                    log: Callable[[str], None], read_only: ArtifactError | None) -> Artifacts:
+                    log: Callable[[str], None], read_only: ArtifactError | None,
+                    selects_items: bool = False) -> Artifacts:
     labels_path = Path(source.labels) if source.labels is not None else None
     ids = _identify(hashes, {"qg": Path(source.qg), "gg": Path(source.gg), "labels": labels_path,
                              "qq": Path(source.qq) if source.qq is not None else None,
@@ -425,10 +446,12 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: Has
     dataset, per_class = request.dataset, request.per_class
     qg = read_matrix(ids["qg"].path)
     n_q, n_g = qg.shape
+    if "qq" in ids:             # checked before the cache folder is written, read again by qq_dists
+        _read_qq(ids["qq"].path, n_q)
     labels = read_labels(ids["labels"].path, n_q, n_g) if labels_path is not None else None
     names = _class_names(ids["labels"].path if labels_path is not None else None,
                          ids["class_names"].path if "class_names" in ids else None)
-    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log, names)
+    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log, names, selects_items)
     key = cache.cache_key({"kind": "import", "dataset": dataset, "items": ds.fingerprint(),
                            "per_class": per_class,
                            "sha256": {name: ids[name].sha256 if name in ids else None
@@ -440,6 +463,9 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: Has
     def rebuild(k: int) -> NeighborGraph:
         return _graph_from_dense(ids["gg"], n_g, k, log)
 
+    if request.needs_qq and source.qq is None:
+        # only a query-query file kept in this key's folder by an earlier import could serve: reuse or refuse
+        read_only = cache.no_qq_error(ids["qg"].path)
     arts = _finish(request, folder, key, ds, rebuild, log, read_only)
     if arts is None:
         graph = rebuild(cache.graph_k(n_g, request.kg_max))
@@ -462,6 +488,18 @@ def _class_names(labels: Path | None, names_file: Path | None) -> dict[int, str]
     found = [read_class_names(p) for p in (names_file, labels) if p is not None]
     found = [f for f in found if f is not None]
     return {k: v for f in found for k, v in f.items()} if found else None
+
+
+def _read_qq(path: Path, n_q: int) -> np.ndarray:
+    """A query-query file read and checked to be a finite float [n_q, n_q] matrix.
+
+    Raises:
+        ArtifactError, SourceError: The one line naming the file.
+    """
+    qq = read_matrix(path)
+    if qq.shape != (n_q, n_q):
+        raise ArtifactError(f"{path} is {list(qq.shape)} but there are {n_q} queries: it must be [{n_q}, {n_q}]")
+    return qq
 
 
 # --------------------------------------------------------------------------- feature files
@@ -627,11 +665,7 @@ def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 
     if arts.imported:
         source = arts.qq_source
         source.check()
-        qq = read_matrix(source.path)
-        if qq.shape != (n_q, n_q):
-            raise ArtifactError(f"{source.path} is {list(qq.shape)} but there are {n_q} queries: it must be "
-                                f"[{n_q}, {n_q}]")
-        qq = np.array(qq)   # read whole now, then checked: the bytes read are the identified ones
+        qq = np.array(_read_qq(source.path, n_q))   # read whole now, then checked: the bytes read are the identified ones
         source.check()
     else:
         f = arts.features("query")
@@ -684,13 +718,15 @@ def source_from_args(args: argparse.Namespace) -> Source:
     return Images(backbone, args.weights, args.pretrained_root, args.trust_checkpoint)
 
 
-def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute) -> ArtifactRequest:
+def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute,
+                      needs_qq: bool = False) -> ArtifactRequest:
     """The request of a command line with ``--dataset --data_root --per_class --cache_root
-    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`.
+    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`; ``needs_qq``:
+    see :class:`ArtifactRequest`.
 
     Raises:
         ArtifactError: Flags that do not go together, with a one-line message.
     """
     return ArtifactRequest(args.dataset, args.data_root, args.per_class, source_from_args(args),
                            args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
-                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute)
+                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute, needs_qq)
