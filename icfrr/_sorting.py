@@ -69,6 +69,16 @@ def _by_row_slices(fn: Callable[..., tuple[np.ndarray, np.ndarray]], x: np.ndarr
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def on_row_slices(fn: Callable[[int, int], None], n_rows: int) -> None:
+    """Call ``fn(start, stop)`` on slices covering rows 0..n_rows-1, on the thread pool (for nogil kernels)."""
+    if _POOL is None or n_rows < 2:
+        fn(0, n_rows)
+        return
+    step = -(-n_rows // _THREADS)
+    for future in [_POOL.submit(fn, s, min(s + step, n_rows)) for s in range(0, n_rows, step)]:
+        future.result()
+
+
 _TOP64 = np.uint64(1 << 63)
 _TOP32 = np.uint32(1 << 31)
 

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from numba import njit, prange
 
+from icfrr._sparse import sparse_rows
 from icfrr._sorting import (
-    argsort_row_f32, desc_key, sort_desc_stable, sort_runs_after_radix, stable_argsort_rows, value_of_desc_key,
+    argsort_row_f32, on_row_slices, desc_key, sort_desc_stable, sort_runs_after_radix, stable_argsort_rows, value_of_desc_key,
 )
 from icfrr.metrics import positions_buffer, row_positions, rows_from_positions, rows_positions
 from icfrr.variants import ItemScores, PositionScores, Variant
@@ -277,6 +278,8 @@ class ChunkSpec:
         n_iter: updates T; variant: the update rule.
         labels_g: int64 [G] gallery labels.
         top_n: best items kept per query and iteration.
+        sparse: CPU path only: update with ``icfrr._sparse`` (cost per
+            iteration independent of G) instead of the dense kernel.
     """
 
     nbr: np.ndarray | torch.Tensor
@@ -288,6 +291,7 @@ class ChunkSpec:
     variant: Variant
     labels_g: np.ndarray
     top_n: int
+    sparse: bool = False
 
     def outputs(self, n_relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Empty (top int64 [C, B, T+1, N], scores float64 [C, B, T+1, N], relevant positions [C, B, T+1, R])."""
@@ -315,8 +319,12 @@ def run_rows_cpu(
         [C, B, T+1, N], metric rows float64 [C, B, T+1, icfrr.metrics.n_row_metrics()]).
     """
     top, scores, positions = spec.outputs(n_relevant)
-    _run_rows_numba(np.ascontiguousarray(dist, dtype=np.float32), spec.nbr, spec.weights, spec.kq, spec.denom,
-                    spec.betas, spec.n_iter, spec.variant is Variant.PAPER, spec.labels_g, labels_q, n_relevant, top, scores, positions)
+    args = (np.ascontiguousarray(dist, dtype=np.float32), spec.nbr, spec.weights, spec.kq, spec.denom,
+            spec.betas, spec.n_iter, spec.variant is Variant.PAPER, spec.labels_g, labels_q, n_relevant, top, scores, positions)
+    if spec.sparse:
+        on_row_slices(lambda start, stop: sparse_rows(*args, start, stop), dist.shape[0])
+    else:
+        _run_rows_numba(*args)
     return top, scores, rows_from_positions(positions, n_relevant[None, :, None])
 
 
