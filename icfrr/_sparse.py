@@ -37,10 +37,13 @@ from numba import njit
 from icfrr._sorting import argsort_row_f32, desc_key, sort_runs_after_radix
 from icfrr.metrics import row_positions
 
-#: The sparse path is used when G is at least this many times KQ * KG (measured by ``jobs.bench --crossover``).
-SPARSE_RATIO = 8
+#: The sparse path is used when G is at least this many times KQ * KG. Measured (``jobs.bench --crossover``,
+#: CPU time): at KQ = KG = 64 sparse/dense is 1.14 at G = 100k (G / KQ*KG = 24) and 0.33 at 200k (49);
+#: at KQ = KG = 128, 1.49 at 200k (12). The sparse kernel costs about 0.35-0.45 us per voted item,
+#: the dense one about 20 ns per gallery position.
+SPARSE_RATIO = 32
 #: ...and G at least this large (below it, the dense kernel's O(G) merge costs next to nothing).
-SPARSE_MIN_GALLERY = 50_000
+SPARSE_MIN_GALLERY = 100_000
 
 
 def use_sparse(n_gallery: int, kq: int, kg: int, top_n: int) -> bool:
@@ -159,7 +162,8 @@ def _sparse_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, l
         for a in range(top_n):
             out_top[c, 0, a] = order0[a]
             out_scores[c, 0, a] = -values[a]
-        out_positions[c, 0] = out_positions[0, 0]
+        for a in range(out_positions.shape[2]):  # element loops: a slice assignment compiles an error message
+            out_positions[c, 0, a] = out_positions[0, 0, a]
         for a in range(min(n_prefix, n_gallery)):
             prefix[a] = order0[a]
         n_u = 0
