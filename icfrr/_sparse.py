@@ -107,7 +107,7 @@ def _v_bounds(values, key):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _sort_by_position(items, n, cur, out_items, out_pos):  # pragma: no cover - compiled
-    """``items[:n]`` ordered by ``cur[item]`` (distinct) into ``out_items``, ``out_pos``."""
+    """``items[:n]`` ordered by ``cur[item]`` (distinct, < 2**32) into ``out_items``, ``out_pos``."""
     keys = np.empty(n, dtype=np.uint64)
     idx = np.empty(n, dtype=np.int64)
     for a in range(n):
@@ -144,6 +144,7 @@ def _sparse_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, l
     shown = np.empty(n_gallery)  # score at the item's position in the newest ranking, for items of U
     u_items = np.empty(cap_u, dtype=np.int64)
     u0 = np.empty(cap_u, dtype=np.int64)  # pos0 of U, ascending
+    u_items_by0 = np.empty(cap_u, dtype=np.int64)
     ucur_items = np.empty(cap_u, dtype=np.int64)  # U by current position
     ucur = np.empty(cap_u, dtype=np.int64)
     old_ucur = np.empty(cap_u, dtype=np.int64)
@@ -166,7 +167,7 @@ def _sparse_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, l
             out_positions[c, 0, a] = out_positions[0, 0, a]
         for a in range(min(n_prefix, n_gallery)):
             prefix[a] = order0[a]
-        n_u = 0
+        n_u = kq - kq  # 0, typed int64: a literal 0 would compile the helpers it is passed to twice
         for t in range(1, n_iter + 1):
             # Votes of the current top KQ; the voted items in order of first vote.
             m = 0
@@ -202,9 +203,7 @@ def _sparse_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, l
                         item_score[j] = -np.float64(values[pos0[j]])
                     u_items[n_u] = j
                     n_u += 1
-            for a in range(n_u):
-                u0[a] = pos0[u_items[a]]
-            u0[:n_u].sort()
+            _sort_by_position(u_items, n_u, pos0, u_items_by0, u0)  # the shared radix sort, not ndarray.sort
             _sort_by_position(u_items, n_u, cur, ucur_items, ucur)
             for a in range(n_u):
                 old_ucur[a] = ucur[a]

@@ -67,7 +67,7 @@ def _rerank_row(order, votes, scores, paper, denom, beta, dense, out_order, out_
         for r in range(n_gallery):
             j = order[r]
             keys[r] = desc_key(scores[j] if paper else scores[r] + beta * (votes[j] / denom))
-        positions = np.empty(n_gallery, dtype=np.int64)  # int64: the same compiled sort as the voted items'
+        positions = np.empty(n_gallery, dtype=np.int32)  # int32: less memory traffic in the full re-sort
         for r in range(n_gallery):
             positions[r] = r
         keys, positions = sort_runs_after_radix(keys, positions)
@@ -202,7 +202,9 @@ def _move_votes(order, kq, in_top, prev_top, nbr, weights, votes):  # pragma: no
             prev = prev_top[a]
             if in_top[prev] == 1:  # left the top
                 in_top[prev] = 0
-                _add_votes(prev_top[a : a + 1], -1, nbr, weights, votes)
+                neighbours = nbr[prev]  # withdrawn here: a -1 call would compile _add_votes a second time
+                for r in range(neighbours.shape[0]):
+                    votes[neighbours[r]] -= weights[r]
         for a in range(kq):
             j = order[a]
             if in_top[j] == 3:
