@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _SIGN = np.uint32(0x80000000)
 _LOW = np.uint64(0xFFFFFFFF)
@@ -219,16 +219,16 @@ def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> Non
         values[i] = x[row_order[i]]
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover
-    for b in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray, start: int, stop: int) -> None:  # pragma: no cover
+    for b in range(start, stop):  # rows in parallel through on_row_slices: no parfor to compile
         argsort_row_f32(x[b], order[b], values[b])
 
 
 def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ascending sort of each row of float32 ``x`` [B, N], ties by column index.
 
-    A compiled 32-bit radix sort per row, rows in parallel.
+    A compiled 32-bit radix sort per row, slices of rows on the thread pool.
 
     Returns:
         (order int64 [B, N], sorted values float32 [B, N]).
@@ -236,7 +236,7 @@ def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.ascontiguousarray(x, dtype=np.float32)
     order = np.empty(x.shape, dtype=np.int64)
     values = np.empty(x.shape, dtype=np.float32)
-    _stable_argsort_rows_numba(x, order, values)
+    on_row_slices(lambda start, stop: _stable_argsort_rows_numba(x, order, values, start, stop), x.shape[0])
     return order, values
 
 
