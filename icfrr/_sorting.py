@@ -213,7 +213,10 @@ def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> Non
     for i in range(n):
         bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
         keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32) << np.uint64(32)  # sorted on bits 32..63
-    row_order = radix_sort_pairs(keys, np.arange(n), 32)[1]
+    payload = np.empty(n, dtype=np.int32)  # int32, as every engine sort: one compiled specialisation
+    for i in range(n):
+        payload[i] = i
+    row_order = radix_sort_pairs(keys, payload, 32)[1]
     for i in range(n):
         order[i] = row_order[i]
         values[i] = x[row_order[i]]

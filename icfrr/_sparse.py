@@ -109,7 +109,7 @@ def _v_bounds(values, key):  # pragma: no cover - compiled
 def _sort_by_position(items, n, cur, out_items, out_pos):  # pragma: no cover - compiled
     """``items[:n]`` ordered by ``cur[item]`` (distinct, < 2**32) into ``out_items``, ``out_pos``."""
     keys = np.empty(n, dtype=np.uint64)
-    idx = np.empty(n, dtype=np.int64)
+    idx = np.empty(n, dtype=np.int32)  # int32 payloads: the engine's one compiled sort specialisation
     for a in range(n):
         keys[a] = np.uint64(cur[items[a]]) << np.uint64(32)
         idx[a] = a
@@ -209,7 +209,7 @@ def _sparse_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, l
                 old_ucur[a] = ucur[a]
             # Voted items: by current position, then stably by new score (descending).
             keys = np.empty(m, dtype=np.uint64)
-            idx = np.empty(m, dtype=np.int64)
+            idx = np.empty(m, dtype=np.int32)
             for a in range(m):
                 keys[a] = np.uint64(r_v[a]) << np.uint64(32)
                 idx[a] = a

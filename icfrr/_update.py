@@ -76,7 +76,7 @@ def _rerank_row(order, votes, scores, paper, denom, beta, dense, out_order, out_
             out_scores[out] = value_of_desc_key(keys[out])
         return
     # Split positions into items with votes (to sort) and without (already in order).
-    voted_pos = np.empty(n_gallery, dtype=np.int64)
+    voted_pos = np.empty(n_gallery, dtype=np.int32)  # int32: the sort specialisation of the full re-sort
     voted_u = np.empty(n_gallery)
     plain = np.empty(n_gallery, dtype=np.bool_)
     n_voted = 0
