@@ -38,12 +38,12 @@ from icfrr._sorting import argsort_row_f32, desc_key, sort_runs_after_radix
 from icfrr.metrics import row_positions
 
 #: The sparse path is used when G is at least this many times KQ * KG. Measured (``jobs.bench --crossover``,
-#: CPU time): at KQ = KG = 64 sparse/dense is 1.14 at G = 100k (G / KQ*KG = 24) and 0.33 at 200k (49);
-#: at KQ = KG = 128, 1.49 at 200k (12). The sparse kernel costs about 0.35-0.45 us per voted item,
-#: the dense one about 20 ns per gallery position.
+#: CPU time, sparse/dense per iteration): KQ = KG = 64: 1.16 at G = 100k (G / KQ*KG = 24), 0.66 at 200k (49);
+#: KQ = KG = 128: 1.85 at 200k (12); KQ = KG = 16: 0.60 at G = 27,989 (109). The sparse kernel costs
+#: about 0.2-0.4 us per voted item, the dense one about 10 ns per gallery position.
 SPARSE_RATIO = 32
 #: ...and G at least this large (below it, the dense kernel's O(G) merge costs next to nothing).
-SPARSE_MIN_GALLERY = 100_000
+SPARSE_MIN_GALLERY = 20_000
 
 
 def use_sparse(n_gallery: int, kq: int, kg: int, top_n: int) -> bool:
