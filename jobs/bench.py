@@ -43,6 +43,7 @@ EXAMPLES = """
     python -m jobs.bench --sweep --shape tuberlin --n-configs 6 --share-betas   # whole sweeps
     python -m jobs.bench --sweep --shape quickdraw --n-configs 1                # 92,291 x 54,151 from features
     python -m jobs.bench --methods --shape quarter                              # every re-ranking method
+    python -m jobs.bench --crossover --cold-start                               # sparse/dense crossover, compile cost
 """
 #: name -> (Q, G, KG = KQ)
 SHAPES = {"tuberlin": (2400, 27989, 512), "quarter": (600, 7000, 512), "quick": (300, 2000, 64)}
@@ -263,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a small shape (Q=300, G=2000) that runs in seconds")
     parser.add_argument("--methods", action="store_true",
                         help="every re-ranking method at its defaults: time and peak memory (jobs.bench_methods)")
+    parser.add_argument("--crossover", action="store_true",
+                        help="CPU time per iteration, dense vs sparse update, over (G, KQ*KG) (jobs.bench_engine)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="numba compile time per kernel group: first call, fresh cache vs warm (jobs.bench_engine)")
     parser.add_argument("--side", choices=["engine", "literal"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--device", default=None, help=argparse.SUPPRESS)
@@ -327,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run_engine(args.folder, device, args.k) if args.side == "engine" else run_literal(args.folder, args.k)
         print(json.dumps(result))
         return 0
+    if args.crossover or args.cold_start:
+        from jobs import bench_engine
+
+        print(f"Machine: {machine()}\n", flush=True)
+        return bench_engine.main(args.crossover, args.cold_start)
     if args.sweep:
         from jobs import bench_sweep
 
