@@ -536,11 +536,15 @@ def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> 
     arts = load_artifacts(args, max(args.kg), device, log)
     n_query, n_gallery = arts.shape
     others = [m for m in requested_methods(args) if m.key != "icfrr"]
-    if arts.qg_dists is None:   # above the dense limit: computed per chunk of queries from the features
+    from icfrr.methods import ADAPTERS
+
+    streamed = arts.qg_dists is None   # above the dense limit: computed per chunk of queries from the features
+    if streamed:
         size = f"{4 * n_query * n_gallery / 2**30:.1f} GiB"
-        if others:
+        whole = [m for m in others if ADAPTERS[m.key].streamed is None]   # the baselines without a streamed form
+        if whole:
             raise UsageError(f"the [{n_query}, {n_gallery}] distances ({size}) are only computed per chunk; "
-                             f"--method {others[0].key} needs them whole: run it on a smaller split")
+                             f"--method {whole[0].key} needs them whole: run it on a smaller split")
         if args.rerank_results_dir is not None:
             raise UsageError(f"--rerank_results_dir writes whole [{n_query}, {n_gallery}] rankings ({size} of "
                              "distances, computed per chunk here): drop it for this dataset")
@@ -549,7 +553,7 @@ def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> 
     from jobs.method_runner import method_inputs
     from store.artifacts import qq_identity
 
-    qq = qq_dists(arts, log) if any(m.needs_qq for m in others) else None
+    qq = qq_dists(arts, log) if any(m.needs_qq for m in others) and not streamed else None
     inputs_keys = {m.key: qq_identity(arts) for m in others if m.needs_qq}
     entries, warnings = expand_grid(args, n_gallery, inputs_keys)
     bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from icfrr import pairwise_distances
-from icfrr.baselines import k_reciprocal, query_expansion as qe
+from icfrr.baselines import ecn, k_reciprocal, query_expansion as qe
+from icfrr.baselines.ecn import ecn_chunks
 from icfrr.baselines.k_reciprocal import k_reciprocal_chunks
 from tests.icfrr.engine_data import clustered_features
 
@@ -108,9 +109,29 @@ def test_k_reciprocal_chunks_hold_nothing_of_size_n_by_n():
     (lambda fq, fg: next(k_reciprocal_chunks(fq, fg[:, :5])), "same width"),
     (lambda fq, fg: qe.alpha_qe_chunks(fq, fg, n=-1), "n must be"),
     (lambda fq, fg: next(qe.dba_chunks(fq, fg[:, :5])), "same width"),
+    (lambda fq, fg: ecn_chunks(fq, fg, t=0), "t"),
+    (lambda fq, fg: next(ecn_chunks(fq, fg[:, :5])), "same width"),
 ])
 def test_bad_input_gives_a_one_line_value_error(call, match):
     fq, fg = features(3, 10)
     with pytest.raises(ValueError, match=match) as info:
         call(fq, fg)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("t, q, k", [(3, 8, 25), (1, 1, 1), (2, 4, 10), (5, 3, 93)])
+def test_ecn_chunks_equal_the_dense_path(t, q, k):
+    fq, fg = features(seed=t + k)
+    dense = ecn(*dense_blocks(fq, fg), t=t, q=q, k=k)
+    streamed, n_chunks = gather(ecn_chunks(fq, fg, t=t, q=q, k=k, chunk_bytes=3_000), len(fq))
+    assert n_chunks > 3
+    assert_same_rankings(streamed, dense, atol=1e-6)
+
+
+def test_ecn_chunks_without_overlap_fall_back_like_the_dense_path():
+    fq, fg = features(12, 60, seed=5)
+    dense = ecn(*dense_blocks(fq, fg), t=1, q=1, k=2)      # short lists: many pairs share nothing
+    assert (dense > 1).any() and (dense < 1).any()
+    streamed, _ = gather(ecn_chunks(fq, fg, t=1, q=1, k=2, chunk_bytes=1), 12)
+    assert ((streamed > 1) == (dense > 1)).all()
+    assert_same_rankings(streamed, dense, atol=1e-6)
