@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from jobs.cli import OneLineParser, UsageError, resolve_device
-from jobs.source_flags import add_source_flags
+from jobs.source_flags import add_graph_flags, add_source_flags
 
 #: The cache folder and the neighbour graph's smallest size (as store.artifacts has them; checked by a test).
 DEFAULT_CACHE_ROOT = "cache"
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kg-max", "--kg_max", dest="kg_max", type=int, default=MIN_GRAPH_K,
                    help="largest KG a sweep will use; the neighbour graph keeps max(512, this) neighbours")
     add_source_flags(p)
+    add_graph_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
