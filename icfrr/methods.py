@@ -47,6 +47,7 @@ class MethodInputs:
     fq: np.ndarray | None = None
     fg: np.ndarray | None = None
     _loaded: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _per_chunk: Any = field(default=None, repr=False)   # FeatureDistances, made on first use
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -61,9 +62,11 @@ class MethodInputs:
         """float [B, G] query-gallery distances of the queries ``rows`` (from the features when qg is None)."""
         if self.qg is not None:
             return self.qg[rows]
-        from icfrr.neighbors import FeatureDistances
+        if self._per_chunk is None:
+            from icfrr.neighbors import FeatureDistances
 
-        return FeatureDistances(self.fq, self.fg)(rows).cpu().numpy()
+            self._per_chunk = FeatureDistances(self.fq, self.fg)
+        return self._per_chunk(rows).cpu().numpy()
 
     @property
     def has_features(self) -> bool:
