@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     where = art.cache_dir if art.cache_dir is not None else "memory only (--no-cache)"
     print(f"{art.dataset.name}: {q} queries x {g} gallery, backbone {art.backbone}, "
           f"{art.graph.k} neighbours per gallery item, {'reused' if art.reused else 'written'}: {where}")
+    recall = art.meta.get("graph_recall")
+    if recall:   # an approximate graph says how approximate
+        curve = recall["curve"]
+        at = ", ".join(f"@{c}: {curve[c - 1]:.4f}" for c in sorted({min(c, len(curve)) for c in (10, 64, len(curve))}))
+        print(f"APPROXIMATE {art.meta['graph']['kind']} graph: recall against exact neighbours on "
+              f"{recall['sample']} sampled items {at}")
     if (art.labels_q != -1).any() and art.qg_dists is not None:  # above the dense limit: the sweep evaluates it
         ranking = torch.argsort(art.qg_dists, dim=1, stable=True)   # the initial ranking, closest first
         m = icfrr.evaluate(ranking, art.labels_q, art.labels_g)

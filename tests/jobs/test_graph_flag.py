@@ -97,3 +97,16 @@ def test_recall_sample_larger_than_the_gallery_is_refused(tmp_path: Path, capsys
     _one_line_exit_2(capsys, [*_features(tmp_path), "--cache_root", str(tmp_path / "c"), "--graph", "hnsw",
                               "--graph-recall-sample", "91"], tmp_path / "r.duckdb", "91", "90")
     assert not list((tmp_path / "c").rglob("COMPLETE.json"))
+
+
+def test_extract_prints_an_approximate_graphs_recall(tmp_path: Path, capsys) -> None:
+    from jobs import extract
+
+    argv = _features(tmp_path)[:8]          # --dataset custom and the feature files
+    assert extract.main([*argv, "--cache_root", str(tmp_path / "c"), "--graph", "ivf"]) == 0
+    out = capsys.readouterr().out
+    meta = json.loads(next((tmp_path / "c").rglob("COMPLETE.json")).read_text())
+    curve = meta["graph_recall"]["curve"]
+    assert f"APPROXIMATE ivf graph: recall against exact neighbours on 90 sampled items @10: {curve[9]:.4f}" in out
+    assert extract.main([*argv, "--cache_root", str(tmp_path / "c2")]) == 0
+    assert "APPROXIMATE" not in capsys.readouterr().out
