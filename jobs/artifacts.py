@@ -35,11 +35,13 @@ from typing import Callable, Union
 import numpy as np
 import torch
 
-from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
+from icfrr import NeighborGraph, neighbor_graph, pairwise_distances
+from icfrr.ann import (GRAPH_KINDS, RECALL_SEED, FaissMissing, GraphSpec, build_graph, default_spec, graph_recall,
+                       recall_sample, require_faiss)
 from icfrr.datasets import DATASET_NAMES, DEMO_ROOT, Dataset, DatasetError, Item, load_dataset
 from icfrr.datasets.demo import is_generated
 from icfrr.features.errors import BackboneError, ImageReadError
-from jobs.source_flags import add_source_flags  # noqa: F401  (re-exported: the flags' one home)
+from jobs.source_flags import EXACT_GRAPH_MAX_ITEMS, add_source_flags  # noqa: F401  (re-exported: the flags' one home)
 from store import artifacts as cache
 from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
                              Artifacts, CachePolicy)
@@ -169,10 +171,15 @@ class ArtifactRequest:
         needs_qq: A method will need query-query distances: imported distances
             without a query-query file (nor one kept in their cache folder)
             are then refused before anything is written.
+        graph: How the gallery graph is built from features: ``"exact"``, ``"ivf"`` or
+            ``"hnsw"`` (:mod:`icfrr.ann`); None: exact up to :data:`EXACT_GRAPH_MAX_ITEMS`
+            gallery items, ivf above. Refused for imported distances.
+        recall_sample: Items on which an approximate graph's recall is measured
+            (None: 1,000, or all when fewer).
 
     Raises:
-        ArtifactError: per_class or kg_max out of range, or a dataset name that
-            is no plain folder name (see :func:`store.fs.check_folder_name`).
+        ArtifactError: per_class, kg_max, graph or recall_sample out of range, or a
+            dataset name that is no plain folder name (see :func:`store.fs.check_folder_name`).
     """
 
     dataset: str
@@ -184,12 +191,19 @@ class ArtifactRequest:
     kg_max: int = MIN_GRAPH_K
     compute: Compute = field(default_factory=Compute)
     needs_qq: bool = False
+    graph: str | None = None
+    recall_sample: int | None = None
 
     def __post_init__(self) -> None:
         try:
             check_folder_name(self.dataset, "--dataset")
         except PathError as exc:
             raise ArtifactError(str(exc)) from None
+        if self.graph is not None and self.graph not in GRAPH_KINDS:
+            raise ArtifactError(f"unknown graph kind {self.graph!r}; use one of {', '.join(GRAPH_KINDS)}")
+        rs = self.recall_sample
+        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, int) or rs < 1):
+            raise ArtifactError(f"the recall sample must be a positive number of items, got {rs!r}")
         pc, kg = self.per_class, self.kg_max
         if isinstance(pc, bool) or not isinstance(pc, int) or (pc < 1 and pc != -1):
             raise ArtifactError(f"per_class must be -1 (all) or a positive integer, got {pc!r}")
@@ -217,6 +231,13 @@ def ensure_artifacts(request: ArtifactRequest, log: Callable[[str], None] = _std
     cache_root = Path(request.cache_root)
     hashes = HashCache(cache_root)
     arts = _ensure(request, hashes, log)
+    spec = arts.meta.get("graph")
+    if spec and spec["kind"] != "exact" and arts.meta.get("graph_recall", {}).get("k") != arts.graph.k:
+        # the cached graph was rebuilt larger: measure the new one (kept in memory with it)
+        arts.meta.update(graph_record(GraphSpec(spec["kind"], spec["params"]), arts.graph,
+                                      arts.features("gallery"), request.recall_sample))
+    if not arts.imported:
+        log(_graph_choice(request, arts))
     if request.cache is not CachePolicy.NONE:
         hashes.save()             # after success only: a refusal leaves the cache folder as it was
     return arts
@@ -239,6 +260,10 @@ def _ensure(request: ArtifactRequest, hashes: HashCache, log: Callable[[str], No
             raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
                                 "gg_dists.pth); give the matrices' paths or another --backbone")
     if isinstance(source, DistanceFiles):
+        if request.graph is not None or request.recall_sample is not None:
+            flag = "--graph" if request.graph is not None else "--graph-recall-sample"
+            raise ArtifactError(f"{flag} applies to graphs built from features; imported distances bring their "
+                                "gallery-gallery matrix, whose graph is exact: drop it")
         return _from_distances(request, source, hashes, log, read_only, selects_items=source is request.source)
     if isinstance(source, FeatureFiles):
         return _from_feature_files(request, source, hashes, log, read_only)
@@ -298,6 +323,7 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, hashes: Ha
 
     dataset, per_class = request.dataset, request.per_class
     ds = load_dataset(dataset, request.data_root, per_class)
+    graph = graph_spec(request, len(ds.gallery))
     backbone_args = {"pretrained_root": source.pretrained_root, "weights": source.weights}
     wpath = weights_file(spec, dataset=dataset, **backbone_args)
     wid = hashes.identify(wpath) if wpath is not None and wpath.is_file() else None
@@ -310,13 +336,13 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, hashes: Ha
                            "metric": "euclidean",
                            "preprocess": {"version": PREPROCESS_VERSION, **preprocess_config(spec)},
                            "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None,
-                           "timm": None if spec == "demo" else _timm_version()})
+                           "timm": None if spec == "demo" else _timm_version(), **_graph_key(graph)})
     folder = cache.cache_folder(Path(request.cache_root), dataset, per_class, spec, key)
     device = request.compute.device or default_device()
 
     def rebuild(k: int) -> NeighborGraph:
         fg = cache.read_rows(folder / cache.FILES["gallery_features"], ["feature"])[0]["feature"]
-        return neighbor_graph_from_features(torch.from_numpy(fg).to(device), k)
+        return build_graph(torch.from_numpy(fg).to(device), k, graph)
 
     if (cached := _finish(request, folder, key, ds, rebuild, log, read_only)) is not None:
         return cached
@@ -329,13 +355,13 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, hashes: Ha
              for side in ("query", "gallery")}
     for fid in (*images, *([wid] if wid is not None else [])):    # read as they were identified
         fid.check()
-    qg, graph, choice = _distances_and_graph(feats, request.kg_max, device)
+    qg, nbrs, choice = _distances_and_graph(feats, request.kg_max, device, graph, request.recall_sample)
     meta = cache.base_meta(ds, spec, sha, per_class, key) | choice | {
         "images_sha256": digest(images), "preprocess_version": PREPROCESS_VERSION,
-        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k,
+        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": nbrs.k,
         "weights_path": str(wpath) if wpath else None,
         "load_report": bb.report.summary() if bb.report else None}
-    return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
+    return cache.save(_keep(request, folder), ds, meta, qg, nbrs, feats)
 
 
 def dense_qg_fits(n_query: int, n_gallery: int) -> bool:
@@ -343,15 +369,80 @@ def dense_qg_fits(n_query: int, n_gallery: int) -> bool:
     return 4 * n_query * n_gallery <= DENSE_QG_MAX_BYTES
 
 
-def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
-                         ) -> tuple[np.ndarray | None, NeighborGraph, dict[str, object]]:
+def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str, spec: GraphSpec,
+                         sample: int | None) -> tuple[np.ndarray | None, NeighborGraph, dict[str, object]]:
     """float32 [Q, G] Euclidean distances (None above the dense limit) and the gallery graph, from
-    float32 [N, D] features, plus the record of that choice for the artifacts' metadata."""
+    float32 [N, D] features, plus the record of those choices (and the graph's recall) for the metadata."""
     fq, fg = (torch.from_numpy(feats[s]).to(device) for s in ("query", "gallery"))
     dense = dense_qg_fits(fq.shape[0], fg.shape[0])
     qg = pairwise_distances(fq, fg).cpu().numpy() if dense else None
     choice = {"qg": "dense" if dense else "features", "dense_qg_max_bytes": DENSE_QG_MAX_BYTES}
-    return qg, neighbor_graph_from_features(fg, cache.graph_k(fg.shape[0], kg_max)), choice
+    graph = build_graph(fg, cache.graph_k(fg.shape[0], kg_max), spec)
+    return qg, graph, choice | graph_record(spec, graph, feats["gallery"], sample)
+
+
+def graph_spec(request: ArtifactRequest, n_gallery: int) -> GraphSpec:
+    """How the gallery graph of ``n_gallery`` items is built: ``request.graph``, or the default
+    (exact up to :data:`EXACT_GRAPH_MAX_ITEMS`, ivf above; exact when FAISS is missing).
+
+    Raises:
+        ArtifactError: FAISS missing for an approximate graph asked for, or a recall sample above G.
+    """
+    kind = request.graph
+    if kind is None:
+        kind = "exact" if n_gallery <= EXACT_GRAPH_MAX_ITEMS else "ivf"
+        if kind != "exact":
+            try:
+                require_faiss(kind)
+            except FaissMissing:
+                kind = "exact"
+    elif kind != "exact":
+        try:
+            require_faiss(kind)
+        except FaissMissing as exc:
+            raise ArtifactError(str(exc)) from None
+    if request.recall_sample is not None and request.recall_sample > n_gallery:
+        raise ArtifactError(f"--graph-recall-sample {request.recall_sample} is larger than the gallery "
+                            f"({n_gallery} items); use at most {n_gallery}")
+    return default_spec(kind, n_gallery)
+
+
+def _graph_choice(request: ArtifactRequest, arts: Artifacts) -> str:
+    """The one line that says which graph was used and why."""
+    kind = arts.meta.get("graph", {}).get("kind", "exact")
+    n_gallery = arts.shape[1]
+    if request.graph is not None:
+        return f"gallery graph: {kind} (--graph {request.graph})"
+    why = f"exact up to {EXACT_GRAPH_MAX_ITEMS:,} items, ivf above"
+    if n_gallery > EXACT_GRAPH_MAX_ITEMS and kind == "exact":
+        why += "; FAISS is not installed, so exact"
+    return f"gallery graph: {kind} for {n_gallery:,} items ({why}; --graph chooses)"
+
+
+def _graph_key(spec: GraphSpec) -> dict[str, object]:
+    """The graph's part of a cache key: none for the exact graph (keys made before it stay valid)."""
+    return {} if spec.kind == "exact" else {"graph": spec.record()}
+
+
+def graph_record(spec: GraphSpec, graph: NeighborGraph, gallery: np.ndarray, sample: int | None
+                 ) -> dict[str, object]:
+    """The metadata of a graph: its kind and parameters, and for an approximate one its recall
+    against exact neighbours on a seeded sample (``graph_recall.curve[c - 1]`` = recall@c)."""
+    out: dict[str, object] = {"graph": spec.record()}
+    if spec.kind != "exact":
+        items = recall_sample(graph.n_items, sample)
+        out["graph_recall"] = {"k": graph.k, "sample": int(items.size), "seed": RECALL_SEED,
+                               "curve": graph_recall(graph, gallery, items)}
+    return out
+
+
+def recall_at(meta: dict, kg: int) -> float | None:
+    """An approximate graph's recall@kg from the artifacts' metadata (None for an exact graph)."""
+    rec = meta.get("graph_recall")
+    if not rec or not rec["curve"]:
+        return None
+    curve = rec["curve"]
+    return float(curve[min(kg, len(curve)) - 1])
 
 
 # --------------------------------------------------------------------------- imported distances
@@ -585,22 +676,24 @@ def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, hashes: 
     for fid in ids.values():                        # read whole, as they were identified
         fid.check()
     shas = {k: ids[k].sha256 if k in ids else None for k in ("query", "gallery", "labels")}
+    graph = graph_spec(request, len(ds.gallery))
     key = cache.cache_key({"kind": "feature_files", "dataset": request.dataset, "items": ds.fingerprint(),
-                           "sha256": shas, "normalise": source.normalise, "metric": "euclidean"})
+                           "sha256": shas, "normalise": source.normalise, "metric": "euclidean",
+                           **_graph_key(graph)})
     folder = cache.cache_folder(Path(request.cache_root), request.dataset, request.per_class,
                                 FEATURES_BACKBONE, key)
     device = request.compute.device or "cpu"
 
     def rebuild(k: int) -> NeighborGraph:
-        return neighbor_graph_from_features(torch.from_numpy(feats["gallery"]).to(device), k)
+        return build_graph(torch.from_numpy(feats["gallery"]).to(device), k, graph)
 
     if (cached := _finish(request, folder, key, ds, rebuild, log, read_only)) is not None:
         return cached
-    qg, graph, choice = _distances_and_graph(feats, request.kg_max, device)
+    qg, nbrs, choice = _distances_and_graph(feats, request.kg_max, device, graph, request.recall_sample)
     meta = cache.base_meta(ds, FEATURES_BACKBONE, None, request.per_class, key) | choice | {
-        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k, "normalise": source.normalise,
+        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": nbrs.k, "normalise": source.normalise,
         "sources": {k: fid.record() for k, fid in ids.items()}}
-    return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
+    return cache.save(_keep(request, folder), ds, meta, qg, nbrs, feats)
 
 
 # --------------------------------------------------------------------------- dense gg, qq for the baselines
@@ -700,6 +793,11 @@ def source_from_args(args: argparse.Namespace) -> Source:
         return FeatureFiles(Path(features[0]), Path(features[1]), _path(args.labels), not args.no_normalise)
     if args.no_normalise:
         raise ArtifactError("--no-normalise applies to --query-features/--gallery-features only")
+    graph_flag = ("--graph" if getattr(args, "graph", None) is not None else "--graph-recall-sample"
+                  if getattr(args, "graph_recall_sample", None) is not None else None)
+    if graph_flag is not None and (args.qg is not None or backbone == IMPORT_BACKBONE):
+        raise ArtifactError(f"{graph_flag} applies to graphs built from features; imported distances bring "
+                            "their gallery-gallery matrix, whose graph is exact: drop it")
     if (args.qg is None) != (args.gg is None):
         raise ArtifactError("importing distances needs both a query-gallery and a gallery-gallery matrix "
                             "(--qg and --gg)")
@@ -729,4 +827,5 @@ def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute,
     """
     return ArtifactRequest(args.dataset, args.data_root, args.per_class, source_from_args(args),
                            args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
-                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute, needs_qq)
+                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute, needs_qq,
+                           graph=args.graph, recall_sample=args.graph_recall_sample)

@@ -21,7 +21,7 @@ import warnings
 
 from jobs.cli import OneLineParser, UsageError, resolve_device
 from jobs.progress import progress_mode
-from jobs.source_flags import add_source_flags
+from jobs.source_flags import add_graph_flags, add_source_flags
 
 #: The cache folder and the neighbour graph's smallest size (as store.artifacts has them; checked by a test).
 DEFAULT_CACHE_ROOT = "cache"
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kg-max", "--kg_max", dest="kg_max", type=int, default=MIN_GRAPH_K,
                    help="largest KG a sweep will use; the neighbour graph keeps max(512, this) neighbours")
     add_source_flags(p)
+    add_graph_flags(p)
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars (there are none either when stderr is not a terminal)")
     return p
@@ -111,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     where = art.cache_dir if art.cache_dir is not None else "memory only (--no-cache)"
     print(f"{art.dataset.name}: {q} queries x {g} gallery, backbone {art.backbone}, "
           f"{art.graph.k} neighbours per gallery item, {'reused' if art.reused else 'written'}: {where}")
+    recall = art.meta.get("graph_recall")
+    if recall:   # an approximate graph says how approximate
+        curve = recall["curve"]
+        at = ", ".join(f"@{c}: {curve[c - 1]:.4f}" for c in sorted({min(c, len(curve)) for c in (10, 64, len(curve))}))
+        print(f"APPROXIMATE {art.meta['graph']['kind']} graph: recall against exact neighbours on "
+              f"{recall['sample']} sampled items {at}")
     if (art.labels_q != -1).any() and art.qg_dists is not None:  # above the dense limit: the sweep evaluates it
         ranking = torch.argsort(art.qg_dists, dim=1, stable=True)   # the initial ranking, closest first
         m = icfrr.evaluate(ranking, art.labels_q, art.labels_g)

@@ -62,7 +62,7 @@ from icfrr.registry import method as registry_method
 from jobs import cli
 from jobs.cli import OneLineParser, UsageError
 from jobs.progress import Progress, progress_mode
-from jobs.source_flags import add_source_flags
+from jobs.source_flags import add_graph_flags, add_source_flags
 from store import writes
 from store.db import StoreError, check_database, writer
 from store.fs import PathError, check_folder_name, check_writable_dir
@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="allow the checkpoint's pickled Python objects to run (trusted files only)")
     add_source_flags(p.add_argument_group(
         "your own distances or features (no images needed; --dataset is then any name)"))
+    add_graph_flags(p.add_argument_group("gallery neighbour graph"))
     data.add_argument("--batch-size", "--batchsize", dest="batchsize", metavar="N", type=int, default=32,
                       help="feature extraction batch size (default 32)")
     data.add_argument("--no-cache", "--no_cache", dest="no_cache", action="store_true",
@@ -262,9 +263,18 @@ def check_flags(args: argparse.Namespace) -> None:
         check_folder_name(args.dataset, "--dataset")
     except PathError as exc:
         raise UsageError(str(exc)) from None
+    if args.graph_recall_sample is not None and args.graph_recall_sample < 1:
+        raise UsageError(f"--graph-recall-sample must be >= 1, got {args.graph_recall_sample}")
     from jobs.artifacts import source_from_args
 
     source_from_args(args)   # flags of distances / features that do not go together: refused before the lock
+    if args.graph in ("ivf", "hnsw"):
+        from icfrr.ann import FaissMissing, require_faiss
+
+        try:
+            require_faiss(args.graph)
+        except FaissMissing as exc:
+            raise UsageError(str(exc)) from None
 
 
 def resolve_device(args: argparse.Namespace) -> str:
@@ -556,11 +566,15 @@ def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> 
     arts = load_artifacts(args, max(args.kg), device, log)
     n_query, n_gallery = arts.shape
     others = [m for m in requested_methods(args) if m.key != "icfrr"]
-    if arts.qg_dists is None:   # above the dense limit: computed per chunk of queries from the features
+    from icfrr.methods import ADAPTERS
+
+    streamed = arts.qg_dists is None   # above the dense limit: computed per chunk of queries from the features
+    if streamed:
         size = f"{4 * n_query * n_gallery / 2**30:.1f} GiB"
-        if others:
+        whole = [m for m in others if ADAPTERS[m.key].streamed is None]   # the baselines without a streamed form
+        if whole:
             raise UsageError(f"the [{n_query}, {n_gallery}] distances ({size}) are only computed per chunk; "
-                             f"--method {others[0].key} needs them whole: run it on a smaller split")
+                             f"--method {whole[0].key} needs them whole: run it on a smaller split")
         if args.rerank_results_dir is not None:
             raise UsageError(f"--rerank_results_dir writes whole [{n_query}, {n_gallery}] rankings ({size} of "
                              "distances, computed per chunk here): drop it for this dataset")
@@ -569,7 +583,7 @@ def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> 
     from jobs.method_runner import method_inputs
     from store.artifacts import qq_identity
 
-    qq = qq_dists(arts, log) if any(m.needs_qq for m in others) else None
+    qq = qq_dists(arts, log) if any(m.needs_qq for m in others) and not streamed else None
     inputs_keys = {m.key: qq_identity(arts) for m in others if m.needs_qq}
     entries, warnings = expand_grid(args, n_gallery, inputs_keys)
     bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]
@@ -666,7 +680,28 @@ def recorded(arts: Artifacts, cfg: writes.RunConfig) -> writes.RunConfig:
     note: dict[str, object] = {"qg_distances": "dense" if arts.qg_dists is not None else "features per chunk"}
     if "dense_qg_max_bytes" in arts.meta:
         note["dense_qg_max_bytes"] = arts.meta["dense_qg_max_bytes"]
+    if cfg.method == "icfrr" and "graph" in arts.meta:   # the gallery graph ICFRR votes with
+        from jobs.artifacts import recall_at
+
+        note["graph"] = arts.meta["graph"]
+        recall = recall_at(arts.meta, cfg.kg)
+        if recall is not None:
+            note["graph_recall_at_kg"] = recall
+            note["graph_recall_sample"] = arts.meta["graph_recall"]["sample"]
     return dataclasses.replace(cfg, extra={**cfg.extra, **note})
+
+
+def graph_note(arts: Artifacts, kgs: Sequence[int]) -> str | None:
+    """The line that says ICFRR's numbers were built on an approximate graph, with its recall@KG; None when exact."""
+    from jobs.artifacts import recall_at
+
+    graph = arts.meta.get("graph")
+    if not graph or graph["kind"] == "exact":
+        return None
+    params = ", ".join(f"{k}={v}" for k, v in graph["params"].items())
+    recalls = ", ".join(f"KG {kg}: {recall_at(arts.meta, kg):.4f}" for kg in sorted(set(kgs)))
+    return (f"ICFRR ran on an APPROXIMATE {graph['kind']} gallery graph ({params}); its recall@KG against exact "
+            f"neighbours on {arts.meta['graph_recall']['sample']} sampled items: {recalls}")
 
 
 def beta_groups(plan: _Plan, todo: Sequence[int]) -> list[list[int]]:
@@ -824,6 +859,10 @@ def _run(plan: _Plan, notes: list[str], command: str) -> int:
         return _fail(f"could not write {exc.filename or 'a file'} ({exc.strerror or exc}); runs committed "
                      f"before are kept in {plan.args.db}: free some space and run the same command again")
     print(format_table(rows))
+    kgs = [r.entry.config.kg for r in rows if r.entry.config.method == "icfrr"]
+    note = graph_note(plan.arts, kgs) if kgs else None
+    if note is not None:
+        print(note)
     print(f"\nResults in {plan.args.db}. Open the dashboard on them with:\n"
           f"  streamlit run dashboard/app.py -- --db {shlex.quote(str(plan.args.db))}")
     return 0
