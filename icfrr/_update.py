@@ -364,22 +364,21 @@ def run_rows_torch(
                                                     kq=spec.kq, denom=spec.denom, beta=beta)
             top[c, :, t] = ranking[:, : spec.top_n].cpu().numpy()
             scores[c, :, t] = step_scores[:, : spec.top_n].cpu().numpy()
-            relevant_positions_torch(ranking, labels_g, labels_q_dev, positions[c, :, t])
+            relevant_positions_torch(ranking, labels_g, labels_q_dev, n_relevant, positions[c, :, t])
     return top, scores, rows_from_positions(positions, n_relevant[None, :, None])
 
 
 def relevant_positions_torch(ranking: torch.Tensor, labels_g: torch.Tensor, labels_q: torch.Tensor,
-                             out: np.ndarray) -> None:
+                             n_relevant: np.ndarray, out: np.ndarray) -> None:
     """``metrics.rows_positions`` on the ranking's device: the 0-based positions of
-    each row's items labelled as its query, ascending, into ``out`` int32 [B, >= R].
-
-    Every item carrying the query's label is relevant, so a row holds exactly
-    ``relevant_counts`` of them, as the CPU walk finds.
+    the first ``n_relevant[q]`` items of row q labelled as its query, ascending,
+    into ``out`` int32 [B, >= max(n_relevant)].
     """
     rows, cols = (labels_g[ranking] == labels_q[:, None]).nonzero(as_tuple=True)  # row-major: ascending per row
     rows, cols = rows.cpu().numpy(), cols.to(torch.int32).cpu().numpy()
-    first = np.searchsorted(rows, np.arange(out.shape[0]))
-    out[rows, np.arange(rows.size) - first[rows]] = cols
+    within = np.arange(rows.size) - np.searchsorted(rows, np.arange(out.shape[0]))[rows]
+    keep = within < n_relevant[rows]
+    out[rows[keep], within[keep]] = cols[keep]
 
 
 def sort_distances(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -425,9 +425,11 @@ def test_variant_names_parse_once_and_pick_their_score_state():
     assert torch.equal(state.values, -dist.double())
 
 
-def test_device_relevant_positions_equal_the_cpu_walk():
+@pytest.mark.parametrize("unlabelled", [False, True])
+def test_device_relevant_positions_equal_the_cpu_walk(unlabelled):
     # The CUDA path finds relevant positions on the device; the oracle is the CPU walk,
-    # with unknown labels (-1, also in the gallery) and a label no gallery item has.
+    # with unknown labels (-1, also in the gallery), a label no gallery item has, and
+    # (unlabelled) the engine's no-labels call: counts of 0 although -1 matches -1.
     from icfrr._update import relevant_positions_torch
     from icfrr.metrics import positions_buffer, relevant_counts, rows_positions
 
@@ -435,9 +437,11 @@ def test_device_relevant_positions_equal_the_cpu_walk():
     g = 200
     lg = rng.integers(-1, 6, g).astype(np.int64)
     lq = np.array([0, 1, -1, 5, 9, 2, 2, 4], dtype=np.int64)
+    if unlabelled:
+        lg, lq = np.full(g, -1, np.int64), np.full(lq.size, -1, np.int64)
     ranking = np.stack([rng.permutation(g) for _ in lq])
-    n_rel = relevant_counts(lq, lg)
+    n_rel = np.zeros(lq.size, np.int64) if unlabelled else relevant_counts(lq, lg)
     want, got = positions_buffer((lq.size,), n_rel), positions_buffer((lq.size,), n_rel)
     rows_positions(ranking, lg, lq, n_rel, want)
-    relevant_positions_torch(torch.from_numpy(ranking), torch.from_numpy(lg), torch.from_numpy(lq), got)
+    relevant_positions_torch(torch.from_numpy(ranking), torch.from_numpy(lg), torch.from_numpy(lq), n_rel, got)
     np.testing.assert_array_equal(want, got)
