@@ -28,7 +28,7 @@ import streamlit as st
 from dashboard.data import Db, store_problem
 from dashboard.format import class_label
 from icfrr.stats import PairedComparison, compare_paired
-from store import read, report
+from store import protocol_report, read, report
 from store.db import StoreError, connect_reader
 
 P = ParamSpec("P")
@@ -167,6 +167,31 @@ def comparison(db: Db, dataset_id: int, artifact_id: int, baseline: str | int | 
     """
     return _read(db, report.comparison, dataset=dataset_id, backbone=artifact_id,
                  baseline=baseline, test=test)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def protocol_comparison(db: Db, dataset_id: int, artifact_id: int, protocol: str,
+                        baseline: str | None, test: str, tune_fraction: float, folds: int,
+                        seed: int) -> protocol_report.ProtocolComparison:
+    """The methods table under a selection protocol, with 95% class-bootstrap intervals
+    (``store.protocol_report.protocol_comparison``).
+
+    Raises:
+        store.report.ReportError: One line: no labels, fewer than 2 query classes, more
+            folds than classes, a fraction that leaves a side empty, an unknown baseline.
+    """
+    return _read(db, protocol_report.protocol_comparison, protocol=protocol, dataset=dataset_id,
+                 backbone=artifact_id, baseline=baseline, test=test,
+                 tune_fraction=tune_fraction, folds=folds, seed=seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def grid_scores(db: Db, dataset_id: int, artifact_id: int, reported_classes: tuple[int, ...],
+                method_key: str) -> pd.DataFrame:
+    """A method's every stored configuration and its mAP@all on the reported classes'
+    queries (``store.protocol_report.grid_scores``)."""
+    return _read(db, protocol_report.grid_scores, dataset_id=dataset_id, artifact_id=artifact_id,
+                 reported_classes=reported_classes, method_key=method_key)
 
 
 def probe(db: Db) -> str | None:
