@@ -1,7 +1,7 @@
 """Every store read of the dashboard: one typed, cached function per read.
 
 Each function takes the store (:class:`dashboard.data.Db`) and the read's own
-arguments, and returns what the ``store.read`` (or ``store.report``) function
+arguments, and returns what the ``store.read`` (or ``store.protocol_report``) function
 of the same name returns. Under ``st.cache_data`` the cache key is every
 argument, and ``Db`` carries the store file's (and its write-ahead log's)
 change time and size: a finished sweep changes them, so it shows on the next
@@ -28,7 +28,7 @@ import streamlit as st
 from dashboard.data import Db, store_problem
 from dashboard.format import class_label
 from icfrr.stats import PairedComparison, compare_paired
-from store import protocol_report, read, report
+from store import protocol_report, read
 from store.db import StoreError, connect_reader
 
 P = ParamSpec("P")
@@ -155,18 +155,6 @@ def compare(db: Db, a: tuple[int, int], b: tuple[int, int]
     and their paired statistics (``icfrr.stats.compare_paired``)."""
     pairs = _named(_read(db, read.paired_ap, a[0], a[1], b[0], b[1]))
     return pairs, compare_paired(pairs.ap_a.to_numpy(), pairs.ap_b.to_numpy())
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def comparison(db: Db, dataset_id: int, artifact_id: int, baseline: str | int | None,
-               test: str) -> report.Comparison:
-    """The methods comparison table of one dataset's distances (``store.report.comparison``).
-
-    Raises:
-        store.report.ReportError: E.g. a baseline that has no runs there.
-    """
-    return _read(db, report.comparison, dataset=dataset_id, backbone=artifact_id,
-                 baseline=baseline, test=test)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
