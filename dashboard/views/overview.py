@@ -195,13 +195,11 @@ def _methods(ctx: Context) -> None:
     table["delta_ci_shown"] = [_ci_text(lo, hi, sign=True) for lo, hi in
                                zip(table.delta_ci_lo, table.delta_ci_hi)]
     others = [m for m in pc.metrics if m != "map_all"]
-    shown = ["label", "params", "run_id", "iteration", "map_all_shown", "ci_shown", *others,
+    # the headline metric, its interval and (holdout, cv) its optimism first, beside each other
+    shown = ["label", "params", "run_id", "iteration", "map_all_shown", "ci_shown",
+             *(["optimism", "test_tuned"] if protocol != "test" else []), *others,
              *(f"{m}_delta" for m in pc.metrics), "ap_diff", "delta_ci_shown", "p_value",
-             "p_holm"]
-    if protocol != "test":
-        shown += ["test_tuned", "optimism"]
-    if protocol == "cv":
-        shown += ["chosen"]
+             "p_holm", *(["chosen"] if protocol == "cv" else [])]
     config: dict[str, object] = {
         "label": "method", "params": "parameters",
         "run_id": "run (most chosen)" if protocol == "cv" else "run",
