@@ -116,16 +116,16 @@ def diff_bars(by_class: pd.DataFrame) -> alt.Chart:
     ).properties(height=80 + 26 * len(by_class))
 
 
-def method_intervals(table: pd.DataFrame, title: str) -> alt.LayerChart:
+def method_intervals(table: pd.DataFrame, title: str, subtitle: str = "") -> alt.LayerChart:
     """Each row's mAP@all (a dot) with its 95% interval (a bar), rows in table order.
 
     Args:
         table: One row per method: ``label``, ``map_all``, ``map_all_ci_lo``,
             ``map_all_ci_hi`` (NaN: no interval; the dot alone is drawn).
-        title: Chart title (says which protocol chose the rows).
+        title / subtitle: Chart title (says which protocol chose the rows) and its second line.
     """
     order = table["label"].tolist()
-    y = alt.Y("label:N", sort=order, title=None)
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=160))
     tip = ["label:N", alt.Tooltip("map_all:Q", format=".4f", title=METRIC_NAMES["map_all"]),
            alt.Tooltip("map_all_ci_lo:Q", format=".4f", title="95% CI low"),
            alt.Tooltip("map_all_ci_hi:Q", format=".4f", title="95% CI high")]
@@ -136,7 +136,8 @@ def method_intervals(table: pd.DataFrame, title: str) -> alt.LayerChart:
         x2="map_all_ci_hi:Q", tooltip=tip)
     dots = alt.Chart(table).mark_point(filled=True, size=70, color="#0d47a1").encode(
         y=y, x=alt.X("map_all:Q", scale=alt.Scale(zero=False)), tooltip=tip)
-    return (bars + dots).properties(height=60 + 34 * len(table), title=title)
+    return (bars + dots).properties(height=alt.Step(36),
+                                    title=alt.TitleParams(title, subtitle=subtitle or alt.Undefined))
 
 
 #: The parameters of the ICFRR sensitivity chart and how they are shown.

@@ -192,29 +192,34 @@ def _methods(ctx: Context) -> None:
                               for v, mark in zip(table.map_all, table.mark)]
     table["ci_shown"] = [_ci_text(lo, hi) for lo, hi in zip(table.map_all_ci_lo,
                                                            table.map_all_ci_hi)]
+    for col in ("optimism", "test_tuned"):   # text, so the initial ranking's shows "-"
+        table[f"{col}_shown"] = ["-" if pd.isna(v) else (signed(v) if col == "optimism"
+                                                          else f"{v:.4f}") for v in table[col]]
     table["delta_ci_shown"] = [_ci_text(lo, hi, sign=True) for lo, hi in
                                zip(table.delta_ci_lo, table.delta_ci_hi)]
     others = [m for m in pc.metrics if m != "map_all"]
     # the headline metric, its interval and (holdout, cv) its optimism first, beside each other
     shown = ["label", "params", "run_id", "iteration", "map_all_shown", "ci_shown",
-             *(["optimism", "test_tuned"] if protocol != "test" else []), *others,
+             *(["optimism_shown", "test_tuned_shown"] if protocol != "test" else []), *others,
              *(f"{m}_delta" for m in pc.metrics), "ap_diff", "delta_ci_shown", "p_value",
              "p_holm", *(["chosen"] if protocol == "cv" else [])]
     config: dict[str, object] = {
         "label": "method", "params": "parameters",
-        "run_id": "run (most chosen)" if protocol == "cv" else "run",
-        "iteration": "iteration",
+        "run_id": st.column_config.NumberColumn("run (most chosen)" if protocol == "cv"
+                                                else "run", width="small"),
+        "iteration": st.column_config.NumberColumn("it", width="small",
+                                                   help="the chosen iteration (T)"),
         "map_all_shown": st.column_config.TextColumn(METRIC_NAMES["map_all"]),
-        "ci_shown": st.column_config.TextColumn(f"{METRIC_NAMES['map_all']} 95% CI"),
+        "ci_shown": st.column_config.TextColumn("95% CI", help=f"of {METRIC_NAMES['map_all']}"),
         "ap_diff": st.column_config.NumberColumn("vs baseline", format="%+.4f"),
         "delta_ci_shown": st.column_config.TextColumn("vs baseline 95% CI"),
         "p_value": st.column_config.NumberColumn("p", format="%.4f"),
         "p_holm": st.column_config.NumberColumn("p (Holm)", format="%.4f"),
-        "test_tuned": st.column_config.NumberColumn(
-            "test-tuned", format="%.4f",
+        "test_tuned_shown": st.column_config.TextColumn(
+            "test-tuned",
             help=f"{METRIC_NAMES['map_all']} on the reported queries of the choice made on them"),
-        "optimism": st.column_config.NumberColumn(
-            "optimism", format="%+.4f", help="test-tuned minus this protocol's score"),
+        "optimism_shown": st.column_config.TextColumn(
+            "optimism", help="test-tuned minus this protocol's score"),
         "chosen": st.column_config.TextColumn("chosen per fold"),
     }
     for m in others:
@@ -222,12 +227,13 @@ def _methods(ctx: Context) -> None:
     for m in pc.metrics:
         config[f"{m}_delta"] = st.column_config.NumberColumn(f"Δ {METRIC_NAMES[m]}",
                                                              format="%+.4f")
-    left, right = st.columns([3, 2])
+    left, right = st.columns([5, 2])
     left.dataframe(table, hide_index=True, column_order=shown, column_config=config,
                    key="methods_table")
     right.altair_chart(charts.method_intervals(
         table[["label", "map_all", "map_all_ci_lo", "map_all_ci_hi"]],
-        f"{METRIC_NAMES['map_all']} under {PROTOCOL_NAMES[protocol]}"))
+        f"{METRIC_NAMES['map_all']}, protocol {protocol}",
+        TEST_LABEL if protocol == "test" else f"{pc.n_queries} reported queries"))
     few = (" n/a: fewer than 2 reported classes to resample." if pc.ci == "class"
            and len(pc.reported_classes) < 2 else "")
     st.caption(plain(f"{intervals_text(pc)}.{few} {pc.note()}. Δ: change from the initial "

@@ -517,7 +517,7 @@ def test_overview_methods_table_under_each_protocol_and_its_downloads(fixture_db
             assert table.map_all[label] == pytest.approx(value)
             assert table.map_all_shown[label].startswith(f"{value:.4f}")
         shown = _methods_columns(at)
-        assert ("optimism" in shown) == (proto != "test")
+        assert ("optimism_shown" in shown) == (proto != "test")
         captions = " ".join(c.value for c in at.caption)
         if proto == "test":
             assert plain(TEST_LABEL) in captions
@@ -529,6 +529,7 @@ def test_overview_methods_table_under_each_protocol_and_its_downloads(fixture_db
     at.selectbox(key="_w_protocol").set_value("cv").run()
     at.number_input(key="_w_folds").set_value(3).run()
     assert not at.info, [i.value for i in at.info]
+    assert (at.query_params["protocol"], at.query_params["folds"]) == ("cv", "3")
     with connect_reader(fixture_db) as con:
         pc = protocol_comparison(con, protocol="cv", dataset=1, backbone=1, folds=3, seed=0)
     table = _methods_table(at)
@@ -536,10 +537,11 @@ def test_overview_methods_table_under_each_protocol_and_its_downloads(fixture_db
     assert list(table.run_id) == [r.run_id for r in pc.rows]
     np.testing.assert_allclose(table.map_all, [r.values["map_all"] for r in pc.rows])
     np.testing.assert_allclose(table.optimism[1:], [r.optimism for r in pc.rows[1:]])
+    assert list(table.optimism_shown) == ["-", *(signed(r.optimism) for r in pc.rows[1:])]
     for cell, r in zip(table.ci_shown, pc.rows):
         lo, hi = r.ci
         assert cell == f"[{lo:.4f}, {hi:.4f}]" and lo <= r.values["map_all"] <= hi
-    assert {"optimism", "chosen"} <= set(_methods_columns(at))
+    assert {"optimism_shown", "chosen"} <= set(_methods_columns(at))
 
     # the downloads carry the protocol, the seed and the split
     text, name = _button_data(at, got, "Download CSV")

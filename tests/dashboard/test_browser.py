@@ -180,10 +180,11 @@ def test_methods_section_shows_the_table_and_its_downloads(page, server) -> None
     assert ",holdout," in text   # the downloads carry the protocol (the default: holdout)
 
 
-def _grid_rows(page, first_header: str) -> list[dict[str, str]]:
-    """The rows a dataframe shows (its accessible table: the columns in view), by header."""
+def _grid_rows(page, header: str) -> list[dict[str, str]]:
+    """The rows the dataframe with column ``header`` shows (its accessible table: the
+    columns in view), each a dict by header."""
     grid = page.locator('[data-testid="stDataFrame"]').filter(
-        has=page.locator("th", has_text=first_header))
+        has=page.locator("th", has_text=header))
     heads = [h.strip() for h in grid.first.locator("th").all_inner_texts()]
     cells = [c.strip() for c in grid.first.locator("td").all_inner_texts()]
     return [dict(zip(heads, cells[i:i + len(heads)])) for i in range(0, len(cells), len(heads))]
@@ -214,13 +215,14 @@ def test_methods_protocol_switch_shows_the_store_protocol_table(page, server, fi
         with connect_reader(fixture_db) as con:
             pc = protocol_comparison(con, protocol=protocol, dataset=1, backbone=1, folds=folds,
                                      seed=0)
-        rows = _grid_rows(page, "method")
+        rows = _grid_rows(page, "95% CI")
+        run = "run (most chosen)" if protocol == "cv" else "run"
         assert [r["method"] for r in rows] == [r.label for r in pc.rows]
         for shown, want in zip(rows, pc.rows):
-            assert shown["run"] == str(want.run_id) and shown["iteration"] == str(want.iteration)
+            assert shown[run] == str(want.run_id) and shown["it"] == str(want.iteration)
             assert shown["mAP@all"] == f"{want.values['map_all']:.4f}{want.mark}"
             lo, hi = want.ci
-            assert shown["mAP@all 95% CI"] == ("n/a" if lo != lo else f"[{lo:.4f}, {hi:.4f}]")
+            assert shown["95% CI"] == ("n/a" if lo != lo else f"[{lo:.4f}, {hi:.4f}]")
             if protocol == "test":
                 assert "optimism" not in shown
             elif want.method is not None:
@@ -231,7 +233,12 @@ def test_methods_protocol_switch_shows_the_store_protocol_table(page, server, fi
         assert pc.split.split(";")[0] in body
         if protocol == "holdout":   # the README's screenshot: the default, honest protocol
             page.locator('[data-testid="stMain"]').screenshot(path=str(ARTIFACTS / "methods.png"))
-    assert "protocol=cv" in page.url and "folds=3" in page.url
+    assert "protocol=cv" in page.url   # (the folds' URL value: tests/dashboard/test_app.py)
+    heading = page.get_by_role("heading", name="ICFRR sensitivity")
+    heading.scroll_into_view_if_needed()
+    assert heading.count() == 1
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "overview_sensitivity.png"))
 
 
 def test_missing_database_page(browser, tmp_path) -> None:
