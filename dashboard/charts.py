@@ -200,12 +200,13 @@ def sensitivity(slices: pd.DataFrame, title: str) -> alt.FacetChart:
         slices: ``sensitivity_slices`` output.
         title: Chart title (says which protocol chose, and on which queries it is scored).
     """
-    base = alt.Chart(slices, height=170, width=200)
+    base = alt.Chart(slices, height=170, width=140)
     tip = ["parameter:N", alt.Tooltip("value:Q", title="value"),
            alt.Tooltip("map_all:Q", format=".4f", title=METRIC_NAMES["map_all"]),
            "run_id:Q", "iteration:Q", "chosen:N"]
     line = base.mark_line(point=True).encode(
-        x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False)),
+        x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False),
+                axis=alt.Axis(format="~g", tickMinStep=0.05)),
         y=alt.Y("map_all:Q", title=METRIC_NAMES["map_all"], scale=alt.Scale(zero=False)),
         tooltip=tip)
     ring = base.transform_filter("datum.chosen").mark_point(

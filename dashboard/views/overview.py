@@ -182,9 +182,10 @@ def _methods(ctx: Context) -> None:
     except report.ReportError as exc:
         st.info(plain(f"Protocol {protocol}: {_reason(str(exc))}"))
         return
+    how = f"{selection_text(pc).capitalize()}; e" if protocol == "holdout" else "E"  # else in split
     st.caption(plain(f"{run.dataset} (backbone {run.backbone}) · protocol {pc.split}. "
-                     f"{selection_text(pc).capitalize()}; every value is over the "
-                     f"{pc.n_queries} reported queries of {len(pc.reported_classes)} classes."))
+                     f"{how}very value is over the {pc.n_queries} reported queries of "
+                     f"{len(pc.reported_classes)} classes."))
     if pc.stored_note:
         st.caption(plain(f"Note: {pc.stored_note}."))
     table = pd.DataFrame(to_records(pc))
@@ -198,15 +199,18 @@ def _methods(ctx: Context) -> None:
     table["delta_ci_shown"] = [_ci_text(lo, hi, sign=True) for lo, hi in
                                zip(table.delta_ci_lo, table.delta_ci_hi)]
     others = [m for m in pc.metrics if m != "map_all"]
-    # the headline metric, its interval and (holdout, cv) its optimism first, beside each other
-    shown = ["label", "params", "run_id", "iteration", "map_all_shown", "ci_shown",
-             *(["optimism_shown", "test_tuned_shown"] if protocol != "test" else []), *others,
+    # the headline metric, its interval and (holdout, cv) its optimism first, then the choice:
+    # the columns in view beside the interval chart
+    shown = ["label", "map_all_shown", "ci_shown",
+             *(["optimism_shown"] if protocol != "test" else []), "run_id", "iteration", "params",
+             *(["test_tuned_shown"] if protocol != "test" else []), *others,
              *(f"{m}_delta" for m in pc.metrics), "ap_diff", "delta_ci_shown", "p_value",
              "p_holm", *(["chosen"] if protocol == "cv" else [])]
     config: dict[str, object] = {
         "label": "method", "params": "parameters",
-        "run_id": st.column_config.NumberColumn("run (most chosen)" if protocol == "cv"
-                                                else "run", width="small"),
+        "run_id": st.column_config.NumberColumn(
+            "run", width="small", help="cv: the run chosen by the most folds" if protocol == "cv"
+            else "the chosen run"),
         "iteration": st.column_config.NumberColumn("it", width="small",
                                                    help="the chosen iteration (T)"),
         "map_all_shown": st.column_config.TextColumn(METRIC_NAMES["map_all"]),

@@ -216,10 +216,9 @@ def test_methods_protocol_switch_shows_the_store_protocol_table(page, server, fi
             pc = protocol_comparison(con, protocol=protocol, dataset=1, backbone=1, folds=folds,
                                      seed=0)
         rows = _grid_rows(page, "95% CI")
-        run = "run (most chosen)" if protocol == "cv" else "run"
         assert [r["method"] for r in rows] == [r.label for r in pc.rows]
         for shown, want in zip(rows, pc.rows):
-            assert shown[run] == str(want.run_id) and shown["it"] == str(want.iteration)
+            assert shown["run"] == str(want.run_id) and shown["it"] == str(want.iteration)
             assert shown["mAP@all"] == f"{want.values['map_all']:.4f}{want.mark}"
             lo, hi = want.ci
             assert shown["95% CI"] == ("n/a" if lo != lo else f"[{lo:.4f}, {hi:.4f}]")
@@ -231,8 +230,12 @@ def test_methods_protocol_switch_shows_the_store_protocol_table(page, server, fi
         if protocol == "test":   # labelled wherever it shows
             assert f"test: {TEST_LABEL}" in body
         assert pc.split.split(";")[0] in body
-        if protocol == "holdout":   # the README's screenshot: the default, honest protocol
-            page.locator('[data-testid="stMain"]').screenshot(path=str(ARTIFACTS / "methods.png"))
+        if protocol == "cv":   # the README's screenshot: the Methods section, with intervals
+            page.get_by_role("heading", name="Methods").evaluate("h => h.scrollIntoView()")
+            page.wait_for_timeout(500)
+            box = page.locator('[data-testid="stMain"]').bounding_box()
+            page.screenshot(path=str(ARTIFACTS / "methods.png"),
+                            clip={"x": box["x"], "y": 0, "width": box["width"], "height": 1100})
     assert "protocol=cv" in page.url   # (the folds' URL value: tests/dashboard/test_app.py)
     heading = page.get_by_role("heading", name="ICFRR sensitivity")
     heading.scroll_into_view_if_needed()
