@@ -182,9 +182,10 @@ def _methods(ctx: Context) -> None:
     except report.ReportError as exc:
         st.info(plain(f"Protocol {protocol}: {_reason(str(exc))}"))
         return
-    how = f"{selection_text(pc).capitalize()}; e" if protocol == "holdout" else "E"  # else in split
+    # the split names test's and cv's selection itself; holdout's is said here
+    how = f"{selection_text(pc).capitalize()}. " if protocol == "holdout" else ""
     st.caption(plain(f"{run.dataset} (backbone {run.backbone}) · protocol {pc.split}. "
-                     f"{how}very value is over the {pc.n_queries} reported queries of "
+                     f"{how}Every value is over the {pc.n_queries} reported queries of "
                      f"{len(pc.reported_classes)} classes."))
     if pc.stored_note:
         st.caption(plain(f"Note: {pc.stored_note}."))
