@@ -114,3 +114,103 @@ def diff_bars(by_class: pd.DataFrame) -> alt.Chart:
         color=alt.Color("mean_diff:Q", scale=_GAIN_SCALE, legend=None),
         tooltip=["class_name:N", "n_queries:Q", alt.Tooltip("mean_diff:Q", format="+.4f")],
     ).properties(height=80 + 26 * len(by_class))
+
+
+def method_intervals(table: pd.DataFrame, title: str, subtitle: str = "") -> alt.LayerChart:
+    """Each row's mAP@all (a dot) with its 95% interval (a bar), rows in table order.
+
+    Args:
+        table: One row per method: ``label``, ``map_all``, ``map_all_ci_lo``,
+            ``map_all_ci_hi`` (NaN: no interval; the dot alone is drawn).
+        title / subtitle: Chart title (says which protocol chose the rows) and its second line.
+    """
+    order = table["label"].tolist()
+    y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=160))
+    tip = ["label:N", alt.Tooltip("map_all:Q", format=".4f", title=METRIC_NAMES["map_all"]),
+           alt.Tooltip("map_all_ci_lo:Q", format=".4f", title="95% CI low"),
+           alt.Tooltip("map_all_ci_hi:Q", format=".4f", title="95% CI high")]
+    bars = alt.Chart(table.dropna(subset=["map_all_ci_lo", "map_all_ci_hi"])).mark_rule(
+        strokeWidth=2, color="#1565c0").encode(
+        y=y, x=alt.X("map_all_ci_lo:Q", title=f"{METRIC_NAMES['map_all']} (95% CI)",
+                     scale=alt.Scale(zero=False)),
+        x2="map_all_ci_hi:Q", tooltip=tip)
+    dots = alt.Chart(table).mark_point(filled=True, size=70, color="#0d47a1").encode(
+        y=y, x=alt.X("map_all:Q", scale=alt.Scale(zero=False)), tooltip=tip)
+    return (bars + dots).properties(height=alt.Step(36),
+                                    title=alt.TitleParams(title, subtitle=subtitle or alt.Undefined))
+
+
+#: The parameters of the ICFRR sensitivity chart and how they are shown.
+SENSITIVITY_PARAMS = {"kg": "KG", "kq": "KQ", "beta": "β", "n_iter": "T (iteration)"}
+
+
+def _same(a: object, b: object) -> bool:
+    if a is None or b is None or (isinstance(a, float) and a != a) or (isinstance(b, float) and b != b):
+        return a is None and b is None
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a) == str(b)
+    return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)))
+
+
+def sensitivity_slices(grid: pd.DataFrame, run_id: int, iteration: int,
+                       params: dict[str, str] = SENSITIVITY_PARAMS,
+                       held: tuple[str, ...] = ("variant",)) -> pd.DataFrame:
+    """One-parameter slices of a method's grid through its chosen configuration.
+
+    For each parameter of ``params``, the candidates whose other parameters (and
+    ``held``) equal the chosen candidate's; a value stored by several runs keeps
+    the lowest run id's (the protocols' tie rule).
+
+    Args:
+        grid: ``store.protocol_report.grid_scores`` output.
+        run_id / iteration: The chosen candidate (a row of ``grid``).
+
+    Returns:
+        Columns ``parameter`` (display name), ``value``, ``map_all``, ``run_id``,
+        ``iteration`` and ``chosen`` (the chosen candidate's own point); empty
+        when ``grid`` lacks the chosen candidate.
+    """
+    cols = ["parameter", "value", "map_all", "run_id", "iteration", "chosen"]
+    me = grid[(grid.run_id == run_id) & (grid.iteration == iteration)]
+    if me.empty:
+        return pd.DataFrame(columns=cols)
+    me = me.iloc[0]
+    out = []
+    for name, shown in params.items():
+        if name not in grid.columns:
+            continue
+        others = [c for c in (*params, *held) if c != name and c in grid.columns]
+        same = grid[[all(_same(getattr(r, c), me[c]) for c in others)
+                     for r in grid.itertuples()]]
+        same = same.dropna(subset=[name]).sort_values(["run_id", "iteration"])
+        same = same.loc[~same[name].astype(float).duplicated()]
+        for r in same.itertuples():
+            out.append({"parameter": shown, "value": float(getattr(r, name)),
+                        "map_all": r.map_all, "run_id": int(r.run_id),
+                        "iteration": int(r.iteration),
+                        "chosen": int(r.run_id) == run_id and int(r.iteration) == iteration})
+    return pd.DataFrame(out, columns=cols)
+
+
+def sensitivity(slices: pd.DataFrame, title: str) -> alt.FacetChart:
+    """mAP@all against each parameter, the others held at the chosen values: one panel per
+    parameter, the chosen configuration's point ringed.
+
+    Args:
+        slices: ``sensitivity_slices`` output.
+        title: Chart title (says which protocol chose, and on which queries it is scored).
+    """
+    base = alt.Chart(slices, height=170, width=140)
+    tip = ["parameter:N", alt.Tooltip("value:Q", title="value"),
+           alt.Tooltip("map_all:Q", format=".4f", title=METRIC_NAMES["map_all"]),
+           "run_id:Q", "iteration:Q", "chosen:N"]
+    line = base.mark_line(point=True).encode(
+        x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False),
+                axis=alt.Axis(format="~g", tickMinStep=0.05)),
+        y=alt.Y("map_all:Q", title=METRIC_NAMES["map_all"], scale=alt.Scale(zero=False)),
+        tooltip=tip)
+    ring = base.transform_filter("datum.chosen").mark_point(
+        size=160, color="black", strokeWidth=2).encode(x="value:Q", y="map_all:Q", tooltip=tip)
+    return (line + ring).facet(
+        facet=alt.Facet("parameter:N", sort=list(SENSITIVITY_PARAMS.values()), title=None),
+        columns=4).resolve_scale(x="independent").properties(title=title)

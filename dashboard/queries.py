@@ -1,7 +1,7 @@
 """Every store read of the dashboard: one typed, cached function per read.
 
 Each function takes the store (:class:`dashboard.data.Db`) and the read's own
-arguments, and returns what the ``store.read`` (or ``store.report``) function
+arguments, and returns what the ``store.read`` (or ``store.protocol_report``) function
 of the same name returns. Under ``st.cache_data`` the cache key is every
 argument, and ``Db`` carries the store file's (and its write-ahead log's)
 change time and size: a finished sweep changes them, so it shows on the next
@@ -28,7 +28,7 @@ import streamlit as st
 from dashboard.data import Db, store_problem
 from dashboard.format import class_label
 from icfrr.stats import PairedComparison, compare_paired
-from store import read, report
+from store import protocol_report, read
 from store.db import StoreError, connect_reader
 
 P = ParamSpec("P")
@@ -158,15 +158,28 @@ def compare(db: Db, a: tuple[int, int], b: tuple[int, int]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def comparison(db: Db, dataset_id: int, artifact_id: int, baseline: str | int | None,
-               test: str) -> report.Comparison:
-    """The methods comparison table of one dataset's distances (``store.report.comparison``).
+def protocol_comparison(db: Db, dataset_id: int, artifact_id: int, protocol: str,
+                        baseline: str | None, test: str, tune_fraction: float, folds: int,
+                        seed: int) -> protocol_report.ProtocolComparison:
+    """The methods table under a selection protocol, with 95% class-bootstrap intervals
+    (``store.protocol_report.protocol_comparison``).
 
     Raises:
-        store.report.ReportError: E.g. a baseline that has no runs there.
+        store.report.ReportError: One line: no labels, fewer than 2 query classes, more
+            folds than classes, a fraction that leaves a side empty, an unknown baseline.
     """
-    return _read(db, report.comparison, dataset=dataset_id, backbone=artifact_id,
-                 baseline=baseline, test=test)
+    return _read(db, protocol_report.protocol_comparison, protocol=protocol, dataset=dataset_id,
+                 backbone=artifact_id, baseline=baseline, test=test,
+                 tune_fraction=tune_fraction, folds=folds, seed=seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def grid_scores(db: Db, dataset_id: int, artifact_id: int, reported_classes: tuple[int, ...],
+                method_key: str) -> pd.DataFrame:
+    """A method's every stored configuration and its mAP@all on the reported classes'
+    queries (``store.protocol_report.grid_scores``)."""
+    return _read(db, protocol_report.grid_scores, dataset_id=dataset_id, artifact_id=artifact_id,
+                 reported_classes=reported_classes, method_key=method_key)
 
 
 def probe(db: Db) -> str | None:

@@ -18,7 +18,8 @@ import streamlit as st
 #: Query-string keys the dashboard reads and writes.
 PARAMS: tuple[str, ...] = ("db", "run", "iteration", "query", "class", "run_b",
                            "iteration_b", "other", "iteration_other", "sweep", "beta",
-                           "variant", "baseline", "test", "dataset")
+                           "variant", "baseline", "test", "dataset", "protocol",
+                           "tune_fraction", "folds", "seed")
 
 _SEL = "_selection"
 _WRITTEN = "_url_written"
@@ -132,3 +133,35 @@ def select(
                                 format_func=format_func, **kwargs)
     put(param, value)
     return value
+
+
+def number(
+    container: Any,
+    label: str,
+    param: str,
+    *,
+    default: T,
+    min_value: T,
+    max_value: T | None = None,
+    **kwargs: Any,
+) -> T:
+    """A number input bound to ``param``: starts at the selected value (``default`` when
+    the selection holds none, or one outside the bounds or of the wrong kind), writes it back.
+
+    ``default``, ``min_value`` and ``max_value`` share one type (int or float); it is
+    the type of the value returned. ``**kwargs`` go to ``number_input``.
+    """
+    kind = type(default)
+    try:
+        value = kind(get(param, str(default)))  # type: ignore[call-arg]
+    except (TypeError, ValueError):
+        value = default
+    if value != value or value < min_value or (max_value is not None and value > max_value):
+        value = default
+    key = widget_key(param)
+    if key in st.session_state and not isinstance(st.session_state[key], kind):
+        del st.session_state[key]
+    got = container.number_input(label, min_value=min_value, max_value=max_value, value=value,
+                                 key=key, **kwargs)
+    put(param, got)
+    return kind(got)  # type: ignore[call-arg]

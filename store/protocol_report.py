@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
+import pandas as pd
 
 from icfrr import protocols, stats
 from icfrr.registry import HEADLINE, METRICS, method
@@ -67,17 +68,20 @@ class Candidates:
 
 
 def stored_candidates(
-    con: duckdb.DuckDBPyConnection, dataset_id: int, artifact_id: int, n_query: int
+    con: duckdb.DuckDBPyConnection, dataset_id: int, artifact_id: int, n_query: int,
+    method_key: str | None = None,
 ) -> dict[str, Candidates]:
-    """Method -> its :class:`Candidates`: every finished run's stored iterations on these distances."""
+    """Method -> its :class:`Candidates`: every finished run's stored iterations on these
+    distances (only ``method_key``'s when given)."""
     cols = ", ".join(f"qm.{_COLUMN[m.key]}" for m in METRICS)
     got = con.execute(f"""
         SELECT r.method, qm.run_id, qm.iteration, qm.query_idx, {cols}
         FROM query_metrics qm JOIN runs r ON r.run_id = qm.run_id
         JOIN sweeps s ON s.sweep_id = r.sweep_id
         WHERE r.status = 'done' AND s.dataset_id = ? AND coalesce(r.artifact_id, s.artifact_id) = ?
+          AND (?::VARCHAR IS NULL OR r.method = ?)
         ORDER BY r.method, qm.run_id, qm.iteration, qm.query_idx
-    """, [dataset_id, artifact_id]).fetchnumpy()
+    """, [dataset_id, artifact_id, method_key, method_key]).fetchnumpy()
     meth = np.asarray(got["method"]).astype(str)
     out: dict[str, Candidates] = {}
     for key in dict.fromkeys(meth.tolist()):
@@ -104,6 +108,50 @@ def partially_stored_runs(con: duckdb.DuckDBPyConnection, run_ids: Sequence[int]
         ORDER BY 1
     """, [list(map(int, run_ids))]).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def grid_scores(
+    con: duckdb.DuckDBPyConnection, *, dataset_id: int, artifact_id: int,
+    reported_classes: Sequence[int], method_key: str,
+) -> pd.DataFrame:
+    """Every configuration of one method on these distances, scored on the reported queries.
+
+    The sensitivity of a method: one row per stored (run, iteration >= 1)
+    candidate of ``method_key``'s finished runs, with its parameters and its
+    mAP@all over the queries of ``reported_classes`` (a
+    :class:`ProtocolComparison`'s ``reported_classes``: the queries its table
+    reports on). Older stores hold some iterations only; the rows are those
+    stored.
+
+    Returns:
+        Columns ``run_id``, ``iteration``, one column per registry parameter
+        of the method (an iterative method's ``n_iter`` is the iteration; a
+        parameter the run does not record is None) and ``map_all``; sorted
+        by run and iteration. Empty (same columns) without such runs.
+    """
+    try:
+        spec = method(method_key)
+        names = [p.name for p in spec.params]
+        iterative = spec.iterative
+    except KeyError:
+        names, iterative = [], False
+    columns = ["run_id", "iteration", *names, "map_all"]
+    labels = query_labels(con, dataset_id)
+    cands = stored_candidates(con, dataset_id, artifact_id, labels.size, method_key).get(method_key)
+    if cands is None:
+        return pd.DataFrame(columns=columns)
+    reported = np.isin(labels, np.asarray(list(reported_classes), dtype=np.int64)) & (labels != -1)
+    keep = cands.iterations >= 1
+    means = protocols.mean_ap(cands.values["ap"][keep], reported)
+    params = {r.run_id: r.params for r in _runs(con, dataset_id, artifact_id)}
+    rows = []
+    for run_id, iteration, score in zip(cands.run_ids[keep], cands.iterations[keep], means):
+        p = params.get(int(run_id), {})
+        row: dict[str, object] = {"run_id": int(run_id), "iteration": int(iteration)}
+        for name in names:
+            row[name] = int(iteration) if (name == "n_iter" and iterative) else p.get(name)
+        rows.append(row | {"map_all": float(score)})
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ------------------------------------------------------------------------ result
@@ -418,5 +466,5 @@ def protocol_comparison(
         rows=tuple(rows))
 
 
-__all__ = ["CI_UNITS", "Candidates", "ProtocolComparison", "ProtocolRow", "partially_stored_runs",
-           "protocol_comparison", "query_labels", "stored_candidates"]
+__all__ = ["CI_UNITS", "Candidates", "ProtocolComparison", "ProtocolRow", "grid_scores",
+           "partially_stored_runs", "protocol_comparison", "query_labels", "stored_candidates"]

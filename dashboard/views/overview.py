@@ -1,5 +1,6 @@
-"""Overview: sweeps and runs, the methods comparison, metrics against iteration,
-the KG x KQ gain heatmap (ICFRR runs only)."""
+"""Overview: the shown run (and which protocol picked it), sweeps and runs, the methods
+table under a selection protocol (test / holdout / cv, with 95% intervals, downloads and
+ICFRR's sensitivity), metrics against iteration, the KG x KQ gain heatmap (ICFRR runs only)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import streamlit as st
 from dashboard import charts, queries, state
 from dashboard.format import (METRIC_NAMES, NO_LABELS, NO_METRICS, has_metrics,
                               method_and_params, method_label, plain, signed)
-from dashboard.sidebar import Context, context, run_choices
+from dashboard.sidebar import Context, best_run, context, run_choices
+from icfrr.protocols import PROTOCOLS, TEST_LABEL
 from icfrr.registry import METHOD_KEYS
 from icfrr.stats import PAIRED_TESTS
 from store import report
+from store.protocol_format import intervals_text, selection_text, to_csv, to_latex, to_records
+from store.protocol_report import ProtocolComparison
 
 #: Baseline choice meaning "each row against its own run's initial ranking".
 INITIAL = "initial"
@@ -25,9 +29,22 @@ PAGE_ROWS = 500
 _SLICE_OF = "_heatmap_slice_of"
 
 
+def _picked_by(ctx: Context) -> str:
+    """Which protocol picked the shown run, in one sentence."""
+    if not ctx.runs.map_all_gain.notna().any():
+        return "No run has metrics (no labels): the newest run is shown; no protocol chose it."
+    if ctx.run_id == best_run(ctx.runs):
+        return (f"Picked by the test protocol, {TEST_LABEL}: the largest "
+                f"{METRIC_NAMES['map_all']} gain at the last iteration among all {len(ctx.runs)} "
+                "runs, measured on the queries it is reported on. The Methods table below "
+                "chooses under holdout or cv.")
+    return "Picked in the sidebar: no selection protocol chose this run."
+
+
 def _headline(ctx: Context) -> None:
     run = ctx.run
     st.subheader(plain(ctx.labels[ctx.run_id]))
+    st.caption(plain(_picked_by(ctx)))
     if not has_metrics(run):
         st.info(NO_METRICS.format(run=ctx.run_id))
         return
@@ -97,8 +114,51 @@ def _file_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "store"
 
 
+#: How each selection protocol is offered (``test`` always with its warning).
+PROTOCOL_NAMES = {"test": f"test: {TEST_LABEL}",
+                  "holdout": "holdout: tuned on some classes, reported on the others",
+                  "cv": "cv: k folds of classes, each scored by a choice made without it"}
+#: Command-line flags in the store's one-line reasons, as the widgets here name them.
+_FLAG_NAMES = (("--tune-fraction", "Tune fraction"), ("--folds", "Folds"),
+               ("(use --protocol test)", "(choose the test protocol)"),
+               ("--protocol test", "the test protocol"))
+
+
+def _reason(message: str) -> str:
+    """A store's one-line reason, its flags named as the Methods widgets name them."""
+    for flag, name in _FLAG_NAMES:
+        message = message.replace(flag, name)
+    return message
+
+
+def _ci_text(lo: float, hi: float, sign: bool = False) -> str:
+    if pd.isna(lo) or pd.isna(hi):
+        return "n/a"
+    return f"[{signed(lo) if sign else f'{lo:.4f}'}, {signed(hi) if sign else f'{hi:.4f}'}]"
+
+
+def _protocol_inputs() -> tuple[str, float, int, int]:
+    """The protocol selector and its split's inputs: (protocol, tune fraction, folds, seed)."""
+    cols = st.columns([3, 1, 1, 1])
+    protocol = state.select(cols[0], "Selection protocol", list(PROTOCOLS), "protocol",
+                            default="holdout", format_func=PROTOCOL_NAMES.get,
+                            help="How each method's configuration and iteration are chosen "
+                                 f"(by {METRIC_NAMES['map_all']} over iterations 1..T), and on "
+                                 "which queries the table reports.")
+    tune = state.number(cols[1], "Tune fraction", "tune_fraction", default=0.5, min_value=0.01,
+                        max_value=0.99, step=0.05, format="%.2f",
+                        disabled=protocol != "holdout",
+                        help="holdout: share of the query classes that tune")
+    folds = state.number(cols[2], "Folds", "folds", default=5, min_value=2, step=1,
+                         disabled=protocol != "cv", help="cv: folds of query classes")
+    seed = state.number(cols[3], "Seed", "seed", default=0, min_value=0, step=1,
+                        help="seed of the class split and of the bootstrap intervals")
+    return protocol, tune, folds, seed
+
+
 def _methods(ctx: Context) -> None:
-    """The comparison table (``store.report``) of the selected run's dataset and distances."""
+    """The methods table under a selection protocol (``store.protocol_report``) of the selected
+    run's dataset and distances, with intervals, downloads and ICFRR's sensitivity."""
     st.subheader("Methods")
     run = ctx.run
     if not has_metrics(run):
@@ -108,50 +168,112 @@ def _methods(ctx: Context) -> None:
                     & (ctx.runs.artifact_id == run.artifact_id)]
     present = sorted(set(here.method), key=lambda k: (METHOD_KEYS.index(k), k)
                      if k in METHOD_KEYS else (len(METHOD_KEYS), k))
-    st.caption(plain(f"Each method's best run on {run.dataset} (backbone {run.backbone}), by "
-                     f"{METRIC_NAMES['map_all']} at its last iteration, against a baseline."))
+    protocol, tune, folds, seed = _protocol_inputs()
     cols = st.columns(2)
     baseline = state.select(cols[0], "Baseline", [INITIAL, *present], "baseline",
-                            format_func=lambda k: "each run's initial ranking" if k == INITIAL
-                            else f"{method_label(k)} (its best run)")
+                            format_func=lambda k: "the initial ranking" if k == INITIAL
+                            else f"{method_label(k)} (same protocol)")
     test = state.select(cols[1], "Paired test", list(PAIRED_TESTS), "test",
                         format_func=PAIRED_TESTS.get)
     try:
-        cmp = queries.comparison(ctx.db, int(run.dataset_id), int(run.artifact_id),
-                                 None if baseline == INITIAL else baseline, test)
+        pc = queries.protocol_comparison(ctx.db, int(run.dataset_id), int(run.artifact_id),
+                                         protocol, None if baseline == INITIAL else baseline,
+                                         test, tune, folds, seed)
     except report.ReportError as exc:
-        st.info(plain(str(exc)))
+        st.info(plain(f"Protocol {protocol}: {_reason(str(exc))}"))
         return
-    table = pd.DataFrame(report.to_records(cmp))
-    # Shown: each value as text with its mark right after it ("0.7772†"), the p-values last,
-    # so no mark sits off-screen; the numbers stay in the frame (column_order picks the shown).
-    table["configs_shown"] = [f"best of {n}" if role != "initial" else ""
-                              for n, role in zip(table.n_configs, table.role)]
-    for m in cmp.metrics:
-        table[f"{m}_shown"] = [("n/a" if pd.isna(v) else f"{v:.4f}") + mark
-                               for v, mark in zip(table[m], table[f"{m}_mark"])]
-    shown = ["label", "params", "configs_shown", "run_id", "iteration",
-             *(f"{m}_shown" for m in cmp.metrics), *(f"{m}_delta" for m in cmp.metrics),
-             *(c for m in cmp.metrics for c in (f"{m}_p_holm", f"{m}_p"))]
-    config: dict[str, object] = {"label": "method", "params": "parameters",
-                                 "configs_shown": "configurations", "run_id": "run",
-                                 "iteration": "iteration"}
-    for m in cmp.metrics:
-        config[f"{m}_shown"] = st.column_config.TextColumn(METRIC_NAMES[m])
+    # the split names test's and cv's selection itself; holdout's is said here
+    how = f"{selection_text(pc).capitalize()}. " if protocol == "holdout" else ""
+    st.caption(plain(f"{run.dataset} (backbone {run.backbone}) · protocol {pc.split}. "
+                     f"{how}Every value is over the {pc.n_queries} reported queries of "
+                     f"{len(pc.reported_classes)} classes."))
+    if pc.stored_note:
+        st.caption(plain(f"Note: {pc.stored_note}."))
+    table = pd.DataFrame(to_records(pc))
+    table["map_all_shown"] = [("n/a" if pd.isna(v) else f"{v:.4f}") + mark
+                              for v, mark in zip(table.map_all, table.mark)]
+    table["ci_shown"] = [_ci_text(lo, hi) for lo, hi in zip(table.map_all_ci_lo,
+                                                           table.map_all_ci_hi)]
+    for col in ("optimism", "test_tuned"):   # text, so the initial ranking's shows "-"
+        table[f"{col}_shown"] = ["-" if pd.isna(v) else (signed(v) if col == "optimism"
+                                                          else f"{v:.4f}") for v in table[col]]
+    table["delta_ci_shown"] = [_ci_text(lo, hi, sign=True) for lo, hi in
+                               zip(table.delta_ci_lo, table.delta_ci_hi)]
+    others = [m for m in pc.metrics if m != "map_all"]
+    # the headline metric, its interval and (holdout, cv) its optimism first, then the choice:
+    # the columns in view beside the interval chart
+    shown = ["label", "map_all_shown", "ci_shown",
+             *(["optimism_shown"] if protocol != "test" else []), "run_id", "iteration", "params",
+             *(["test_tuned_shown"] if protocol != "test" else []), *others,
+             *(f"{m}_delta" for m in pc.metrics), "ap_diff", "delta_ci_shown", "p_value",
+             "p_holm", *(["chosen"] if protocol == "cv" else [])]
+    config: dict[str, object] = {
+        "label": "method", "params": "parameters",
+        "run_id": st.column_config.NumberColumn(
+            "run", width="small", help="cv: the run chosen by the most folds" if protocol == "cv"
+            else "the chosen run"),
+        "iteration": st.column_config.NumberColumn("it", width="small",
+                                                   help="the chosen iteration (T)"),
+        "map_all_shown": st.column_config.TextColumn(METRIC_NAMES["map_all"]),
+        "ci_shown": st.column_config.TextColumn("95% CI", help=f"of {METRIC_NAMES['map_all']}"),
+        "ap_diff": st.column_config.NumberColumn("vs baseline", format="%+.4f"),
+        "delta_ci_shown": st.column_config.TextColumn("vs baseline 95% CI"),
+        "p_value": st.column_config.NumberColumn("p", format="%.4f"),
+        "p_holm": st.column_config.NumberColumn("p (Holm)", format="%.4f"),
+        "test_tuned_shown": st.column_config.TextColumn(
+            "test-tuned",
+            help=f"{METRIC_NAMES['map_all']} on the reported queries of the choice made on them"),
+        "optimism_shown": st.column_config.TextColumn(
+            "optimism", help="test-tuned minus this protocol's score"),
+        "chosen": st.column_config.TextColumn("chosen per fold"),
+    }
+    for m in others:
+        config[m] = st.column_config.NumberColumn(METRIC_NAMES[m], format="%.4f")
+    for m in pc.metrics:
         config[f"{m}_delta"] = st.column_config.NumberColumn(f"Δ {METRIC_NAMES[m]}",
                                                              format="%+.4f")
-        config[f"{m}_p_holm"] = st.column_config.NumberColumn(f"p (Holm) {METRIC_NAMES[m]}",
-                                                              format="%.4f")
-        config[f"{m}_p"] = st.column_config.NumberColumn(f"p {METRIC_NAMES[m]}", format="%.4f")
-    st.dataframe(table, hide_index=True, column_order=shown, column_config=config,
-                 key="methods_table")
-    st.caption(plain(cmp.note()) + ". " + plain(cmp.delta_note()) + ".")
-    stem = f"methods-{_file_stem(cmp.dataset)}-{_file_stem(cmp.backbone)}"
+    left, right = st.columns([5, 2])
+    left.dataframe(table, hide_index=True, column_order=shown, column_config=config,
+                   key="methods_table")
+    right.altair_chart(charts.method_intervals(
+        table[["label", "map_all", "map_all_ci_lo", "map_all_ci_hi"]],
+        f"{METRIC_NAMES['map_all']}, protocol {protocol}",
+        TEST_LABEL if protocol == "test" else f"{pc.n_queries} reported queries"))
+    few = (" n/a: fewer than 2 reported classes to resample." if pc.ci == "class"
+           and len(pc.reported_classes) < 2 else "")
+    st.caption(plain(f"{intervals_text(pc)}.{few} {pc.note()}. Δ: change from the initial "
+                     "ranking on the same queries."))
+    stem = (f"methods-{_file_stem(pc.dataset)}-{_file_stem(pc.backbone)}-{protocol}"
+            f"-seed{seed}")
     down = st.columns(2)
-    down[0].download_button("Download CSV", report.to_csv(cmp), file_name=f"{stem}.csv",
+    down[0].download_button("Download CSV", to_csv(pc), file_name=f"{stem}.csv",
                             mime="text/csv", key="methods_csv")
-    down[1].download_button("Download LaTeX", report.to_latex(cmp), file_name=f"{stem}.tex",
+    down[1].download_button("Download LaTeX", to_latex(pc), file_name=f"{stem}.tex",
                             mime="text/x-tex", key="methods_latex")
+    _sensitivity(ctx, pc)
+
+
+def _sensitivity(ctx: Context, pc: ProtocolComparison) -> None:
+    """ICFRR's mAP@all against each parameter, the others held at the protocol's choice."""
+    st.subheader("ICFRR sensitivity")
+    row = next((r for r in pc.rows if r.method == "icfrr"), None)
+    if row is None:
+        st.info("No ICFRR runs on these distances: no sensitivity chart.")
+        return
+    grid = queries.grid_scores(ctx.db, pc.dataset_id, pc.artifact_id, pc.reported_classes,
+                               "icfrr")
+    slices = charts.sensitivity_slices(grid, row.run_id, row.iteration)
+    if slices.empty:
+        st.info("ICFRR's chosen configuration holds no stored scores: no sensitivity chart.")
+        return
+    chose = "the most often chosen" if pc.protocol == "cv" else "the chosen"
+    st.caption(plain(
+        f"{METRIC_NAMES['map_all']} over the {pc.n_queries} reported queries against each "
+        f"parameter, the others held at {chose} configuration ({row.params}, run #{row.run_id}; "
+        f"ringed), protocol {pc.protocol}"
+        + (f": {TEST_LABEL}" if pc.protocol == "test" else "")
+        + f". A panel with one point: the sweep did not vary that parameter around the choice."))
+    st.altair_chart(charts.sensitivity(slices, f"ICFRR sensitivity, protocol {pc.protocol}"))
 
 
 def _sweep_heatmap(ctx: Context) -> None:

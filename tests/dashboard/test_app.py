@@ -428,19 +428,28 @@ def test_thumbnails_read_only_under_the_allowed_image_roots(store_rooted_elsewhe
 
 # --- methods: the comparison table, any two runs, two methods side by side ---
 
-def _best_runs(raw, dataset_id: int) -> dict[str, tuple[int, int]]:
-    """Oracle of the table's rows: method -> (run, last iteration) with the highest mAP@all
-    at its last iteration (earliest run on ties), from the raw tables."""
+def _protocol_oracle(raw, dataset_id: int, tuning: set[int] | None) -> dict[str, tuple]:
+    """Oracle of the table's rows under test (``tuning`` None) or holdout, from the raw
+    tables with the documented rule: method -> (run, iteration, mAP@all reported). Among
+    the (run, iteration >= 1) of a method's finished runs, the highest mean AP over the
+    choosing queries (rounded to 12 decimals), ties to the lowest run, then iteration."""
     runs = raw["runs"][raw["runs"].status == "done"].merge(raw["sweeps"][["sweep_id",
                                                                           "dataset_id"]])
-    rm = raw["run_metrics"]
-    last = rm.loc[rm.groupby("run_id").iteration.idxmax()].set_index("run_id")
-    best: dict[str, tuple[int, int]] = {}
-    for r in runs[runs.dataset_id == dataset_id].sort_values("run_id").itertuples():
-        score = last.map_all[r.run_id]
-        if r.method not in best or score > last.map_all[best[r.method][0]]:
-            best[r.method] = (int(r.run_id), int(last.iteration[r.run_id]))
-    return best
+    runs = runs[runs.dataset_id == dataset_id]
+    lab = labels_q(raw).rename("label")
+    lab = lab[lab != -1]
+    qm = raw["query_metrics"].merge(lab, left_on="query_idx", right_index=True)
+    qm = qm[qm.run_id.isin(runs.run_id) & (qm.iteration >= 1)].merge(runs[["run_id", "method"]])
+    choose = qm if tuning is None else qm[qm.label.isin(tuning)]
+    report = qm if tuning is None else qm[~qm.label.isin(tuning)]
+    out = {}
+    for method, g in choose.groupby("method"):
+        means = g.groupby(["run_id", "iteration"]).ap.mean().round(12).reset_index()
+        best = means.sort_values(["ap", "run_id", "iteration"],
+                                 ascending=[False, True, True]).iloc[0]
+        rep = report[(report.run_id == best.run_id) & (report.iteration == best.iteration)]
+        out[method] = (int(best.run_id), int(best.iteration), rep.ap.mean())
+    return out
 
 
 def _downloads(monkeypatch) -> dict[str, tuple[bytes, str | None]]:
@@ -476,72 +485,154 @@ def _methods_columns(at: AppTest) -> list[str]:
     return list(d.proto.column_order)
 
 
-def test_overview_methods_table_and_downloads(fixture_db, raw, monkeypatch) -> None:
+def test_overview_methods_table_under_each_protocol_and_its_downloads(fixture_db, raw,
+                                                                      monkeypatch) -> None:
     import csv
     import io as _io
+
+    from icfrr.protocols import TEST_LABEL
+    from store.db import connect_reader
+    from store.protocol_report import protocol_comparison
 
     got = _downloads(monkeypatch)
     at = open_page(fixture_db, "Overview", monkeypatch, run=5)
     assert "Methods" in [s.value for s in at.subheader]
-    best = _best_runs(raw, 1)
-    assert set(best) == {"icfrr", "k_reciprocal", "dba"}
-    table = _methods_table(at)
-    assert list(table.label) == ["Initial ranking", "ICFRR", "k-reciprocal", "DBA"]
-    assert list(table.run_id[1:]) == [best[m][0] for m in ("icfrr", "k_reciprocal", "dba")]
-    rm = raw["run_metrics"].set_index(["run_id", "iteration"])
-    np.testing.assert_allclose(table.map_all[1:], [rm.map_all[best[m]] for m in
-                                                   ("icfrr", "k_reciprocal", "dba")])
-    assert table.map_all[0] == pytest.approx(rm.map_all[(best["icfrr"][0], 0)])
-    assert table.params[2] == "k1 20, k2 6, λ 0.3"
+    protocol = at.selectbox(key="_w_protocol")
+    assert protocol.value == "holdout"   # the honest protocol is the default
+    assert protocol.format_func("test") == f"test: {TEST_LABEL}"
+    order = {"icfrr": "ICFRR", "k_reciprocal": "k-reciprocal", "dba": "DBA"}
 
+    # holdout, seed 0: the split by the documented rule, the choices by the oracle's
+    lab = labels_q(raw)
+    classes = np.random.default_rng(0).permutation(np.unique(lab[lab != -1]))
+    tuning = set(classes[: round(0.5 * len(classes))].tolist())
+    for proto, oracle in (("holdout", _protocol_oracle(raw, 1, tuning)),
+                          ("test", _protocol_oracle(raw, 1, None))):
+        at.selectbox(key="_w_protocol").set_value(proto).run()
+        assert not at.exception
+        table = _methods_table(at).set_index("label")
+        for key, label in order.items():
+            run_id, iteration, value = oracle[key]
+            assert (table.run_id[label], table.iteration[label]) == (run_id, iteration), proto
+            assert table.map_all[label] == pytest.approx(value)
+            assert table.map_all_shown[label].startswith(f"{value:.4f}")
+        shown = _methods_columns(at)
+        assert ("optimism_shown" in shown) == (proto != "test")
+        captions = " ".join(c.value for c in at.caption)
+        if proto == "test":
+            assert plain(TEST_LABEL) in captions
+        else:
+            assert plain(f"{len(tuning)} tuning / {len(classes) - len(tuning)} reported") in captions
+    assert at.query_params["protocol"] == "test"
+
+    # cv with 3 folds (5 is more than the 3 classes): the store's protocol table, shown
+    at.selectbox(key="_w_protocol").set_value("cv").run()
+    at.number_input(key="_w_folds").set_value(3).run()
+    assert not at.info, [i.value for i in at.info]
+    assert (at.query_params["protocol"], at.query_params["folds"]) == ("cv", "3")
+    with connect_reader(fixture_db) as con:
+        pc = protocol_comparison(con, protocol="cv", dataset=1, backbone=1, folds=3, seed=0)
+    table = _methods_table(at)
+    assert list(table.label) == [r.label for r in pc.rows]
+    assert list(table.run_id) == [r.run_id for r in pc.rows]
+    np.testing.assert_allclose(table.map_all, [r.values["map_all"] for r in pc.rows])
+    np.testing.assert_allclose(table.optimism[1:], [r.optimism for r in pc.rows[1:]])
+    assert list(table.optimism_shown) == ["-", *(signed(r.optimism) for r in pc.rows[1:])]
+    for cell, r in zip(table.ci_shown, pc.rows):
+        lo, hi = r.ci
+        assert cell == f"[{lo:.4f}, {hi:.4f}]" and lo <= r.values["map_all"] <= hi
+    assert {"optimism_shown", "chosen"} <= set(_methods_columns(at))
+
+    # the downloads carry the protocol, the seed and the split
     text, name = _button_data(at, got, "Download CSV")
-    assert name.endswith(".csv")
+    assert name.endswith("-cv-seed0.csv")
     rows = list(csv.DictReader(_io.StringIO(text)))
     assert [r["label"] for r in rows] == list(table.label)
+    assert {(r["protocol"], r["seed"], r["split"]) for r in rows} == {("cv", "0", pc.split)}
     np.testing.assert_allclose([float(r["map_all"]) for r in rows], table.map_all)
     latex, name = _button_data(at, got, "Download LaTeX")
-    assert name.endswith(".tex")
-    # a comment line may point to --latex-wide first
-    assert [ln for ln in latex.splitlines() if not ln.startswith("%")][0].startswith(
-        r"\begin{table}")
-    assert r"\toprule" in latex
+    assert name.endswith("-cv-seed0.tex") and r"\toprule" in latex
+    assert "protocol cv: 3 folds of 3 classes, seed 0" in latex
     body = latex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
-    lines = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
-    assert [ln.split(" & ")[0] for ln in lines] == ["Initial ranking", "ICFRR",
-                                                    "k-reciprocal", "DBA"]
+    assert [ln.split(" & ")[0] for ln in body.splitlines() if ln.endswith(r"\\")] == \
+        ["Initial ranking", "ICFRR", "k-reciprocal", "DBA"]
 
-    # against the best k-reciprocal run with the paired t-test: an independent scipy oracle
+    # against k-reciprocal under the same protocol, paired t-test: a scipy oracle
+    at.selectbox(key="_w_protocol").set_value("test").run()
     at.selectbox(key="_w_baseline").set_value("k_reciprocal").run()
     at.selectbox(key="_w_test").set_value("t").run()
-    assert at.query_params["baseline"] == "k_reciprocal" and at.query_params["test"] == "t"
     table = _methods_table(at).set_index("label")
-    a, b = ap(raw, *best["icfrr"]), ap(raw, *best["k_reciprocal"])
-    assert table.map_all_p["ICFRR"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
-    assert np.isnan(table.map_all_p["k-reciprocal"])   # the baseline is not tested against itself
-    # every metric's value is shown with its own mark right after it; the p-values come last
-    from icfrr.registry import METRIC_KEYS
-    shown = _methods_columns(at)
-    assert shown.index("map_all_shown") < shown.index("map_all_delta") < shown.index("map_all_p")
-    assert all(c.endswith(("_p", "_p_holm")) for c in shown[-2 * len(METRIC_KEYS):])
-    for m in METRIC_KEYS:
-        for cell, value, mark in zip(table[f"{m}_shown"], table[m], table[f"{m}_mark"]):
-            assert cell == f"{value:.4f}{mark}"
-    done = raw["runs"][raw["runs"].status == "done"].merge(raw["sweeps"][["sweep_id",
-                                                                          "dataset_id"]])
-    counts = done[done.dataset_id == 1].method.value_counts()   # the oracle's runs, as above
-    assert [table.configs_shown[label] for label in ("Initial ranking", "ICFRR", "k-reciprocal",
-                                                     "DBA")] == \
-        ["", *(f"best of {counts[m]}" for m in ("icfrr", "k_reciprocal", "dba"))]
+    best = _protocol_oracle(raw, 1, None)
+    a, b = ap(raw, *best["icfrr"][:2]), ap(raw, *best["k_reciprocal"][:2])
+    assert table.p_value["ICFRR"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert np.isnan(table.p_value["k-reciprocal"])   # the baseline is not tested against itself
+
+
+def test_methods_sensitivity_and_headline_say_which_protocol_chose(fixture_db, raw,
+                                                                   monkeypatch) -> None:
+    from icfrr.protocols import TEST_LABEL
+
+    at = open_page(fixture_db, "Overview", monkeypatch)   # no run chosen: the sidebar's default
+    done = raw["runs"][raw["runs"].status == "done"]
+    rm = raw["run_metrics"].sort_values("iteration").groupby("run_id").map_all
+    gain = (rm.last() - rm.first())[done.run_id]
+    assert at.sidebar.selectbox(key="_w_run").value == gain.idxmax()
+    assert at.caption[0].value.startswith(plain(f"Picked by the test protocol, {TEST_LABEL}"))
+    at.sidebar.selectbox(key="_w_run").set_value(int(gain.idxmin())).run()
+    assert at.caption[0].value == plain("Picked in the sidebar: no selection protocol chose "
+                                        "this run.")
+    # the sensitivity chart is drawn through the holdout choice, and says so
+    assert "ICFRR sensitivity" in [s.value for s in at.subheader]
+    icfrr = _methods_table(at).set_index("label").loc["ICFRR"]
+    text = " ".join(c.value for c in at.caption)
+    assert plain(f"run #{icfrr.run_id}; ringed), protocol holdout") in text
+    # an older store: selection among the stored iterations, said once
+    assert plain("hold per-query metrics for some iterations only") in text
 
 
 def test_overview_methods_table_with_icfrr_runs_only(fixture_db, raw, monkeypatch) -> None:
     imported = int(raw["runs"].query("sweep_id == 2").run_id.iloc[0])
-    at = open_page(fixture_db, "Overview", monkeypatch, run=imported)
+    at = open_page(fixture_db, "Overview", monkeypatch, run=imported, protocol="test")
     table = _methods_table(at)
     assert list(table.label) == ["Initial ranking", "ICFRR"]
     assert list(table.run_id) == [imported, imported]
-    assert at.selectbox(key="_w_baseline").options == ["each run's initial ranking",
-                                                      "ICFRR (its best run)"]
+    assert at.selectbox(key="_w_baseline").options == ["the initial ranking",
+                                                      "ICFRR (same protocol)"]
+
+
+@pytest.mark.parametrize(("store", "widgets", "reason"), [
+    ("one_class", {}, "Protocol holdout: the queries have 1 known class; splitting classes "
+                      "needs at least 2 (choose the test protocol)"),
+    ("one_class", {"_w_protocol": "cv"}, "Protocol cv: the queries have 1 known class"),
+    ("fixture", {"_w_protocol": "cv"}, "Protocol cv: Folds 5 is more than the 3 query classes; "
+                                       "pass Folds 3 or fewer"),
+    ("fixture", {"_w_tune_fraction": 0.1}, "Protocol holdout: Tune fraction 0.1 of 3 classes "
+                                           "leaves no tuning class"),
+    ("no_labels", {}, "Run #1 has no metrics"),
+])
+def test_methods_table_degrades_with_one_line(fixture_db, tmp_path, monkeypatch, store, widgets,
+                                              reason) -> None:
+    from dashboard.synthetic import SyntheticSpec, generate
+
+    db = fixture_db
+    if store == "one_class":
+        db = tmp_path / "one.duckdb"
+        generate(db, SyntheticSpec(name="one", n_classes=1, images=False))
+    elif store == "no_labels":
+        db = tmp_path / "nolabels.duckdb"
+        generate(db, SyntheticSpec(name="nolabels", n_unknown=12, images=False))
+    at = open_page(db, "Overview", monkeypatch, run=1)
+    for key, value in widgets.items():
+        widget = at.selectbox(key=key) if key == "_w_protocol" else at.number_input(key=key)
+        widget.set_value(value).run()
+    assert not at.exception, [e.value for e in at.exception]
+    infos = [i.value for i in at.info]
+    assert any(i.startswith((plain(reason), reason)) for i in infos), infos
+    assert all("\n" not in i for i in infos)
+    assert not [d for d in at.dataframe if "label" in d.value.columns]   # no table, no crash
+    if store == "one_class":   # the test protocol still shows the table
+        at.selectbox(key="_w_protocol").set_value("test").run()
+        assert list(_methods_table(at).label) == ["Initial ranking", "ICFRR"]
 
 
 def test_runs_table_and_labels_name_baselines_and_heatmap_skips_them(fixture_db, raw,

@@ -177,7 +177,71 @@ def test_methods_section_shows_the_table_and_its_downloads(page, server) -> None
     text = Path(download.value.path()).read_text()
     assert text.splitlines()[0].startswith("role,method,label,run_id")
     assert ",Initial ranking," in text and ",k-reciprocal," in text and ",DBA," in text
-    page.locator('[data-testid="stMain"]').screenshot(path=str(ARTIFACTS / "methods.png"))
+    assert ",holdout," in text   # the downloads carry the protocol (the default: holdout)
+
+
+def _grid_rows(page, header: str) -> list[dict[str, str]]:
+    """The rows the dataframe with column ``header`` shows (its accessible table: the
+    columns in view), each a dict by header."""
+    grid = page.locator('[data-testid="stDataFrame"]').filter(
+        has=page.locator("th", has_text=header))
+    heads = [h.strip() for h in grid.first.locator("th").all_inner_texts()]
+    cells = [c.strip() for c in grid.first.locator("td").all_inner_texts()]
+    return [dict(zip(heads, cells[i:i + len(heads)])) for i in range(0, len(cells), len(heads))]
+
+
+def _choose(page, label: str, option: str) -> None:
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
+    page.get_by_role("option", name=option).first.click()
+    _settle(page)
+
+
+def test_methods_protocol_switch_shows_the_store_protocol_table(page, server, fixture_db) -> None:
+    from icfrr.protocols import TEST_LABEL
+    from store.db import connect_reader
+    from store.protocol_report import protocol_comparison
+
+    _open(page, server + "/?run=11", "overview_protocols")
+    for protocol, folds in (("test", 5), ("holdout", 5), ("cv", 3)):
+        _choose(page, "Selection protocol", protocol + ":")
+        if protocol == "cv":   # the demo store has 3 query classes: 5 folds get a reason
+            assert "Folds 5 is more than the 3 query classes" in page.locator("body").inner_text()
+            box = page.locator('[data-testid="stNumberInput"]').filter(has_text="Folds")
+            box = box.locator("input")
+            box.fill(str(folds))
+            box.press("Enter")
+            _settle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        with connect_reader(fixture_db) as con:
+            pc = protocol_comparison(con, protocol=protocol, dataset=1, backbone=1, folds=folds,
+                                     seed=0)
+        rows = _grid_rows(page, "95% CI")
+        assert [r["method"] for r in rows] == [r.label for r in pc.rows]
+        for shown, want in zip(rows, pc.rows):
+            assert shown["run"] == str(want.run_id) and shown["it"] == str(want.iteration)
+            assert shown["mAP@all"] == f"{want.values['map_all']:.4f}{want.mark}"
+            lo, hi = want.ci
+            assert shown["95% CI"] == ("n/a" if lo != lo else f"[{lo:.4f}, {hi:.4f}]")
+            if protocol == "test":
+                assert "optimism" not in shown
+            elif want.method is not None:
+                assert shown["optimism"] == f"{want.optimism:+.4f}"
+        body = page.locator("body").inner_text()
+        if protocol == "test":   # labelled wherever it shows
+            assert f"test: {TEST_LABEL}" in body
+        assert pc.split.split(";")[0] in body
+        if protocol == "cv":   # the README's screenshot: the Methods section, with intervals
+            page.get_by_role("heading", name="Methods").evaluate("h => h.scrollIntoView()")
+            page.wait_for_timeout(500)
+            box = page.locator('[data-testid="stMain"]').bounding_box()
+            page.screenshot(path=str(ARTIFACTS / "methods.png"),
+                            clip={"x": box["x"], "y": 0, "width": box["width"], "height": 1100})
+    assert "protocol=cv" in page.url   # (the folds' URL value: tests/dashboard/test_app.py)
+    heading = page.get_by_role("heading", name="ICFRR sensitivity")
+    heading.scroll_into_view_if_needed()
+    assert heading.count() == 1
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "overview_sensitivity.png"))
 
 
 def test_missing_database_page(browser, tmp_path) -> None:

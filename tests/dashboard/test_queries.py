@@ -46,3 +46,22 @@ def test_a_damaged_store_raises_store_error(tmp_path) -> None:
     with pytest.raises(StoreError):
         queries.runs(Db.at(bad))
     assert queries.probe(Db.at(tmp_path / "none.duckdb")) == "there is no results database yet."
+
+
+def test_grid_scores_are_plain_sql_means_over_the_reported_classes(fixture_db) -> None:
+    db = Db.at(fixture_db)
+    got = queries.grid_scores(db, 1, 1, (0, 2), "icfrr")
+    con = duckdb.connect(str(fixture_db), read_only=True)
+    want = con.execute("""
+        SELECT qm.run_id, qm.iteration, r.kg, r.kq, r.beta, avg(qm.ap) AS map_all
+        FROM query_metrics qm JOIN runs r USING (run_id) JOIN sweeps s USING (sweep_id)
+        JOIN items i ON i.dataset_id = s.dataset_id AND i.side = 'query' AND i.idx = qm.query_idx
+        WHERE r.status = 'done' AND r.method = 'icfrr' AND s.dataset_id = 1 AND qm.iteration >= 1
+          AND i.label IN (0, 2)
+        GROUP BY ALL ORDER BY 1, 2""").df()
+    con.close()
+    assert list(got.run_id) == list(want.run_id) and list(got.iteration) == list(want.iteration)
+    assert list(got.n_iter) == list(want.iteration)   # ICFRR's T is the iteration
+    assert list(got.kg) == list(want.kg) and list(got.beta) == list(want.beta)
+    assert list(got.map_all) == pytest.approx(list(want.map_all))
+    assert queries.grid_scores(db, 1, 1, (0, 2), "ecn").empty
