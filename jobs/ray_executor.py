@@ -39,6 +39,9 @@ from jobs.progress import Progress
 
 #: Times Ray runs a task again after its worker died (Ray's own retry; engine errors are not retried).
 MAX_RETRIES = 3
+#: Whether a local Ray started by the sweep runs Ray's dashboard: None when its packages are
+#: installed (``ray[default]``); the tests set False.
+INCLUDE_DASHBOARD: bool | None = None
 #: Test hook: a marker file path; the first task to create it exits its worker (``os._exit``).
 CRASH_ONCE_ENV = "ICFRR_RAY_CRASH_ONCE"
 
@@ -112,8 +115,7 @@ class RayExecutor:
         self.device, self._started, self._log = device, started, log
 
     @classmethod
-    def connect(cls, address: str | None, *, device: str, log: Callable[[str], None],
-                include_dashboard: bool | None = None) -> RayExecutor:
+    def connect(cls, address: str | None, *, device: str, log: Callable[[str], None]) -> RayExecutor:
         """Join the Ray cluster at ``address``, or start a local Ray with this machine's CPUs.
 
         A Ray already started in this process (a notebook, a test) is used as it is.
@@ -122,8 +124,6 @@ class RayExecutor:
             address: ``auto``, ``HOST:PORT`` or None (start a local Ray).
             device: The sweep's device.
             log: Where notes go.
-            include_dashboard: For a local Ray: None starts Ray's dashboard when its
-                packages are installed (``ray[default]``).
 
         Raises:
             UsageError: No cluster at ``address``, or a CUDA sweep on a cluster without GPUs.
@@ -134,7 +134,7 @@ class RayExecutor:
         else:
             try:
                 if address is None:
-                    context = ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=include_dashboard,
+                    context = ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=INCLUDE_DASHBOARD,
                                        logging_level=logging.WARNING)
                     started = True
                 else:
