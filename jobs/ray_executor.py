@@ -100,6 +100,20 @@ def run_chunk(qg, graph, labels_q: np.ndarray, labels_g: np.ndarray, params: Tas
     return dataclasses.replace(chunk, queries=queries), time.perf_counter() - start
 
 
+def warm_up() -> int:
+    """A Ray task's body that readies its worker: imports the engine and loads its compiled
+    kernels (numba's disk cache) on a tiny problem. Returns the worker's process id."""
+    import numba
+
+    from icfrr.reranking import rerank_chunks
+
+    numba.set_num_threads(1)
+    tiny = np.random.default_rng(0).random((4, 30), dtype=np.float32)
+    list(rerank_chunks(tiny, np.abs(tiny[:1].T - tiny[:1]), kg=3, kq=3, n_iter=2, labels_q=np.zeros(4, np.int64),
+                       labels_g=np.zeros(30, np.int64), device="cpu"))
+    return os.getpid()
+
+
 class RayExecutor:
     """Runs ICFRR groups as chunk tasks on a Ray cluster (or a local Ray); see the module doc.
 
@@ -113,6 +127,7 @@ class RayExecutor:
 
     def __init__(self, device: str, started: bool, log: Callable[[str], None]) -> None:
         self.device, self._started, self._log = device, started, log
+        self._warming: list = []
 
     @classmethod
     def connect(cls, address: str | None, *, device: str, log: Callable[[str], None]) -> RayExecutor:
@@ -149,6 +164,9 @@ class RayExecutor:
         except BaseException:
             executor.close()
             raise
+        # start the workers now, while the sweep loads its artifacts: they import the engine once
+        options = {"num_cpus": 0, "num_gpus": 1} if executor._cuda else {"num_cpus": 1}
+        executor._warming = [ray.remote(warm_up).options(**options).remote() for _ in range(executor._slots())]
         return executor
 
     def _describe(self, address: str | None, context) -> None:
@@ -216,7 +234,8 @@ class RayExecutor:
                                 work.top_n, device)
             for c, queries in enumerate(chunks[g]):
                 pending[task.remote(*shared, params, queries, crash)] = (g, c)
-        bar = Progress(len(pending), "chunks", "chunk", mode=work.progress, lines=False, leave=False)
+        n_tasks, task_s, start = len(pending), 0.0, time.perf_counter()
+        bar = Progress(n_tasks, "chunks", "chunk", mode=work.progress, lines=False, leave=False)
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -224,6 +243,7 @@ class RayExecutor:
                     g, c = pending.pop(ref)
                     result, seconds = ray.get(ref)
                     bar.update(1)
+                    task_s += seconds
                     outcomes = assembler.add(g, c, result, seconds)
                     if outcomes is not None:
                         yield groups[g], outcomes
@@ -231,9 +251,15 @@ class RayExecutor:
             bar.close()
             for ref in pending:   # the sweep stopped early: do not leave its tasks running
                 ray.cancel(ref)
+        # the numbers of the throughput model (docs/ARCHITECTURE.md): work in the tasks against wall time
+        tqdm.write(f"sweep: --executor ray: {n_tasks} task(s) of {len(groups)} group(s): {task_s:.1f} s of task "
+                   f"time in {time.perf_counter() - start:.1f} s on {slots} slot(s)", file=sys.stderr)
 
     def close(self) -> None:
         """Stop the local Ray this executor started (a cluster, or a Ray started by the caller, stays)."""
+        for ref in self._warming:
+            ray.cancel(ref)
+        self._warming = []
         if self._started and ray.is_initialized():
             ray.shutdown()
         self._started = False
