@@ -64,9 +64,10 @@ def run_chunk(qg, graph, labels_q: np.ndarray, labels_g: np.ndarray, params: Tas
     """A Ray task's body: one chunk of queries of one group through every iteration.
 
     Args:
-        qg: float32 [Q, G] numpy distances (from the object store, read-only), or a
-            function of a query slice computing them (``icfrr.neighbors.FeatureDistances``).
-        graph: The gallery ``NeighborGraph``.
+        qg: float32 [Q, G] numpy distances (from the object store, read-only), or the
+            features computing them per chunk (``icfrr.neighbors.FeatureDistances``, as
+            :func:`_to_store` put it).
+        graph: The gallery ``NeighborGraph``, as :func:`_to_store` put it.
         labels_q, labels_g: int64 [Q], [G] labels.
         params: The group's parameters.
         queries: Which queries.
@@ -93,11 +94,42 @@ def run_chunk(qg, graph, labels_q: np.ndarray, labels_g: np.ndarray, params: Tas
     if isinstance(qg, np.ndarray):
         dist = np.array(qg[queries])   # a writable copy of the chunk (the stored array is read-only)
     else:
-        dist = qg(queries)
-    (chunk,) = rerank_chunks(dist, graph, kg=params.kg, kq=params.kq, betas=params.betas, n_iter=params.n_iter,
+        dist = _from_store(qg)(queries)
+    (chunk,) = rerank_chunks(dist, _from_store(graph), kg=params.kg, kq=params.kq, betas=params.betas, n_iter=params.n_iter,
                              variant=params.variant, labels_q=labels_q[queries], labels_g=labels_g,
                              top_n=params.top_n, chunk_size=queries.stop - queries.start, device=params.device)
     return dataclasses.replace(chunk, queries=queries), time.perf_counter() - start
+
+
+def _to_store(value):
+    """What the object store holds for a graph or a feature-distance function: their numpy
+    arrays (read in place by every task on a node, where pickled tensors are copied per task)."""
+    from icfrr.neighbors import FeatureDistances, NeighborGraph
+
+    if isinstance(value, NeighborGraph):
+        return ("graph", value.indices.numpy(), value.distances.numpy())
+    if isinstance(value, FeatureDistances):
+        return ("features", value.query.numpy(), value.gallery.numpy(), value.metric)
+    return value
+
+
+def _from_store(value):
+    """:func:`_to_store`'s inverse, on the worker; the tensors view the stored (read-only) arrays,
+    which the engine only reads."""
+    if not isinstance(value, tuple):
+        return value
+    import warnings
+
+    import torch
+
+    from icfrr.neighbors import FeatureDistances, NeighborGraph
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensors = [torch.from_numpy(a) for a in value[1:3]]
+    if value[0] == "graph":
+        return NeighborGraph(*tensors)
+    return FeatureDistances(*tensors, value[3])
 
 
 def warm_up() -> int:
@@ -215,8 +247,8 @@ class RayExecutor:
             yield group, run_here(group)
 
     def _run_remote(self, groups: Sequence[Group], work: Work) -> Iterator[tuple[Group, list]]:
-        qg = work.qg.numpy() if hasattr(work.qg, "numpy") and not callable(work.qg) else work.qg
-        shared = [ray.put(qg), ray.put(work.graph), ray.put(np.asarray(work.labels_q)),
+        qg = work.qg.numpy() if hasattr(work.qg, "numpy") and not callable(work.qg) else _to_store(work.qg)
+        shared = [ray.put(qg), ray.put(_to_store(work.graph)), ray.put(np.asarray(work.labels_q)),
                   ray.put(np.asarray(work.labels_g))]           # once, whatever the number of tasks
         n_gallery = int(work.labels_g.shape[0])
         slots = self._slots()
