@@ -187,9 +187,10 @@ class RayExecutor:
                 else:
                     context = ray.init(address=address, logging_level=logging.WARNING)
             except ConnectionError as exc:
-                hint = ("no Ray cluster runs on this machine: start one with `ray start --head`, or drop "
-                        "--ray-address to start a local Ray" if address == "auto" else "check the address")
-                raise UsageError(f"--ray-address {address}: {str(exc).splitlines()[0]} ({hint})") from None
+                if address == "auto":
+                    raise UsageError("--ray-address auto: no Ray cluster runs on this machine; start one with "
+                                     "`ray start --head`, or drop --ray-address to start a local Ray") from None
+                raise UsageError(f"--ray-address {address}: {str(exc).splitlines()[0]}") from None
         executor = cls(device, started, log)
         try:
             executor._describe(address, context)

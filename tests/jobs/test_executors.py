@@ -135,3 +135,15 @@ def test_a_local_sweep_never_imports_ray(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(new)" in done.stdout   # the sweep really ran
+
+
+def test_ray_address_auto_without_a_cluster_is_refused(tmp_path, capsys, monkeypatch) -> None:
+    ray = pytest.importorskip("ray")
+
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)   # as Ray answers when no cluster runs here
+    err = _refused(tmp_path, capsys, ["--executor", "ray", "--ray-address", "auto"])
+    assert "no Ray cluster runs on this machine" in err and "ray start --head" in err

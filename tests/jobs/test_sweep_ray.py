@@ -5,7 +5,11 @@ duplicates nothing."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -44,18 +48,18 @@ def _stored(db: Path) -> dict[str, object]:
                               f"ORDER BY {order}").fetchdf()
             for name, order in (("run_metrics", "1, iteration"), ("query_metrics", "1, iteration, query_idx"),
                                 ("rankings", "1, iteration, query_idx, rank"))}
-        sweeps = con.execute("SELECT status FROM sweeps").fetchall()
+        sweeps = con.execute("SELECT status FROM sweeps ORDER BY sweep_id").fetchall()
     finally:
         con.close()
     return {"runs": runs, "sweeps": sweeps, **tables}
 
 
-def _assert_same_runs(got: Path, want: Path, n_runs: int) -> None:
+def _assert_same_runs(got: Path, want: Path, n_runs: int, sweeps: tuple[str, ...] = ("done",)) -> None:
     a, b = _stored(got), _stored(want)
     keys = [r[0] for r in a["runs"]]
     assert len(keys) == n_runs and len(set(keys)) == n_runs   # none lost, none twice
     assert a["runs"] == b["runs"]
-    assert a["sweeps"] == b["sweeps"] == [("done",)]
+    assert b["sweeps"] == [("done",)] and a["sweeps"] == [(s,) for s in sweeps]
     for name in ("run_metrics", "query_metrics", "rankings"):
         x, y = a[name], b[name]
         assert len(x) == len(y) > 0 and list(x.columns) == list(y.columns), name
@@ -142,3 +146,35 @@ def test_distances_computed_per_chunk_from_features_on_ray_give_the_local_runs(l
     assert sweep.main([*argv, "--db", str(tmp_path / "ray.duckdb"), "--executor", "ray"]) == 0
     _assert_same_runs(tmp_path / "ray.duckdb", tmp_path / "local.duckdb", 4)
     assert '"qg_distances": "features per chunk"' in _stored(tmp_path / "ray.duckdb")["runs"][0][7]
+
+
+@pytest.mark.slow
+def test_a_killed_driver_keeps_its_committed_runs_and_the_same_command_resumes(local_ray, examples_oracle, tmp_path,
+                                                                              capsys) -> None:
+    from store.db import connect_reader
+    from tests.jobs.test_faults import _KILLER
+
+    cache, oracle = examples_oracle
+    db = tmp_path / "ray.duckdb"
+    argv = ["--dataset", "custom", "--cache_root", str(cache), "--device", "cpu", *EXAMPLES_GRID, "--quiet",
+            "--db", str(db), "--executor", "ray"]
+    # SIGKILL the driver (which starts its own Ray) right after it committed its first run
+    script = _KILLER.format(module="store.writes", name="heartbeat", at=1, command="jobs.sweep")
+    with open(tmp_path / "driver.log", "w") as log:   # a file: Ray's leftovers may hold it open
+        proc = subprocess.Popen([sys.executable, "-c", script, *argv], cwd=REPO, stdout=log, stderr=log,
+                                start_new_session=True)
+        proc.wait(timeout=600)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)   # what is left of the Ray the killed driver started
+    except ProcessLookupError:
+        pass
+    assert proc.returncode == -9, (tmp_path / "driver.log").read_text()[-2000:]
+    with connect_reader(db) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+        assert con.execute("SELECT status FROM sweeps").fetchall() == [("running",)]
+    assert sweep.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.count("(skipped)") == 1 and out.count("(new)") == EXAMPLES_RUNS - 1, err
+    assert "marked 1 earlier sweep(s) whose process is gone 'interrupted'" in err
+    _assert_same_runs(db, oracle, EXAMPLES_RUNS, sweeps=("interrupted", "done"))
+    assert not Path(f"{db}.lock").exists()
