@@ -206,7 +206,8 @@ class RayExecutor:
         """Log the cluster's size and dashboard; refuse a CUDA sweep on a cluster without GPUs."""
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
-        where = "a local Ray" if self._started else f"the Ray cluster at {address or 'this process'}"
+        where = ("a local Ray" if self._started else f"the Ray cluster at {address}" if context is not None
+                 else "the Ray already started in this process")
         self._log(f"sweep: --executor ray: {where}, {cpus} CPU(s), {gpus} GPU(s), "
                   f"{len(ray.nodes())} node(s)")
         url = getattr(context, "dashboard_url", None)
