@@ -7,8 +7,11 @@ the results folder, else ``results/icfrr.duckdb``. The URL's ``db`` and the
 sidebar choose only among the DuckDB files of the results folder
 (``--results-dir DIR`` or $ICFRR_RESULTS_DIR, else the launch store's
 folder); anything else, and any store that cannot be read, shows one neutral
-message (``dashboard.data.NEUTRAL``). Stores are only ever read, through
-locked-down connections (``store.db.connect_reader``), by the typed cached
+message (``dashboard.data.NEUTRAL``); a page that fails on what a store holds
+shows one neutral line (``dashboard.data.PAGE_FAILED``) and logs the traceback
+on the server; ``--debug`` after ``--`` shows tracebacks in the page instead
+(``client.showErrorDetails`` is off otherwise, here and in
+``.streamlit/config.toml``). Stores are only ever read, through locked-down connections (``store.db.connect_reader``), by the typed cached
 reads of ``dashboard.queries``. Thumbnails read images only under the launch
 working directory and the folders given with ``--image-root DIR``
 (repeatable) or $ICFRR_IMAGE_ROOTS (``os.pathsep``-separated); a dataset root
@@ -28,10 +31,15 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # `streamlit run` puts only dashboard/ on the path
     sys.path.insert(0, _ROOT)
 
+import logging  # noqa: E402
+
 import streamlit as st  # noqa: E402
 
 from dashboard import sidebar, state  # noqa: E402
-from dashboard.data import NEUTRAL, StoreError, store_problem  # noqa: E402
+from dashboard.data import (NEUTRAL, PAGE_FAILED, StoreError, debug_from_args,  # noqa: E402
+                            store_problem)
+
+_log = logging.getLogger("icfrr.dashboard")
 
 # No page icons: Streamlit turns a page's ":material/...:" icon into the tab's favicon,
 # fetched from fonts.gstatic.com, and the dashboard requests nothing from other hosts.
@@ -61,6 +69,8 @@ def _getting_started(db_path: str, problem: str) -> None:
 def main() -> None:
     """Route one rerun of the app."""
     st.set_page_config(page_title="icfrr-lab", layout="wide")
+    debug = debug_from_args()
+    st.set_option("client.showErrorDetails", "full" if debug else "none")
     state.adopt_url()
     db, ctx, problem = sidebar.render()
     try:
@@ -78,6 +88,11 @@ def main() -> None:
             page.run()
         except StoreError as exc:  # damaged mid-way, or a sweep held it past the retries
             st.warning(store_problem(exc))
+        except Exception:  # a store holding what no page expects: one line here, details in the log
+            if debug:
+                raise
+            _log.exception("page %s failed", getattr(page, "url_path", "?"))
+            st.warning(PAGE_FAILED)
     finally:
         state.write_url()
 

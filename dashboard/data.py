@@ -34,6 +34,9 @@ ENV_RESULTS_DIR = "ICFRR_RESULTS_DIR"
 ENV_IMAGE_ROOTS = "ICFRR_IMAGE_ROOTS"
 #: File names the store list offers (besides the launch ``--db`` itself).
 STORE_SUFFIX = ".duckdb"
+#: What a page shows, instead of a traceback, when it fails on what a store holds.
+PAGE_FAILED = ("This page cannot be shown for this selection. Choose another run or page; "
+               "the server log says what went wrong.")
 #: The one message for a store that is not allowed, missing, damaged, foreign or unreadable.
 NEUTRAL = ("This results store cannot be shown. Choose one of the stores listed in the "
            "sidebar, or reload the page to try again.")
@@ -46,6 +49,7 @@ def _launch_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db")
     parser.add_argument("--results-dir", "--results_dir", dest="results_dir")
     parser.add_argument("--image-root", "--image_root", dest="image_root", action="append", default=[])
+    parser.add_argument("--debug", action="store_true")
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return args
 
@@ -53,6 +57,12 @@ def _launch_args(argv: list[str] | None = None) -> argparse.Namespace:
 def db_from_args(argv: list[str] | None = None) -> str | None:
     """The ``--db PATH`` given after ``--`` to ``streamlit run``, if any."""
     return _launch_args(argv).db
+
+
+def debug_from_args(argv: list[str] | None = None) -> bool:
+    """Whether ``--debug`` was given after ``--``: pages then show their tracebacks
+    (off by default: a visitor sees one neutral line, the server log the details)."""
+    return bool(_launch_args(argv).debug)
 
 
 def results_dir_from_args(argv: list[str] | None = None) -> str | None:
@@ -199,6 +209,6 @@ def store_problem(exc: StoreError) -> str:
     return NEUTRAL
 
 
-__all__ = ["DEFAULT_DB", "ENV_DB", "ENV_IMAGE_ROOTS", "ENV_RESULTS_DIR", "NEUTRAL", "Db",
-           "StoreError", "Stores", "db_from_args", "default_db", "image_roots",
+__all__ = ["DEFAULT_DB", "ENV_DB", "ENV_IMAGE_ROOTS", "ENV_RESULTS_DIR", "NEUTRAL", "PAGE_FAILED", "Db",
+           "StoreError", "Stores", "db_from_args", "debug_from_args", "default_db", "image_roots",
            "results_dir_from_args", "store_problem"]

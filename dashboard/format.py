@@ -33,6 +33,30 @@ def plain(text: object) -> str:
     return _MD_PUNCT.sub(r"\\\1", _BREAKS.sub(" ", str(text)))
 
 
+#: Names from data longer than this are cut for display (the whole text goes in a tooltip).
+NAME_LIMIT = 200
+
+
+def short(text: object, limit: int = NAME_LIMIT) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis when longer.
+
+    For names from data (class, item and dataset names) shown in the page;
+    pass it through :func:`plain` as well where Markdown renders.
+    """
+    one = _BREAKS.sub(" ", str(text))
+    return one if len(one) <= limit else one[: limit - 1] + "…"
+
+
+def class_label(name: object, label: object) -> str:
+    """How a class is shown: its name (cut by :func:`short`), else ``"class N"``
+    (``"unknown class"`` for label -1); never ``"None"``."""
+    if isinstance(name, str) and name.strip():
+        return short(name)
+    if _missing(label):
+        return "unknown class"
+    return "unknown class" if int(label) == -1 else f"class {int(label)}"
+
+
 def _missing(x: object) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA
 
@@ -91,14 +115,29 @@ def run_params(row: object) -> dict[str, object]:
 
 def run_label(row: object) -> str:
     """One line naming a run, any method, NULL parameters left out:
-    ``#3 demo · ICFRR · KG 8, KQ 6, β 0.5, T 4`` or ``#11 demo · k-reciprocal · k1 20, k2 6, λ 0.3``.
+    ``#3 demo · ICFRR · KG 8, KQ 6, β 0.5, T 4`` or ``#11 demo · k-reciprocal · k1 20, k2 6, λ 0.3``;
+    a run without metrics ends with ``· no labels``, and a long dataset name is cut.
 
     Args:
         row: A row of ``store.read.runs`` (run_id, dataset, method, params and
             the ICFRR columns).
     """
     label, text = method_and_params(row)
-    return f"#{row.run_id} {row.dataset} · {label}" + (f" · {text}" if text else "")
+    return (f"#{row.run_id} {short(row.dataset, 60)} · {label}" + (f" · {text}" if text else "")
+            + ("" if has_metrics(row) else f" · {NO_LABELS}"))
+
+
+#: How a run without metrics (its dataset has no labels) is marked.
+NO_LABELS = "no labels"
+#: The one-line reason a view that needs metrics gives for such a run (``.format(run=ID)``).
+NO_METRICS = ("Run #{run} has no metrics: its dataset has no labels, so it has rankings only "
+              "(see them in the Query inspector). Sweep with --labels to get metrics.")
+
+
+def has_metrics(row: object) -> bool:
+    """Whether a run (a row of ``store.read.runs``) has metrics: its initial ranking's
+    mAP@all is known. Runs of a dataset without labels have rankings only."""
+    return not _missing(getattr(row, "map_all_before", 0.0))
 
 
 def method_and_params(row: object) -> tuple[str, str]:

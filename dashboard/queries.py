@@ -26,6 +26,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.data import Db, store_problem
+from dashboard.format import class_label
 from icfrr.stats import PairedComparison, compare_paired
 from store import read, report
 from store.db import StoreError, connect_reader
@@ -43,6 +44,14 @@ def _read(db: Db, fn: Callable[Concatenate[duckdb.DuckDBPyConnection, P], R],
             return fn(con, *args, **kwargs)
     except duckdb.Error as exc:  # e.g. a block found damaged half-way through a query
         raise StoreError(f"cannot read {db.path}: {(str(exc).splitlines() or [''])[0]}") from None
+
+
+def _named(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every class_name shown as :func:`dashboard.format.class_label` makes it
+    ("class N" where the store has no name): no page ever shows a missing name."""
+    if "class_name" in df.columns and "label" in df.columns:
+        df = df.assign(class_name=[class_label(n, v) for n, v in zip(df.class_name, df.label)])
+    return df
 
 
 @st.cache_data(**_CACHE)
@@ -93,26 +102,29 @@ def dataset_root(db: Db, run_id: int) -> str | None:
 
 @st.cache_data(**_CACHE)
 def classes(db: Db, run_id: int) -> pd.DataFrame:
-    """The known query classes of a run's dataset (``store.read.classes``)."""
-    return _read(db, read.classes, run_id)
+    """The known query classes of a run's dataset (``store.read.classes``), named."""
+    return _named(_read(db, read.classes, run_id))
 
 
 @st.cache_data(**_CACHE)
 def class_before_after(db: Db, run_id: int, iteration: int) -> pd.DataFrame:
-    """Per-class mAP before and after (``store.read.class_before_after``)."""
-    return _read(db, read.class_before_after, run_id, iteration)
+    """Per-class mAP before and after (``store.read.class_before_after``), named."""
+    return _named(_read(db, read.class_before_after, run_id, iteration))
 
 
 @st.cache_data(**_CACHE)
 def query_changes(db: Db, run_id: int, iteration: int, label: int | None = None) -> pd.DataFrame:
-    """Queries ranked by AP change, largest loss first (``store.read.query_changes``)."""
-    return _read(db, read.query_changes, run_id, iteration, label=label)
+    """Queries ranked by AP change, largest loss first (``store.read.query_changes``), named."""
+    return _named(_read(db, read.query_changes, run_id, iteration, label=label))
 
 
 @st.cache_data(**_CACHE)
 def query_item(db: Db, run_id: int, query_idx: int) -> dict | None:
-    """One query's label, class and path, or None (``store.read.query_item``)."""
-    return _read(db, read.query_item, run_id, query_idx)
+    """One query's label, class and path, or None (``store.read.query_item``), named;
+    ``full_class_name`` keeps the stored name uncut (None when there is none)."""
+    item = _read(db, read.query_item, run_id, query_idx)
+    return None if item is None else item | {"class_name": class_label(item["class_name"], item["label"]),
+                                             "full_class_name": item["class_name"]}
 
 
 @st.cache_data(**_CACHE)
@@ -131,9 +143,9 @@ def query_metrics_by_iteration(db: Db, run_id: int, query_idx: int) -> pd.DataFr
 def query_topn(db: Db, run_id: int, query_idx: int, iteration: int, top_n: int,
                baseline_iteration: int = 0) -> pd.DataFrame:
     """One query's top ``top_n`` at ``baseline_iteration`` and ``iteration``
-    (``store.read.query_topn``)."""
-    return _read(db, read.query_topn, run_id, query_idx, iteration,
-                 baseline_iteration=baseline_iteration, top_n=top_n)
+    (``store.read.query_topn``), named."""
+    return _named(_read(db, read.query_topn, run_id, query_idx, iteration,
+                        baseline_iteration=baseline_iteration, top_n=top_n))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -141,7 +153,7 @@ def compare(db: Db, a: tuple[int, int], b: tuple[int, int]
             ) -> tuple[pd.DataFrame, PairedComparison]:
     """Per-query AP of (run, iteration) ``a`` against ``b`` (``store.read.paired_ap``)
     and their paired statistics (``icfrr.stats.compare_paired``)."""
-    pairs = _read(db, read.paired_ap, a[0], a[1], b[0], b[1])
+    pairs = _named(_read(db, read.paired_ap, a[0], a[1], b[0], b[1]))
     return pairs, compare_paired(pairs.ap_a.to_numpy(), pairs.ap_b.to_numpy())
 
 

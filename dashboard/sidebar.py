@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -12,6 +13,65 @@ from dashboard.data import NEUTRAL, Db, Stores, StoreError, store_problem
 from dashboard.format import run_label
 
 _CTX = "_context"
+#: Most runs one selector offers: a store may hold a great many runs, and every option is
+#: sent to the browser. The rest are reached by id (the sidebar's "Go to run", ``?run=ID``).
+RUN_CHOICES = 1000
+
+
+class RunLabels(Mapping[int, str]):
+    """Run id -> ``run_label``, each made when first asked for (not 300k at every rerun).
+
+    Args:
+        runs: ``store.read.runs`` indexed by run_id.
+    """
+
+    def __init__(self, runs: pd.DataFrame) -> None:
+        self._runs = runs
+        self._made: dict[int, str] = {}
+
+    def __getitem__(self, run_id: int) -> str:
+        if run_id not in self._made:
+            if run_id not in self._runs.index:
+                raise KeyError(run_id)
+            self._made[run_id] = run_label(self._runs.loc[run_id])
+        return self._made[run_id]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(int(r) for r in self._runs.index)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+
+def run_choices(runs: pd.DataFrame, ids: Sequence[int], anchor: int, *keep: int) -> list[int]:
+    """At most ``RUN_CHOICES`` of ``ids`` for a selector, in id order: ``keep`` (runs
+    already chosen), then the runs of ``anchor``'s sweep, then the others by id.
+
+    Args:
+        runs: ``store.read.runs`` indexed by run_id.
+        ids: The runs the selector may offer.
+        anchor: The run whose sweep comes first.
+        *keep: Runs that must stay offered when they are in ``ids``.
+    """
+    ids = [int(i) for i in ids]
+    if len(ids) <= RUN_CHOICES:
+        return ids
+    sweep = runs.sweep_id.get(anchor)
+    own = [i for i in runs.run_id[runs.sweep_id == sweep] if i in set(ids)] if sweep is not None else []
+    wanted = set(ids)
+    picked = dict.fromkeys([*(k for k in keep if k in wanted), *own[:RUN_CHOICES], *ids[:RUN_CHOICES]])
+    return sorted(list(picked)[:RUN_CHOICES])
+
+
+def _go_to_run(runs: pd.DataFrame) -> None:
+    """The "Go to run" box: a run id that exists becomes the selected run."""
+    value = st.session_state.get(_GOTO)
+    if value is not None and int(value) in runs.index:
+        state.put("run", int(value))
+        st.session_state.pop(state.widget_key("run"), None)
+
+
+_GOTO = "_w_goto_run"
 
 
 @dataclass(frozen=True)
@@ -28,7 +88,7 @@ class Context:
     db: Db
     runs: pd.DataFrame
     run_id: int
-    labels: dict[int, str]
+    labels: Mapping[int, str]
 
     @property
     def run(self) -> pd.Series:
@@ -82,13 +142,20 @@ def render() -> tuple[Db | None, Context | None, str | None]:
     except StoreError as exc:
         st.session_state.pop(_CTX, None)
         return db, None, store_problem(exc)
-    labels = {r.run_id: run_label(r) for r in runs.itertuples()}
+    labels = RunLabels(runs)
     best = int(runs.loc[runs.map_all_gain.idxmax(), "run_id"]) if runs.map_all_gain.notna().any() \
         else int(runs.run_id.iloc[-1])
-    run_id = state.select(sb, "Run", list(labels), "run", default=best, format_func=labels.get)
+    wanted = state.get_int("run")
+    anchor = wanted if wanted is not None and wanted in runs.index else best
+    options = run_choices(runs, runs.run_id, anchor, anchor, best)
+    run_id = state.select(sb, "Run", options, "run", default=best, format_func=labels.get)
     n_sweeps = runs.sweep_id.nunique()
     sb.caption(f"{len(runs)} finished runs in {n_sweeps} sweep{'s' * (n_sweeps != 1)}. "
                "The selection is kept in the URL: copy it to share this view.")
+    if len(options) < len(runs):
+        sb.number_input(f"Go to run (the list offers {len(options)}: the run's sweep first)",
+                        min_value=int(runs.run_id.min()), max_value=int(runs.run_id.max()),
+                        value=None, step=1, key=_GOTO, on_change=_go_to_run, args=(runs,))
     ctx = Context(db, runs, int(run_id), labels)
     st.session_state[_CTX] = ctx
     return db, ctx, None

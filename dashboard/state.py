@@ -18,7 +18,7 @@ import streamlit as st
 #: Query-string keys the dashboard reads and writes.
 PARAMS: tuple[str, ...] = ("db", "run", "iteration", "query", "class", "run_b",
                            "iteration_b", "other", "iteration_other", "sweep", "beta",
-                           "variant", "baseline", "test")
+                           "variant", "baseline", "test", "dataset")
 
 _SEL = "_selection"
 _WRITTEN = "_url_written"

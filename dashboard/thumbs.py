@@ -9,7 +9,8 @@ the same "not shown" placeholder, whatever exists there. A path that leaves
 the root (``..``, an absolute path, a symlink pointing out) is refused; a
 missing, unreadable or refused image becomes a grey placeholder that shows
 the item's path, never an error. Items without a path (imported distances)
-get the same placeholder.
+get the same placeholder, and so does an image above ``MAX_PIXELS`` (only its
+header is read: a crafted "decompression bomb" is never decoded).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ MARKS = {
     "unknown": (130, 130, 130),
 }
 _GREY = (200, 200, 200)
+#: Images with more pixels than this get a placeholder (their header is read, never the pixels).
+MAX_PIXELS = 40_000_000
 
 
 def resolve_inside(root: str | Path | None, rel: str | None) -> Path | None:
@@ -86,8 +89,12 @@ def _open(root: str | None, rel: str | None, size: int,
         return placeholder(rel, size, "outside root")
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                return placeholder(rel, size, "too large")
             im = ImageOps.exif_transpose(im).convert("RGB")
             im.thumbnail((size, size))
+    except Image.DecompressionBombError:  # beyond Pillow's own limit, refused while opening
+        return placeholder(rel, size, "too large")
     except (OSError, UnidentifiedImageError, ValueError):
         return placeholder(rel, size, "missing" if not path.exists() else "unreadable")
     canvas = Image.new("RGB", (size, size), "white")

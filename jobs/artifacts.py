@@ -43,9 +43,10 @@ from jobs.source_flags import add_source_flags  # noqa: F401  (re-exported: the 
 from store import artifacts as cache
 from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
                              Artifacts, CachePolicy)
+from store.fs import PathError, check_folder_name
 from store.identity import FileId, HashCache, InputChanged, digest
-from store.imports import (SourceError, has_published_cache, published_cache_dir, read_features, read_labels,
-                           read_labels_and_names, read_matrix)
+from store.imports import (CLASS_NAMES_FILE, SourceError, has_published_cache, published_cache_dir,
+                           read_class_names, read_features, read_labels, read_labels_and_names, read_matrix)
 
 #: Every error caused by user input that ensure_artifacts can raise: CLIs print these in one line, exit 2.
 USER_ERRORS = (ArtifactError, DatasetError, BackboneError, ImageReadError, SourceError, InputChanged)
@@ -98,12 +99,15 @@ class DistanceFiles:
         gg: Gallery-gallery distances [G, G].
         labels: ``.pth``/``.npz``/``.json`` with int ``query`` [Q] and ``gallery`` [G].
         qq: Query-query distances [Q, Q], for the methods that need them.
+        class_names: ``class_names.json`` (the published cache's optional names; a
+            ``class_names`` array in ``labels`` serves too).
     """
 
     qg: Path
     gg: Path
     labels: Path | None = None
     qq: Path | None = None
+    class_names: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -162,9 +166,13 @@ class ArtifactRequest:
         kg_max: Largest KG a sweep will ask for; the graph keeps
             ``min(max(512, kg_max), G - 1)`` neighbours.
         compute: Extraction and device options.
+        needs_qq: A method will need query-query distances: imported distances
+            without a query-query file (nor one kept in their cache folder)
+            are then refused before anything is written.
 
     Raises:
-        ArtifactError: per_class or kg_max out of range.
+        ArtifactError: per_class or kg_max out of range, or a dataset name that
+            is no plain folder name (see :func:`store.fs.check_folder_name`).
     """
 
     dataset: str
@@ -175,8 +183,13 @@ class ArtifactRequest:
     cache: CachePolicy = CachePolicy.REUSE
     kg_max: int = MIN_GRAPH_K
     compute: Compute = field(default_factory=Compute)
+    needs_qq: bool = False
 
     def __post_init__(self) -> None:
+        try:
+            check_folder_name(self.dataset, "--dataset")
+        except PathError as exc:
+            raise ArtifactError(str(exc)) from None
         pc, kg = self.per_class, self.kg_max
         if isinstance(pc, bool) or not isinstance(pc, int) or (pc < 1 and pc != -1):
             raise ArtifactError(f"per_class must be -1 (all) or a positive integer, got {pc!r}")
@@ -220,12 +233,13 @@ def _ensure(request: ArtifactRequest, hashes: HashCache, log: Callable[[str], No
             source = DistanceFiles(
                 published / "qg_dists.pth", published / "gg_dists.pth",
                 published / "labels.pth" if (published / "labels.pth").is_file() else None,
-                published / QQ_PUBLISHED if (published / QQ_PUBLISHED).is_file() else None)
+                published / QQ_PUBLISHED if (published / QQ_PUBLISHED).is_file() else None,
+                published / CLASS_NAMES_FILE if (published / CLASS_NAMES_FILE).is_file() else None)
         elif isinstance(source, PublishedCache):
             raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
                                 "gg_dists.pth); give the matrices' paths or another --backbone")
     if isinstance(source, DistanceFiles):
-        return _from_distances(request, source, hashes, log, read_only)
+        return _from_distances(request, source, hashes, log, read_only, selects_items=source is request.source)
     if isinstance(source, FeatureFiles):
         return _from_feature_files(request, source, hashes, log, read_only)
     spec = source.backbone or ("demo" if request.dataset == "demo" else "icfrr")
@@ -344,13 +358,27 @@ def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
 
 
 def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, n_q: int, n_g: int,
-                    labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None]) -> Dataset:
-    """Items for imported distances: from the images under data_root when they match, else path-less."""
+                    labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None],
+                    class_names: dict[int, str] | None = None, selects_items: bool = False) -> Dataset:
+    """Items for imported distances: from the images under data_root when they match, else path-less.
+
+    ``class_names`` (label -> name, from the user's files) win over the dataset's own names.
+    With ``selects_items`` (matrices the user names, not the published cache's
+    ``<per_class>`` folder) a ``per_class`` other than -1 must select the items
+    of the dataset's images; otherwise it would be recorded without being used.
+    """
     ds = None
+    used_whole = ArtifactError(
+        f"--per_class {per_class} selects images of a dataset, but imported distance matrices are used "
+        "whole: drop --per_class, or give --data_root with the images of a dataset it selects from")
+    if selects_items and per_class != -1 and (data_root is None or dataset not in DATASET_NAMES):
+        raise used_whole
     if data_root is not None and dataset in DATASET_NAMES:
         try:
             ds = load_dataset(dataset, data_root, per_class)
         except DatasetError as exc:
+            if selects_items and per_class != -1:
+                raise used_whole from None
             log(f"no {dataset} images read under {data_root} ({exc}); items get no paths")
     if ds is not None and (len(ds.query), len(ds.gallery)) != (n_q, n_g):
         raise ArtifactError(f"the distances are [{n_q}, {n_g}] but {dataset} under {data_root} has "
@@ -358,11 +386,13 @@ def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, 
                             "use the --per_class the distances were computed with")
     if ds is None:
         lq, lg = labels if labels is not None else (np.full(n_q, -1), np.full(n_g, -1))
-        return Dataset(dataset, None, [Item("query", i, None, int(v), None) for i, v in enumerate(lq)],
-                       [Item("gallery", j, None, int(v), None) for j, v in enumerate(lg)])
+        given = class_names or {}
+        return Dataset(dataset, None,
+                       [Item("query", i, None, int(v), given.get(int(v))) for i, v in enumerate(lq)],
+                       [Item("gallery", j, None, int(v), given.get(int(v))) for j, v in enumerate(lg)])
     if labels is None:
         return ds
-    names = ds.class_names
+    names = ds.class_names | (class_names or {})
     return Dataset(dataset, ds.root,
                    [Item("query", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.query, labels[0])],
                    [Item("gallery", it.idx, it.path, int(v), names.get(int(v))) for it, v in zip(ds.gallery, labels[1])],
@@ -407,24 +437,35 @@ def _identify(hashes: HashCache, files: dict[str, Path | None]) -> dict[str, Fil
 
 
 def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: HashCache,
-                    log: Callable[[str], None], read_only: ArtifactError | None) -> Artifacts:
+                    log: Callable[[str], None], read_only: ArtifactError | None,
+                    selects_items: bool = False) -> Artifacts:
     labels_path = Path(source.labels) if source.labels is not None else None
     ids = _identify(hashes, {"qg": Path(source.qg), "gg": Path(source.gg), "labels": labels_path,
-                             "qq": Path(source.qq) if source.qq is not None else None})
+                             "qq": Path(source.qq) if source.qq is not None else None,
+                             "class_names": Path(source.class_names) if source.class_names else None})
     dataset, per_class = request.dataset, request.per_class
     qg = read_matrix(ids["qg"].path)
     n_q, n_g = qg.shape
+    if "qq" in ids:             # checked before the cache folder is written, read again by qq_dists
+        _read_qq(ids["qq"].path, n_q)
     labels = read_labels(ids["labels"].path, n_q, n_g) if labels_path is not None else None
-    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log)
+    names = _class_names(ids["labels"].path if labels_path is not None else None,
+                         ids["class_names"].path if "class_names" in ids else None)
+    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log, names, selects_items)
     key = cache.cache_key({"kind": "import", "dataset": dataset, "items": ds.fingerprint(),
                            "per_class": per_class,
                            "sha256": {name: ids[name].sha256 if name in ids else None
-                                      for name in ("qg", "gg", "labels")}})
+                                      for name in ("qg", "gg", "labels")}
+                           # only when given: the keys of caches without names stay as they were
+                           | ({"class_names": ids["class_names"].sha256} if "class_names" in ids else {})})
     folder = cache.cache_folder(Path(request.cache_root), dataset, per_class, IMPORT_BACKBONE, key)
 
     def rebuild(k: int) -> NeighborGraph:
         return _graph_from_dense(ids["gg"], n_g, k, log)
 
+    if request.needs_qq and source.qq is None:
+        # only a query-query file kept in this key's folder by an earlier import could serve: reuse or refuse
+        read_only = cache.no_qq_error(ids["qg"].path)
     arts = _finish(request, folder, key, ds, rebuild, log, read_only)
     if arts is None:
         graph = rebuild(cache.graph_k(n_g, request.kg_max))
@@ -441,17 +482,42 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: Has
     return arts
 
 
+def _class_names(labels: Path | None, names_file: Path | None) -> dict[int, str] | None:
+    """Label -> class name from a ``class_names.json`` and the labels file's ``class_names``
+    (the labels file wins where both name a label); None when neither has names."""
+    found = [read_class_names(p) for p in (names_file, labels) if p is not None]
+    found = [f for f in found if f is not None]
+    return {k: v for f in found for k, v in f.items()} if found else None
+
+
+def _read_qq(path: Path, n_q: int) -> np.ndarray:
+    """A query-query file read and checked to be a finite float [n_q, n_q] matrix.
+
+    Raises:
+        ArtifactError, SourceError: The one line naming the file.
+    """
+    qq = read_matrix(path)
+    if qq.shape != (n_q, n_q):
+        raise ArtifactError(f"{path} is {list(qq.shape)} but there are {n_q} queries: it must be [{n_q}, {n_q}]")
+    return qq
+
+
 # --------------------------------------------------------------------------- feature files
 
 
 def _features_dataset(dataset: str, data_root: str | Path | None, labels: tuple[np.ndarray, np.ndarray],
-                      names: tuple[list[str] | None, list[str] | None]) -> Dataset:
-    """Items of feature files: a name becomes the item's path when it is a file under ``data_root``."""
+                      names: tuple[list[str] | None, list[str] | None],
+                      class_names: dict[int, str] | None = None) -> Dataset:
+    """Items of feature files: a name becomes the item's path when it is a file under ``data_root``.
+
+    Without ``data_root`` the dataset has no root and each name is kept as the item's path
+    (a name only: the dashboard shows it as the caption of a placeholder).
+    """
     root = Path(data_root).resolve() if data_root is not None else None
 
     def path_of(name: str | None) -> str | None:
         if root is None or name is None:
-            return None
+            return name
         full = (root / name).resolve()
         if not full.is_relative_to(root) or not full.is_file():
             return None
@@ -460,7 +526,8 @@ def _features_dataset(dataset: str, data_root: str | Path | None, labels: tuple[
     sides = []
     for side, lab, nm in (("query", labels[0], names[0]), ("gallery", labels[1], names[1])):
         nm = nm if nm is not None else [None] * len(lab)
-        sides.append([Item(side, i, path_of(n), int(v), None) for i, (v, n) in enumerate(zip(lab, nm))])
+        sides.append([Item(side, i, path_of(n), int(v), (class_names or {}).get(int(v)))
+                      for i, (v, n) in enumerate(zip(lab, nm))])
     return Dataset(dataset, root, *sides)
 
 
@@ -501,9 +568,10 @@ def read_feature_files(source: FeatureFiles, dataset: str, data_root: str | Path
         lq, lg, nq, ng = read_labels_and_names(source.labels, n_q, n_g)
     else:
         lq, lg, nq, ng = np.full(n_q, -1), np.full(n_g, -1), None, None
+    names = _class_names(source.labels, None)
     if source.normalise:
         feats = {side: _normalised(f, paths[side]) for side, f in feats.items()}
-    return _features_dataset(dataset, data_root, (lq, lg), (nq, ng)), feats
+    return _features_dataset(dataset, data_root, (lq, lg), (nq, ng), names), feats
 
 
 def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, hashes: HashCache,
@@ -597,11 +665,7 @@ def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 
     if arts.imported:
         source = arts.qq_source
         source.check()
-        qq = read_matrix(source.path)
-        if qq.shape != (n_q, n_q):
-            raise ArtifactError(f"{source.path} is {list(qq.shape)} but there are {n_q} queries: it must be "
-                                f"[{n_q}, {n_q}]")
-        qq = np.array(qq)   # read whole now, then checked: the bytes read are the identified ones
+        qq = np.array(_read_qq(source.path, n_q))   # read whole now, then checked: the bytes read are the identified ones
         source.check()
     else:
         f = arts.features("query")
@@ -654,13 +718,15 @@ def source_from_args(args: argparse.Namespace) -> Source:
     return Images(backbone, args.weights, args.pretrained_root, args.trust_checkpoint)
 
 
-def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute) -> ArtifactRequest:
+def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute,
+                      needs_qq: bool = False) -> ArtifactRequest:
     """The request of a command line with ``--dataset --data_root --per_class --cache_root
-    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`.
+    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`; ``needs_qq``:
+    see :class:`ArtifactRequest`.
 
     Raises:
         ArtifactError: Flags that do not go together, with a one-line message.
     """
     return ArtifactRequest(args.dataset, args.data_root, args.per_class, source_from_args(args),
                            args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
-                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute)
+                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute, needs_qq)

@@ -32,8 +32,9 @@ one that changes while the sweep runs stops it when it is next read (one line,
 exit status 2; the runs committed before are kept).
 
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written to the
-database) or an input file changed during the sweep, 1 an unexpected failure
-while running (finished runs stay committed; running the same command again
+database) or an input file changed during the sweep, 130 stopped by Ctrl-C
+(one line; the sweep is marked interrupted), 1 an unexpected failure while
+running (finished runs stay committed; running the same command again
 resumes).
 """
 
@@ -46,6 +47,7 @@ import math
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +68,7 @@ from jobs.progress import Progress, progress_mode
 from jobs.source_flags import add_source_flags
 from store import writes
 from store.db import StoreError, check_database, writer
-from store.fs import check_writable_dir
+from store.fs import PathError, check_folder_name, check_writable_dir
 from store.identity import InputChanged
 from store.lock import SweepLock
 
@@ -253,10 +255,17 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--batchsize must be >= 1, got {args.batchsize}")
     if args.num_gallery_ims_to_vis < 1:
         raise UsageError(f"--num_gallery_ims_to_vis must be >= 1, got {args.num_gallery_ims_to_vis}")
+    negative = [q for q in args.query_idxs_to_vis if q < 0]
+    if negative:    # refused before the artifacts are made; the upper bound needs Q, known only then
+        raise UsageError(f"--query_idxs_to_vis {negative}: query indices start at 0")
     if args.query_idxs_to_vis and args.rerank_results_dir is None:
         raise UsageError("--query_idxs_to_vis needs --rerank_results_dir DIR to write the strips to")
     if args.no_cache and args.force_cache:
         raise UsageError("--no_cache and --force_cache contradict each other; pass one")
+    try:
+        check_folder_name(args.dataset, "--dataset")
+    except PathError as exc:
+        raise UsageError(str(exc)) from None
     from jobs.artifacts import source_from_args
 
     source_from_args(args)   # flags of distances / features that do not go together: refused before the lock
@@ -385,7 +394,8 @@ def load_artifacts(
     from jobs.artifacts import Compute, ensure_artifacts, request_from_args
 
     compute = Compute(args.batchsize, device=device, progress=progress_mode(args.quiet) == "bar")
-    return ensure_artifacts(request_from_args(args, kg_max, compute), log)
+    needs_qq = any(m.needs_qq for m in requested_methods(args))
+    return ensure_artifacts(request_from_args(args, kg_max, compute, needs_qq), log)
 
 
 def artifact_info(arts: Artifacts) -> writes.ArtifactInfo:
@@ -612,7 +622,11 @@ def unanswerable(labels_q: np.ndarray, labels_g: np.ndarray, skip: bool) -> tupl
         how = ("left out of every mean (--skip-unanswerable)" if skip else
                "they get AP 0 and count in every mean; --skip-unanswerable leaves them out")
         parts.append(f"{int(missing.sum())} of {len(labels_q)} queries have a label no gallery item has: {how}")
-    if unknown.any():
+    if len(labels_q) and unknown.all():
+        parts.append("no query has a label, so no metrics will be computed: the runs store rankings only. "
+                     "To get metrics, pass --labels FILE (.npz, .json or .pth with int 'query' [Q] and "
+                     "'gallery' [G]; optional string 'class_names' indexed by label)")
+    elif unknown.any():
         parts.append(f"{int(unknown.sum())} queries of unknown label (-1) are left out of the metrics")
     out = labels_q.copy()
     if skip:
@@ -730,8 +744,15 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
         dataset_id = writes.upsert_dataset(con, **dataset_row(plan.arts))
         artifact_id = writes.upsert_artifact(con, dataset_id, info)
         done = {} if args.force else writes.finished_runs(con, keys)
+        kept_n = writes.stored_top_n(con, [run_id for run_id, _ in done.values()])
         sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
                                       command=command)
+    want = min(args.top_n, plan.arts.shape[1])     # a ranking keeps at most G items
+    narrower = {key for key, (run_id, _) in done.items() if (kept_n.get(run_id) or 0) < want}
+    if narrower:   # their stored rankings are shorter than asked: run again and replace, never skip
+        tqdm.write(f"sweep: {len(narrower)} configuration(s) in {args.db} keep fewer than the top {want} "
+                   f"per query (--top-n); running them again to store the top {want}", file=sys.stderr)
+        done = {key: v for key, v in done.items() if key not in narrower}
     if dead:
         tqdm.write(f"sweep: marked {len(dead)} earlier sweep(s) whose process is gone 'interrupted' "
                    f"(ids {', '.join(map(str, dead))})", file=sys.stderr)
@@ -749,9 +770,8 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
         tqdm.write(f"sweep: skipping {len(rows)} configuration(s) already in {args.db} "
                    "(--force redoes them)", file=sys.stderr)
     status = "failed"
+    bar = Progress(len(todo), "configurations", "cfg", mode=plan.progress if todo else "off")
     try:
-        bar = Progress(len(todo), "configurations", "cfg", mode=plan.progress if todo else "off")
-
         def run_here(group: Group) -> list[RunOutcome]:
             configs = list(group.configs)
             bar.set_note(_config_label(configs[0]) + (f" (+{len(configs) - 1} betas)" if len(configs) > 1 else ""))
@@ -764,16 +784,19 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                         con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                         config=recorded(plan.arts, cfg), device=plan.device, seconds=outcome.seconds,
                         metrics=outcome.metrics, kept=outcome.kept,
-                        per_query=outcome.per_query, force=args.force)
+                        per_query=outcome.per_query, force=args.force or keys[i] in narrower)
                     writes.heartbeat(con, sweep_id)
                 # None: already stored by an earlier sweep, only the published files were missing
                 state = "new" if run_id is not None else "files only"
                 rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
                               run_id if run_id is not None else done.get(keys[i], (None,))[0])
             bar.update(len(group.entries))  # once per group: its configurations finish together
-        bar.close()
         status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"      # stopped by the user, not failed: the same command resumes
+        raise
     finally:
+        bar.close()                 # before any message: a bar left open prints after it
         try:
             with writer(args.db) as con:
                 writes.finish_sweep(con, sweep_id, status)
@@ -784,20 +807,36 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the sweep; returns the exit status (0 ok, 2 bad input)."""
+    """Run the sweep; returns the exit status (0 ok, 2 bad input, 130 Ctrl-C)."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     notes: list[str] = []
     command = "python -m jobs.sweep " + shlex.join(argv)
-    try:
-        plan = prepare(argv, notes.append, command)
-    except (UsageError, StoreError, ValueError, OSError) as exc:
-        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    with warnings.catch_warnings(record=True) as caught:   # held back: a refusal is one line only
+        try:
+            plan = prepare(argv, notes.append, command)
+        except (UsageError, StoreError, ValueError, OSError) as exc:
+            return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except KeyboardInterrupt:
+            return _interrupted("stopped before any run; nothing was written to the database")
+    notes += [f"sweep: warning: {w.category.__name__}: {w.message}" for w in caught]
     try:
         return _run(plan, notes, command)
+    except KeyboardInterrupt:
+        return _interrupted(f"runs committed before are kept in {plan.args.db} and the sweep is marked "
+                            "interrupted; run the same command again to resume")
     finally:
         plan.executor.close()
         if plan.lock is not None:
             plan.lock.release()
+
+
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def _interrupted(what: str) -> int:
+    print(f"sweep: interrupted (Ctrl-C): {what}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _run(plan: _Plan, notes: list[str], command: str) -> int:

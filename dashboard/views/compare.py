@@ -12,8 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, queries, state
-from dashboard.format import method_and_params, p_value, plain, signed
-from dashboard.sidebar import Context, context, iteration_select
+from dashboard.format import NO_METRICS, has_metrics, method_and_params, p_value, plain, signed
+from dashboard.sidebar import Context, context, iteration_select, run_choices
 
 _A_KEY = "_w_compare_run_a"
 
@@ -47,7 +47,12 @@ def page() -> None:
     """Draw the page."""
     st.title("Compare")
     ctx = context()
-    same = [int(r) for r in ctx.runs.run_id[ctx.runs.dataset_id == ctx.run.dataset_id]]
+    if not has_metrics(ctx.run):
+        st.caption(plain(ctx.labels[ctx.run_id]))
+        st.info(NO_METRICS.format(run=ctx.run_id))
+        return
+    same = run_choices(ctx.runs, ctx.runs.run_id[ctx.runs.dataset_id == ctx.run.dataset_id],
+                       ctx.run_id, ctx.run_id, *filter(None, [state.get_int("run_b")]))
     st.caption(plain(f"Two rankings of the same queries of {ctx.run.dataset}: any two runs "
                      "(of any methods) at any stored iteration; iteration 0 is the initial "
                      "ranking."))

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from dashboard import queries, state, thumbs
-from dashboard.format import plain
+from dashboard.format import NO_METRICS, has_metrics, plain
 from dashboard.sidebar import context, iteration_select
 
 ORDERS = {
@@ -29,6 +29,9 @@ def page() -> None:
     st.title("Failure cases")
     ctx = context()
     st.caption(plain(ctx.labels[ctx.run_id]))
+    if not has_metrics(ctx.run):
+        st.info(NO_METRICS.format(run=ctx.run_id))
+        return
     top = st.columns([1, 1, 1, 1])
     iteration = iteration_select(top[0], ctx, ctx.run_id)
     classes = queries.classes(ctx.db, ctx.run_id)
@@ -59,7 +62,7 @@ def page() -> None:
         on_select="rerun", selection_mode="single-row",
         key="failure_rows",
         column_config={
-            "image": st.column_config.ImageColumn("query", width="small"),
+            "image": st.column_config.ImageColumn("image", width="small"),
             "query_idx": "query",
             "class_name": "class",
             "ap_before": st.column_config.NumberColumn("AP before", format="%.4f"),

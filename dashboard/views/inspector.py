@@ -12,8 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries, state, thumbs
-from dashboard.format import method_and_params, movement, plain, signed
-from dashboard.sidebar import Context, context, iteration_select
+from dashboard.format import (NAME_LIMIT, has_metrics, method_and_params, movement, plain, short,
+                              signed)
+from dashboard.sidebar import Context, context, iteration_select, run_choices
 
 _THUMB = 112
 _ICONS = {"relevant": "✓", "irrelevant": "✗", "unknown": "?"}
@@ -21,8 +22,7 @@ _ICONS = {"relevant": "✓", "irrelevant": "✗", "unknown": "?"}
 INITIAL = "initial"
 
 
-def _query_select(ctx: Context, container, iteration: int) -> int:
-    n = int(queries.n_queries(ctx.db, ctx.run_id))
+def _query_select(ctx: Context, container, iteration: int, n: int) -> int:
     key = state.widget_key("query")
     wanted = state.get_int("query")
     if wanted is None or not 0 <= wanted < n:
@@ -45,11 +45,14 @@ def _side(rows: pd.DataFrame, side: str | None, root: str | None, known: bool) -
     """Thumbnails of one stored list; ``side`` ('before'/'after') adds each item's movement."""
     images, captions = [], []
     for r in rows.itertuples():
-        mark = "unknown" if not known else "relevant" if r.relevant else "irrelevant"
+        # an item the store does not list (a crafted ranking past G) has no known relevance
+        mark = "unknown" if not known or pd.isna(r.relevant) else \
+            "relevant" if r.relevant else "irrelevant"
         images.append(thumbs.thumbnail(root, r.path, _THUMB, mark))
-        name = r.class_name if isinstance(r.class_name, str) else f"label {r.label}"
         moved = "" if side is None else f" {movement(side, r.rank_before, r.rank_after)}"
-        captions.append(f"#{r.rank} {_ICONS[mark]}{moved} · {plain(name)}")
+        # without a dataset root no image resolves: the item's name (from the user's files) is shown
+        named = f" · {plain(short(r.path, 60))}" if not root and isinstance(r.path, str) else ""
+        captions.append(f"#{r.rank} {_ICONS[mark]}{moved} · {plain(r.class_name)}{named}")
     if images:
         st.image(images, caption=captions, width=_THUMB)
     else:
@@ -63,7 +66,11 @@ def page() -> None:
     st.caption(plain(ctx.labels[ctx.run_id]))
     top = st.columns(3)
     iteration = iteration_select(top[1], ctx, ctx.run_id)
-    q = _query_select(ctx, top[0], iteration)
+    n = int(queries.n_queries(ctx.db, ctx.run_id))
+    if n <= 0:
+        st.info("This run's dataset lists no queries: there is nothing to inspect.")
+        return
+    q = _query_select(ctx, top[0], iteration, n)
     k = top[2].slider("Top k", 5, 50, 10, step=5)
 
     item = queries.query_item(ctx.db, ctx.run_id, q)
@@ -71,16 +78,20 @@ def page() -> None:
         st.warning(f"Query {q} is not in this run's dataset.")
         return
     root = queries.dataset_root(ctx.db, ctx.run_id)
-    known = item["label"] != -1
+    known = item["label"] != -1 and has_metrics(ctx.run)
     per_it = queries.query_metrics_by_iteration(ctx.db, ctx.run_id, q).set_index("iteration")
 
     left, right = st.columns([1, 4])
     left.image(thumbs.thumbnail(root, item["path"], 160), width=160,
-               caption=plain(item["path"]) if item["path"] else "(no image: imported distances)")
+               caption=plain(short(item["path"])) if item["path"] else "(no image: imported distances)")
     with right:
-        cls = item["class_name"] or "unknown class"
-        st.subheader(f"Query {q}: {plain(cls)} (label {item['label']})")
-        if not known:
+        full = item["full_class_name"]
+        st.subheader(f"Query {q}: {plain(item['class_name'])} (label {item['label']})",
+                     help=plain(full) if isinstance(full, str) and len(full) > NAME_LIMIT else None)
+        if not has_metrics(ctx.run):
+            st.info("This run has no labels: its rankings are shown without relevance marks "
+                    "and without AP.")
+        elif not known:
             st.warning("This query's label is unknown (-1): it has no AP and relevance is "
                        "not marked.")
         elif 0 in per_it.index and iteration in per_it.index:
@@ -124,8 +135,9 @@ def _name(ctx: Context, run_id: int) -> str:
 
 def _beside_select(ctx: Context) -> str | int:
     """What stands beside the run's list: its initial ranking, or another run of the dataset."""
-    same = [int(r) for r in ctx.runs.run_id[ctx.runs.dataset_id == ctx.run.dataset_id]
-            if r != ctx.run_id]
+    others = ctx.runs.run_id[(ctx.runs.dataset_id == ctx.run.dataset_id)
+                             & (ctx.runs.run_id != ctx.run_id)]
+    same = run_choices(ctx.runs, others, ctx.run_id, *filter(None, [state.get_int("other")]))
     return state.select(st, "Beside it", [INITIAL, *same], "other",
                         format_func=lambda v: "its initial ranking (with movement)"
                         if v == INITIAL else f"run {ctx.labels[v]}",

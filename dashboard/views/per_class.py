@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, queries
-from dashboard.format import plain, signed
+from dashboard.format import NO_METRICS, has_metrics, plain, signed
 from dashboard.sidebar import context, iteration_select
 
 
@@ -14,6 +14,9 @@ def page() -> None:
     st.title("Per class")
     ctx = context()
     st.caption(plain(ctx.labels[ctx.run_id]))
+    if not has_metrics(ctx.run):
+        st.info(NO_METRICS.format(run=ctx.run_id))
+        return
     iteration = iteration_select(st, ctx, ctx.run_id)
     cls = queries.class_before_after(ctx.db, ctx.run_id, iteration)
     if cls.empty:

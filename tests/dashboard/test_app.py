@@ -96,7 +96,12 @@ def test_overview_lists_runs_and_calls_out_best_configuration(fixture_db, raw, m
     at = open_page(fixture_db, "Overview", monkeypatch, run=2, beta=1)
     runs_table = at.dataframe[0].value
     done = raw["runs"][raw["runs"].status == "done"]
-    assert sorted(runs_table.run_id) == sorted(done.run_id)
+    demo_id = raw["datasets"].set_index("name").loc["demo", "dataset_id"]
+    demo_sweeps = raw["sweeps"].sweep_id[raw["sweeps"].dataset_id == demo_id]
+    # the runs of the selected run's dataset only, until "all datasets" is chosen
+    assert sorted(runs_table.run_id) == sorted(done.run_id[done.sweep_id.isin(demo_sweeps)])
+    at.selectbox(key="_w_dataset").set_value("all").run()
+    assert sorted(at.dataframe[0].value.run_id) == sorted(done.run_id)
     rm = raw["run_metrics"].sort_values("iteration").groupby("run_id").map_all
     gain = (rm.last() - rm.first())
     demo = done[done.sweep_id == 1].set_index("run_id")
@@ -591,3 +596,104 @@ def test_inspector_shows_a_second_run_beside_the_first(fixture_db, raw, monkeypa
                 enumerate(top, start=1)]
         assert [c[:len(w)] for c, w in zip(img.captions, want)] == want
     assert f"AP {ap(raw, 11, 1)[q]:.4f}" in " ".join(c.value for c in at.caption)
+
+
+# --- fail safely; the heatmap follows the run; crafted rows (issue 15 items 2-3, issue 14 item 5)
+
+def test_a_page_that_fails_shows_one_line_and_no_traceback(fixture_db, monkeypatch) -> None:
+    from dashboard import charts
+    from dashboard.data import PAGE_FAILED
+
+    def boom(*_a, **_k):
+        raise RuntimeError("boom in /srv/secret/path.py")
+
+    monkeypatch.setattr(charts, "class_dumbbell", boom)
+    at = open_page(fixture_db, "Per class", monkeypatch, run=3)
+    assert [w.value for w in at.warning] == [PAGE_FAILED]
+    assert "boom" not in _all_text(at) and "/srv/secret" not in _all_text(at)
+    monkeypatch.setattr("sys.argv", ["app.py", "--debug"])   # the developer's switch: shown again
+    at = open_app(fixture_db, monkeypatch, run=3)
+    at.switch_page("views/per_class.py").run()
+    assert [e.value for e in at.exception] and "boom" in at.exception[0].value
+
+
+def test_heatmap_slice_defaults_to_the_selected_runs_beta(fixture_db, raw, monkeypatch) -> None:
+    runs = raw["runs"][(raw["runs"].status == "done") & (raw["runs"].method == "icfrr")
+                       & (raw["runs"].sweep_id == 1)].set_index("run_id")
+    for run_id in runs.index[[0, -1]]:      # DEMO's first config has beta 0.5, its last beta 1
+        at = open_page(fixture_db, "Overview", monkeypatch, run=run_id)
+        assert at.selectbox(key="_w_beta").value == runs.beta[run_id]
+    # choosing another run in the sidebar moves the slice to its beta
+    first, last = runs.index[0], runs.index[-1]
+    assert runs.beta[first] != runs.beta[last]
+    at = open_page(fixture_db, "Overview", monkeypatch, run=first)
+    at.selectbox(key="_w_run").set_value(int(last)).run()
+    assert at.selectbox(key="_w_beta").value == runs.beta[last]
+
+
+@pytest.mark.parametrize("craft", ["no queries", "rankings past G"])
+def test_crafted_rows_get_a_message_not_a_crash(fixture_db, raw, tmp_path, monkeypatch,
+                                                craft) -> None:
+    from dashboard.data import PAGE_FAILED
+
+    db = tmp_path / "icfrr.duckdb"
+    shutil.copy(fixture_db, db)
+    con = duckdb.connect(str(db))
+    if craft == "no queries":
+        con.execute("UPDATE datasets SET n_query = 0")
+    else:
+        con.execute("UPDATE rankings SET gallery_idx = gallery_idx + 1000000 WHERE run_id = 5")
+    con.close()
+    for title in PAGES:
+        at = open_app(db, monkeypatch, run=5, query=3)
+        if PAGES[title]:
+            at.switch_page(PAGES[title]).run()
+        assert not at.exception, (title, [e.value for e in at.exception])
+        assert [t.value for t in at.title] == [title]
+        assert PAGE_FAILED not in [w.value for w in at.warning], title
+    at = open_app(db, monkeypatch, run=5, query=3)
+    at.switch_page("views/inspector.py").run()
+    assert PAGE_FAILED not in [w.value for w in at.warning]
+    if craft == "no queries":
+        assert any("lists no queries" in i.value for i in at.info)
+    else:   # gallery items the store does not list: "unknown class", never "None"
+        text = _all_text(at)
+        assert "unknown class" in text and "· None" not in text
+
+
+def test_a_store_with_many_runs_offers_a_bounded_list_and_goes_to_any_run(fixture_db, raw,
+                                                                          tmp_path, monkeypatch):
+    from dashboard import sidebar
+
+    monkeypatch.setattr(sidebar, "RUN_CHOICES", 5)   # the fixture's 14 runs stand for 300k
+    done = raw["runs"][raw["runs"].status == "done"].set_index("run_id")
+    ids = sorted(done.index)
+    at = open_page(fixture_db, "Overview", monkeypatch, run=ids[-1])
+    offered = at.sidebar.selectbox(key="_w_run").options     # the runs' labels, "#ID ..."
+    assert len(offered) == 5 and at.sidebar.selectbox(key="_w_run").value == ids[-1]
+    # the selected run's sweep comes first: every run of it that fits is offered
+    own = done.index[done.sweep_id == done.sweep_id[ids[-1]]]
+    assert len([o for o in offered if any(o.startswith(f"#{r} ") for r in own)]) == min(5, len(own))
+    outside = next(r for r in ids if not any(o.startswith(f"#{r} ") for o in offered))
+    at.sidebar.number_input(key="_w_goto_run").set_value(outside).run()
+    assert at.sidebar.selectbox(key="_w_run").value == outside
+    assert not at.exception
+    assert at.subheader[0].value.startswith(f"\\#{outside} ")
+
+
+def test_a_long_class_name_is_cut_with_the_whole_in_a_tooltip(fixture_db, tmp_path, monkeypatch):
+    from dashboard.format import NAME_LIMIT, plain
+
+    db = tmp_path / "icfrr.duckdb"
+    shutil.copy(fixture_db, db)
+    long = "[x](http://127.0.0.1:9/) " + "a" * 1000
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE items SET class_name = ? WHERE class_name IS NOT NULL", [long])
+    con.close()
+    at = open_app(db, monkeypatch, run=5, query=3)
+    at.switch_page("views/inspector.py").run()
+    assert not at.exception
+    heading = at.subheader[0]
+    assert long not in heading.value and "…" in heading.value
+    assert len(heading.value) < NAME_LIMIT + 200          # escaping adds backslashes
+    assert heading.proto.help == plain(long)

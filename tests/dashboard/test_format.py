@@ -67,3 +67,24 @@ def test_run_labels_name_the_method_and_leave_out_null_parameters() -> None:
     odd = Row(run_id=12, dataset="d", method="mine", kg=None, kq=None, beta=None, n_iter=1,
               variant=None, params="not json")
     assert run_label(odd) == "#12 d · mine"
+
+
+def test_class_label_never_shows_none() -> None:
+    from dashboard.format import class_label
+
+    assert class_label("cat", 2) == "cat"
+    assert class_label(None, 2) == "class 2"
+    assert class_label(float("nan"), 7.0) == "class 7"      # a NULL name as pandas reads it
+    assert class_label("", 3) == "class 3"
+    assert class_label(None, -1) == "unknown class"
+    assert class_label(None, float("nan")) == "unknown class"   # an item the store does not list
+
+
+def test_names_from_data_are_cut_to_one_short_line() -> None:
+    from dashboard.format import NAME_LIMIT, class_label, short
+
+    long = "x" * 1000
+    assert len(short(long)) == NAME_LIMIT and short(long).endswith("…")
+    assert short("a\nb") == "a b" and short("ok") == "ok"
+    assert class_label(long, 1) == short(long)
+    assert len(short("y" * 80, 60)) == 60

@@ -123,3 +123,19 @@ def test_image_roots_come_from_the_working_directory_flags_and_environment(tmp_p
     assert got == (tmp_path.resolve(), tmp_path.resolve() / "a", tmp_path.resolve() / "b",
                    tmp_path.resolve() / "c")
     assert image_roots([], {}) == (tmp_path.resolve(),)
+
+
+def test_images_above_the_pixel_limit_become_placeholders(root: Path, monkeypatch) -> None:
+    want = _img(thumbs.render(None, None, 64, allowed=[]))   # any placeholder's grey corner
+    monkeypatch.setattr(thumbs, "MAX_PIXELS", 40 * 20 - 1)  # a.png is 40 x 20: one pixel too many
+    img = _img(thumbs.render(str(root), "gallery/a.png", 64, allowed=[root]))
+    assert img.getpixel((63, 63)) == want.getpixel((63, 63)) == (200, 200, 200)
+    assert img.getpixel((32, 32)) != (0, 0, 255)             # the image itself is not drawn
+    # beyond Pillow's own limit, Image.open refuses the file (a decompression bomb): same placeholder
+    Image.new("1", (3000, 3000), 1).save(root / "gallery" / "bomb.png")   # 9 Mpx, a small file
+    monkeypatch.setattr(thumbs, "MAX_PIXELS", 10**12)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)   # refused above 2 Mpx
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(root / "gallery" / "bomb.png")
+    img = _img(thumbs.render(str(root), "gallery/bomb.png", 64, allowed=[root]))
+    assert img.getpixel((63, 63)) == (200, 200, 200) and img.getpixel((32, 32)) != (0, 0, 255)

@@ -222,10 +222,11 @@ def test_features_sweep_is_browsable_with_paths_only_under_data_root(tmp_path, i
     assert all((root / p).is_file() for p in g_paths) and g_paths
     want = [arts.dataset.gallery[int(i)].path for i in top["gallery_idx"]]
     assert g_paths == want
-    for name in ("elsewhere", "none"):                  # the names do not resolve there: no paths
-        _, q_path, g_paths, _ = runs[name]
-        assert q_path is None and all(p is None for p in g_paths)
-    assert runs["none"][0] is None
+    _, q_path, g_paths, _ = runs["elsewhere"]             # the names do not resolve there: no paths
+    assert q_path is None and all(p is None for p in g_paths)
+    got_root, q_path, g_paths, top = runs["none"]        # no root: the names are kept, as names
+    assert got_root is None and q_path == arts.dataset.query[1].path
+    assert g_paths == [arts.dataset.gallery[int(i)].path for i in top["gallery_idx"]]
 
 
 def test_npy_distance_import_is_swept_end_to_end(tmp_path, capsys):
@@ -247,3 +248,11 @@ def test_npy_distance_import_is_swept_end_to_end(tmp_path, capsys):
         assert con.execute("SELECT backbone FROM artifacts").fetchall() == [("import",)]
         for (run_id,) in con.execute("SELECT run_id FROM runs ORDER BY 1").fetchall():
             check_run_equals_engine(con, run_id, qg, gg, labels_q, labels_g, 5)
+
+
+def test_unlabelled_input_is_told_plainly_that_no_metrics_will_be_computed() -> None:
+    labels, note = sweep.unanswerable(np.full(4, -1), np.full(6, -1), skip=False)
+    assert (labels == -1).all()
+    assert "no metrics will be computed" in note and "--labels" in note and "class_names" in note
+    _, note = sweep.unanswerable(np.array([0, -1, 1]), np.array([0, 1]), skip=False)
+    assert note == "1 queries of unknown label (-1) are left out of the metrics"
