@@ -61,6 +61,9 @@ from icfrr.registry import HEADLINE, METHOD_KEYS, METHODS, METRICS, Method, Para
 from icfrr.registry import method as registry_method
 from jobs import cli
 from jobs.cli import OneLineParser, UsageError
+from jobs.executors import (
+    Executor, Group, LocalExecutor, Work, add_executor_flags, check_executor_flags, open_executor,
+)
 from jobs.progress import Progress, progress_mode
 from jobs.source_flags import add_graph_flags, add_source_flags
 from store import writes
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true",
                      help="no progress bars or progress lines (warnings, errors and the "
                           "results table still print)")
+    add_executor_flags(run)
     run.add_argument("--cpu-as-metric-device", "--cpu_as_metric_device",
                      dest="cpu_as_metric_device", action="store_true",
                      help="accepted for compatibility: metrics are always computed on the CPU")
@@ -490,6 +494,7 @@ class _Plan:
     inputs: MethodInputs | None = None   # for the methods other than ICFRR
     lock: SweepLock | None = None
     labels_eval: np.ndarray | None = None   # query labels for the metrics (-1: left out)
+    executor: Executor = dataclasses.field(default_factory=LocalExecutor)   # where the groups run
 
     @property
     def progress(self) -> str:
@@ -546,18 +551,25 @@ def prepare(argv: Sequence[str], log: Callable[[str], None], command: str = "pyt
     """
     args = build_parser().parse_args(argv)
     check_flags(args)
+    check_executor_flags(args)
     device = resolve_device(args)
     check_database(args.db)
     if args.rerank_results_dir is not None:   # refused now, not after the first configuration's work
         check_writable_dir(args.rerank_results_dir, "--rerank_results_dir")
-    lock, created = _take_lock(args.db, command)
+    executor = open_executor(args, device, log)   # Ray missing or unreachable: refused before the lock
+    try:
+        lock, created = _take_lock(args.db, command)
+    except BaseException:
+        executor.close()
+        raise
     try:
         plan = _load(args, device, log)
     except BaseException:
         lock.release()
         _remove_empty(created)
+        executor.close()
         raise
-    plan.lock = lock
+    plan.lock, plan.executor = lock, executor
     return plan
 
 
@@ -737,6 +749,23 @@ def _run_group(plan: _Plan, configs: Sequence[writes.RunConfig]) -> list[RunOutc
         bar.close()
 
 
+def _groups(plan: _Plan, todo: Sequence[int]) -> list[Group]:
+    """``beta_groups`` for an executor: ICFRR groups without published files can run as chunk tasks."""
+    out = []
+    for group in beta_groups(plan, todo):
+        configs = tuple(plan.entries[i].config for i in group)
+        out.append(Group(tuple(group), configs, configs[0].method == "icfrr" and plan.out_dir(configs[0]) is None))
+    return out
+
+
+def _work(plan: _Plan) -> Work:
+    """The inputs every ICFRR group reads, for executors that ship them."""
+    arts = plan.arts
+    labels_q = plan.labels_eval if plan.labels_eval is not None else arts.labels_q
+    return Work(arts.query_distances(), arts.graph, np.asarray(labels_q), np.asarray(arts.labels_g),
+                plan.device, plan.args.top_n, plan.progress)
+
+
 def run_sweep(plan: _Plan, command: str) -> list[Row]:
     """Register the sweep, run every configuration not yet stored, one transaction each.
 
@@ -778,11 +807,13 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
     status = "failed"
     bar = Progress(len(todo), "configurations", "cfg", mode=plan.progress if todo else "off")
     try:
-        for group in beta_groups(plan, todo):
-            configs = [plan.entries[i].config for i in group]
-            bar.set_note(_config_label(configs[0]) + (f" (+{len(group) - 1} betas)" if len(group) > 1 else ""))
-            outcomes = _run_group(plan, configs) if len(group) > 1 else [_run_one(plan, configs[0])]
-            for i, cfg, outcome in zip(group, configs, outcomes):
+        def run_here(group: Group) -> list[RunOutcome]:
+            configs = list(group.configs)
+            bar.set_note(_config_label(configs[0]) + (f" (+{len(configs) - 1} betas)" if len(configs) > 1 else ""))
+            return _run_group(plan, configs) if len(configs) > 1 else [_run_one(plan, configs[0])]
+
+        for group, outcomes in plan.executor.run(_groups(plan, todo), lambda: _work(plan), run_here):
+            for i, cfg, outcome in zip(group.entries, group.configs, outcomes):
                 with writer(args.db) as con:
                     run_id = writes.write_run(
                         con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
@@ -794,7 +825,7 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                 state = "new" if run_id is not None else "files only"
                 rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
                               run_id if run_id is not None else done.get(keys[i], (None,))[0])
-            bar.update(len(group))  # once per group: its configurations finish together
+            bar.update(len(group.entries))  # once per group: its configurations finish together
         status = "done"
     except KeyboardInterrupt:
         status = "interrupted"      # stopped by the user, not failed: the same command resumes
@@ -829,6 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted(f"runs committed before are kept in {plan.args.db} and the sweep is marked "
                             "interrupted; run the same command again to resume")
     finally:
+        plan.executor.close()
         if plan.lock is not None:
             plan.lock.release()
 

@@ -22,7 +22,7 @@ import torch
 
 import icfrr
 from icfrr.metrics import columns_from_rows
-from icfrr.reranking import QueryDistances, rerank_chunks
+from icfrr.reranking import ChunkResult, QueryDistances, rerank_chunks
 from store.writes import KeptIteration, RunConfig, best_iteration
 
 
@@ -122,34 +122,82 @@ def run_configs(
     first = configs[0]
     start = time.perf_counter()
     lq = np.asarray(labels_q)
-    n_query, n_iter = lq.shape[0], first.n_iter
-    n_betas = len(configs)
-    top = scores = rows = None
+    collector = ChunkCollector(len(configs), lq.shape[0], first.n_iter)
     chunks = rerank_chunks(qg_dists, graph, kg=first.kg, kq=first.kq, betas=[c.beta for c in configs],
-                           n_iter=n_iter, variant=first.variant, labels_q=lq, labels_g=labels_g,
-                           top_n=top_n, n_query=n_query, chunk_size=chunk_size, device=device)
+                           n_iter=first.n_iter, variant=first.variant, labels_q=lq, labels_g=labels_g,
+                           top_n=top_n, n_query=lq.shape[0], chunk_size=chunk_size, device=device)
     for chunk in chunks:
-        if top is None:  # every iteration's top N and metrics until the best is known
-            n = chunk.top_gallery.shape[3]
-            top = np.empty((n_betas, n_query, n_iter + 1, n), dtype=np.int32)
-            scores = np.empty((n_betas, n_query, n_iter + 1, n))
-            rows = np.empty((n_betas, n_query, n_iter + 1, chunk.metrics.shape[3]))
-        top[:, chunk.queries] = chunk.top_gallery
-        scores[:, chunk.queries] = chunk.top_scores
-        rows[:, chunk.queries] = chunk.metrics
+        collector.add(chunk)
         if on_progress is not None:
-            on_progress(chunk.queries.stop, n_query)
-    seconds = (time.perf_counter() - start) / n_betas
-    query_idx = np.arange(n_query, dtype=np.int64)
-    outcomes = []
-    for c in range(n_betas):
-        per_query = [columns_from_rows(rows[c, :, t], lq, query_idx) for t in range(n_iter + 1)]
-        metrics = [{k: float(v) for k, v in icfrr.summarize(pq).items()} for pq in per_query]
-        best = best_iteration(metrics)
-        kept = {t: KeptIteration(per_query[t], top[c, :, t].copy(), scores[c, :, t].copy())
-                for t in sorted({0, best, n_iter})}
-        outcomes.append(RunOutcome(metrics, kept, per_query, best, seconds))
-    return outcomes
+            on_progress(chunk.queries.stop, lq.shape[0])
+    return collector.outcomes(lq, (time.perf_counter() - start) / len(configs))
+
+
+class ChunkCollector:
+    """Gathers the chunks of one configuration group, in any order, into its RunOutcomes.
+
+    Every iteration's top N and metrics are held until the last chunk is in,
+    since which iterations the store keeps (0, the best, the last) is known
+    only then. Shared by the local run (``run_configs``) and the Ray executor
+    (``jobs.ray_executor``), whose chunks arrive out of order.
+
+    Args:
+        n_betas: C, the configurations of the group (one per beta).
+        n_query: Q.
+        n_iter: T, the updates of every configuration of the group.
+    """
+
+    def __init__(self, n_betas: int, n_query: int, n_iter: int) -> None:
+        self.n_betas, self.n_query, self.n_iter = n_betas, n_query, n_iter
+        self._filled = np.zeros(n_query, dtype=bool)
+        self._top = self._scores = self._rows = None
+
+    @property
+    def complete(self) -> bool:
+        """True once every query has arrived."""
+        return bool(self._filled.all())
+
+    def add(self, chunk: ChunkResult) -> None:
+        """Store one chunk's top N, scores and metric rows.
+
+        Raises:
+            ValueError: When some of its queries already arrived (a chunk is added once).
+        """
+        if self._filled[chunk.queries].any():
+            raise ValueError(f"queries {chunk.queries.start}..{chunk.queries.stop - 1} were already collected")
+        if self._top is None:
+            shape = (self.n_betas, self.n_query, self.n_iter + 1)
+            self._top = np.empty((*shape, chunk.top_gallery.shape[3]), dtype=np.int32)
+            self._scores = np.empty((*shape, chunk.top_gallery.shape[3]))
+            self._rows = np.empty((*shape, chunk.metrics.shape[3]))
+        self._top[:, chunk.queries] = chunk.top_gallery
+        self._scores[:, chunk.queries] = chunk.top_scores
+        self._rows[:, chunk.queries] = chunk.metrics
+        self._filled[chunk.queries] = True
+
+    def outcomes(self, labels_q: np.ndarray, seconds: float) -> list[RunOutcome]:
+        """One RunOutcome per beta, in the group's order.
+
+        Args:
+            labels_q: int [Q] query labels the metrics were computed with (-1: left out).
+            seconds: Each configuration's share of the work time.
+
+        Raises:
+            ValueError: When queries are missing.
+        """
+        if not self.complete:
+            raise ValueError(f"{int((~self._filled).sum())} of {self.n_query} queries have not arrived")
+        lq = np.asarray(labels_q)
+        query_idx = np.arange(self.n_query, dtype=np.int64)
+        outcomes = []
+        for c in range(self.n_betas):
+            per_query = [columns_from_rows(self._rows[c, :, t], lq, query_idx) for t in range(self.n_iter + 1)]
+            metrics = [{k: float(v) for k, v in icfrr.summarize(pq).items()} for pq in per_query]
+            best = best_iteration(metrics)
+            kept = {t: KeptIteration(per_query[t], self._top[c, :, t].copy(), self._scores[c, :, t].copy())
+                    for t in sorted({0, best, self.n_iter})}
+            outcomes.append(RunOutcome(metrics, kept, per_query, best, seconds))
+        return outcomes
 
 
 def _keep(step: icfrr.RerankStep, per_query: dict[str, np.ndarray], top_n: int) -> KeptIteration:
