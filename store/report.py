@@ -43,6 +43,7 @@ import duckdb
 import numpy as np
 
 from icfrr import stats
+from icfrr.protocols import TEST_LABEL
 from icfrr.registry import HEADLINE, LABELS, METHOD_KEYS, METRIC_KEYS, method
 from icfrr.registry import metric as registry_metric
 
@@ -556,7 +557,8 @@ def to_text(cmp: Comparison) -> str:
         f"{cmp.dataset} · backbone {cmp.backbone} (artifact {cmp.artifact_id})",
         *lines,
         f"* best in its column; {cmp.delta_note()}; "
-        f"each method's best run by {HEADLINE.label} at its last iteration",
+        f"each method's best run by {HEADLINE.label} at its last iteration, {TEST_LABEL}: "
+        "--protocol holdout or cv chooses on other classes",
         cmp.note(),
     ])
 
@@ -566,7 +568,8 @@ def to_records(cmp: Comparison) -> list[dict[str, object]]:
 
     Keys: role, method, label, run_id, iteration, params, n_configs, then
     each metric key followed by ``<metric>_mark``, each ``<metric>_delta``,
-    n_pairs, ap_diff, mark, test, baseline, and last the p-values: p_value,
+    n_pairs, ap_diff, mark, test, baseline, selection (how the rows were
+    chosen: on the reported queries), and last the p-values: p_value,
     p_holm (the headline metric's, as before), then ``<metric>_p`` and
     ``<metric>_p_holm`` for every metric. ``pandas.DataFrame(to_records(cmp))``
     gives the table as a frame.
@@ -582,7 +585,7 @@ def to_records(cmp: Comparison) -> list[dict[str, object]]:
         for m in cmp.metrics:
             rec[f"{m}_delta"] = r.deltas[m]
         rec.update(n_pairs=r.n_pairs, ap_diff=r.ap_diff, mark=r.mark, test=cmp.test,
-                   baseline=cmp.baseline, p_value=r.p_value, p_holm=r.p_holm)
+                   baseline=cmp.baseline, selection=TEST_LABEL, p_value=r.p_value, p_holm=r.p_holm)
         for m in cmp.metrics:
             rec[f"{m}_p"] = r.p_values[m]
             rec[f"{m}_p_holm"] = r.p_holms[m]
@@ -677,7 +680,7 @@ def to_latex(cmp: Comparison, *, label: str = "tab:rerank-comparison", wide: boo
 def _caption(cmp: Comparison) -> str:
     return (f"Re-ranking methods on {cmp.dataset} (backbone {cmp.backbone}); each method's "
             f"best run by {HEADLINE.label} at its last iteration (best of the configurations "
-            f"run). {cmp.delta_note()}. Bold: best in its column. {cmp.note()}.")
+            f"run; {TEST_LABEL}). {cmp.delta_note()}. Bold: best in its column. {cmp.note()}.")
 
 
 __all__ = ["ALPHA", "BETTER", "INITIAL", "LATEX_NARROW_COLUMNS", "WORSE", "Comparison",

@@ -367,3 +367,14 @@ def test_text_table_lists_every_row_aligned(con, runs) -> None:
     assert "Holm-corrected across 3 rows × 5 metrics" in lines[-1]
     # the p-value columns come last, after every value and change
     assert lines[header].index("p (Holm)") > lines[header].index("Δ P@200")
+
+
+def test_every_format_says_the_rows_were_chosen_on_the_reported_queries(con) -> None:
+    # the plain report picks each method's best run on the queries it reports on: it must say so
+    from icfrr.protocols import TEST_LABEL
+
+    cmp = report.comparison(con, dataset="demo")
+    assert TEST_LABEL in report.to_text(cmp)
+    assert TEST_LABEL in " ".join(report.to_latex(cmp).split())
+    rows = list(csv.DictReader(io.StringIO(report.to_csv(cmp))))
+    assert rows and all(r["selection"] == TEST_LABEL for r in rows)
