@@ -17,8 +17,9 @@ page's title, or never gets there, is reported as failed, not timed.
 The server runs under a timing hook (``python -m dashboard.bench_browser
 --serve``): every script run's wall time and the rows each chart or table
 serialised for the browser go to a JSON-lines log, read back into the profile
-printed with the table (script time against the rest: browser, network,
-websocket; and the payload sent, counted in the browser).
+printed with the table (script time against the time before the first run:
+HTML, JavaScript, websocket, and after the last: drawing; and the payload
+sent, counted in the browser).
 """
 
 from __future__ import annotations
@@ -328,10 +329,11 @@ def report(results: list[PageResult], records: list[dict], out=None) -> int:  # 
         warm = statistics.median(x.seconds for x in r.warm) if r.warm else float("nan")
         w(f"| {r.title} | {r.cold.seconds:.2f} | {warm:.2f} |\n")
     w("\nprofile of a load (medians over the warm loads; cold in brackets): script runs and "
-      "their seconds in Streamlit (timing hook), the rest (browser, network, websocket), "
-      "bytes received on the websocket, rows serialised per chart / table\n")
-    w("| page | script runs | script (s) | rest (s) | websocket (KiB) | chart rows | "
-      "table rows |\n|---|---:|---:|---:|---:|---|---|\n")
+      "their seconds inside Streamlit (timing hook in the server); before the first run "
+      "(HTML, JavaScript, websocket) and after the last (drawing in the browser); bytes "
+      "received on the websocket; rows serialised per chart and per table\n")
+    w("| page | script runs | script (s) | before (s) | after (s) | websocket (KiB) | "
+      "chart rows | table rows |\n|---|---:|---:|---:|---:|---:|---|---|\n")
     for r in results:
         if r.failed:
             continue
@@ -340,7 +342,10 @@ def report(results: list[PageResult], records: list[dict], out=None) -> int:  # 
             runs = _within(records, "run", load, "start")
             arrow = _within(records, "arrow", load, "at")
             script = sum(x["seconds"] for x in runs)
-            per.append((len(runs), script, load.seconds - script, load.ws_bytes / 1024,
+            before = (min(x["start"] for x in runs) - load.start) if runs else float("nan")
+            after = (load.start + load.seconds - max(x["start"] + x["seconds"] for x in runs)
+                     if runs else float("nan"))
+            per.append((len(runs), script, before, after, load.ws_bytes / 1024,
                         [a["rows"] for a in arrow if a["element"] == "chart"],
                         [a["rows"] for a in arrow if a["element"] != "chart"]))
         cold, warm = per[0], per[1:] or per[:1]
@@ -350,8 +355,9 @@ def report(results: list[PageResult], records: list[dict], out=None) -> int:  # 
 
         last = warm[-1]
         w(f"| {r.title} | {med(0):.0f} ({cold[0]}) | {med(1):.2f} ({cold[1]:.2f}) | "
-          f"{med(2):.2f} ({cold[2]:.2f}) | {med(3):.0f} ({cold[3]:.0f}) | "
-          f"{', '.join(map(str, last[4])) or '-'} | {', '.join(map(str, last[5])) or '-'} |\n")
+          f"{med(2):.2f} ({cold[2]:.2f}) | {med(3):.2f} ({cold[3]:.2f}) | "
+          f"{med(4):.0f} ({cold[4]:.0f}) | "
+          f"{', '.join(map(str, last[5])) or '-'} | {', '.join(map(str, last[6])) or '-'} |\n")
     return failed
 
 
