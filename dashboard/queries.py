@@ -195,7 +195,7 @@ def top_rankings(db: Db, run_id: int, iteration: int) -> tuple[np.ndarray, np.nd
     return _read(db, read.top_rankings, run_id, iteration)
 
 
-def _labels(items: pd.DataFrame) -> np.ndarray:
+def item_labels(items: pd.DataFrame) -> np.ndarray:
     """int64 [N] labels by idx (-1 where the store lists no item)."""
     full = np.full(int(items.idx.max()) + 1 if len(items) else 0, -1, dtype=np.int64)
     full[items.idx.to_numpy()] = items.label.to_numpy()
@@ -219,7 +219,7 @@ def confusions(db: Db, run_id: int, iteration: int, k: int) -> pd.DataFrame:
     if not np.array_equal(q_idx, q_after):
         raise ValueError(f"run {run_id} stores rankings of other queries at iterations 0 and {iteration}")
     items_q, items_g = dataset_items(db, run_id, "query"), dataset_items(db, run_id, "gallery")
-    c = failures.confusions(before, after, _labels(items_q)[q_idx], _labels(items_g), k)
+    c = failures.confusions(before, after, item_labels(items_q)[q_idx], item_labels(items_g), k)
     names = dict(zip(items_g.label, items_g.class_name)) | dict(zip(items_q.label, items_q.class_name))
     return pd.DataFrame({
         "query_label": c.query_label, "query_class": [names[int(v)] for v in c.query_label],
@@ -243,7 +243,7 @@ def failure_signature(db: Db, run_id: int, iteration: int, kq: int
     changes = query_changes(db, run_id, iteration).set_index("query_idx")
     ap_b = changes.ap_before.reindex(q_idx).to_numpy(np.float64)
     ap_a = changes.ap_after.reindex(q_idx).to_numpy(np.float64)
-    s = failures.failure_signature(before, _labels(items_q)[q_idx], _labels(items_g), ap_b, ap_a, kq=kq)
+    s = failures.failure_signature(before, item_labels(items_q)[q_idx], item_labels(items_g), ap_b, ap_a, kq=kq)
     used = q_idx[s.queries]
     named = items_q.set_index("idx").loc[used]
     return s, pd.DataFrame({"query_idx": used, "label": named.label.to_numpy(),
