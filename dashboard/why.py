@@ -28,7 +28,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries
-from dashboard.data import Db, image_roots
+from dashboard.data import Db
 from icfrr import NeighborGraph, explain
 from icfrr.explaining import VoteStep
 from store.artifacts import read_graph, read_query_distances
@@ -88,13 +88,14 @@ def _stamp(path: str) -> tuple[int, int]:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def replay(db: Db, run_id: int, query_idx: int) -> Replay | Unavailable:
+def replay(db: Db, run_id: int, query_idx: int, roots: tuple[Path, ...]) -> Replay | Unavailable:
     """The run's ICFRR votes for one query, or why they cannot be shown.
 
     Args:
         db: The store.
         run_id: An ICFRR run (callers show baselines without votes).
         query_idx: The query.
+        roots: The folders the artifact files may lie in (``dashboard.data.image_roots()``).
     """
     info = queries.run_row(db, run_id)
     if info is None or info["method"] != "icfrr":
@@ -106,7 +107,6 @@ def replay(db: Db, run_id: int, query_idx: int) -> Replay | Unavailable:
     if not used or not all(used):
         return Unavailable("the store records no artifact files for this run's distances (kept in memory "
                            "with --no-cache, or not made by jobs.sweep), so its votes cannot be replayed.")
-    roots = image_roots()
     if not all(_inside(p, roots) for p in used):
         return Unavailable(f"this run's artifact files ({files['cache_dir'] or used[0]}) lie outside the "
                            "folders the dashboard may read; launch it with --image-root on a folder above them.")

@@ -115,7 +115,11 @@ def _confusions(ctx, iteration: int) -> None:
                          format_func=lambda v: {"after": f"after (iteration {iteration})",
                                                 "before": "before (initial ranking)",
                                                 "change": "change"}[v])
-    conf = queries.confusions(ctx.db, ctx.run_id, iteration, k)
+    try:
+        conf = queries.confusions(ctx.db, ctx.run_id, iteration, k)
+    except ValueError as exc:   # stored rankings naming items the dataset does not list
+        st.info(f"Confusions cannot be computed for run #{ctx.run_id}: {plain(str(exc))}.")
+        return
     if conf.empty:
         st.info(f"No query class has items of another class in its top-{k}, before or after.")
         return
@@ -172,12 +176,16 @@ def _signature(ctx, iteration: int) -> None:
     kq = ctx.run.kq
     if ctx.run.method != "icfrr" or pd.isna(kq):
         st.info(f"The failure signature measures ICFRR's initial top-KQ (its voters): run #{ctx.run_id} "
-                f"is a {method_label(ctx.run.method)} run. Pick an ICFRR run.")
+                f"is a {plain(method_label(ctx.run.method))} run. Pick an ICFRR run.")
         return
     if queries.top_rankings(ctx.db, ctx.run_id, 0)[1].shape[1] == 0:
         st.info(f"Run #{ctx.run_id} has no stored initial ranking: the signature is computed from it.")
         return
-    s, points = queries.failure_signature(ctx.db, ctx.run_id, iteration, int(kq))
+    try:
+        s, points = queries.failure_signature(ctx.db, ctx.run_id, iteration, int(kq))
+    except ValueError as exc:   # stored rankings naming items the dataset does not list
+        st.info(f"The failure signature cannot be computed for run #{ctx.run_id}: {plain(str(exc))}.")
+        return
     if points.empty:
         st.info("No query of known label with an AP before and after: nothing to plot.")
         return

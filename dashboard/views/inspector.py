@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries, state, thumbs, why
+from dashboard.data import image_roots
 from dashboard.format import (NAME_LIMIT, has_metrics, method_and_params, method_label, movement, plain,
                               short, signed)
 from dashboard.sidebar import Context, context, iteration_select, run_choices
@@ -174,13 +175,13 @@ def _why(ctx: Context, q: int, item: dict, iteration: int, after: pd.DataFrame, 
     """Why the after list is what it is: the votes of update ``iteration`` (ICFRR runs only)."""
     st.subheader("Why did it move")
     if ctx.run.method != "icfrr":
-        st.info(f"Vote provenance is an ICFRR view: run #{ctx.run_id} is a {method_label(ctx.run.method)} run, "
+        st.info(f"Vote provenance is an ICFRR view: run #{ctx.run_id} is a {plain(method_label(ctx.run.method))} run, "
                 "which casts no votes; the lists above show its rank movement only.")
         return
     if iteration == 0:
         st.info("Iteration 0 is the initial ranking: choose a later iteration to see the votes behind it.")
         return
-    replay = why.replay(ctx.db, ctx.run_id, q)
+    replay = why.replay(ctx.db, ctx.run_id, q, image_roots())
     if isinstance(replay, why.Unavailable):
         st.info(f"Vote provenance is unavailable: {plain(replay.reason)}")
         return
@@ -205,6 +206,7 @@ def _why(ctx: Context, q: int, item: dict, iteration: int, after: pd.DataFrame, 
         g = gallery.loc[j] if j in gallery.index else None
         rows.append({
             "rank": int(after_t[j]), "item": j,
+            "name": short(g.path, 60) if g is not None and isinstance(g.path, str) else "",
             "image": thumbs.data_url(thumbs.thumbnail(root, None if g is None else g.path, 48)),
             "class_name": "unknown class" if g is None else g.class_name,
             "relevant": None if not known or g is None else bool(g.label == q_label),
@@ -215,7 +217,7 @@ def _why(ctx: Context, q: int, item: dict, iteration: int, after: pd.DataFrame, 
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, key="why_items", row_height=52,
                  column_config={
-                     "rank": f"rank (it. {iteration})", "item": "gallery item",
+                     "rank": f"rank (it. {iteration})", "item": "gallery item", "name": "name",
                      "image": st.column_config.ImageColumn("image", width="small"),
                      "class_name": "class", "rank_before": "rank before",
                      "bonus": st.column_config.NumberColumn(f"bonus (update {iteration})", format="%.6f"),
