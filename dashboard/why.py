@@ -149,5 +149,7 @@ def intruder_sentence(rank_before: int, rank_after: int, voter_classes: list[str
     if not voter_classes:
         return f"{head}: no voter counts it among its nearest neighbours"
     name, n = Counter(voter_classes).most_common(1)[0]
+    if len(voter_classes) == 1:
+        return f"{head}: its one voter, a '{name}' item, counts it among its nearest neighbours"
     return (f"{head}: {n} of its {len(voter_classes)} voters are '{name}' items that count it among "
             "their nearest neighbours")

@@ -140,6 +140,9 @@ def _confusions(ctx, iteration: int) -> None:
     pair = st.selectbox("Failure cases of a pair (query class ← intruding class)", options,
                         format_func=name, key="confusion_pair",
                         help="Pairs ordered by the value shown in the heatmap, largest first.")
+    r = names[pair]
+    st.caption(plain(f"{r.query_class} queries, {r.other_class} intruders: {r.share_before:.3f} of their "
+                     f"top-{k} slots before, {r.share_after:.3f} after ({r.change:+.3f})."))
     _pair_cases(ctx, iteration, k, *pair, q_idx, before, after)
 
 

@@ -206,7 +206,7 @@ def _why(ctx: Context, q: int, item: dict, iteration: int, after: pd.DataFrame, 
         g = gallery.loc[j] if j in gallery.index else None
         rows.append({
             "rank": int(after_t[j]), "item": j,
-            "name": short(g.path, 60) if g is not None and isinstance(g.path, str) else "",
+            "name": short(g.path, 60) if not root and g is not None and isinstance(g.path, str) else "",
             "image": thumbs.data_url(thumbs.thumbnail(root, None if g is None else g.path, 48)),
             "class_name": "unknown class" if g is None else g.class_name,
             "relevant": None if not known or g is None else bool(g.label == q_label),
@@ -215,6 +215,8 @@ def _why(ctx: Context, q: int, item: dict, iteration: int, after: pd.DataFrame, 
                                     f"+{v.amount:.2e}" for v in votes.head(3).itertuples()),
         })
     table = pd.DataFrame(rows)
+    if root:   # images are shown: the names only where there are none
+        table = table.drop(columns="name")
     st.dataframe(table, hide_index=True, key="why_items", row_height=52,
                  column_config={
                      "rank": f"rank (it. {iteration})", "item": "gallery item", "name": "name",

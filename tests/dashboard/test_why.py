@@ -52,6 +52,8 @@ def test_intruder_sentence_names_the_voters_majority_class() -> None:
         "rose 41 places (#52 → #11): 7 of its 10 voters are 'angel' items that count it among "
         "their nearest neighbours")
     assert why.intruder_sentence(3, 2, []).startswith("rose 1 place (#3 → #2): no voter")
+    assert why.intruder_sentence(9, 4, ["cat"]) == (
+        "rose 5 places (#9 → #4): its one voter, a 'cat' item, counts it among its nearest neighbours")
 
 
 # ------------------------------------------------------------------ a store of real sweeps
