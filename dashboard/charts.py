@@ -151,7 +151,7 @@ def confusion_heatmap(conf: pd.DataFrame, shown: str, k: int) -> alt.Chart:
                  alt.Tooltip("share_before:Q", format=".3f", title="share before"),
                  alt.Tooltip("share_after:Q", format=".3f", title="share after"),
                  alt.Tooltip("change:Q", format="+.3f", title="change")],
-    ).properties(height=60 + 22 * len(order_q), width=max(240, 26 * len(order_o)))
+    ).properties(height=alt.Step(24), width=alt.Step(30))   # fixed cells: labels never crowd
 
 
 def signature_scatter(points: pd.DataFrame, bins: pd.DataFrame, cutoff: int) -> alt.LayerChart:

@@ -48,7 +48,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def site(browser, demo: Path, tmp_path_factory) -> Iterator[tuple[object, str]]:  # noqa: F811
     for base in _serve(["--db", str(demo), "--image-root", str(demo.parent)],
                        tmp_path_factory.mktemp("streamlit") / "why.log"):
-        context = browser.new_context(viewport={"width": 1400, "height": 1500})
+        context = browser.new_context(viewport={"width": 1400, "height": 2200})
         yield context.new_page(), base
         context.close()
 
@@ -60,14 +60,19 @@ def _open(tab, url: str) -> None:
     assert PAGE_FAILED not in tab.locator("body").inner_text()
 
 
-def _shot(tab, top, bottom, name: str) -> None:
-    """A screenshot from the top of ``top`` to the bottom of ``bottom`` (locators)."""
+def _shot(tab, top, bottom, name: str, extra: int = 0) -> None:
+    """A screenshot from the top of ``top`` to the bottom of ``bottom`` (locators), plus ``extra``
+    pixels; ``top`` is scrolled to the top of the view first (Streamlit scrolls its main block,
+    not the window, so a shot holds what the view shows)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    top.evaluate("e => e.scrollIntoView({block: 'start'})")
+    tab.wait_for_timeout(500)
     a, b = top.bounding_box(), bottom.bounding_box()
     main = tab.locator('[data-testid="stMain"]').bounding_box()
-    y = a["y"] - 16 + tab.evaluate("window.scrollY")
-    height = b["y"] + b["height"] - a["y"] + 32
-    tab.screenshot(path=str(ARTIFACTS / name), full_page=True,
+    view = tab.viewport_size["height"]
+    y = max(a["y"] - 16, 0)
+    height = min(b["y"] + b["height"] + extra + 16, view) - y
+    tab.screenshot(path=str(ARTIFACTS / name),
                    clip={"x": main["x"], "y": y, "width": main["width"], "height": height})
 
 
@@ -121,7 +126,7 @@ def test_why_view_shows_the_engines_votes(site, demo) -> None:
     want = " · ".join(f"{s.iteration}: {s.amount[labels_g[s.item] == q_label].sum() / s.amount.sum():.1%}"
                       for s in steps)
     assert want in text
-    _shot(tab, heading, tab.get_by_text(re.compile(r"^Item \d+: total bonus")), "why.png")
+    _shot(tab, heading, tab.get_by_text(re.compile(r"^Item \d+: total bonus")), "why.png", extra=260)
 
 
 def test_confusion_heatmap_and_signature_match_the_engine(site, demo) -> None:

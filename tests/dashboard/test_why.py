@@ -312,3 +312,16 @@ def test_rankings_past_the_gallery_get_one_line_each(fixture_db, tmp_path, monke
     lines = [i.value for i in at.info]
     assert lines[-2].startswith("Confusions cannot be computed for run #5: ")
     assert lines[-1].startswith("The failure signature cannot be computed for run #5: ")
+
+
+def test_bench_artifact_files_make_the_why_view_replayable(fixture_db, tmp_path, monkeypatch) -> None:
+    from dashboard.bench import add_artifact_files
+
+    db = tmp_path / "icfrr.duckdb"
+    shutil.copy(fixture_db, db)
+    add_artifact_files(db, tmp_path, k=8)
+    at = open_page(db, "Query inspector", monkeypatch, run=5, query=3)
+    assert not [i.value for i in at.info if "Vote provenance" in i.value]
+    assert len(at.dataframe[-1].value) == 10
+    # random distances do not give the stored ranking back, and the page says so
+    assert any(c.value.startswith("The replayed ranking differs from the stored top-10") for c in at.caption)
