@@ -143,7 +143,7 @@ def confusion_heatmap(conf: pd.DataFrame, shown: str, k: int) -> alt.Chart:
     order_o = sorted(conf.other_class.unique())
     return alt.Chart(conf).mark_rect(stroke="white").encode(
         x=alt.X("other_class:N", sort=order_o, title=f"intruding class (holds top-{k} slots)",
-                axis=alt.Axis(labelAngle=-45, labelLimit=160)),
+                axis=alt.Axis(labelAngle=-60, labelLimit=160, labelOverlap=False)),
         y=alt.Y("query_class:N", sort=order_q, title="query class", axis=alt.Axis(labelLimit=160)),
         color=alt.Color(f"{col}:Q", title=title, scale=scale),
         tooltip=[alt.Tooltip("query_class:N", title="query class"),
