@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 _SIGN = np.uint32(0x80000000)
 _LOW = np.uint64(0xFFFFFFFF)
@@ -67,6 +67,16 @@ def _by_row_slices(fn: Callable[..., tuple[np.ndarray, np.ndarray]], x: np.ndarr
     step = -(-n // _THREADS)
     parts = list(_POOL.map(lambda s: fn(x[s : s + step], *args), range(0, n, step)))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def on_row_slices(fn: Callable[[int, int], None], n_rows: int) -> None:
+    """Call ``fn(start, stop)`` on slices covering rows 0..n_rows-1, on the thread pool (for nogil kernels)."""
+    if _POOL is None or n_rows < 2:
+        fn(0, n_rows)
+        return
+    step = -(-n_rows // _THREADS)
+    for future in [_POOL.submit(fn, s, min(s + step, n_rows)) for s in range(0, n_rows, step)]:
+        future.result()
 
 
 _TOP64 = np.uint64(1 << 63)
@@ -203,22 +213,25 @@ def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> Non
     for i in range(n):
         bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
         keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32) << np.uint64(32)  # sorted on bits 32..63
-    row_order = radix_sort_pairs(keys, np.arange(n), 32)[1]
+    payload = np.empty(n, dtype=np.int32)  # int32, as every engine sort: one compiled specialisation
+    for i in range(n):
+        payload[i] = i
+    row_order = radix_sort_pairs(keys, payload, 32)[1]
     for i in range(n):
         order[i] = row_order[i]
         values[i] = x[row_order[i]]
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover
-    for b in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray, start: int, stop: int) -> None:  # pragma: no cover
+    for b in range(start, stop):  # rows in parallel through on_row_slices: no parfor to compile
         argsort_row_f32(x[b], order[b], values[b])
 
 
 def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ascending sort of each row of float32 ``x`` [B, N], ties by column index.
 
-    A compiled 32-bit radix sort per row, rows in parallel.
+    A compiled 32-bit radix sort per row, slices of rows on the thread pool.
 
     Returns:
         (order int64 [B, N], sorted values float32 [B, N]).
@@ -226,7 +239,7 @@ def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.ascontiguousarray(x, dtype=np.float32)
     order = np.empty(x.shape, dtype=np.int64)
     values = np.empty(x.shape, dtype=np.float32)
-    _stable_argsort_rows_numba(x, order, values)
+    on_row_slices(lambda start, stop: _stable_argsort_rows_numba(x, order, values, start, stop), x.shape[0])
     return order, values
 
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
+from icfrr._sparse import sparse_rows
 from icfrr._sorting import (
-    argsort_row_f32, desc_key, sort_desc_stable, sort_runs_after_radix, stable_argsort_rows, value_of_desc_key,
+    argsort_row_f32, on_row_slices, desc_key, sort_desc_stable, sort_runs_after_radix, stable_argsort_rows, value_of_desc_key,
 )
 from icfrr.metrics import positions_buffer, row_positions, rows_from_positions, rows_positions
 from icfrr.variants import ItemScores, PositionScores, Variant
@@ -66,13 +67,16 @@ def _rerank_row(order, votes, scores, paper, denom, beta, dense, out_order, out_
         for r in range(n_gallery):
             j = order[r]
             keys[r] = desc_key(scores[j] if paper else scores[r] + beta * (votes[j] / denom))
-        keys, positions = sort_runs_after_radix(keys, np.arange(n_gallery, dtype=np.int32))
+        positions = np.empty(n_gallery, dtype=np.int32)  # int32: less memory traffic in the full re-sort
+        for r in range(n_gallery):
+            positions[r] = r
+        keys, positions = sort_runs_after_radix(keys, positions)
         for out in range(n_gallery):
             out_order[out] = order[positions[out]]
             out_scores[out] = value_of_desc_key(keys[out])
         return
     # Split positions into items with votes (to sort) and without (already in order).
-    voted_pos = np.empty(n_gallery, dtype=np.int64)
+    voted_pos = np.empty(n_gallery, dtype=np.int32)  # int32: the sort specialisation of the full re-sort
     voted_u = np.empty(n_gallery)
     plain = np.empty(n_gallery, dtype=np.bool_)
     n_voted = 0
@@ -121,11 +125,11 @@ def _update_row(b, ranking, scores, paper, nbr, weights, kq, denom, beta, out_or
                 out_order, out_scores)
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _update_rows_numba(
-    ranking, scores, paper, nbr, weights, kq, denom, beta, out_ranking, out_scores
+    ranking, scores, paper, nbr, weights, kq, denom, beta, out_ranking, out_scores, start, stop
 ):  # pragma: no cover - compiled
-    for b in prange(ranking.shape[0]):
+    for b in range(start, stop):
         _update_row(b, ranking, scores, paper, nbr, weights, kq, denom, beta, out_ranking[b], out_scores[b])
 
 
@@ -155,10 +159,9 @@ def update_cpu(
     b, g = ranking.shape
     out_ranking = np.empty((b, g), dtype=np.int64)
     out_scores = np.empty((b, g))
-    _update_rows_numba(
-        np.ascontiguousarray(ranking.numpy()), state.kernel_values(), state.paper, nbr.numpy(),
-        int_weights(weights), kq, float(denom), float(beta), out_ranking, out_scores,
-    )
+    args = (np.ascontiguousarray(ranking.numpy()), state.kernel_values(), state.paper, nbr.numpy(),
+            int_weights(weights), kq, float(denom), float(beta), out_ranking, out_scores)
+    on_row_slices(lambda start, stop: _update_rows_numba(*args, start, stop), b)
     return torch.from_numpy(out_ranking), torch.from_numpy(out_scores)
 
 
@@ -199,7 +202,9 @@ def _move_votes(order, kq, in_top, prev_top, nbr, weights, votes):  # pragma: no
             prev = prev_top[a]
             if in_top[prev] == 1:  # left the top
                 in_top[prev] = 0
-                _add_votes(prev_top[a : a + 1], -1, nbr, weights, votes)
+                neighbours = nbr[prev]  # withdrawn here: a -1 call would compile _add_votes a second time
+                for r in range(neighbours.shape[0]):
+                    votes[neighbours[r]] -= weights[r]
         for a in range(kq):
             j = order[a]
             if in_top[j] == 3:
@@ -218,7 +223,11 @@ def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labe
     order0 = np.empty(n_gallery, dtype=np.int64)
     values = np.empty(n_gallery, dtype=np.float32)
     argsort_row_f32(dist, order0, values)
-    base = -values
+    base = np.empty(n_gallery, dtype=np.float32)
+    base64 = np.empty(n_gallery)  # exact; the reference variant's scores by position
+    for r in range(n_gallery):  # loops, not array expressions: each of those compiles a ufunc kernel
+        base[r] = -values[r]
+        base64[r] = base[r]
     row_positions(order0, labels_g, label, n_relevant, out_positions[0, 0])
     votes0 = np.zeros(n_gallery, dtype=np.int64)
     _add_votes(order0[:kq], 1, nbr, weights, votes0)
@@ -229,17 +238,20 @@ def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labe
     in_top = np.zeros(n_gallery, dtype=np.int8)
     prev_top = np.empty(kq, dtype=np.int64)
     items = np.empty(n_gallery if paper else 0)
-    base64 = base.astype(np.float64)  # exact; the reference variant's scores by position
     dense = kq * nbr.shape[1] >= n_gallery  # most items get votes: re-sort every position
+    # Element loops, not slice assignments: those compile numba's shape-mismatch message (seconds of compile).
     for c in range(betas.shape[0]):
-        out_top[c, 0] = order0[:top_n]
-        out_scores[c, 0] = base[:top_n]
-        out_positions[c, 0] = out_positions[0, 0]
-        order[:] = order0
-        votes[:] = votes0
-        in_top[:] = 0
-        prev_top[:] = order0[:kq]
+        for a in range(top_n):
+            out_top[c, 0, a] = order0[a]
+            out_scores[c, 0, a] = base[a]
+        for a in range(out_positions.shape[2]):
+            out_positions[c, 0, a] = out_positions[0, 0, a]
+        for j in range(n_gallery):
+            order[j] = order0[j]
+            votes[j] = votes0[j]
+            in_top[j] = 0
         for a in range(kq):
+            prev_top[a] = order0[a]
             in_top[prev_top[a]] = 1
         if paper:
             for j in range(n_gallery):
@@ -249,17 +261,19 @@ def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labe
                 _move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
             _rerank_row(order, votes, items if paper else base64, paper, denom, betas[c], dense, new_order, scores)
             order, new_order = new_order, order
-            out_top[c, t] = order[:top_n]
-            out_scores[c, t] = scores[:top_n]
+            for a in range(top_n):
+                out_top[c, t, a] = order[a]
+                out_scores[c, t, a] = scores[a]
             row_positions(order, labels_g, label, n_relevant, out_positions[c, t])
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _run_rows_numba(
     dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant,
-    out_top, out_scores, out_positions,
+    out_top, out_scores, out_positions, start, stop,
 ):  # pragma: no cover - compiled
-    for b in prange(dist.shape[0]):
+    """``_run_row`` for queries ``start .. stop - 1``; threads come from ``on_row_slices`` (no parfor to compile)."""
+    for b in range(start, stop):
         _run_row(dist[b], nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q[b], n_relevant[b],
                  out_top[:, b], out_scores[:, b], out_positions[:, b])
 
@@ -277,6 +291,8 @@ class ChunkSpec:
         n_iter: updates T; variant: the update rule.
         labels_g: int64 [G] gallery labels.
         top_n: best items kept per query and iteration.
+        sparse: CPU path only: update with ``icfrr._sparse`` (cost per
+            iteration independent of G) instead of the dense kernel.
     """
 
     nbr: np.ndarray | torch.Tensor
@@ -288,6 +304,7 @@ class ChunkSpec:
     variant: Variant
     labels_g: np.ndarray
     top_n: int
+    sparse: bool = False
 
     def outputs(self, n_relevant: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Empty (top int64 [C, B, T+1, N], scores float64 [C, B, T+1, N], relevant positions [C, B, T+1, R])."""
@@ -315,8 +332,10 @@ def run_rows_cpu(
         [C, B, T+1, N], metric rows float64 [C, B, T+1, icfrr.metrics.n_row_metrics()]).
     """
     top, scores, positions = spec.outputs(n_relevant)
-    _run_rows_numba(np.ascontiguousarray(dist, dtype=np.float32), spec.nbr, spec.weights, spec.kq, spec.denom,
-                    spec.betas, spec.n_iter, spec.variant is Variant.PAPER, spec.labels_g, labels_q, n_relevant, top, scores, positions)
+    args = (np.ascontiguousarray(dist, dtype=np.float32), spec.nbr, spec.weights, spec.kq, spec.denom,
+            spec.betas, spec.n_iter, spec.variant is Variant.PAPER, spec.labels_g, labels_q, n_relevant, top, scores, positions)
+    kernel = sparse_rows if spec.sparse else _run_rows_numba
+    on_row_slices(lambda start, stop: kernel(*args, start, stop), dist.shape[0])
     return top, scores, rows_from_positions(positions, n_relevant[None, :, None])
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,8 @@ class MethodInputs:
     """What a method may read: query-gallery distances, and the rest on demand.
 
     Attributes:
-        qg: float [Q, G] query-gallery distances, smaller = closer.
+        qg: float [Q, G] query-gallery distances, smaller = closer; None when they are
+            only computed per chunk from the features (the methods then stream).
         gg: Loads float [G, G] gallery-gallery distances (called at most once).
         qq: Loads float [Q, Q] query-query distances (called at most once); None
             when none exist (methods that need them then refuse).
@@ -40,12 +41,32 @@ class MethodInputs:
         fg: float [G, D] L2-normalised gallery features, None for imported distances.
     """
 
-    qg: np.ndarray
+    qg: np.ndarray | None
     gg: Loader | None = None
     qq: Loader | None = None
     fq: np.ndarray | None = None
     fg: np.ndarray | None = None
     _loaded: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _per_chunk: Any = field(default=None, repr=False)   # FeatureDistances, made on first use
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(Q, G)."""
+        if self.qg is not None:
+            return tuple(self.qg.shape)
+        if self.fq is None or self.fg is None:
+            raise ValueError("inputs without query-gallery distances need both sides' features")
+        return (int(self.fq.shape[0]), int(self.fg.shape[0]))
+
+    def query_rows(self, rows: slice) -> np.ndarray:
+        """float [B, G] query-gallery distances of the queries ``rows`` (from the features when qg is None)."""
+        if self.qg is not None:
+            return self.qg[rows]
+        if self._per_chunk is None:
+            from icfrr.neighbors import FeatureDistances
+
+            self._per_chunk = FeatureDistances(self.fq, self.fg)
+        return self._per_chunk(rows).cpu().numpy()
 
     @property
     def has_features(self) -> bool:
@@ -62,7 +83,7 @@ class MethodInputs:
             loader = {"gg": self.gg, "qq": self.qq}[name]
             if loader is None:
                 raise ValueError(f"no {name} distances were given")
-            n = self.qg.shape[1] if name == "gg" else self.qg.shape[0]
+            n = self.shape[1] if name == "gg" else self.shape[0]
             matrix = loader()
             if tuple(matrix.shape) != (n, n):
                 raise ValueError(f"{name} distances are {list(matrix.shape)}, expected [{n}, {n}]")
@@ -80,6 +101,7 @@ class _Adapter:
     keywords: Mapping[str, str]    # registry parameter -> the function's keyword
     uses_qq: bool = False
     feature_form: bool = False     # takes fq/fg, and then needs no gg
+    streamed: str | None = None    # name of its form from features by query chunks (fq, fg, keywords, chunk_bytes)
 
 
 _QE = {"qe_n": "n", "qe_alpha": "alpha"}
@@ -88,12 +110,13 @@ _DBA = {"dba_n": "n", "dba_alpha": "alpha"}
 #: Registry key -> how to call its function. Tests replace entries here.
 ADAPTERS: dict[str, _Adapter] = {
     "k_reciprocal": _Adapter("k_reciprocal", {"k1": "k1", "k2": "k2", "lambda_value": "lambda_value"},
-                             uses_qq=True),
-    "ecn": _Adapter("ecn", {"t": "t", "q": "q", "k": "k"}, uses_qq=True),
-    "alpha_qe": _Adapter("alpha_qe", _QE, feature_form=True),
-    "dba": _Adapter("dba", _DBA, feature_form=True),
+                             uses_qq=True, streamed="k_reciprocal_chunks"),
+    "ecn": _Adapter("ecn", {"t": "t", "q": "q", "k": "k"}, uses_qq=True, streamed="ecn_chunks"),
+    "alpha_qe": _Adapter("alpha_qe", _QE, feature_form=True, streamed="alpha_qe_chunks"),
+    "dba": _Adapter("dba", _DBA, feature_form=True, streamed="dba_chunks"),
     "dba+alpha_qe": _Adapter("dba_alpha_qe", {"dba_n": "n_dba", "dba_alpha": "alpha_dba",
-                                              "qe_n": "n_qe", "qe_alpha": "alpha_qe"}, feature_form=True),
+                                              "qe_n": "n_qe", "qe_alpha": "alpha_qe"}, feature_form=True,
+                             streamed="dba_alpha_qe_chunks"),
 }
 
 #: Where the functions live (imported on first use, so ``icfrr`` stays light).
@@ -169,6 +192,8 @@ def apply_method(key: str, inputs: MethodInputs, params: Mapping[str, object]) -
         ValueError: Bad key, parameters or inputs, or a result of the wrong shape.
     """
     keywords = method_keywords(key, params)
+    if inputs.qg is None:
+        raise ValueError(f"no whole [Q, G] distances to re-rank with {key}: run it by query chunks (method_chunks)")
     adapter = ADAPTERS[key]
     fn = baseline_function(adapter.function)
     wanted = needs(key, inputs)
@@ -184,6 +209,53 @@ def apply_method(key: str, inputs: MethodInputs, params: Mapping[str, object]) -
         raise ValueError(f"{key} returned distances of shape {list(out.shape)}, "
                          f"expected {list(inputs.qg.shape)}")
     return out
+
+
+def can_stream(key: str, inputs: MethodInputs) -> bool:
+    """Whether method ``key`` has a form streamed by query chunks and these inputs have its features."""
+    return ADAPTERS[_entry(key).key].streamed is not None and inputs.has_features
+
+
+def streams(key: str, inputs: MethodInputs, max_dense_bytes: int | None = None) -> bool:
+    """Whether method ``key`` runs by query chunks on these inputs.
+
+    It does when there are no whole query-gallery distances, or when its float32
+    [Q, G] result would exceed ``max_dense_bytes`` (None: no limit) and it can
+    stream (:func:`can_stream`).
+
+    Raises:
+        ValueError: It must stream (no whole distances) but cannot.
+    """
+    if inputs.qg is None:
+        if not can_stream(key, inputs):
+            raise ValueError(f"{key} has no form streamed from features; it needs the whole [Q, G] distances")
+        return True
+    n_query, n_gallery = inputs.shape
+    return max_dense_bytes is not None and 4 * n_query * n_gallery > max_dense_bytes and can_stream(key, inputs)
+
+
+def method_chunks(
+    key: str, inputs: MethodInputs, params: Mapping[str, object], *, chunk_bytes: int = 1 << 27
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Re-ranked distances of one baseline configuration, one chunk of queries at a time, from features.
+
+    Args:
+        key: A registry method key with a streamed form (:func:`can_stream`).
+        inputs: Inputs with both sides' features (qg is not read).
+        params: As in :func:`apply_method`.
+        chunk_bytes: Bytes a chunk's temporaries may use.
+
+    Returns:
+        An iterator of (query slice, float [B, G] numpy distances), in query order.
+
+    Raises:
+        ValueError: Bad key or parameters, a method without a streamed form, or no features.
+    """
+    keywords = method_keywords(key, params)
+    if not can_stream(key, inputs):
+        raise ValueError(f"{key} cannot run by query chunks here: it needs its streamed form and the features")
+    fn = baseline_function(ADAPTERS[key].streamed)
+    return fn(inputs.fq, inputs.fg, **keywords, chunk_bytes=chunk_bytes)
 
 
 def ranking_from_distances(d: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_labels, as_matrix, check_positive_int, resolve_device
+from icfrr._sparse import use_sparse
 from icfrr._update import ChunkSpec, run_rows_cpu, run_rows_torch, sort_distances, update_cpu, update_torch
 from icfrr.metrics import relevant_counts
 from icfrr.neighbors import NeighborGraph, as_graph
@@ -261,7 +262,8 @@ def rerank_chunks(
         nbr = graph.indices.to(dev).contiguous()
         weights = torch.arange(n_gallery - 1, n_gallery - 1 - nbr.shape[1], -1, dtype=torch.float64, device=dev)
         kernel = run_rows_torch
-    spec = ChunkSpec(nbr, weights, kq, denom, beta_arr, n_iter, Variant.parse(variant), lg, top_n)
+    sparse = dev.type == "cpu" and use_sparse(n_gallery, kq, int(nbr.shape[1]), top_n)
+    spec = ChunkSpec(nbr, weights, kq, denom, beta_arr, n_iter, Variant.parse(variant), lg, top_n, sparse)
     return _chunk_results(fetch, n_query, n_gallery, chunk_size, partial(kernel, spec), lq, n_rel, with_metrics)
 
 

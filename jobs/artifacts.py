@@ -35,14 +35,17 @@ from typing import Callable, Union
 import numpy as np
 import torch
 
-from icfrr import NeighborGraph, neighbor_graph, neighbor_graph_from_features, pairwise_distances
+from icfrr import NeighborGraph, neighbor_graph, pairwise_distances
+from icfrr.ann import (GRAPH_KINDS, RECALL_SEED, FaissMissing, GraphSpec, build_graph, default_spec, graph_recall,
+                       recall_sample, require_faiss)
 from icfrr.datasets import DATASET_NAMES, DEMO_ROOT, Dataset, DatasetError, Item, load_dataset
 from icfrr.datasets.demo import is_generated
 from icfrr.features.errors import BackboneError, ImageReadError
-from jobs.source_flags import add_source_flags  # noqa: F401  (re-exported: the flags' one home)
+from jobs.source_flags import EXACT_GRAPH_MAX_ITEMS, add_source_flags  # noqa: F401  (re-exported: the flags' one home)
 from store import artifacts as cache
 from store.artifacts import (DEFAULT_CACHE_ROOT, IMPORT_BACKBONE, MIN_GRAPH_K, QQ_PUBLISHED, ArtifactError,
                              Artifacts, CachePolicy)
+from store.fs import PathError, check_folder_name
 from store.identity import FileId, HashCache, InputChanged, digest
 from store.imports import (CLASS_NAMES_FILE, SourceError, has_published_cache, published_cache_dir,
                            read_class_names, read_features, read_labels, read_labels_and_names, read_matrix)
@@ -165,9 +168,18 @@ class ArtifactRequest:
         kg_max: Largest KG a sweep will ask for; the graph keeps
             ``min(max(512, kg_max), G - 1)`` neighbours.
         compute: Extraction and device options.
+        needs_qq: A method will need query-query distances: imported distances
+            without a query-query file (nor one kept in their cache folder)
+            are then refused before anything is written.
+        graph: How the gallery graph is built from features: ``"exact"``, ``"ivf"`` or
+            ``"hnsw"`` (:mod:`icfrr.ann`); None: exact up to :data:`EXACT_GRAPH_MAX_ITEMS`
+            gallery items, ivf above. Refused for imported distances.
+        recall_sample: Items on which an approximate graph's recall is measured
+            (None: 1,000, or all when fewer).
 
     Raises:
-        ArtifactError: per_class or kg_max out of range.
+        ArtifactError: per_class, kg_max, graph or recall_sample out of range, or a
+            dataset name that is no plain folder name (see :func:`store.fs.check_folder_name`).
     """
 
     dataset: str
@@ -178,8 +190,20 @@ class ArtifactRequest:
     cache: CachePolicy = CachePolicy.REUSE
     kg_max: int = MIN_GRAPH_K
     compute: Compute = field(default_factory=Compute)
+    needs_qq: bool = False
+    graph: str | None = None
+    recall_sample: int | None = None
 
     def __post_init__(self) -> None:
+        try:
+            check_folder_name(self.dataset, "--dataset")
+        except PathError as exc:
+            raise ArtifactError(str(exc)) from None
+        if self.graph is not None and self.graph not in GRAPH_KINDS:
+            raise ArtifactError(f"unknown graph kind {self.graph!r}; use one of {', '.join(GRAPH_KINDS)}")
+        rs = self.recall_sample
+        if rs is not None and (isinstance(rs, bool) or not isinstance(rs, int) or rs < 1):
+            raise ArtifactError(f"the recall sample must be a positive number of items, got {rs!r}")
         pc, kg = self.per_class, self.kg_max
         if isinstance(pc, bool) or not isinstance(pc, int) or (pc < 1 and pc != -1):
             raise ArtifactError(f"per_class must be -1 (all) or a positive integer, got {pc!r}")
@@ -207,6 +231,13 @@ def ensure_artifacts(request: ArtifactRequest, log: Callable[[str], None] = _std
     cache_root = Path(request.cache_root)
     hashes = HashCache(cache_root)
     arts = _ensure(request, hashes, log)
+    spec = arts.meta.get("graph")
+    if spec and spec["kind"] != "exact" and arts.meta.get("graph_recall", {}).get("k") != arts.graph.k:
+        # the cached graph was rebuilt larger: measure the new one (kept in memory with it)
+        arts.meta.update(graph_record(GraphSpec(spec["kind"], spec["params"]), arts.graph,
+                                      arts.features("gallery"), request.recall_sample))
+    if not arts.imported:
+        log(_graph_choice(request, arts))
     if request.cache is not CachePolicy.NONE:
         hashes.save()             # after success only: a refusal leaves the cache folder as it was
     return arts
@@ -229,7 +260,11 @@ def _ensure(request: ArtifactRequest, hashes: HashCache, log: Callable[[str], No
             raise ArtifactError(f"no published distance cache in {published} (expected qg_dists.pth and "
                                 "gg_dists.pth); give the matrices' paths or another --backbone")
     if isinstance(source, DistanceFiles):
-        return _from_distances(request, source, hashes, log, read_only)
+        if request.graph is not None or request.recall_sample is not None:
+            flag = "--graph" if request.graph is not None else "--graph-recall-sample"
+            raise ArtifactError(f"{flag} applies to graphs built from features; imported distances bring their "
+                                "gallery-gallery matrix, whose graph is exact: drop it")
+        return _from_distances(request, source, hashes, log, read_only, selects_items=source is request.source)
     if isinstance(source, FeatureFiles):
         return _from_feature_files(request, source, hashes, log, read_only)
     spec = source.backbone or ("demo" if request.dataset == "demo" else "icfrr")
@@ -288,6 +323,7 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, hashes: Ha
 
     dataset, per_class = request.dataset, request.per_class
     ds = load_dataset(dataset, request.data_root, per_class)
+    graph = graph_spec(request, len(ds.gallery))
     backbone_args = {"pretrained_root": source.pretrained_root, "weights": source.weights}
     wpath = weights_file(spec, dataset=dataset, **backbone_args)
     wid = hashes.identify(wpath) if wpath is not None and wpath.is_file() else None
@@ -300,13 +336,13 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, hashes: Ha
                            "metric": "euclidean",
                            "preprocess": {"version": PREPROCESS_VERSION, **preprocess_config(spec)},
                            "descriptor": DESCRIPTOR_VERSION if spec == "demo" else None,
-                           "timm": None if spec == "demo" else _timm_version()})
+                           "timm": None if spec == "demo" else _timm_version(), **_graph_key(graph)})
     folder = cache.cache_folder(Path(request.cache_root), dataset, per_class, spec, key)
     device = request.compute.device or default_device()
 
     def rebuild(k: int) -> NeighborGraph:
         fg = cache.read_rows(folder / cache.FILES["gallery_features"], ["feature"])[0]["feature"]
-        return neighbor_graph_from_features(torch.from_numpy(fg).to(device), k)
+        return build_graph(torch.from_numpy(fg).to(device), k, graph)
 
     if (cached := _finish(request, folder, key, ds, rebuild, log, read_only)) is not None:
         return cached
@@ -319,13 +355,13 @@ def _from_images(request: ArtifactRequest, source: Images, spec: str, hashes: Ha
              for side in ("query", "gallery")}
     for fid in (*images, *([wid] if wid is not None else [])):    # read as they were identified
         fid.check()
-    qg, graph, choice = _distances_and_graph(feats, request.kg_max, device)
+    qg, nbrs, choice = _distances_and_graph(feats, request.kg_max, device, graph, request.recall_sample)
     meta = cache.base_meta(ds, spec, sha, per_class, key) | choice | {
         "images_sha256": digest(images), "preprocess_version": PREPROCESS_VERSION,
-        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k,
+        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": nbrs.k,
         "weights_path": str(wpath) if wpath else None,
         "load_report": bb.report.summary() if bb.report else None}
-    return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
+    return cache.save(_keep(request, folder), ds, meta, qg, nbrs, feats)
 
 
 def dense_qg_fits(n_query: int, n_gallery: int) -> bool:
@@ -333,15 +369,80 @@ def dense_qg_fits(n_query: int, n_gallery: int) -> bool:
     return 4 * n_query * n_gallery <= DENSE_QG_MAX_BYTES
 
 
-def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
-                         ) -> tuple[np.ndarray | None, NeighborGraph, dict[str, object]]:
+def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str, spec: GraphSpec,
+                         sample: int | None) -> tuple[np.ndarray | None, NeighborGraph, dict[str, object]]:
     """float32 [Q, G] Euclidean distances (None above the dense limit) and the gallery graph, from
-    float32 [N, D] features, plus the record of that choice for the artifacts' metadata."""
+    float32 [N, D] features, plus the record of those choices (and the graph's recall) for the metadata."""
     fq, fg = (torch.from_numpy(feats[s]).to(device) for s in ("query", "gallery"))
     dense = dense_qg_fits(fq.shape[0], fg.shape[0])
     qg = pairwise_distances(fq, fg).cpu().numpy() if dense else None
     choice = {"qg": "dense" if dense else "features", "dense_qg_max_bytes": DENSE_QG_MAX_BYTES}
-    return qg, neighbor_graph_from_features(fg, cache.graph_k(fg.shape[0], kg_max)), choice
+    graph = build_graph(fg, cache.graph_k(fg.shape[0], kg_max), spec)
+    return qg, graph, choice | graph_record(spec, graph, feats["gallery"], sample)
+
+
+def graph_spec(request: ArtifactRequest, n_gallery: int) -> GraphSpec:
+    """How the gallery graph of ``n_gallery`` items is built: ``request.graph``, or the default
+    (exact up to :data:`EXACT_GRAPH_MAX_ITEMS`, ivf above; exact when FAISS is missing).
+
+    Raises:
+        ArtifactError: FAISS missing for an approximate graph asked for, or a recall sample above G.
+    """
+    kind = request.graph
+    if kind is None:
+        kind = "exact" if n_gallery <= EXACT_GRAPH_MAX_ITEMS else "ivf"
+        if kind != "exact":
+            try:
+                require_faiss(kind)
+            except FaissMissing:
+                kind = "exact"
+    elif kind != "exact":
+        try:
+            require_faiss(kind)
+        except FaissMissing as exc:
+            raise ArtifactError(str(exc)) from None
+    if request.recall_sample is not None and request.recall_sample > n_gallery:
+        raise ArtifactError(f"--graph-recall-sample {request.recall_sample} is larger than the gallery "
+                            f"({n_gallery} items); use at most {n_gallery}")
+    return default_spec(kind, n_gallery)
+
+
+def _graph_choice(request: ArtifactRequest, arts: Artifacts) -> str:
+    """The one line that says which graph was used and why."""
+    kind = arts.meta.get("graph", {}).get("kind", "exact")
+    n_gallery = arts.shape[1]
+    if request.graph is not None:
+        return f"gallery graph: {kind} (--graph {request.graph})"
+    why = f"exact up to {EXACT_GRAPH_MAX_ITEMS:,} items, ivf above"
+    if n_gallery > EXACT_GRAPH_MAX_ITEMS and kind == "exact":
+        why += "; FAISS is not installed, so exact"
+    return f"gallery graph: {kind} for {n_gallery:,} items ({why}; --graph chooses)"
+
+
+def _graph_key(spec: GraphSpec) -> dict[str, object]:
+    """The graph's part of a cache key: none for the exact graph (keys made before it stay valid)."""
+    return {} if spec.kind == "exact" else {"graph": spec.record()}
+
+
+def graph_record(spec: GraphSpec, graph: NeighborGraph, gallery: np.ndarray, sample: int | None
+                 ) -> dict[str, object]:
+    """The metadata of a graph: its kind and parameters, and for an approximate one its recall
+    against exact neighbours on a seeded sample (``graph_recall.curve[c - 1]`` = recall@c)."""
+    out: dict[str, object] = {"graph": spec.record()}
+    if spec.kind != "exact":
+        items = recall_sample(graph.n_items, sample)
+        out["graph_recall"] = {"k": graph.k, "sample": int(items.size), "seed": RECALL_SEED,
+                               "curve": graph_recall(graph, gallery, items)}
+    return out
+
+
+def recall_at(meta: dict, kg: int) -> float | None:
+    """An approximate graph's recall@kg from the artifacts' metadata (None for an exact graph)."""
+    rec = meta.get("graph_recall")
+    if not rec or not rec["curve"]:
+        return None
+    curve = rec["curve"]
+    return float(curve[min(kg, len(curve)) - 1])
 
 
 # --------------------------------------------------------------------------- imported distances
@@ -349,16 +450,26 @@ def _distances_and_graph(feats: dict[str, np.ndarray], kg_max: int, device: str
 
 def _import_dataset(dataset: str, data_root: str | Path | None, per_class: int, n_q: int, n_g: int,
                     labels: tuple[np.ndarray, np.ndarray] | None, log: Callable[[str], None],
-                    class_names: dict[int, str] | None = None) -> Dataset:
+                    class_names: dict[int, str] | None = None, selects_items: bool = False) -> Dataset:
     """Items for imported distances: from the images under data_root when they match, else path-less.
 
     ``class_names`` (label -> name, from the user's files) win over the dataset's own names.
+    With ``selects_items`` (matrices the user names, not the published cache's
+    ``<per_class>`` folder) a ``per_class`` other than -1 must select the items
+    of the dataset's images; otherwise it would be recorded without being used.
     """
     ds = None
+    used_whole = ArtifactError(
+        f"--per_class {per_class} selects images of a dataset, but imported distance matrices are used "
+        "whole: drop --per_class, or give --data_root with the images of a dataset it selects from")
+    if selects_items and per_class != -1 and (data_root is None or dataset not in DATASET_NAMES):
+        raise used_whole
     if data_root is not None and dataset in DATASET_NAMES:
         try:
             ds = load_dataset(dataset, data_root, per_class)
         except DatasetError as exc:
+            if selects_items and per_class != -1:
+                raise used_whole from None
             log(f"no {dataset} images read under {data_root} ({exc}); items get no paths")
     if ds is not None and (len(ds.query), len(ds.gallery)) != (n_q, n_g):
         raise ArtifactError(f"the distances are [{n_q}, {n_g}] but {dataset} under {data_root} has "
@@ -417,7 +528,8 @@ def _identify(hashes: HashCache, files: dict[str, Path | None]) -> dict[str, Fil
 
 
 def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: HashCache,
-                    log: Callable[[str], None], read_only: ArtifactError | None) -> Artifacts:
+                    log: Callable[[str], None], read_only: ArtifactError | None,
+                    selects_items: bool = False) -> Artifacts:
     labels_path = Path(source.labels) if source.labels is not None else None
     ids = _identify(hashes, {"qg": Path(source.qg), "gg": Path(source.gg), "labels": labels_path,
                              "qq": Path(source.qq) if source.qq is not None else None,
@@ -425,10 +537,12 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: Has
     dataset, per_class = request.dataset, request.per_class
     qg = read_matrix(ids["qg"].path)
     n_q, n_g = qg.shape
+    if "qq" in ids:             # checked before the cache folder is written, read again by qq_dists
+        _read_qq(ids["qq"].path, n_q)
     labels = read_labels(ids["labels"].path, n_q, n_g) if labels_path is not None else None
     names = _class_names(ids["labels"].path if labels_path is not None else None,
                          ids["class_names"].path if "class_names" in ids else None)
-    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log, names)
+    ds = _import_dataset(dataset, request.data_root, per_class, n_q, n_g, labels, log, names, selects_items)
     key = cache.cache_key({"kind": "import", "dataset": dataset, "items": ds.fingerprint(),
                            "per_class": per_class,
                            "sha256": {name: ids[name].sha256 if name in ids else None
@@ -440,6 +554,9 @@ def _from_distances(request: ArtifactRequest, source: DistanceFiles, hashes: Has
     def rebuild(k: int) -> NeighborGraph:
         return _graph_from_dense(ids["gg"], n_g, k, log)
 
+    if request.needs_qq and source.qq is None:
+        # only a query-query file kept in this key's folder by an earlier import could serve: reuse or refuse
+        read_only = cache.no_qq_error(ids["qg"].path)
     arts = _finish(request, folder, key, ds, rebuild, log, read_only)
     if arts is None:
         graph = rebuild(cache.graph_k(n_g, request.kg_max))
@@ -462,6 +579,18 @@ def _class_names(labels: Path | None, names_file: Path | None) -> dict[int, str]
     found = [read_class_names(p) for p in (names_file, labels) if p is not None]
     found = [f for f in found if f is not None]
     return {k: v for f in found for k, v in f.items()} if found else None
+
+
+def _read_qq(path: Path, n_q: int) -> np.ndarray:
+    """A query-query file read and checked to be a finite float [n_q, n_q] matrix.
+
+    Raises:
+        ArtifactError, SourceError: The one line naming the file.
+    """
+    qq = read_matrix(path)
+    if qq.shape != (n_q, n_q):
+        raise ArtifactError(f"{path} is {list(qq.shape)} but there are {n_q} queries: it must be [{n_q}, {n_q}]")
+    return qq
 
 
 # --------------------------------------------------------------------------- feature files
@@ -547,22 +676,24 @@ def _from_feature_files(request: ArtifactRequest, source: FeatureFiles, hashes: 
     for fid in ids.values():                        # read whole, as they were identified
         fid.check()
     shas = {k: ids[k].sha256 if k in ids else None for k in ("query", "gallery", "labels")}
+    graph = graph_spec(request, len(ds.gallery))
     key = cache.cache_key({"kind": "feature_files", "dataset": request.dataset, "items": ds.fingerprint(),
-                           "sha256": shas, "normalise": source.normalise, "metric": "euclidean"})
+                           "sha256": shas, "normalise": source.normalise, "metric": "euclidean",
+                           **_graph_key(graph)})
     folder = cache.cache_folder(Path(request.cache_root), request.dataset, request.per_class,
                                 FEATURES_BACKBONE, key)
     device = request.compute.device or "cpu"
 
     def rebuild(k: int) -> NeighborGraph:
-        return neighbor_graph_from_features(torch.from_numpy(feats["gallery"]).to(device), k)
+        return build_graph(torch.from_numpy(feats["gallery"]).to(device), k, graph)
 
     if (cached := _finish(request, folder, key, ds, rebuild, log, read_only)) is not None:
         return cached
-    qg, graph, choice = _distances_and_graph(feats, request.kg_max, device)
+    qg, nbrs, choice = _distances_and_graph(feats, request.kg_max, device, graph, request.recall_sample)
     meta = cache.base_meta(ds, FEATURES_BACKBONE, None, request.per_class, key) | choice | {
-        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": graph.k, "normalise": source.normalise,
+        "feature_dim": int(feats["query"].shape[1]), "neighbors_k": nbrs.k, "normalise": source.normalise,
         "sources": {k: fid.record() for k, fid in ids.items()}}
-    return cache.save(_keep(request, folder), ds, meta, qg, graph, feats)
+    return cache.save(_keep(request, folder), ds, meta, qg, nbrs, feats)
 
 
 # --------------------------------------------------------------------------- dense gg, qq for the baselines
@@ -627,11 +758,7 @@ def qq_dists(arts: Artifacts, log: Callable[[str], None] = _stderr, rows: int = 
     if arts.imported:
         source = arts.qq_source
         source.check()
-        qq = read_matrix(source.path)
-        if qq.shape != (n_q, n_q):
-            raise ArtifactError(f"{source.path} is {list(qq.shape)} but there are {n_q} queries: it must be "
-                                f"[{n_q}, {n_q}]")
-        qq = np.array(qq)   # read whole now, then checked: the bytes read are the identified ones
+        qq = np.array(_read_qq(source.path, n_q))   # read whole now, then checked: the bytes read are the identified ones
         source.check()
     else:
         f = arts.features("query")
@@ -666,6 +793,11 @@ def source_from_args(args: argparse.Namespace) -> Source:
         return FeatureFiles(Path(features[0]), Path(features[1]), _path(args.labels), not args.no_normalise)
     if args.no_normalise:
         raise ArtifactError("--no-normalise applies to --query-features/--gallery-features only")
+    graph_flag = ("--graph" if getattr(args, "graph", None) is not None else "--graph-recall-sample"
+                  if getattr(args, "graph_recall_sample", None) is not None else None)
+    if graph_flag is not None and (args.qg is not None or backbone == IMPORT_BACKBONE):
+        raise ArtifactError(f"{graph_flag} applies to graphs built from features; imported distances bring "
+                            "their gallery-gallery matrix, whose graph is exact: drop it")
     if (args.qg is None) != (args.gg is None):
         raise ArtifactError("importing distances needs both a query-gallery and a gallery-gallery matrix "
                             "(--qg and --gg)")
@@ -684,13 +816,16 @@ def source_from_args(args: argparse.Namespace) -> Source:
     return Images(backbone, args.weights, args.pretrained_root, args.trust_checkpoint)
 
 
-def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute) -> ArtifactRequest:
+def request_from_args(args: argparse.Namespace, kg_max: int, compute: Compute,
+                      needs_qq: bool = False) -> ArtifactRequest:
     """The request of a command line with ``--dataset --data_root --per_class --cache_root
-    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`.
+    --force-cache --no-cache``, the backbone flags and :func:`add_source_flags`; ``needs_qq``:
+    see :class:`ArtifactRequest`.
 
     Raises:
         ArtifactError: Flags that do not go together, with a one-line message.
     """
     return ArtifactRequest(args.dataset, args.data_root, args.per_class, source_from_args(args),
                            args.cache_root if args.cache_root is not None else DEFAULT_CACHE_ROOT,
-                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute)
+                           CachePolicy.from_flags(args.force_cache, args.no_cache), kg_max, compute, needs_qq,
+                           graph=args.graph, recall_sample=args.graph_recall_sample)

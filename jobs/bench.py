@@ -43,6 +43,7 @@ EXAMPLES = """
     python -m jobs.bench --sweep --shape tuberlin --n-configs 6 --share-betas   # whole sweeps
     python -m jobs.bench --sweep --shape quickdraw --n-configs 1                # 92,291 x 54,151 from features
     python -m jobs.bench --methods --shape quarter                              # every re-ranking method
+    python -m jobs.bench --crossover --cold-start                               # sparse/dense crossover, compile cost
 """
 #: name -> (Q, G, KG = KQ)
 SHAPES = {"tuberlin": (2400, 27989, 512), "quarter": (600, 7000, 512), "quick": (300, 2000, 64)}
@@ -263,11 +264,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a small shape (Q=300, G=2000) that runs in seconds")
     parser.add_argument("--methods", action="store_true",
                         help="every re-ranking method at its defaults: time and peak memory (jobs.bench_methods)")
+    parser.add_argument("--crossover", action="store_true",
+                        help="CPU time per iteration, dense vs sparse update, over (G, KQ*KG) (jobs.bench_engine)")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="numba compile time per kernel group: first call, fresh cache vs warm (jobs.bench_engine)")
     parser.add_argument("--side", choices=["engine", "literal"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, help=argparse.SUPPRESS)
     return parser
+
+
+#: The files a ``--side`` child reads from its ``--folder`` (written by :func:`make_inputs`).
+SIDE_INPUTS = ("qg.npy", "gg.npy", "labels_q.npy", "labels_g.npy")
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse values no benchmark could use, and the internal child flags out of place.
+
+    ``--side --folder --device --k`` are how :func:`bench_shape` starts its
+    child processes (hidden from ``--help``); given by hand they must be
+    complete and name a folder of :func:`make_inputs`.
+
+    Raises:
+        UsageError: With a one-line message saying what to change.
+    """
+    from jobs.cli import UsageError
+
+    if args.n_configs < 1:
+        raise UsageError(f"--n-configs must be at least 1, got {args.n_configs}")
+    internal = [flag for flag, value in (("--folder", args.folder), ("--device", args.device), ("--k", args.k))
+                if value is not None]
+    if args.side is None:
+        if internal:
+            raise UsageError(f"{internal[0]} is an internal flag of the benchmark's child processes (with --side); "
+                             "drop it")
+        return
+    if args.folder is None or args.k is None:
+        raise UsageError("--side is internal to the benchmark (its child processes): it needs --folder and --k; "
+                         "run python -m jobs.bench without it")
+    if args.k < 1:
+        raise UsageError(f"--k must be at least 1, got {args.k}")
+    if args.device not in (None, "cpu", "cuda"):
+        raise UsageError(f"--device must be cpu or cuda, got {args.device!r}")
+    missing = [name for name in SIDE_INPUTS if not (args.folder / name).is_file()]
+    if missing:
+        raise UsageError(f"--folder {args.folder} holds no {missing[0]}: --side reads the inputs the benchmark "
+                         "writes; run python -m jobs.bench without it")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,10 +322,21 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        check_flags(args)
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
     if args.side:
-        result = run_engine(args.folder, args.device, args.k) if args.side == "engine" else run_literal(args.folder, args.k)
+        device = args.device or "cpu"
+        result = run_engine(args.folder, device, args.k) if args.side == "engine" else run_literal(args.folder, args.k)
         print(json.dumps(result))
         return 0
+    if args.crossover or args.cold_start:
+        from jobs import bench_engine
+
+        print(f"Machine: {machine()}\n", flush=True)
+        return bench_engine.main(args.crossover, args.cold_start)
     if args.sweep:
         from jobs import bench_sweep
 

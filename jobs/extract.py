@@ -9,17 +9,19 @@
     python -m jobs.extract --dataset mine --query-features q.npy --gallery-features g.npy --labels labels.npz
 
 Prints where the artifacts are and, when labels are known, the initial ranking's
-mAP@all. Errors in the input: one line on stderr, exit status 2, nothing written.
+mAP@all. Errors in the input: one line on stderr, exit status 2, nothing written
+(Ctrl-C: one line, exit status 130).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from jobs.cli import OneLineParser, UsageError, resolve_device
 from jobs.progress import progress_mode
-from jobs.source_flags import add_source_flags
+from jobs.source_flags import add_graph_flags, add_source_flags
 
 #: The cache folder and the neighbour graph's smallest size (as store.artifacts has them; checked by a test).
 DEFAULT_CACHE_ROOT = "cache"
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kg-max", "--kg_max", dest="kg_max", type=int, default=MIN_GRAPH_K,
                    help="largest KG a sweep will use; the neighbour graph keeps max(512, this) neighbours")
     add_source_flags(p)
+    add_graph_flags(p)
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars (there are none either when stderr is not a terminal)")
     return p
@@ -89,20 +92,32 @@ def main(argv: list[str] | None = None) -> int:
     import icfrr
     from jobs.artifacts import USER_ERRORS, Compute, ensure_artifacts, qq_dists, request_from_args
 
-    try:
-        check_flags(args)
-        compute = Compute(args.batchsize, args.workers, args.device,
-                          progress=progress_mode(args.quiet) == "bar")
-        art = ensure_artifacts(request_from_args(args, args.kg_max, compute))
-        if art.qq_source is not None:
-            qq_dists(art)  # checks its shape and keeps it beside the other artifacts
-    except (UsageError, *USER_ERRORS) as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:   # held back: a refusal is one line only
+        try:
+            check_flags(args)
+            compute = Compute(args.batchsize, args.workers, args.device, progress=progress_mode(args.quiet) == "bar")
+            art = ensure_artifacts(request_from_args(args, args.kg_max, compute), notes.append)
+            if art.qq_source is not None:
+                qq_dists(art, notes.append)  # checks its shape and keeps it beside the other artifacts
+        except (UsageError, *USER_ERRORS) as exc:
+            print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("error: interrupted (Ctrl-C); no cache folder was left half-written", file=sys.stderr)
+            return 130
+    for note in [*notes, *(f"warning: {w.category.__name__}: {w.message}" for w in caught)]:
+        print(note, file=sys.stderr)
     q, g = art.shape
     where = art.cache_dir if art.cache_dir is not None else "memory only (--no-cache)"
     print(f"{art.dataset.name}: {q} queries x {g} gallery, backbone {art.backbone}, "
           f"{art.graph.k} neighbours per gallery item, {'reused' if art.reused else 'written'}: {where}")
+    recall = art.meta.get("graph_recall")
+    if recall:   # an approximate graph says how approximate
+        curve = recall["curve"]
+        at = ", ".join(f"@{c}: {curve[c - 1]:.4f}" for c in sorted({min(c, len(curve)) for c in (10, 64, len(curve))}))
+        print(f"APPROXIMATE {art.meta['graph']['kind']} graph: recall against exact neighbours on "
+              f"{recall['sample']} sampled items {at}")
     if (art.labels_q != -1).any() and art.qg_dists is not None:  # above the dense limit: the sweep evaluates it
         ranking = torch.argsort(art.qg_dists, dim=1, stable=True)   # the initial ranking, closest first
         m = icfrr.evaluate(ranking, art.labels_q, art.labels_g)

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 import icfrr
-from icfrr.methods import MethodInputs, apply_method, ranking_from_distances
+from icfrr._chunks import rows_per_chunk
+from icfrr.methods import MethodInputs, apply_method, method_chunks, ranking_from_distances, streams
 from jobs.sweep_runner import RunOutcome
 from jobs.artifacts import dense_gg, qq_dists
 from store.artifacts import Artifacts
@@ -34,7 +35,7 @@ def method_inputs(arts: Artifacts, log: Callable[[str], None], qq: np.ndarray | 
     """
     features = not arts.imported
     return MethodInputs(
-        qg=arts.qg_dists.numpy(), gg=lambda: dense_gg(arts),
+        qg=arts.qg_dists.numpy() if arts.qg_dists is not None else None, gg=lambda: dense_gg(arts),
         qq=(lambda: qq) if qq is not None else (lambda: qq_dists(arts, log)),
         fq=arts.features("query") if features else None, fg=arts.features("gallery") if features else None)
 
@@ -47,6 +48,8 @@ def run_method(
     *,
     top_n: int = 100,
     on_step: Callable[[icfrr.RerankStep, dict[str, float]], None] | None = None,
+    max_dense_bytes: int | None = None,
+    chunk_bytes: int = 1 << 27,
 ) -> RunOutcome:
     """Re-rank with ``config.method`` and evaluate iterations 0 (initial) and 1 (the method's).
 
@@ -57,7 +60,12 @@ def run_method(
         config: A :meth:`RunConfig.for_method` configuration.
         top_n: How many of each query's best items to keep.
         on_step: Called after each of the two rankings with the step and its
-            metrics (progress bars, published per-iteration files).
+            metrics (progress bars, published per-iteration files); needs the
+            whole rankings, so not on the streamed path.
+        max_dense_bytes: Above this many bytes of float32 [Q, G] distances a method
+            with a streamed form runs by query chunks from the features
+            (:func:`icfrr.methods.streams`; None: only when there are no whole distances).
+        chunk_bytes: Bytes of temporaries one chunk of queries may use on the streamed path.
 
     Returns:
         The :class:`RunOutcome` (both iterations kept).
@@ -67,6 +75,10 @@ def run_method(
     """
     if config.method == "icfrr" or config.n_iter != 1:
         raise ValueError("run_method runs single-shot methods; ICFRR runs through jobs.sweep_runner")
+    if streams(config.method, inputs, max_dense_bytes):
+        if on_step is not None:
+            raise ValueError("per-iteration callbacks need whole rankings; the streamed path has chunks only")
+        return _run_streamed(inputs, labels_q, labels_g, config, top_n, chunk_bytes)
     start = time.perf_counter()
     metrics: list[dict[str, float]] = []
     kept: dict[int, KeptIteration] = {}
@@ -83,5 +95,34 @@ def run_method(
             on_step(icfrr.RerankStep(iteration, torch.from_numpy(ranking),
                                      torch.from_numpy(-ordered.astype(np.float32))), summary)
         del ranking, ordered
+    return RunOutcome(metrics, kept, [kept[0].per_query, kept[1].per_query], best_iteration(metrics),
+                      time.perf_counter() - start)
+
+
+def _run_streamed(inputs: MethodInputs, labels_q: np.ndarray, labels_g: np.ndarray, config: RunConfig,
+                  top_n: int, chunk_bytes: int) -> RunOutcome:
+    """:func:`run_method` by query chunks: the initial and the method's distances never held whole."""
+    start = time.perf_counter()
+    n_query, n_gallery = inputs.shape
+    labels_q = np.asarray(labels_q)
+    step = rows_per_chunk(n_query, 24 * n_gallery, chunk_bytes)   # distances, ranking and sorted values
+    initial = ((rows, inputs.query_rows(rows))
+               for rows in (slice(s, min(s + step, n_query)) for s in range(0, n_query, step)))
+    sources = (initial, method_chunks(config.method, inputs, config.params, chunk_bytes=chunk_bytes))
+    metrics: list[dict[str, float]] = []
+    kept: dict[int, KeptIteration] = {}
+    for iteration, chunks in enumerate(sources):
+        parts, tops, scores = [], [], []
+        for rows, dists in chunks:
+            ranking, ordered = ranking_from_distances(dists)
+            part = icfrr.per_query(ranking, labels_q[rows], labels_g)
+            part["query_idx"] = part["query_idx"] + rows.start
+            parts.append(part)
+            tops.append(ranking[:, :top_n].copy())
+            scores.append(-ordered[:, :top_n].astype(np.float64))
+            del ranking, ordered, dists
+        per_query = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        metrics.append({k: float(v) for k, v in icfrr.summarize(per_query).items()})
+        kept[iteration] = KeptIteration(per_query, np.concatenate(tops), np.concatenate(scores))
     return RunOutcome(metrics, kept, [kept[0].per_query, kept[1].per_query], best_iteration(metrics),
                       time.perf_counter() - start)

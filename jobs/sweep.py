@@ -32,8 +32,9 @@ one that changes while the sweep runs stops it when it is next read (one line,
 exit status 2; the runs committed before are kept).
 
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written to the
-database) or an input file changed during the sweep, 1 an unexpected failure
-while running (finished runs stay committed; running the same command again
+database) or an input file changed during the sweep, 130 stopped by Ctrl-C
+(one line; the sweep is marked interrupted), 1 an unexpected failure while
+running (finished runs stay committed; running the same command again
 resumes).
 """
 
@@ -46,6 +47,7 @@ import math
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +62,10 @@ from icfrr.registry import method as registry_method
 from jobs import cli
 from jobs.cli import OneLineParser, UsageError
 from jobs.progress import Progress, progress_mode
-from jobs.source_flags import add_source_flags
+from jobs.source_flags import add_graph_flags, add_source_flags
 from store import writes
 from store.db import StoreError, check_database, writer
-from store.fs import check_writable_dir
+from store.fs import PathError, check_folder_name, check_writable_dir
 from store.identity import InputChanged
 from store.lock import SweepLock
 
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="allow the checkpoint's pickled Python objects to run (trusted files only)")
     add_source_flags(p.add_argument_group(
         "your own distances or features (no images needed; --dataset is then any name)"))
+    add_graph_flags(p.add_argument_group("gallery neighbour graph"))
     data.add_argument("--batch-size", "--batchsize", dest="batchsize", metavar="N", type=int, default=32,
                       help="feature extraction batch size (default 32)")
     data.add_argument("--no-cache", "--no_cache", dest="no_cache", action="store_true",
@@ -249,13 +252,29 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--batchsize must be >= 1, got {args.batchsize}")
     if args.num_gallery_ims_to_vis < 1:
         raise UsageError(f"--num_gallery_ims_to_vis must be >= 1, got {args.num_gallery_ims_to_vis}")
+    negative = [q for q in args.query_idxs_to_vis if q < 0]
+    if negative:    # refused before the artifacts are made; the upper bound needs Q, known only then
+        raise UsageError(f"--query_idxs_to_vis {negative}: query indices start at 0")
     if args.query_idxs_to_vis and args.rerank_results_dir is None:
         raise UsageError("--query_idxs_to_vis needs --rerank_results_dir DIR to write the strips to")
     if args.no_cache and args.force_cache:
         raise UsageError("--no_cache and --force_cache contradict each other; pass one")
+    try:
+        check_folder_name(args.dataset, "--dataset")
+    except PathError as exc:
+        raise UsageError(str(exc)) from None
+    if args.graph_recall_sample is not None and args.graph_recall_sample < 1:
+        raise UsageError(f"--graph-recall-sample must be >= 1, got {args.graph_recall_sample}")
     from jobs.artifacts import source_from_args
 
     source_from_args(args)   # flags of distances / features that do not go together: refused before the lock
+    if args.graph in ("ivf", "hnsw"):
+        from icfrr.ann import FaissMissing, require_faiss
+
+        try:
+            require_faiss(args.graph)
+        except FaissMissing as exc:
+            raise UsageError(str(exc)) from None
 
 
 def resolve_device(args: argparse.Namespace) -> str:
@@ -381,7 +400,8 @@ def load_artifacts(
     from jobs.artifacts import Compute, ensure_artifacts, request_from_args
 
     compute = Compute(args.batchsize, device=device, progress=progress_mode(args.quiet) == "bar")
-    return ensure_artifacts(request_from_args(args, kg_max, compute), log)
+    needs_qq = any(m.needs_qq for m in requested_methods(args))
+    return ensure_artifacts(request_from_args(args, kg_max, compute, needs_qq), log)
 
 
 def artifact_info(arts: Artifacts) -> writes.ArtifactInfo:
@@ -546,11 +566,15 @@ def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> 
     arts = load_artifacts(args, max(args.kg), device, log)
     n_query, n_gallery = arts.shape
     others = [m for m in requested_methods(args) if m.key != "icfrr"]
-    if arts.qg_dists is None:   # above the dense limit: computed per chunk of queries from the features
+    from icfrr.methods import ADAPTERS
+
+    streamed = arts.qg_dists is None   # above the dense limit: computed per chunk of queries from the features
+    if streamed:
         size = f"{4 * n_query * n_gallery / 2**30:.1f} GiB"
-        if others:
+        whole = [m for m in others if ADAPTERS[m.key].streamed is None]   # the baselines without a streamed form
+        if whole:
             raise UsageError(f"the [{n_query}, {n_gallery}] distances ({size}) are only computed per chunk; "
-                             f"--method {others[0].key} needs them whole: run it on a smaller split")
+                             f"--method {whole[0].key} needs them whole: run it on a smaller split")
         if args.rerank_results_dir is not None:
             raise UsageError(f"--rerank_results_dir writes whole [{n_query}, {n_gallery}] rankings ({size} of "
                              "distances, computed per chunk here): drop it for this dataset")
@@ -559,7 +583,7 @@ def _load(args: argparse.Namespace, device: str, log: Callable[[str], None]) -> 
     from jobs.method_runner import method_inputs
     from store.artifacts import qq_identity
 
-    qq = qq_dists(arts, log) if any(m.needs_qq for m in others) else None
+    qq = qq_dists(arts, log) if any(m.needs_qq for m in others) and not streamed else None
     inputs_keys = {m.key: qq_identity(arts) for m in others if m.needs_qq}
     entries, warnings = expand_grid(args, n_gallery, inputs_keys)
     bad = [q for q in args.query_idxs_to_vis if not 0 <= q < n_query]
@@ -656,7 +680,28 @@ def recorded(arts: Artifacts, cfg: writes.RunConfig) -> writes.RunConfig:
     note: dict[str, object] = {"qg_distances": "dense" if arts.qg_dists is not None else "features per chunk"}
     if "dense_qg_max_bytes" in arts.meta:
         note["dense_qg_max_bytes"] = arts.meta["dense_qg_max_bytes"]
+    if cfg.method == "icfrr" and "graph" in arts.meta:   # the gallery graph ICFRR votes with
+        from jobs.artifacts import recall_at
+
+        note["graph"] = arts.meta["graph"]
+        recall = recall_at(arts.meta, cfg.kg)
+        if recall is not None:
+            note["graph_recall_at_kg"] = recall
+            note["graph_recall_sample"] = arts.meta["graph_recall"]["sample"]
     return dataclasses.replace(cfg, extra={**cfg.extra, **note})
+
+
+def graph_note(arts: Artifacts, kgs: Sequence[int]) -> str | None:
+    """The line that says ICFRR's numbers were built on an approximate graph, with its recall@KG; None when exact."""
+    from jobs.artifacts import recall_at
+
+    graph = arts.meta.get("graph")
+    if not graph or graph["kind"] == "exact":
+        return None
+    params = ", ".join(f"{k}={v}" for k, v in graph["params"].items())
+    recalls = ", ".join(f"KG {kg}: {recall_at(arts.meta, kg):.4f}" for kg in sorted(set(kgs)))
+    return (f"ICFRR ran on an APPROXIMATE {graph['kind']} gallery graph ({params}); its recall@KG against exact "
+            f"neighbours on {arts.meta['graph_recall']['sample']} sampled items: {recalls}")
 
 
 def beta_groups(plan: _Plan, todo: Sequence[int]) -> list[list[int]]:
@@ -705,8 +750,15 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
         dataset_id = writes.upsert_dataset(con, **dataset_row(plan.arts))
         artifact_id = writes.upsert_artifact(con, dataset_id, info)
         done = {} if args.force else writes.finished_runs(con, keys)
+        kept_n = writes.stored_top_n(con, [run_id for run_id, _ in done.values()])
         sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id,
                                       command=command)
+    want = min(args.top_n, plan.arts.shape[1])     # a ranking keeps at most G items
+    narrower = {key for key, (run_id, _) in done.items() if (kept_n.get(run_id) or 0) < want}
+    if narrower:   # their stored rankings are shorter than asked: run again and replace, never skip
+        tqdm.write(f"sweep: {len(narrower)} configuration(s) in {args.db} keep fewer than the top {want} "
+                   f"per query (--top-n); running them again to store the top {want}", file=sys.stderr)
+        done = {key: v for key, v in done.items() if key not in narrower}
     if dead:
         tqdm.write(f"sweep: marked {len(dead)} earlier sweep(s) whose process is gone 'interrupted' "
                    f"(ids {', '.join(map(str, dead))})", file=sys.stderr)
@@ -724,8 +776,8 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
         tqdm.write(f"sweep: skipping {len(rows)} configuration(s) already in {args.db} "
                    "(--force redoes them)", file=sys.stderr)
     status = "failed"
+    bar = Progress(len(todo), "configurations", "cfg", mode=plan.progress if todo else "off")
     try:
-        bar = Progress(len(todo), "configurations", "cfg", mode=plan.progress if todo else "off")
         for group in beta_groups(plan, todo):
             configs = [plan.entries[i].config for i in group]
             bar.set_note(_config_label(configs[0]) + (f" (+{len(group) - 1} betas)" if len(group) > 1 else ""))
@@ -736,16 +788,19 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
                         con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
                         config=recorded(plan.arts, cfg), device=plan.device, seconds=outcome.seconds,
                         metrics=outcome.metrics, kept=outcome.kept,
-                        per_query=outcome.per_query, force=args.force)
+                        per_query=outcome.per_query, force=args.force or keys[i] in narrower)
                     writes.heartbeat(con, sweep_id)
                 # None: already stored by an earlier sweep, only the published files were missing
                 state = "new" if run_id is not None else "files only"
                 rows[i] = Row(plan.entries[i], outcome.metrics, outcome.best, state,
                               run_id if run_id is not None else done.get(keys[i], (None,))[0])
             bar.update(len(group))  # once per group: its configurations finish together
-        bar.close()
         status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"      # stopped by the user, not failed: the same command resumes
+        raise
     finally:
+        bar.close()                 # before any message: a bar left open prints after it
         try:
             with writer(args.db) as con:
                 writes.finish_sweep(con, sweep_id, status)
@@ -756,19 +811,35 @@ def run_sweep(plan: _Plan, command: str) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the sweep; returns the exit status (0 ok, 2 bad input)."""
+    """Run the sweep; returns the exit status (0 ok, 2 bad input, 130 Ctrl-C)."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     notes: list[str] = []
     command = "python -m jobs.sweep " + shlex.join(argv)
-    try:
-        plan = prepare(argv, notes.append, command)
-    except (UsageError, StoreError, ValueError, OSError) as exc:
-        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    with warnings.catch_warnings(record=True) as caught:   # held back: a refusal is one line only
+        try:
+            plan = prepare(argv, notes.append, command)
+        except (UsageError, StoreError, ValueError, OSError) as exc:
+            return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except KeyboardInterrupt:
+            return _interrupted("stopped before any run; nothing was written to the database")
+    notes += [f"sweep: warning: {w.category.__name__}: {w.message}" for w in caught]
     try:
         return _run(plan, notes, command)
+    except KeyboardInterrupt:
+        return _interrupted(f"runs committed before are kept in {plan.args.db} and the sweep is marked "
+                            "interrupted; run the same command again to resume")
     finally:
         if plan.lock is not None:
             plan.lock.release()
+
+
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def _interrupted(what: str) -> int:
+    print(f"sweep: interrupted (Ctrl-C): {what}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _run(plan: _Plan, notes: list[str], command: str) -> int:
@@ -788,6 +859,10 @@ def _run(plan: _Plan, notes: list[str], command: str) -> int:
         return _fail(f"could not write {exc.filename or 'a file'} ({exc.strerror or exc}); runs committed "
                      f"before are kept in {plan.args.db}: free some space and run the same command again")
     print(format_table(rows))
+    kgs = [r.entry.config.kg for r in rows if r.entry.config.method == "icfrr"]
+    note = graph_note(plan.arts, kgs) if kgs else None
+    if note is not None:
+        print(note)
     print(f"\nResults in {plan.args.db}. Open the dashboard on them with:\n"
           f"  streamlit run dashboard/app.py -- --db {shlex.quote(str(plan.args.db))}")
     return 0

@@ -487,10 +487,14 @@ def qq_identity(arts: Artifacts) -> str | None:
     meta = _qq_meta(kept) if kept is not None and kept.is_file() else None
     if meta is not None and meta.get("cache_key") == arts.cache_key and meta.get("sha256"):
         return str(meta["sha256"])
-    published = Path(arts.meta.get("sources", {}).get("qg", {}).get("path", "qg_dists.pth")).parent
-    raise ArtifactError(f"the imported distances have no query-query matrix: {published / QQ_PUBLISHED} "
-                        "is missing (save the [Q, Q] distances there, or import them with "
-                        "python -m jobs.extract --qq FILE)")
+    raise no_qq_error(Path(arts.meta.get("sources", {}).get("qg", {}).get("path", "qg_dists.pth")))
+
+
+def no_qq_error(qg_source: Path) -> ArtifactError:
+    """The one-line error for imported distances (from ``qg_source``) that have no query-query matrix."""
+    return ArtifactError(f"the imported distances have no query-query matrix: {qg_source.parent / QQ_PUBLISHED} "
+                         "is missing (save the [Q, Q] distances there, or import them with "
+                         "python -m jobs.extract --qq FILE)")
 
 
 def _qq_source(arts: Artifacts) -> FileId | None:

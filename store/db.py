@@ -17,7 +17,9 @@ A reader therefore only ever sees committed transactions, i.e. complete runs.
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +43,40 @@ MIGRATIONS: dict[int, str] = {
 
 class StoreError(Exception):
     """A database that cannot be used, with a one-line message saying what to do."""
+
+
+#: Every connection's configuration: DuckDB never loads or installs an extension by itself (given a
+#: SQLite file it would otherwise try to download ``sqlite_scanner``).
+NO_EXTENSIONS: tuple[tuple[str, bool], ...] = (("autoload_known_extensions", False),
+                                               ("autoinstall_known_extensions", False),
+                                               ("allow_community_extensions", False))
+
+
+def _check_regular_duckdb(path: Path) -> None:
+    """Refuse, without blocking, an existing ``path`` that is not a regular DuckDB file.
+
+    A FIFO or a device is refused before it is opened (opening a FIFO waits
+    for a writer); a regular file that does not start like a DuckDB file (a
+    SQLite database, say) is refused before DuckDB sees it. A missing or empty
+    file passes: DuckDB makes a new database there.
+
+    Raises:
+        StoreError: The one line saying what ``path`` is and what to do.
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):   # the folder checks say why it cannot be made
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot read --db {path}: {exc.strerror or exc}; pass --db with another file") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise StoreError(f"{path} is {kind}, not a database file; pass --db with a database file path")
+    if st.st_size and not _has_duckdb_magic(path):
+        raise StoreError(f"{path} is not a DuckDB database; pass --db with a new or existing "
+                         "icfrr-lab results file")
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -114,8 +150,9 @@ def _open_with_retry(
                               "icfrr-lab results file")
         return damaged(path, exc)
 
-    return _with_retry(lambda: duckdb.connect(str(path), read_only=read_only), path, timeout_s,
-                       retryable=_is_lock_error, refused=refused,
+    _check_regular_duckdb(path)
+    return _with_retry(lambda: duckdb.connect(str(path), read_only=read_only, config=dict(NO_EXTENSIONS)),
+                       path, timeout_s, retryable=_is_lock_error, refused=refused,
                        holder="a writer (a running sweep?)" if read_only else "another process")
 
 
@@ -189,10 +226,9 @@ def check_database(path: str | Path, *, timeout_s: float = 5.0) -> None:
             folder that cannot be written (a file on the way, read-only).
     """
     path = Path(path)
-    if path.is_dir():
-        raise StoreError(f"{path} is a directory; pass --db with a database file path")
+    _check_regular_duckdb(path)
     try:  # DuckDB writes a .wal file beside the database: its folder must be writable
-        check_writable_dir(path.parent, "--db", path)
+        check_writable_dir(Path(os.path.realpath(path)).parent, "--db", path)   # a symlink's target folder
     except PathError as exc:
         raise StoreError(str(exc)) from None
     if not path.exists():
@@ -272,8 +308,7 @@ def connect_writer(path: str | Path, *, timeout_s: float = 120.0) -> duckdb.Duck
         StoreError: Not DuckDB, not our store, a newer schema, or locked too long.
     """
     path = Path(path)
-    if path.is_dir():
-        raise StoreError(f"{path} is a directory; pass --db with a database file path")
+    _check_regular_duckdb(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -330,11 +365,7 @@ def _attach_locked_down(path: Path) -> duckdb.DuckDBPyConnection:
     locked. The store's catalog is not on the search path, so its own
     macros can neither shadow built-in functions nor run.
     """
-    con = duckdb.connect(":memory:", config={
-        "autoload_known_extensions": False,
-        "autoinstall_known_extensions": False,
-        "allow_community_extensions": False,
-    })
+    con = duckdb.connect(":memory:", config=dict(NO_EXTENSIONS))
     try:
         target = str(path.resolve())
         con.execute("SET allowed_paths = ?", [[target, target + ".wal", target + ".wal.checkpoint"]])

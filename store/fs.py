@@ -12,6 +12,22 @@ class PathError(ValueError):
     """A path a command must write to cannot be written; the message says which and why."""
 
 
+def check_folder_name(name: str, flag: str) -> None:
+    """Refuse a name that would not stay one folder under its root (``../x``, ``/abs``, ``a/b``, empty).
+
+    Args:
+        name: The value, used as one folder's name (``<cache_root>/<name>/``).
+        flag: The command-line flag giving it, for the message.
+
+    Raises:
+        PathError: Empty, ``.`` or ``..``, or holding a path separator or a NUL.
+    """
+    if name in ("", ".", "..") or any(c in name for c in ("/", "\\", "\0")) or name.strip() != name:
+        raise PathError(f"{flag} {name!r} is not a plain name: it names a folder under the cache and "
+                        "results folders, so it cannot be empty, '.', '..', start or end with spaces, or "
+                        "hold '/' or '\\'; pass a name such as my_dataset")
+
+
 def existing_ancestor(path: Path) -> Path:
     """``path`` itself if it exists, else its nearest existing parent."""
     path = Path(os.path.abspath(path))

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 
 from icfrr._files import pickled_global
+from store.schema import LABEL_MAX
 
 
 class SourceError(ValueError):
@@ -87,16 +88,36 @@ def read_matrix(path: str | Path) -> np.ndarray:
         raise SourceError(f"{path}: distance matrices must be .npy or .pth files")
     if arr.ndim != 2 or arr.dtype.kind != "f":
         raise SourceError(f"{path} must hold a 2-D float matrix, got shape {arr.shape} dtype {arr.dtype}")
-    for start in range(0, arr.shape[0], 4096):
+    if 0 in arr.shape:
+        raise SourceError(f"{path} is a {arr.shape[0]} x {arr.shape[1]} matrix; it needs at least one row "
+                          "and one column")
+    if arr.dtype != np.float32:
+        arr = _as_float32(arr)
+    for start in range(0, arr.shape[0], 4096):   # after the cast: 1e300 in float64 is inf in float32
         if not np.isfinite(arr[start:start + 4096]).all():
-            raise SourceError(f"{path} contains NaN or infinite distances; recompute them")
-    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+            raise SourceError(f"{path} contains NaN or infinite distances (in float32, as they are used); "
+                              "recompute them")
+    return arr
+
+
+def _as_float32(arr: np.ndarray) -> np.ndarray:
+    """``arr`` cast to float32, without numpy's overflow warning (the caller checks finiteness after)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _as_label_vector(x: object, n: int, what: str, path: Path) -> np.ndarray:
     a = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x)
     if a.ndim != 1 or a.shape[0] != n or a.dtype.kind not in "iu":
         raise SourceError(f"{path}: {what} labels must be {n} integers, got shape {a.shape} dtype {a.dtype}")
+    if n and int(a.min()) < -1:   # compared as Python ints: a uint64 2**64-1 is not -1
+        i = int(np.argmax(a < -1))
+        raise SourceError(f"{path}: {what} label {int(a[i])} at index {i} is negative; labels are 0 or more, "
+                          "-1 for unknown")
+    if n and int(a.max()) > LABEL_MAX:
+        i = int(np.argmax(a > LABEL_MAX))
+        raise SourceError(f"{path}: {what} label {int(a[i])} at index {i} is above {LABEL_MAX}, the largest "
+                          "the store keeps; number the classes 0..C-1")
     return a.astype(np.int64)
 
 
@@ -239,14 +260,14 @@ def _parquet_matrix(path: Path) -> np.ndarray:
         if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
             raise SourceError(f"{path}: column {lists[0]!r} must hold numbers, got {values.type}")
         dim = int(lengths[0]) if len(lengths) else 0
-        return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(col), dim)
+        return _as_float32(values.to_numpy(zero_copy_only=False)).reshape(len(col), dim)
     bad = [f.name for f in table.schema if not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))]
     if bad or table.num_columns == 0:
         raise SourceError(f"{path} must hold one list<float> column, or only numeric columns (one per "
                           f"dimension); found {', '.join(bad) or 'no columns'}")
     if any(c.null_count for c in table.columns):
         raise SourceError(f"{path} has missing values")
-    return np.column_stack([c.to_numpy().astype(np.float32, copy=False) for c in table.columns]
+    return np.column_stack([_as_float32(c.to_numpy()) for c in table.columns]
                            ).reshape(table.num_rows, table.num_columns)
 
 
@@ -274,9 +295,10 @@ def read_features(path: str | Path) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise SourceError(f"{path} holds {arr.shape[0]} vectors of {arr.shape[1]} values; it needs at least "
                           "one of each")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    arr = _as_float32(arr)
     if not arr.flags.writeable:          # Arrow's buffers: torch wants to own writable memory
         arr = arr.copy()
-    if not np.isfinite(arr).all():
-        raise SourceError(f"{path} contains NaN or infinite values; fix the features")
+    if not np.isfinite(arr).all():       # after the cast: 1e300 in float64 is inf in float32
+        raise SourceError(f"{path} contains NaN or infinite values (in float32, as they are used); "
+                          "fix the features")
     return arr

@@ -1,6 +1,7 @@
 """One sweep per store at a time: an exclusive ``flock`` on ``<db>.lock`` beside the database.
 
-The lock file holds the owner's pid, host and command, so a second sweep can
+The lock is taken on the store's resolved real path, so ``--db`` given as a
+symlink locks the store it points to. The lock file holds the owner's pid, host and command, so a second sweep can
 say who holds it. The kernel drops the lock when its process dies (even by
 SIGKILL), so a killed sweep never leaves the store locked. The file is
 removed on release; a sweep that opened it just before checks after locking
@@ -19,8 +20,9 @@ from store.db import StoreError
 
 
 def lock_path(db: str | Path) -> Path:
-    """``<db>.lock``."""
-    return Path(f"{db}.lock")
+    """``<db>.lock`` beside the real file: a symlink to a store (or another spelling of its path)
+    shares that store's lock."""
+    return Path(f"{os.path.realpath(db)}.lock")
 
 
 class SweepLock:

@@ -255,9 +255,9 @@ def mark_interrupted(con: duckdb.DuckDBPyConnection, *, lock_held: bool = True,
 
 
 def finish_sweep(con: duckdb.DuckDBPyConnection, sweep_id: int, status: str) -> None:
-    """Mark a sweep ``'done'`` or ``'failed'`` and stamp its end time."""
-    if status not in ("done", "failed"):
-        raise ValueError(f"sweep status must be 'done' or 'failed', not {status!r}")
+    """Mark a sweep ``'done'``, ``'failed'`` or ``'interrupted'`` (stopped by Ctrl-C) and stamp its end time."""
+    if status not in ("done", "failed", "interrupted"):
+        raise ValueError(f"sweep status must be 'done', 'failed' or 'interrupted', not {status!r}")
     con.execute("UPDATE sweeps SET status = ?, finished_at = ?, heartbeat_at = ? WHERE sweep_id = ?",
                 [status, _now(), _now(), sweep_id])
 
@@ -395,6 +395,23 @@ def finished_runs(
         if key not in out or out[key][0] != run_id:
             out[key] = (run_id, [])
         out[key][1].append({m: math.nan if v is None else float(v) for m, v in zip(METRICS, vals)})
+    return out
+
+
+def stored_top_n(con: duckdb.DuckDBPyConnection, run_ids: Sequence[int]) -> dict[int, int | None]:
+    """How many gallery items per query each of ``run_ids`` keeps in ``rankings`` (``runs.params``'
+    ``top_n``; None when it records none)."""
+    if not run_ids:
+        return {}
+    rows = con.execute("SELECT run_id, params FROM runs WHERE run_id IN (SELECT unnest(?::INTEGER[]))",
+                       [list(run_ids)]).fetchall()
+    out: dict[int, int | None] = {}
+    for run_id, params in rows:
+        try:
+            value = json.loads(params).get("top_n")
+        except (ValueError, AttributeError):
+            value = None
+        out[int(run_id)] = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     return out
 
 

@@ -11,6 +11,10 @@ same type out:
 - ``alpha_qe``, ``dba``, ``dba_alpha_qe``: query expansion and database-side
   augmentation (``icfrr.baselines.query_expansion``).
 
+From features, ``<name>_chunks(fq, fg, **same keywords, chunk_bytes=...)``
+gives the same distances one chunk of queries at a time, as ``(slice, float32
+[B, G])`` pairs, without holding [Q, G] (or any [N, N]) matrix.
+
 Names are imported on first use (PEP 562), like ``icfrr`` itself.
 """
 
@@ -25,14 +29,21 @@ _EXPORTS = {
     "alpha_qe": "icfrr.baselines.query_expansion",
     "dba": "icfrr.baselines.query_expansion",
     "dba_alpha_qe": "icfrr.baselines.query_expansion",
+    "k_reciprocal_chunks": "icfrr.baselines.k_reciprocal",
+    "ecn_chunks": "icfrr.baselines.ecn",
+    "alpha_qe_chunks": "icfrr.baselines.query_expansion",
+    "dba_chunks": "icfrr.baselines.query_expansion",
+    "dba_alpha_qe_chunks": "icfrr.baselines.query_expansion",
 }
 
-__all__ = ["alpha_qe", "dba", "dba_alpha_qe", "ecn", "k_reciprocal"]
+__all__ = ["alpha_qe", "alpha_qe_chunks", "dba", "dba_alpha_qe", "dba_alpha_qe_chunks", "dba_chunks", "ecn", "ecn_chunks",
+           "k_reciprocal", "k_reciprocal_chunks"]
 
 if TYPE_CHECKING:
-    from icfrr.baselines.ecn import ecn
-    from icfrr.baselines.k_reciprocal import k_reciprocal
-    from icfrr.baselines.query_expansion import alpha_qe, dba, dba_alpha_qe
+    from icfrr.baselines.ecn import ecn, ecn_chunks
+    from icfrr.baselines.k_reciprocal import k_reciprocal, k_reciprocal_chunks
+    from icfrr.baselines.query_expansion import (alpha_qe, alpha_qe_chunks, dba, dba_alpha_qe, dba_alpha_qe_chunks,
+                                                 dba_chunks)
 
 
 def __getattr__(name: str) -> Any:

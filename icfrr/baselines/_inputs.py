@@ -7,6 +7,10 @@ import math
 import numpy as np
 import torch
 
+from icfrr._checks import as_matrix
+from icfrr._chunks import rows_per_chunk
+from icfrr.neighbors import pairwise_distances
+
 Matrix = np.ndarray | torch.Tensor
 
 
@@ -73,3 +77,55 @@ def same_type_as(out: np.ndarray, ref: Matrix) -> Matrix:
     if isinstance(ref, torch.Tensor):
         return torch.from_numpy(out).to(ref.device)
     return out
+
+
+class ItemFeatures:
+    """The Q + G items' features, for the baselines' Euclidean distances computed on demand.
+
+    Distances are float32 as :func:`icfrr.pairwise_distances` gives them (an item's
+    distance to itself is 0), so they match the dense matrices made from the same
+    features up to the rounding of the products.
+
+    Args:
+        fq: float [Q, D] query features.
+        fg: float [G, D] gallery features.
+
+    Raises:
+        ValueError: an empty side, features of different widths, or NaN/inf.
+    """
+
+    def __init__(self, fq: Matrix, fg: Matrix) -> None:
+        q = as_matrix(fq, "fq").cpu()
+        g = as_matrix(fg, "fg").cpu()
+        if q.shape[0] < 1 or g.shape[0] < 1:
+            raise ValueError(f"need at least one query and one gallery item, got Q={q.shape[0]}, G={g.shape[0]}")
+        if q.shape[1] != g.shape[1]:
+            raise ValueError(f"fq and fg must have the same width, got {q.shape[1]} and {g.shape[1]}")
+        self.n_query, self.n_gallery = int(q.shape[0]), int(g.shape[0])
+        self.n_items = self.n_query + self.n_gallery
+        self.features = torch.cat([q, g]).contiguous()
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """float64 [stop - start, N]: distances of items ``start:stop`` to every item."""
+        out = pairwise_distances(self.features[start:stop], self.features).numpy().astype(np.float64)
+        out[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        return out
+
+    def entries(self, rows: np.ndarray, cols: np.ndarray, budget: int = 1 << 27) -> np.ndarray:
+        """float64 distances of the pairs (rows[i], cols[i]), computed a budget's worth of pairs at a time."""
+        out = np.empty(rows.shape, dtype=np.float64)
+        f = self.features
+        step = rows_per_chunk(rows.size, 8 * f.shape[1], budget)
+        norms = (f * f).sum(1)
+        for s in range(0, rows.size, step):
+            r = torch.from_numpy(rows[s : s + step])
+            c = torch.from_numpy(cols[s : s + step])
+            sq = norms[r] + norms[c] - 2.0 * (f[r] * f[c]).sum(1)
+            out[s : s + step] = sq.clamp_(min=0).sqrt_().numpy()
+        out[rows == cols] = 0.0
+        return out
+
+    def query_gallery(self, queries: slice) -> np.ndarray:
+        """float32 [B, G]: distances of ``queries`` to the gallery."""
+        f = self.features
+        return pairwise_distances(f[: self.n_query][queries], f[self.n_query :]).numpy()

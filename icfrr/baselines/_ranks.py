@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from icfrr._chunks import rows_per_chunk
+
 #: Entries of a chunk of combined rows (float64) held at once: 128 MB.
 _CHUNK_ENTRIES = 1 << 24
 
@@ -53,9 +55,12 @@ def combined_entries(qg: np.ndarray, gg: np.ndarray, qq: np.ndarray, rows: np.nd
     return out
 
 
-def row_chunks(n_query: int, n_items: int) -> Iterator[tuple[int, int]]:
-    """(start, stop) chunks of the N items, none straddling the query/gallery boundary."""
-    step = max(1, _CHUNK_ENTRIES // n_items)
+def row_chunks(n_query: int, n_items: int, budget: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, stop) chunks of the N items, none straddling the query/gallery boundary.
+
+    ``budget``: bytes of one float64 chunk of rows (default 128 MB).
+    """
+    step = rows_per_chunk(n_items, 8 * n_items, 8 * _CHUNK_ENTRIES if budget is None else budget)
     for lo, hi in ((0, n_query), (n_query, n_items)):
         for start in range(lo, hi, step):
             yield start, min(start + step, hi)
@@ -105,10 +110,36 @@ def neighbour_lists(
         int64 [N, min(width, N)]: item indices, nearest first, ties by index.
     """
     n_query = qg.shape[0]
-    n_items = n_query + qg.shape[1]
+    return ranked_rows(lambda start, stop: combined_rows(qg, gg, qq, start, stop, columns=columns),
+                       n_query, n_query + qg.shape[1], width, transform=transform)
+
+
+def ranked_rows(
+    rows: Callable[[int, int], np.ndarray],
+    n_query: int,
+    n_items: int,
+    width: int,
+    *,
+    transform: Callable[[np.ndarray, int, int], None] | None = None,
+    budget: int | None = None,
+) -> np.ndarray:
+    """The first ``width`` entries of each item's rank list, from its row of distances to the N items.
+
+    Args:
+        rows: ``rows(start, stop)`` -> float64 [stop - start, N], the distance rows of items
+            ``start:stop`` (a chunk lies on one side: all queries or all gallery items).
+        n_query: Q (the first Q items are the queries).
+        n_items: N = Q + G.
+        width: how many entries to keep (cut at N).
+        transform: as in :func:`neighbour_lists`.
+        budget: bytes of one chunk of rows (default 128 MB).
+
+    Returns:
+        int64 [N, min(width, N)]: item indices, nearest first, ties by index.
+    """
     out = np.empty((n_items, min(width, n_items)), dtype=np.int64)
-    for start, stop in row_chunks(n_query, n_items):
-        chunk = combined_rows(qg, gg, qq, start, stop, columns=columns)
+    for start, stop in row_chunks(n_query, n_items, budget):
+        chunk = rows(start, stop)
         if transform is not None:
             transform(chunk, start, stop)
         out[start:stop] = smallest_stable(chunk, width)

@@ -8,13 +8,16 @@ an inverted index, so no ``N x N`` matrix (N = Q + G) is ever held.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import scipy.sparse as sp
 from numba import get_num_threads, njit, prange
 
 from icfrr._checks import check_positive_int
-from icfrr.baselines._inputs import Matrix, distance_blocks, same_type_as
-from icfrr.baselines._ranks import neighbour_lists
+from icfrr._chunks import rows_per_chunk
+from icfrr.baselines._inputs import ItemFeatures, Matrix, distance_blocks, same_type_as
+from icfrr.baselines._ranks import neighbour_lists, ranked_rows
 
 
 def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 25) -> Matrix:
@@ -66,22 +69,9 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
     n_items = n_query + n_gallery
     k, t, q = min(k, n_items), min(t, n_items - 1), min(q, n_items - 1)
 
-    def self_first(chunk: np.ndarray, start: int, stop: int) -> None:
-        chunk[np.arange(stop - start), np.arange(start, stop)] = -np.inf
-
-    ranks = neighbour_lists(qg_np, gg_np, qq_np, max(k, t + 1, q + 1), columns=False, transform=self_first)
-    top = ranks[:, 1 : t + 1]
-    expanded = np.concatenate([top, ranks[top, 1 : q + 1].reshape(n_items, t * q)], axis=1)
-
-    # The weights f_a(j) as a sparse [N, N] matrix, and its inverted index (column j -> items a with f_a(j) > 0).
-    rows = np.repeat(np.arange(n_items), k)
-    weights = np.tile(np.arange(k, 0, -1, dtype=np.int64), n_items)
-    inverted = sp.csr_matrix((weights, (rows, ranks[:, :k].ravel())), shape=(n_items, n_items)).tocsc()
+    ranks = neighbour_lists(qg_np, gg_np, qq_np, max(k, t + 1, q + 1), columns=False, transform=_self_first)
+    expanded, inverted, row_min, scale = _rank_list_parts(ranks, k, t, q)
     n_blocks = 4 * get_num_threads()  # thread-sized blocks of rows, each with its own scratch arrays
-    row_min = _row_minima(ranks[:, :k], inverted.indptr, inverted.indices, inverted.data, min(n_blocks, n_items))
-    row_max = int(np.sum(np.arange(k, 0, -1, dtype=np.int64) ** 2))  # S(a, a), the largest in every row
-    spread = (row_max - row_min).astype(np.float64)
-    scale = np.divide(1.0, spread, out=np.zeros(n_items), where=spread > 0)
 
     # Gallery side: sum_j S~(g_j, p) for all p, one gallery item at a time, kept as [G, Q].
     cross_g = np.empty((n_gallery, n_query))
@@ -104,24 +94,160 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
     return same_type_as(out, qg)
 
 
+def ecn_chunks(
+    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = 1 << 27
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``ecn`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
+
+    The distances are Euclidean between the rows of ``fq`` and ``fg`` (as
+    given). Rank lists are found from each item's row of distances to the N
+    items, a chunk of rows at a time, and kept as [N, max(k, t + 1, q + 1)]
+    indices; the query side of ECN goes through the inverted index of the
+    rank lists as in ``ecn``, and the gallery side through a reverse index of
+    the gallery items' expanded neighbourhoods, one query at a time. The
+    result equals ``ecn`` on the distance matrices of the same features up to
+    float rounding (sums taken in another order; near-ties of a rank list).
+
+    Args:
+        fq: float [Q, D] query features.
+        fg: float [G, D] gallery features.
+        t, q, k: as in ``ecn``.
+        chunk_bytes: bytes of one chunk of distance rows.
+
+    Yields:
+        (the chunk's query slice, float32 numpy [B, G] re-ranked distances), in query order.
+
+    Raises:
+        ValueError: a bad parameter, features of different widths, or NaN/inf (on the first chunk).
+    """
+    t, q, k = check_positive_int(t, "t"), check_positive_int(q, "q"), check_positive_int(k, "k")
+    return _chunks_from_features(fq, fg, t, q, k, chunk_bytes)
+
+
+def _chunks_from_features(fq: Matrix, fg: Matrix, t: int, q: int, k: int, budget: int
+                          ) -> Iterator[tuple[slice, np.ndarray]]:
+    items = ItemFeatures(fq, fg)
+    n_query, n_gallery, n_items = items.n_query, items.n_gallery, items.n_items
+    k, t, q = min(k, n_items), min(t, n_items - 1), min(q, n_items - 1)
+    ranks = ranked_rows(items.rows, n_query, n_items, max(k, t + 1, q + 1), transform=_self_first, budget=budget)
+    expanded, inverted, row_min, scale = _rank_list_parts(ranks, k, t, q)
+    top = ranks[:, :k]   # a view, as the dense path passes it (one compiled specialisation)
+    m = expanded.shape[1]
+    # Reverse index of the gallery side: item e -> the gallery items whose expanded neighbourhood holds it (times).
+    reverse = sp.csr_matrix((np.ones(n_gallery * m, dtype=np.int64),
+                             (expanded[n_query:].ravel(), np.repeat(np.arange(n_gallery), m))),
+                            shape=(n_items, n_gallery))
+    offset = (scale * row_min)[expanded[n_query:]].sum(axis=1)
+    offset_int = row_min[expanded[n_query:]].sum(axis=1)
+    n_blocks = 4 * get_num_threads()
+    step = rows_per_chunk(n_query, 40 * n_gallery, budget)
+    for start in range(0, n_query, step):
+        rows = slice(start, min(start + step, n_query))
+        b = rows.stop - rows.start
+        cross_q = np.empty((b, n_gallery))
+        overlap_q = np.empty((b, n_gallery), dtype=np.bool_)
+        _cross_sums(expanded[rows], top, scale, row_min, inverted.indptr, inverted.indices, inverted.data,
+                    n_query, n_items, cross_q, overlap_q, min(n_blocks, b))  # fmt: skip
+        cross_g = np.empty((b, n_gallery))
+        overlap_g = np.empty((b, n_gallery), dtype=np.bool_)
+        _gallery_sums(rows.start, rows.stop, top, scale, inverted.indptr, inverted.indices, inverted.data,
+                      reverse.indptr, reverse.indices, reverse.data, offset, offset_int, cross_g, overlap_g,
+                      min(n_blocks, b))  # fmt: skip
+        score = cross_q
+        score += cross_g
+        score /= 2 * m
+        overlap_q |= overlap_g
+        yield rows, np.where(overlap_q, 1.0 - score, 1.0 + items.query_gallery(rows)).astype(np.float32)
+
+
+def _self_first(chunk: np.ndarray, start: int, stop: int) -> None:
+    """Each item first in its own rank list (the chunk holds rows start:stop of the N items)."""
+    chunk[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+
+
+def _rank_list_parts(ranks: np.ndarray, k: int, t: int, q: int
+                     ) -> tuple[np.ndarray, sp.csc_matrix, np.ndarray, np.ndarray]:
+    """From the rank lists: the expanded neighbourhoods [N, M], the weights f_a(j) as a CSC [N, N]
+    matrix (the inverted index: column j -> items a with f_a(j) > 0), each row's minimum of S and
+    1 / (max - min) of S (0 for a constant row)."""
+    n_items = ranks.shape[0]
+    top = ranks[:, 1 : t + 1]
+    expanded = np.concatenate([top, ranks[top, 1 : q + 1].reshape(n_items, t * q)], axis=1)
+    rows = np.repeat(np.arange(n_items), k)
+    weights = np.tile(np.arange(k, 0, -1, dtype=np.int64), n_items)
+    inverted = sp.csr_matrix((weights, (rows, ranks[:, :k].ravel())), shape=(n_items, n_items)).tocsc()
+    n_blocks = 4 * get_num_threads()
+    row_min = _row_minima(ranks[:, :k], inverted.indptr, inverted.indices, inverted.data, min(n_blocks, n_items))
+    row_max = int(np.sum(np.arange(k, 0, -1, dtype=np.int64) ** 2))  # S(a, a), the largest in every row
+    spread = (row_max - row_min).astype(np.float64)
+    scale = np.divide(1.0, spread, out=np.zeros(n_items), where=spread > 0)
+    return expanded, inverted, row_min, scale
+
+
+@njit(parallel=True, cache=True)
+def _gallery_sums(
+    lo, hi, top, scale, indptr, indices, data, rev_indptr, rev_items, rev_count, offset, offset_int, sums,
+    overlap, n_blocks,
+) -> None:  # pragma: no cover - compiled
+    """sums[p - lo, g] = sum_{e in expanded(g)} S~(e, p) for the queries lo <= p < hi; overlap: a term is > 0.
+
+    Per query p: S(x, p) = sum_j f_x(j) f_p(j) for the items x sharing a top-k item
+    with p (through the inverted index), then spread to the gallery items whose
+    expanded neighbourhood holds x (the reverse index, with multiplicity);
+    offset[g] = sum_e scale[e] row_min[e] and offset_int[g] = sum_e row_min[e].
+    """
+    n = top.shape[0]
+    n_rows = hi - lo
+    width = sums.shape[1]
+    for blk in prange(n_blocks):
+        s = np.zeros(n, dtype=np.int64)
+        touched = np.empty(n, dtype=np.int64)
+        acc = np.zeros(width)
+        acc_int = np.zeros(width, dtype=np.int64)
+        for r in range(blk * n_rows // n_blocks, (blk + 1) * n_rows // n_blocks):
+            count = _similarities(lo + r, top, indptr, indices, data, s, touched)
+            for c in range(count):
+                x = touched[c]
+                value = s[x]
+                for z in range(rev_indptr[x], rev_indptr[x + 1]):
+                    g = rev_items[z]
+                    acc[g] += scale[x] * value * rev_count[z]
+                    acc_int[g] += value * rev_count[z]
+                s[x] = 0
+            for g in range(width):
+                sums[r, g] = acc[g] - offset[g]
+                overlap[r, g] = acc_int[g] > offset_int[g]
+                acc[g] = 0.0
+                acc_int[g] = 0
+
+
+@njit(cache=True, inline="always")
+def _similarities(a, top, indptr, indices, data, acc, touched) -> int:  # pragma: no cover - compiled
+    """acc[b] += S(a, b) for every item b sharing a top-k item with a (acc zero there before); their
+    indices go to touched[:count]. Returns count."""
+    k = top.shape[1]
+    count = 0
+    for pos in range(k):
+        j = top[a, pos]
+        for x in range(indptr[j], indptr[j + 1]):
+            b = indices[x]
+            if acc[b] == 0:
+                touched[count] = b
+                count += 1
+            acc[b] += (k - pos) * data[x]
+    return count
+
+
 @njit(parallel=True, cache=True)
 def _row_minima(top, indptr, indices, data, n_blocks) -> np.ndarray:  # pragma: no cover - compiled
     """min_c S(a, c) for every item a: 0 unless a shares a top-k item with every item."""
-    n, k = top.shape
+    n = top.shape[0]
     out = np.zeros(n, dtype=np.int64)
     for blk in prange(n_blocks):
         acc = np.zeros(n, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         for a in range(blk * n // n_blocks, (blk + 1) * n // n_blocks):
-            count = 0
-            for pos in range(k):
-                j = top[a, pos]
-                for x in range(indptr[j], indptr[j + 1]):
-                    b = indices[x]
-                    if acc[b] == 0:
-                        touched[count] = b
-                        count += 1
-                    acc[b] += (k - pos) * data[x]
+            count = _similarities(a, top, indptr, indices, data, acc, touched)
             if count == n:
                 out[a] = acc.min()
             for x in range(count):

@@ -9,13 +9,16 @@ min-sum through an inverted index on V's columns, one query at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
 from icfrr._checks import check_positive_int
-from icfrr.baselines._inputs import Matrix, check_fraction, distance_blocks, same_type_as
-from icfrr.baselines._ranks import combined_entries, neighbour_lists
+from icfrr._chunks import rows_per_chunk
+from icfrr.baselines._inputs import ItemFeatures, Matrix, check_fraction, distance_blocks, same_type_as
+from icfrr.baselines._ranks import combined_entries, neighbour_lists, ranked_rows
 
 
 def k_reciprocal(
@@ -59,15 +62,77 @@ def k_reciprocal(
     Raises:
         ValueError: on a bad parameter, shape, or NaN/inf in the distances.
     """
-    k1 = check_positive_int(k1, "k1")
-    k2 = check_positive_int(k2, "k2")
-    lam = check_fraction(lambda_value, "lambda_value")
+    k1, k2, lam = _check(k1, k2, lambda_value)
     qg_np, gg_np, qq_np = distance_blocks(qg, gg, qq)
     n_query, n_gallery = qg_np.shape
     n_items = n_query + n_gallery
-    k_full, k_half, k_qe = min(k1 + 1, n_items), min(int(np.around(k1 / 2.0)) + 1, n_items), min(k2, n_items)
-
+    k_full, k_qe = min(k1 + 1, n_items), min(k2, n_items)
     scale = np.empty(n_items, dtype=np.float64)  # max_r C[r, i]^2, or 1 where that is 0
+    ranks = neighbour_lists(qg_np, gg_np, qq_np, max(k_full, k_qe), columns=True, transform=_normaliser(scale))
+    v = _expanded_v(ranks, k1, k2, scale, lambda cols, rows: combined_entries(qg_np, gg_np, qq_np, cols, rows))
+    v_query, v_gallery = _split(v, n_query)
+    out = np.empty((n_query, n_gallery), dtype=qg_np.dtype)
+    _mix_rows(v_query, v_gallery, qg_np, scale[:n_query], lam, out)
+    return same_type_as(out, qg)
+
+
+def k_reciprocal_chunks(
+    fq: Matrix, fg: Matrix, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+    chunk_bytes: int = 1 << 27,
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``k_reciprocal`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
+
+    The distances are Euclidean between the rows of ``fq`` and ``fg`` (as given:
+    normalise them first where the dense path would). Each item's rank list
+    is found from its row of distances to the N items, a chunk of rows at a
+    time; the k-reciprocal sets and V are sparse over the N items; the Jaccard
+    distances are computed per chunk of queries against the gallery. The
+    result equals ``k_reciprocal`` on the distance matrices of the same
+    features up to float rounding of the distances (which can only matter at
+    near-ties of a rank list).
+
+    Args:
+        fq: float [Q, D] query features.
+        fg: float [G, D] gallery features.
+        k1, k2, lambda_value: as in ``k_reciprocal``.
+        chunk_bytes: bytes of one chunk of distance rows.
+
+    Yields:
+        (the chunk's query slice, float32 numpy [B, G] re-ranked distances), in query order.
+
+    Raises:
+        ValueError: a bad parameter, features of different widths, or NaN/inf (on the first chunk).
+    """
+    k1, k2, lam = _check(k1, k2, lambda_value)
+    return _chunks_from_features(fq, fg, k1, k2, lam, chunk_bytes)
+
+
+def _chunks_from_features(fq: Matrix, fg: Matrix, k1: int, k2: int, lam: float, budget: int
+                          ) -> Iterator[tuple[slice, np.ndarray]]:
+    items = ItemFeatures(fq, fg)
+    n_query, n_items = items.n_query, items.n_items
+    k_full, k_qe = min(k1 + 1, n_items), min(k2, n_items)
+    scale = np.empty(n_items, dtype=np.float64)
+    ranks = ranked_rows(items.rows, n_query, n_items, max(k_full, k_qe), transform=_normaliser(scale),
+                        budget=budget)
+    v = _expanded_v(ranks, k1, k2, scale, items.entries)
+    v_query, v_gallery = _split(v, n_query)
+    del v, ranks
+    step = rows_per_chunk(n_query, 8 * items.n_gallery, budget)
+    for start in range(0, n_query, step):
+        rows = slice(start, min(start + step, n_query))
+        qg = items.query_gallery(rows)
+        out = np.empty(qg.shape, dtype=np.float32)
+        _mix_rows(v_query[rows], v_gallery, qg, scale[rows], lam, out)
+        yield rows, out
+
+
+def _check(k1: int, k2: int, lambda_value: float) -> tuple[int, int, float]:
+    return check_positive_int(k1, "k1"), check_positive_int(k2, "k2"), check_fraction(lambda_value, "lambda_value")
+
+
+def _normaliser(scale: np.ndarray) -> Callable[[np.ndarray, int, int], None]:
+    """Step 1 on a chunk of rows of C^T, in place, keeping each row's maximum in ``scale``."""
 
     def normalise(chunk: np.ndarray, start: int, stop: int) -> None:
         np.square(chunk, out=chunk)
@@ -76,28 +141,44 @@ def k_reciprocal(
         scale[start:stop] = peak
         chunk /= peak[:, None]
 
-    ranks = neighbour_lists(qg_np, gg_np, qq_np, max(k_full, k_qe), columns=True, transform=normalise)
-    v = _encoding(ranks, k_full, k_half, scale, qg_np, gg_np, qq_np)
+    return normalise
+
+
+def _expanded_v(ranks: np.ndarray, k1: int, k2: int, scale: np.ndarray,
+                entries: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> sp.csr_matrix:
+    """V after steps 2-5, CSR [N, N]; ``entries(rows, cols)`` gives C[rows, cols] elementwise."""
+    n_items = ranks.shape[0]
+    k_full, k_half, k_qe = min(k1 + 1, n_items), min(int(np.around(k1 / 2.0)) + 1, n_items), min(k2, n_items)
+    v = _encoding(ranks, k_full, k_half, scale, entries)
     if k2 != 1:
         rows = np.repeat(np.arange(n_items), k_qe)
         mean = sp.csr_matrix(
             (np.full(rows.size, 1.0 / k_qe), (rows, ranks[:, :k_qe].ravel())), shape=(n_items, n_items)
         )
         v = (mean @ v).tocsr()
+    return v
+
+
+def _split(v: sp.csr_matrix, n_query: int) -> tuple[sp.csr_matrix, sp.csc_matrix]:
+    """V's query rows (CSR, sorted) and gallery rows as CSC: column l -> the gallery items with V[., l] != 0."""
     v_query = v[:n_query].tocsr()
-    v_gallery = v[n_query:].tocsc()  # column l -> the gallery items with V[., l] != 0 (the inverted index)
     v_query.sort_indices()
-    out = np.empty((n_query, n_gallery), dtype=qg_np.dtype)
+    return v_query, v[n_query:].tocsc()
+
+
+def _mix_rows(v_query: sp.csr_matrix, v_gallery: sp.csc_matrix, qg: np.ndarray, scale: np.ndarray, lam: float,
+              out: np.ndarray) -> None:
+    """Step 6 for the queries of ``v_query`` (whose rows of qg and scale are given), into ``out``."""
     _jaccard_mix(
         v_query.indptr, v_query.indices, v_query.data,
         v_gallery.indptr, v_gallery.indices, v_gallery.data,
-        qg_np, scale[:n_query], lam, out,
+        qg, scale, lam, out,
     )  # fmt: skip
-    return same_type_as(out, qg)
 
 
 def _encoding(
-    ranks: np.ndarray, k_full: int, k_half: int, scale: np.ndarray, qg: np.ndarray, gg: np.ndarray, qq: np.ndarray
+    ranks: np.ndarray, k_full: int, k_half: int, scale: np.ndarray,
+    entries: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> sp.csr_matrix:
     """V (steps 2-4) as a CSR matrix [N, N]."""
     n_items = ranks.shape[0]
@@ -107,8 +188,8 @@ def _encoding(
     keep = np.arange(sets.shape[1]) < sizes[:, None]
     rows = np.repeat(np.arange(n_items), sizes)
     cols = sets[keep]
-    entries = combined_entries(qg, gg, qq, cols, rows)  # d(i, j) uses C[j, i]
-    weights = np.exp(-(np.square(entries) / scale[rows]))
+    values = entries(cols, rows)  # d(i, j) uses C[j, i]
+    weights = np.exp(-(np.square(values) / scale[rows]))
     weights /= np.bincount(rows, weights=weights, minlength=n_items)[rows]  # R*(i) may be empty (ties at 0)
     indptr = np.concatenate([[0], np.cumsum(sizes)])
     return sp.csr_matrix((weights, cols, indptr), shape=(n_items, n_items))

@@ -54,6 +54,7 @@ needs are copied (into one reused buffer), so nothing of size [(Q+G), (Q+G)] or
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Real
 
@@ -61,6 +62,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_matrix
+from icfrr._chunks import rows_per_chunk
 from icfrr._sorting import smallest_rows
 from icfrr.neighbors import neighbor_graph, neighbor_graph_from_features
 
@@ -171,6 +173,53 @@ def dba_alpha_qe(
         _check_n(n_dba, "n_dba"), _check_alpha(alpha_dba, "alpha_dba"),
         _check_n(n_qe, "n_qe"), _check_alpha(alpha_qe, "alpha_qe"),
     )
+
+
+def alpha_qe_chunks(
+    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``alpha_qe`` from features, one chunk of queries at a time: [Q, G] is never held.
+
+    Args:
+        fq, fg, n, alpha: as in ``alpha_qe``.
+        chunk_bytes: bytes of temporaries one chunk of queries may use.
+
+    Yields:
+        (the chunk's query slice, float32 numpy [B, G] distances), in query order;
+        the rows equal ``alpha_qe``'s (up to float rounding of the chunked products).
+
+    Raises:
+        ValueError: as in ``alpha_qe`` (on the first chunk).
+    """
+    return _chain_chunks(fq, fg, 0, 0.0, _check_n(n, "n"), _check_alpha(alpha, "alpha"), chunk_bytes)
+
+
+def dba_chunks(
+    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``dba`` from features, one chunk of queries at a time (see ``alpha_qe_chunks``)."""
+    return _chain_chunks(fq, fg, _check_n(n, "n"), _check_alpha(alpha, "alpha"), 0, 0.0, chunk_bytes)
+
+
+def dba_alpha_qe_chunks(
+    fq: Array, fg: Array, *, n_dba: int = 10, alpha_dba: float = 3.0, n_qe: int = 10, alpha_qe: float = 3.0,
+    chunk_bytes: int = _BLOCK_BYTES,
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """``dba_alpha_qe`` from features, one chunk of queries at a time (see ``alpha_qe_chunks``)."""
+    return _chain_chunks(
+        fq, fg, _check_n(n_dba, "n_dba"), _check_alpha(alpha_dba, "alpha_dba"),
+        _check_n(n_qe, "n_qe"), _check_alpha(alpha_qe, "alpha_qe"), chunk_bytes,
+    )
+
+
+def _chain_chunks(
+    fq: Array, fg: Array, n_dba: int, alpha_dba: float, n_qe: int, alpha_qe_: float, budget: int
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """The feature form of ``_chain``, yielding chunks of query rows as numpy."""
+    inputs = _inputs(None, None, fq, fg)
+    gallery = _dba_features(inputs.fg, n_dba, alpha_dba)   # [G, D]: the augmented gallery is kept whole
+    for rows, dists in _qe_feature_chunks(inputs.fq, gallery, n_qe, alpha_qe_, budget):
+        yield rows, dists.cpu().numpy()
 
 
 # --- parameters and inputs -------------------------------------------------------------------
@@ -323,8 +372,8 @@ def _nearest(dists: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sort(dists, dim=1, stable=True).indices[:, :n]
 
 
-def _rows_per_chunk(n_rows: int, bytes_per_row: int) -> int:
-    return max(1, min(n_rows, _BLOCK_BYTES // max(bytes_per_row, 1)))
+def _rows_per_chunk(n_rows: int, bytes_per_row: int, budget: int = _BLOCK_BYTES) -> int:
+    return rows_per_chunk(n_rows, bytes_per_row, budget)
 
 
 # --- feature form ----------------------------------------------------------------------------
@@ -345,21 +394,33 @@ def _dba_features(fg: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
 
 def _qe_from_features(fq: torch.Tensor, fg: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
     """αQE of unit queries fq over unit gallery fg; returns float32 [Q, G] distances."""
+    out = torch.empty(fq.shape[0], fg.shape[0], dtype=torch.float32, device=fq.device)
+    for rows, dists in _qe_feature_chunks(fq, fg, n, alpha, _BLOCK_BYTES):
+        out[rows] = dists
+    return out
+
+
+def _qe_feature_chunks(
+    fq: torch.Tensor, fg: torch.Tensor, n: int, alpha: float, budget: int
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """αQE of unit queries fq over unit gallery fg, one chunk of queries at a time.
+
+    Yields (the queries' slice, float32 [B, G] distances); a chunk's temporaries stay near ``budget`` bytes.
+    """
     q, g = fq.shape[0], fg.shape[0]
     n = min(n, g)
-    out = torch.empty(q, g, dtype=torch.float32, device=fq.device)
-    step = _rows_per_chunk(q, 4 * (3 * g + n * fg.shape[1]))
+    step = _rows_per_chunk(q, 4 * (3 * g + n * fg.shape[1]), budget)
     for s in range(0, q, step):
-        sims = fq[s : s + step] @ fg.T
+        rows = slice(s, min(s + step, q))
+        sims = fq[rows] @ fg.T
         if n == 0:
-            out[s : s + step] = _distance_from_sim(sims)
+            yield rows, _distance_from_sim(sims)
             continue
         idx = _nearest(_distance_from_sim(sims.clone()), n)
         w = _weights(sims.gather(1, idx), alpha)
-        expanded = fq[s : s + step] + torch.einsum("bn,bnd->bd", w, fg[idx])
+        expanded = fq[rows] + torch.einsum("bn,bnd->bd", w, fg[idx])
         expanded = torch.nn.functional.normalize(expanded, dim=1)
-        out[s : s + step] = _distance_from_sim(expanded @ fg.T)
-    return out
+        yield rows, _distance_from_sim(expanded @ fg.T)
 
 
 # --- distance form ---------------------------------------------------------------------------

@@ -231,3 +231,28 @@ def test_real_baselines_through_the_adapter(key: str) -> None:
     out = apply_method(key, MethodInputs(qg, gg=lambda: gg, qq=lambda: qq, fq=fq, fg=fg), params)
     assert out.shape == (Q, G) and np.isfinite(out).all()
     assert np.array_equal(out, np.asarray(direct))
+
+
+def test_streams_by_budget_only_with_features_and_when_there_are_no_whole_distances() -> None:
+    qg, gg, qq, fq, fg = _problem()
+    with_features = MethodInputs(qg=qg, gg=Loader(None), qq=Loader(None), fq=fq, fg=fg)
+    without = MethodInputs(qg=qg, gg=Loader(gg), qq=Loader(qq))
+    assert not methods.streams("k_reciprocal", with_features)                      # no budget: dense
+    assert not methods.streams("k_reciprocal", with_features, 4 * Q * G)           # fits the budget
+    assert methods.streams("k_reciprocal", with_features, 4 * Q * G - 1)
+    assert not methods.streams("k_reciprocal", without, 0)                         # no features: dense
+    assert methods.streams("ecn", MethodInputs(qg=None, fq=fq, fg=fg))
+    with pytest.raises(ValueError, match="whole"):
+        apply_method("alpha_qe", MethodInputs(qg=None, fq=fq, fg=fg), {})
+    with pytest.raises(ValueError, match="features"):
+        methods.method_chunks("dba", without, {})
+
+
+def test_method_chunks_call_the_streamed_form_with_the_registry_keywords() -> None:
+    _, _, _, fq, fg = _problem()
+    inputs = MethodInputs(qg=None, fq=fq, fg=fg)
+    got = np.concatenate([d for _, d in methods.method_chunks("alpha_qe", inputs, {"qe_n": 2, "qe_alpha": 1.0},
+                                                              chunk_bytes=1)])
+    want = icfrr.baselines.alpha_qe(None, None, fq=fq, fg=fg, n=2, alpha=1.0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert inputs.shape == (Q, G)

@@ -508,3 +508,346 @@ def test_disk_full_while_committing_keeps_committed_runs(tmp_path, capsys):
         out, err = capsys.readouterr()
         assert code == 0, err[-3000:]
         assert out.count("(skipped)") == kept and out.count("(new)") == 38 - kept
+
+
+# ------------------------------------------------- issue 14: values checked where they enter, the misuse list
+
+
+def _imports(tmp: Path, *, q: int = 12, g: int = 40) -> dict[str, Path]:
+    """Distance matrices, labels and a [Q, Q] query-query file of a toy problem, as .npy/.npz files."""
+    qg, gg, lq, lg = toy_distances(q=q, g=g)
+    files = {"qg": tmp / "qg.npy", "gg": tmp / "gg.npy", "labels": tmp / "labels.npz", "qq": tmp / "qq.npy"}
+    np.save(files["qg"], qg.numpy())
+    np.save(files["gg"], gg.numpy())
+    np.savez(files["labels"], query=lq, gallery=lg)
+    np.save(files["qq"], torch.cdist(qg, qg).numpy())   # any finite [Q, Q] matrix will do here
+    return files
+
+
+def _labels_with(tmp: Path, value: int, dtype) -> Path:
+    _, _, lq, lg = toy_distances()
+    query = np.maximum(lq, 0).astype(dtype)      # the toy's unknown -1 has no unsigned spelling
+    query[3] = value
+    path = tmp / f"labels_{np.dtype(dtype).name}_{value}.npz"
+    np.savez(path, query=query, gallery=lg.astype(dtype))
+    return path
+
+
+def _float64_with(tmp: Path, name: str, shape: tuple[int, int]) -> Path:
+    """A float64 matrix of ``shape`` with one entry of 1e300: finite in float64, inf in float32."""
+    qg, gg, _, _ = toy_distances()
+    m = {"qg": qg, "gg": gg}.get(name)
+    a = m.numpy().astype(np.float64) if m is not None else np.random.default_rng(0).normal(size=shape)
+    a[1, 2] = 1e300
+    path = tmp / f"{name}_1e300.npy"
+    np.save(path, a)
+    return path
+
+
+def _misuse_cases(tmp: Path) -> dict[str, tuple[list, str]]:
+    """name -> (sweep flags after --db/--cache_root, the message's telling part)."""
+    f = _imports(tmp)
+    imp = ["--qg", f["qg"], "--gg", f["gg"], "--labels", f["labels"]]
+    np.save(tmp / "qq_wrong.npy", np.zeros((11, 11), np.float32))
+    np.save(tmp / "qg_empty.npy", np.zeros((0, 40), np.float32))
+    np.save(tmp / "feats_q.npy", np.ones((12, 8)))
+    return {
+        # W4: --per_class with imported matrices was ignored, yet recorded
+        "--per_class with --qg/--gg": (["--dataset", "mine", *imp, "--per_class", 5],
+                                       "--per_class 5 selects images"),
+        # W5: labels that wrap or do not fit the store's INTEGER column
+        "uint64 label 2**64-1": (["--dataset", "mine", "--qg", f["qg"], "--gg", f["gg"], "--labels",
+                                  _labels_with(tmp, 2**64 - 1, np.uint64)], "18446744073709551615 at index 3"),
+        "int64 label 2**31": (["--dataset", "mine", "--qg", f["qg"], "--gg", f["gg"], "--labels",
+                               _labels_with(tmp, 2**31, np.int64)], "above 2147483647"),
+        "negative label -5": (["--dataset", "mine", "--qg", f["qg"], "--gg", f["gg"], "--labels",
+                               _labels_with(tmp, -5, np.int64)], "label -5 at index 3 is negative"),
+        # W6: finite in float64, infinite once cast to float32
+        "float64 1e300 distances": (["--dataset", "mine", "--qg", _float64_with(tmp, "qg", (0, 0)), "--gg",
+                                     f["gg"]], "NaN or infinite"),
+        "float64 1e300 gallery distances": (["--dataset", "mine", "--qg", f["qg"], "--gg",
+                                             _float64_with(tmp, "gg", (0, 0))], "NaN or infinite"),
+        "float64 1e300 features": (["--dataset", "mine", "--query-features", tmp / "feats_q.npy",
+                                    "--gallery-features", _float64_with(tmp, "feats_g", (40, 8))],
+                                   "NaN or infinite"),
+        "0-row matrix": (["--dataset", "mine", "--qg", tmp / "qg_empty.npy", "--gg", f["gg"]],
+                         "needs at least one row"),
+        # refusals after the artifact checks used to leave a cache folder behind
+        "k_reciprocal on an import without qq": (["--dataset", "mine", *imp, "--method", "icfrr", "k_reciprocal"],
+                                                 "no query-query matrix"),
+        "ecn with a wrong-shaped --qq": (["--dataset", "mine", *imp, "--qq", tmp / "qq_wrong.npy", "--method", "icfrr",
+                                          "ecn"], "is [11, 11] but there are 12 queries"),
+        # --dataset names that would escape --cache_root
+        "--dataset ../x": (["--dataset", "../x", *imp], "is not a plain name"),
+        "--dataset absolute": (["--dataset", str(tmp / "elsewhere"), *imp], "is not a plain name"),
+        "--dataset empty": (["--dataset", "", *imp], "is not a plain name"),
+        "--dataset ..": (["--dataset", "..", *imp], "is not a plain name"),
+    }
+
+
+MISUSE_CASES = ("--per_class with --qg/--gg", "uint64 label 2**64-1", "int64 label 2**31", "negative label -5",
+                "float64 1e300 distances", "float64 1e300 gallery distances", "float64 1e300 features",
+                "0-row matrix", "k_reciprocal on an import without qq", "ecn with a wrong-shaped --qq",
+                "--dataset ../x", "--dataset absolute", "--dataset empty", "--dataset ..")
+
+
+@pytest.mark.parametrize("case", MISUSE_CASES)
+def test_sweep_misuse_one_line_exit_2_nothing_written(tmp_path, capsys, case):
+    cases = _misuse_cases(tmp_path)
+    assert set(cases) == set(MISUSE_CASES)
+    argv, message = cases[case]
+    db = _small_store(tmp_path / "r.duckdb")
+    before = _snapshot(tmp_path)
+    err = _one_line_exit_2(sweep.main, [*argv, "--db", db, "--cache_root", tmp_path / "cache", "--kg", 4,
+                                        "--kq", 4, "--n_times", 1, "--device", "cpu"], capsys)
+    assert err.startswith("sweep: error: ") and message in err, err
+    assert _snapshot(tmp_path) == before                # the store byte for byte, no cache file
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "x").exists()
+    with connect_reader(db) as con:                     # no dataset, artifact or sweep row either
+        assert con.execute("SELECT (SELECT count(*) FROM datasets), (SELECT count(*) FROM artifacts), "
+                           "(SELECT count(*) FROM sweeps)").fetchone() == (1, 0, 0)
+
+
+def test_extract_misuse_one_line_exit_2_nothing_written(tmp_path, capsys):
+    cases = _misuse_cases(tmp_path)
+    keep = ("--per_class", "uint64", "float64 1e300 distances", "0-row", "--dataset ../x", "--dataset absolute",
+            "--dataset empty")
+    cases = {k: v for k, v in cases.items() if k.startswith(keep)}
+    f = _imports(tmp_path)
+    cases["extract --qq of the wrong shape"] = (
+        ["--dataset", "mine", "--qg", f["qg"], "--gg", f["gg"], "--qq", tmp_path / "qq_wrong.npy"],
+        "is [11, 11] but there are 12 queries")
+    for name, (argv, message) in cases.items():
+        before = _snapshot(tmp_path)
+        err = _one_line_exit_2(extract.main, [*argv, "--cache_root", tmp_path / "cache", "--quiet"], capsys)
+        assert err.startswith("error: ") and message in err, (name, err)
+        assert _snapshot(tmp_path) == before and not (tmp_path / "cache").exists(), name
+
+
+def test_labels_that_fit_are_kept_exactly(tmp_path):
+    """The checks refuse only what would wrap: -1, 0 and 2**31-1 in uint/int arrays come back unchanged."""
+    from store.imports import read_labels
+    path = tmp_path / "ok.npz"
+    np.savez(path, query=np.array([-1, 0, 2**31 - 1], np.int64), gallery=np.array([0, 2**31 - 1], np.uint64))
+    q, g = read_labels(path, 3, 2)
+    assert q.tolist() == [-1, 0, 2**31 - 1] and g.tolist() == [0, 2**31 - 1] and q.dtype == g.dtype == np.int64
+
+
+def _run_module(module: str, argv: list, timeout: float = 240, env: dict | None = None
+                ) -> subprocess.CompletedProcess:
+    """``python -m module argv`` in a child (real stderr: Python warnings, no pytest capture)."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, argv)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
+
+
+def test_db_on_a_fifo_or_a_device_is_refused_at_once(tmp_path):
+    f = _imports(tmp_path)
+    fifo = tmp_path / "r.duckdb"
+    os.mkfifo(fifo)
+    for db, kind in ((fifo, "is a FIFO"), (Path("/dev/null"), "is a device")):
+        before = _snapshot(tmp_path)
+        done = _run_module("jobs.sweep", ["--dataset", "mine", "--qg", f["qg"], "--gg", f["gg"], "--db", db,
+                                          "--cache_root", tmp_path / "cache", "--device", "cpu"], timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and kind in lines[0], done.stderr
+        assert _snapshot(tmp_path) == before and not (tmp_path / "cache").exists()
+        assert not Path(f"{os.path.realpath(db)}.lock").exists()
+    assert fifo.exists() and not fifo.is_file()
+
+
+def test_db_on_a_sqlite_file_is_refused_and_no_extension_is_ever_loaded(tmp_path, capsys):
+    import sqlite3
+    from store.db import StoreError, check_database, connect_writer
+    db = tmp_path / "results.duckdb"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE runs (id INTEGER)")
+    con.commit()
+    con.close()
+    _published_cache(tmp_path / "cache")
+    before = _snapshot(tmp_path)
+    err = _one_line_exit_2(sweep.main, ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db,
+                                        "--device", "cpu"], capsys)
+    assert "is not a DuckDB database" in err and "download" not in err, err
+    for check in (check_database, connect_writer):       # the sweep's own check and the writer path
+        with pytest.raises(StoreError, match="is not a DuckDB database"):
+            check(db)
+    assert _snapshot(tmp_path) == before
+    with connect_writer(tmp_path / "new.duckdb") as con:  # a writer connection: autoload and autoinstall off
+        settings = dict(con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('autoload_known_extensions', "
+            "'autoinstall_known_extensions')").fetchall())
+    assert settings == {"autoload_known_extensions": "false", "autoinstall_known_extensions": "false"}
+
+
+@pytest.mark.parametrize("what", ["distances", "features"])
+def test_refusals_print_no_warnings(tmp_path, what):
+    """One line means one line: the float32 cast's overflow warning (numpy) is not printed."""
+    f = _imports(tmp_path)
+    np.save(tmp_path / "feats_q.npy", np.ones((12, 8)))
+    source = (["--qg", _float64_with(tmp_path, "qg", (0, 0)), "--gg", f["gg"]] if what == "distances" else
+              ["--query-features", tmp_path / "feats_q.npy", "--gallery-features",
+               _float64_with(tmp_path, "feats_g", (40, 8))])
+    done = _run_module("jobs.sweep", ["--dataset", "mine", *source, "--db", tmp_path / "r.duckdb", "--cache_root",
+                                      tmp_path / "cache", "--device", "cpu"], env={"PYTHONWARNINGS": "always"})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "NaN or infinite" in lines[0], done.stderr
+    assert not (tmp_path / "r.duckdb").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_symlink_to_a_held_store_is_refused_and_the_live_sweep_kept(tmp_path, capsys):
+    _published_cache(tmp_path / "cache")
+    real = tmp_path / "real" / "r.duckdb"
+    real.parent.mkdir()
+    link = tmp_path / "link.duckdb"
+    link.symlink_to(real)
+    holder = subprocess.Popen(    # a live sweep: its 'running' row, then the store's lock, held
+        [sys.executable, "-c", "import os, sys, time; from store.db import connect_writer; "
+         "from store import writes; from store.lock import SweepLock\n"
+         "with connect_writer(sys.argv[1]) as con:\n"
+         "    writes.start_sweep(con, dataset_id=1, artifact_id=1, command='live', owner_pid=os.getpid())\n"
+         "l = SweepLock(sys.argv[1], 'python -m jobs.sweep --dataset live'); l.acquire()\n"
+         "print('locked', flush=True); time.sleep(120)", str(real)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = _snapshot(tmp_path)
+        err = _one_line_exit_2(sweep.main, ["--dataset", "custom", "--cache_root", tmp_path / "cache",
+                                            "--db", link, "--kg", 4, "--kq", 4, "--device", "cpu"], capsys)
+        assert f"another sweep (pid {holder.pid}" in err and "--dataset live" in err, err
+        assert _snapshot(tmp_path) == before
+        with connect_reader(real) as con:
+            assert con.execute("SELECT command, status FROM sweeps").fetchall() == [("live", "running")]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+_INTERRUPTER = """
+import os, signal, sys
+from store import writes
+real = writes.heartbeat
+def interrupt(*a, **k):      # Ctrl-C once the first run is committed
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*a, **k)
+writes.heartbeat = interrupt
+from jobs.sweep import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_one_line_exit_130_sweep_interrupted_not_failed(tmp_path, capsys):
+    _published_cache(tmp_path / "cache")
+    db = tmp_path / "r.duckdb"
+    argv = [str(a) for a in ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db,
+                             "--kg", 3, 4, 5, "--kq", 4, "--n_times", 1, "--device", "cpu"]]
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTER, *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert done.returncode == 130, done.stderr[-2000:]
+    # the notes of a started sweep come first; the interruption itself is one line, the last, no traceback
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in done.stderr and sum("interrupted" in line for line in lines) == 1, done.stderr
+    assert lines[-1].startswith("sweep: interrupted (Ctrl-C)") and "resume" in lines[-1], lines
+    with connect_reader(db) as con:
+        assert con.execute("SELECT status FROM sweeps").fetchall() == [("interrupted",)]
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    assert not Path(f"{db}.lock").exists()
+    assert sweep.main(argv) == 0                    # the same command resumes: one skipped, two new
+    out = capsys.readouterr().out
+    assert out.count("(skipped)") == 1 and out.count("(new)") == 2
+
+
+def test_a_larger_top_n_stores_longer_rankings_never_skips(tmp_path, capsys):
+    _published_cache(tmp_path / "cache")
+
+    def sweep_top(db: Path, n: int) -> tuple[str, list]:
+        argv = ["--dataset", "custom", "--cache_root", tmp_path / "cache", "--db", db, "--kg", 4, "--kq", 4,
+                "--n_times", 1, "--device", "cpu", "--top-n", n]
+        assert sweep.main([str(a) for a in argv]) == 0
+        captured = capsys.readouterr()
+        with connect_reader(db) as con:
+            rows = con.execute("SELECT r.run_id, k.iteration, k.query_idx, k.rank, k.gallery_idx FROM runs r "
+                               "JOIN rankings k USING (run_id) ORDER BY 1, 2, 3, 4").fetchall()
+        return captured.out + captured.err, rows
+
+    db = tmp_path / "r.duckdb"
+    _, short = sweep_top(db, 3)
+    assert {r[3] for r in short} == {1, 2, 3}
+    text, longer = sweep_top(db, 10)
+    assert "keep fewer than the top 10" in text and "(new)" in text, text
+    _, fresh = sweep_top(tmp_path / "fresh.duckdb", 10)      # the oracle: a new store asked for the top 10
+    assert [r[1:] for r in longer] == [r[1:] for r in fresh]
+    assert len({r[0] for r in longer}) == 1                  # the short run was replaced, not duplicated
+    text, again = sweep_top(db, 5)                           # fewer than stored: a true skip
+    assert "(skipped)" in text and again == longer
+
+
+BENCH_INTERNAL = {
+    "--side without --folder": (["--side", "engine"], "needs --folder and --k"),
+    "--k without --side": (["--k", "4"], "internal flag"),
+    "--device without --side": (["--device", "cuda"], "internal flag"),
+    "--side on an empty folder": (["--side", "literal", "--folder", "{tmp}", "--k", "4"], "holds no qg.npy"),
+    "--side with --k 0": (["--side", "engine", "--folder", "{tmp}", "--k", "0"], "--k must be at least 1"),
+    "--n-configs 0": (["--sweep", "--n-configs", "0"], "--n-configs must be at least 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BENCH_INTERNAL))
+def test_bench_internal_flags_validated(tmp_path, capsys, monkeypatch, case):
+    from jobs import bench
+    monkeypatch.chdir(tmp_path)
+    argv, message = BENCH_INTERNAL[case]
+    err = _one_line_exit_2(bench.main, [a.format(tmp=tmp_path) for a in argv], capsys)
+    assert err.startswith("bench: error: ") and message in err, err
+    assert list(tmp_path.iterdir()) == []
+    assert "--side" not in bench.build_parser().format_help()
+
+
+def test_per_class_with_imported_matrices_applies_to_the_dataset_images(tmp_path, capsys):
+    """--per_class with --qg/--gg and a dataset's images: it selects the items, and only then is recorded."""
+    from icfrr.datasets import load_dataset
+    from tests.jobs.test_sweep import make_folder_dataset
+    root = make_folder_dataset(tmp_path / "data")
+    picked = load_dataset("folder", root, 1)                  # the first image of each class, each side
+    n_q, n_g = len(picked.query), len(picked.gallery)
+    assert (n_q, n_g) == (3, 3)
+    rng = np.random.default_rng(0)
+    fq, fg = rng.normal(size=(n_q, 4)), rng.normal(size=(n_g, 4))
+    np.save(tmp_path / "qg.npy", np.linalg.norm(fq[:, None] - fg[None], axis=2).astype(np.float32))
+    np.save(tmp_path / "gg.npy", np.linalg.norm(fg[:, None] - fg[None], axis=2).astype(np.float32))
+    db = tmp_path / "r.duckdb"
+    argv = ["--dataset", "folder", "--data_root", root, "--qg", tmp_path / "qg.npy", "--gg", tmp_path / "gg.npy",
+            "--cache_root", tmp_path / "cache", "--db", db, "--kg", 2, "--kq", 2, "--n_times", 1, "--device", "cpu"]
+    assert sweep.main([str(a) for a in [*argv, "--per_class", 1]]) == 0, capsys.readouterr().err
+    with connect_reader(db) as con:
+        assert con.execute("SELECT per_class FROM artifacts").fetchall() == [(1,)]
+        paths = con.execute("SELECT side, path FROM items ORDER BY side DESC, idx").fetchall()
+    assert paths == [("query", it.path) for it in picked.query] + [("gallery", it.path) for it in picked.gallery]
+    capsys.readouterr()
+    before = _snapshot(tmp_path)                  # --per_class 2 selects 6 x 6 items: 3 x 3 matrices are refused
+    err = _one_line_exit_2(sweep.main, [*argv, "--per_class", 2], capsys)
+    assert "use the --per_class the distances were computed with" in err, err
+    assert _snapshot(tmp_path) == before
+
+
+_EXTRACT_INTERRUPTER = """
+import os, signal, sys
+from store import artifacts
+real = artifacts._write_graph
+def interrupt(*a, **k):      # Ctrl-C while the cache folder is being written
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*a, **k)
+artifacts._write_graph = interrupt
+from jobs.extract import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_in_extract_one_line_exit_130_no_cache_folder(tmp_path):
+    f = _imports(tmp_path)
+    done = subprocess.run([sys.executable, "-c", _EXTRACT_INTERRUPTER, "--dataset", "mine", "--qg", str(f["qg"]),
+                           "--gg", str(f["gg"]), "--cache_root", str(tmp_path / "cache"), "--quiet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 130 and len(lines) == 1 and "interrupted (Ctrl-C)" in lines[0], done.stderr
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []   # no file, not even a temporary one

@@ -1,0 +1,112 @@
+"""``--graph exact|ivf|hnsw``: approximate gallery graphs from features, their recall stored and printed,
+and the bad input they can meet (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+
+from icfrr.ann import graph_recall, recall_sample
+from icfrr.neighbors import NeighborGraph
+from jobs import sweep
+from store.artifacts import read_rows
+from tests.jobs.test_sweep_large import _features
+
+pytest.importorskip("faiss")
+
+
+def _params(db: Path) -> list[dict]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return [json.loads(p) for (p,) in con.execute("SELECT params FROM runs ORDER BY run_id").fetchall()]
+    finally:
+        con.close()
+
+
+def _one_line_exit_2(capsys, argv: list[str], db: Path, *words: str) -> None:
+    code = sweep.main([*argv, "--db", str(db)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    for w in words:
+        assert w in err[0], err[0]
+    assert not db.exists()
+
+
+def test_ivf_graph_recall_stored_with_the_artifact_and_the_runs_and_printed(tmp_path: Path, capsys) -> None:
+    argv = [*_features(tmp_path), "--cache_root", str(tmp_path / "c")]
+    assert sweep.main([*argv, "--db", str(tmp_path / "exact.duckdb")]) == 0
+    out, err = capsys.readouterr()
+    assert "gallery graph: exact for 90 items" in err and "APPROXIMATE" not in out
+    assert {p["graph"]["kind"] for p in _params(tmp_path / "exact.duckdb")} == {"exact"}
+
+    assert sweep.main([*argv, "--db", str(tmp_path / "ivf.duckdb"), "--graph", "ivf",
+                       "--graph-recall-sample", "60"]) == 0
+    out = capsys.readouterr().out
+    params = _params(tmp_path / "ivf.duckdb")
+    assert {p["graph"]["kind"] for p in params} == {"ivf"} and {p["graph_recall_sample"] for p in params} == {60}
+    # the artifact of the ivf graph is another folder (its key holds the kind and parameters), and keeps the recall
+    folders = sorted(p.parent for p in (tmp_path / "c").rglob("COMPLETE.json"))
+    assert len(folders) == 2
+    meta = [json.loads((f / "COMPLETE.json").read_text()) for f in folders]
+    ivf = next(m for m in meta if m.get("graph", {}).get("kind") == "ivf")
+    assert ivf["graph"]["params"] == params[0]["graph"]["params"] and ivf["graph_recall"]["sample"] == 60
+    # the stored recall is the graph's, measured again here against brute force on the same seeded sample
+    folder = folders[[m is ivf for m in meta].index(True)]
+    nbrs = read_rows(folder / "neighbors.parquet", ["neighbors", "distances"])[0]
+    graph = NeighborGraph(torch.from_numpy(nbrs["neighbors"].astype(np.int64)), torch.from_numpy(nbrs["distances"]))
+    fg = read_rows(folder / "gallery_features.parquet", ["feature"])[0]["feature"]
+    curve = graph_recall(graph, fg, recall_sample(90, 60))
+    assert ivf["graph_recall"]["curve"] == pytest.approx(curve, abs=1e-12)
+    for p in params:
+        assert p["graph_recall_at_kg"] == pytest.approx(curve[p["kg"] - 1], abs=1e-12)
+        assert 0 < p["graph_recall_at_kg"] <= 1
+    assert "APPROXIMATE ivf gallery graph" in out and f"KG 6: {curve[5]:.4f}" in out and "on 60 sampled" in out
+
+
+def test_graph_flag_for_imported_distances_is_refused(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "qg.npy", rng.random((5, 12)).astype(np.float32))
+    gg = rng.random((12, 12)).astype(np.float32)
+    np.save(tmp_path / "gg.npy", (gg + gg.T) / 2)
+    argv = ["--dataset", "mine", "--qg", str(tmp_path / "qg.npy"), "--gg", str(tmp_path / "gg.npy"),
+            "--cache_root", str(tmp_path / "c"), "--device", "cpu"]
+    _one_line_exit_2(capsys, [*argv, "--graph", "ivf"], tmp_path / "a.duckdb", "--graph", "imported distances")
+    _one_line_exit_2(capsys, [*argv, "--graph-recall-sample", "5"], tmp_path / "b.duckdb", "--graph-recall-sample")
+
+
+def test_unknown_graph_kind_is_refused(tmp_path: Path, capsys) -> None:
+    _one_line_exit_2(capsys, [*_features(tmp_path), "--cache_root", str(tmp_path / "c"), "--graph", "lsh"],
+                     tmp_path / "r.duckdb", "--graph", "lsh")
+
+
+def test_missing_faiss_is_refused_when_ivf_is_asked_for(tmp_path: Path, capsys,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faiss", None)     # import faiss raises ImportError, as when not installed
+    _one_line_exit_2(capsys, [*_features(tmp_path), "--cache_root", str(tmp_path / "c"), "--graph", "ivf"],
+                     tmp_path / "r.duckdb", "FAISS", "pip install faiss-cpu")
+    assert not (tmp_path / "c").exists()
+
+
+def test_recall_sample_larger_than_the_gallery_is_refused(tmp_path: Path, capsys) -> None:
+    _one_line_exit_2(capsys, [*_features(tmp_path), "--cache_root", str(tmp_path / "c"), "--graph", "hnsw",
+                              "--graph-recall-sample", "91"], tmp_path / "r.duckdb", "91", "90")
+    assert not list((tmp_path / "c").rglob("COMPLETE.json"))
+
+
+def test_extract_prints_an_approximate_graphs_recall(tmp_path: Path, capsys) -> None:
+    from jobs import extract
+
+    argv = _features(tmp_path)[:8]          # --dataset custom and the feature files
+    assert extract.main([*argv, "--cache_root", str(tmp_path / "c"), "--graph", "ivf"]) == 0
+    out = capsys.readouterr().out
+    meta = json.loads(next((tmp_path / "c").rglob("COMPLETE.json")).read_text())
+    curve = meta["graph_recall"]["curve"]
+    assert f"APPROXIMATE ivf graph: recall against exact neighbours on 90 sampled items @10: {curve[9]:.4f}" in out
+    assert extract.main([*argv, "--cache_root", str(tmp_path / "c2")]) == 0
+    assert "APPROXIMATE" not in capsys.readouterr().out
