@@ -14,6 +14,12 @@ load in headless Chromium, until its content has rendered, with a profile of
 where a load goes (``dashboard.bench_browser``). ``--store demo`` runs either
 mode on a small demo-sized store (the tests' shape, generated in seconds into
 a temporary folder) instead of the TU-Berlin-sized one.
+
+Issue 18's views are timed on their own too: the inspector's "why did it move"
+(which replays the votes from the run's artifact files: the bench writes
+random TU-Berlin-sized ``qg_dists.parquet`` and ``neighbors.parquet`` files,
+``add_artifact_files``, once) and the confusion heatmap, each as its reads and
+computation on a cold connection and as the full page render.
 """
 
 from __future__ import annotations
@@ -90,6 +96,76 @@ def build(folder: Path, images: bool) -> Path:
     print(f"generated {db} in {time.perf_counter() - t:.1f} s "
           f"({db.stat().st_size / 2**20:.0f} MiB)")
     return db
+
+
+def add_artifact_files(db: Path, folder: Path, k: int = 512, seed: int = 0) -> None:
+    """Give the store's first artifact random distance and graph files (unless it has them).
+
+    The votes replayed from them do not reproduce the stored rankings (the
+    inspector says so); their sizes are a TU-Berlin run's, which is what the
+    timing needs.
+    """
+    import numpy as np
+
+    from store.parquet_rows import write_rows
+
+    con = duckdb.connect(str(db))
+    try:
+        aid, key, path, n_q, n_g = con.execute(
+            "SELECT a.artifact_id, a.cache_key, a.neighbors_path, d.n_query, d.n_gallery FROM artifacts a "
+            "JOIN datasets d USING (dataset_id) ORDER BY a.artifact_id LIMIT 1").fetchone()
+        if path and Path(path).is_file():
+            return
+        out = folder / "artifacts"
+        out.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        k = min(k, n_g - 1)
+        qg = rng.uniform(0.5, 1.5, size=(n_q, n_g)).astype(np.float32)
+        write_rows(out / "qg_dists.parquet", "query_idx", {"dists": qg}, {"kind": "qg_dists", "cache_key": key})
+        del qg
+        nbr = (np.arange(n_g)[:, None] + 1 + rng.integers(0, n_g - 1, size=(n_g, k))) % n_g   # never itself
+        dist = np.sort(rng.uniform(0.1, 1.0, size=(n_g, k)).astype(np.float32), axis=1)
+        write_rows(out / "neighbors.parquet", "gallery_idx", {"neighbors": nbr.astype(np.int32), "distances": dist},
+                   {"kind": "neighbors", "cache_key": key, "k": k})
+        con.execute("UPDATE artifacts SET cache_dir = ?, qg_dists_path = ?, neighbors_path = ?, neighbors_k = ? "
+                    "WHERE artifact_id = ?", [str(out), str(out / "qg_dists.parquet"),
+                                              str(out / "neighbors.parquet"), k, aid])
+    finally:
+        con.close()
+
+
+def time_why(db: Path, run_id: int, query: int) -> float:
+    """Seconds for the why-view's cold work: the run's reads, one query's distances, the graph,
+    ``icfrr.explain``."""
+    from icfrr import explain
+    from store import artifacts, read
+    from store.db import connect_reader
+
+    t = time.perf_counter()
+    with closing(connect_reader(db)) as con:
+        info, files = read.run_info(con, run_id), read.artifact_files(con, run_id)
+        read.dataset_items(con, run_id, "gallery")
+    graph = artifacts.read_graph(files["neighbors_path"], files["cache_key"])
+    row = artifacts.read_query_distances(files, query)
+    explain(row, graph, kg=int(info["kg"]), kq=int(info["kq"]), beta=float(info["beta"]),
+            n_iter=int(info["n_iter"]), variant=str(info["variant"]))
+    return time.perf_counter() - t
+
+
+def time_confusions(db: Path, run_id: int, it: int, k: int = 10) -> float:
+    """Seconds for the confusion heatmap's cold work: the stored rankings, the items, ``confusions``."""
+    from icfrr.failures import confusions
+    from store import read
+    from store.db import connect_reader
+
+    t = time.perf_counter()
+    with closing(connect_reader(db)) as con:
+        q_idx, before = read.top_rankings(con, run_id, 0)
+        after = read.top_rankings(con, run_id, it)[1]
+        items = {s: read.dataset_items(con, run_id, s).set_index("idx").label.sort_index().to_numpy()
+                 for s in ("query", "gallery")}
+    confusions(before, after, items["query"][q_idx], items["gallery"], k)
+    return time.perf_counter() - t
 
 
 def _queries(db: Path, run_id: int, query: int, it: int, other: int
@@ -215,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             db = build_demo(Path(tmp))
         else:
             db = build(args.dir, not args.no_images)
+        add_artifact_files(db, db.parent)
         if args.browser:
             return browser_main(db, db.parent, args.repeats, Path(tmp) / "browser",
                                 args.timeout)
@@ -225,6 +302,12 @@ def _apptest_main(db: Path, repeats: int) -> int:
     """Store queries and AppTest renders of every page; print a table."""
     params, other, summary = page_state(db)
     run_id, it, query = int(params["run"]), int(params["iteration"]), int(params["query"])
+    from store import read
+    from store.db import connect_reader
+
+    with closing(connect_reader(db)) as con:
+        runs = read.runs(con)
+        n_query = read.n_queries(con, run_id)
     print(summary)
     print(_machine())
 
@@ -238,6 +321,15 @@ def _apptest_main(db: Path, repeats: int) -> int:
     print("|---|---:|---:|---:|")
     for title, q, first, warm in rows:
         print(f"| {title} | {q * 1e3:.0f} | {first * 1e3:.0f} | {warm * 1e3:.0f} |")
+    print()
+    print("| issue 18 view | reads and computation, cold (ms) |")
+    print("|---|---:|")
+    n_iter = int(runs.set_index("run_id").n_iter[run_id])
+    first = time_why(db, run_id, query)   # in a fresh process this includes loading the compiled kernel
+    print(f"| why did it move (one query, {n_iter} updates), first call | {first * 1e3:.0f} |")
+    print(f"| why did it move, another query | {time_why(db, run_id, (query + 1) % n_query) * 1e3:.0f} |")
+    print(f"| confusion heatmap (k 10) | {time_confusions(db, run_id, it) * 1e3:.0f} |")
+    print("(the Query inspector and Failure cases rows above include these views)")
     return 0
 
 

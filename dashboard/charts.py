@@ -214,3 +214,64 @@ def sensitivity(slices: pd.DataFrame, title: str) -> alt.FacetChart:
     return (line + ring).facet(
         facet=alt.Facet("parameter:N", sort=list(SENSITIVITY_PARAMS.values()), title=None),
         columns=4).resolve_scale(x="independent").properties(title=title)
+#: The confusion heatmap's toggle: shown value -> (column, title, number format).
+CONFUSION_VALUES = {
+    "before": ("share_before", "share before", ".3f"),
+    "after": ("share_after", "share after", ".3f"),
+    "change": ("change", "change", "+.3f"),
+}
+
+
+def confusion_heatmap(conf: pd.DataFrame, shown: str, k: int) -> alt.Chart:
+    """Query class (rows) x intruding class (columns): the share of the query class's top-k
+    slots each other class holds, before, after, or the change (diverging around zero).
+
+    Args:
+        conf: ``dashboard.queries.confusions`` output.
+        shown: A key of ``CONFUSION_VALUES``.
+        k: The cut-off (for the titles).
+    """
+    col, title, fmt = CONFUSION_VALUES[shown]
+    if shown == "change":
+        reach = float(conf[col].abs().max()) or 1e-6
+        scale = alt.Scale(scheme="redblue", domain=[reach, -reach])  # red: more intruders after
+    else:
+        scale = alt.Scale(scheme="orangered", domain=[0, float(conf[col].max()) or 1e-6])
+    order_q = sorted(conf.query_class.unique())
+    order_o = sorted(conf.other_class.unique())
+    return alt.Chart(conf).mark_rect(stroke="white").encode(
+        x=alt.X("other_class:N", sort=order_o, title=f"intruding class (holds top-{k} slots)",
+                axis=alt.Axis(labelAngle=-60, labelLimit=160, labelOverlap=False)),
+        y=alt.Y("query_class:N", sort=order_q, title="query class", axis=alt.Axis(labelLimit=160)),
+        color=alt.Color(f"{col}:Q", title=title, scale=scale),
+        tooltip=[alt.Tooltip("query_class:N", title="query class"),
+                 alt.Tooltip("other_class:N", title="intruding class"), "n_queries:Q",
+                 alt.Tooltip("share_before:Q", format=".3f", title="share before"),
+                 alt.Tooltip("share_after:Q", format=".3f", title="share after"),
+                 alt.Tooltip("change:Q", format="+.3f", title="change")],
+    ).properties(height=alt.Step(24), width=alt.Step(30))   # fixed cells: labels never crowd
+
+
+def signature_scatter(points: pd.DataFrame, bins: pd.DataFrame, cutoff: int) -> alt.LayerChart:
+    """Each query's initial top-m precision (x) against its AP change (y), coloured by class,
+    with the mean change of each precision bin as a line and the zero line.
+
+    Args:
+        points: query_idx, class_name, precision, change (``queries.failure_signature``).
+        bins: mid, mean_change, n (non-empty bins only).
+        cutoff: m, for the axis title.
+    """
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#888", strokeDash=[4, 4]).encode(y="y:Q")
+    pts = alt.Chart(points).mark_circle(size=36, opacity=0.65).encode(
+        x=alt.X("precision:Q", title=f"initial top-{cutoff} precision", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("change:Q", title="AP change"),
+        color=alt.Color("class_name:N", title="class", legend=alt.Legend(columns=2, labelLimit=160)),
+        tooltip=["query_idx:Q", "class_name:N", alt.Tooltip("precision:Q", format=".3f"),
+                 alt.Tooltip("change:Q", format="+.4f")],
+    )
+    line = alt.Chart(bins).mark_line(color="black", strokeWidth=2, point=alt.OverlayMarkDef(color="black")).encode(
+        x="mid:Q", y="mean_change:Q",
+        tooltip=[alt.Tooltip("mid:Q", format=".2f", title="bin centre"),
+                 alt.Tooltip("mean_change:Q", format="+.4f", title="mean AP change"), "n:Q"],
+    )
+    return (zero + pts + line).properties(height=360)

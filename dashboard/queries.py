@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 import duckdb
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from dashboard.data import Db, store_problem
 from dashboard.format import class_label
+from icfrr import failures
 from icfrr.stats import PairedComparison, compare_paired
 from store import protocol_report, read
 from store.db import StoreError, connect_reader
@@ -180,6 +182,86 @@ def grid_scores(db: Db, dataset_id: int, artifact_id: int, reported_classes: tup
     queries (``store.protocol_report.grid_scores``)."""
     return _read(db, protocol_report.grid_scores, dataset_id=dataset_id, artifact_id=artifact_id,
                  reported_classes=reported_classes, method_key=method_key)
+
+
+@st.cache_data(**_CACHE)
+def run_row(db: Db, run_id: int) -> dict | None:
+    """One run's method and ICFRR parameters, any status (``store.read.run_info``)."""
+    return _read(db, read.run_info, run_id)
+
+
+@st.cache_data(**_CACHE)
+def artifact_files(db: Db, run_id: int) -> dict | None:
+    """Where the distances a run re-ranked are kept (``store.read.artifact_files``); untrusted paths."""
+    return _read(db, read.artifact_files, run_id)
+
+
+@st.cache_data(**_CACHE)
+def dataset_items(db: Db, run_id: int, side: str) -> pd.DataFrame:
+    """The query or gallery items of a run's dataset (``store.read.dataset_items``), named."""
+    return _named(_read(db, read.dataset_items, run_id, side))
+
+
+@st.cache_data(**_CACHE)
+def top_rankings(db: Db, run_id: int, iteration: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every query's stored top-N at one iteration (``store.read.top_rankings``)."""
+    return _read(db, read.top_rankings, run_id, iteration)
+
+
+def item_labels(items: pd.DataFrame) -> np.ndarray:
+    """int64 [N] labels by idx (-1 where the store lists no item)."""
+    full = np.full(int(items.idx.max()) + 1 if len(items) else 0, -1, dtype=np.int64)
+    full[items.idx.to_numpy()] = items.label.to_numpy()
+    return full
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def confusions(db: Db, run_id: int, iteration: int, k: int) -> pd.DataFrame:
+    """Top-``k`` retrieval confusions of a run, iteration 0 against ``iteration``
+    (``icfrr.failures.confusions`` on ``store.read.top_rankings``), named.
+
+    Returns:
+        query_label, query_class, other_label, other_class, n_queries, share_before,
+        share_after, change: one row per pair with a slot on either side.
+
+    Raises:
+        ValueError: ``k`` above the stored top-N, or rankings that do not fit the items.
+    """
+    q_idx, before = top_rankings(db, run_id, 0)
+    q_after, after = top_rankings(db, run_id, iteration)
+    if not np.array_equal(q_idx, q_after):
+        raise ValueError(f"run {run_id} stores rankings of other queries at iterations 0 and {iteration}")
+    items_q, items_g = dataset_items(db, run_id, "query"), dataset_items(db, run_id, "gallery")
+    c = failures.confusions(before, after, item_labels(items_q)[q_idx], item_labels(items_g), k)
+    names = dict(zip(items_g.label, items_g.class_name)) | dict(zip(items_q.label, items_q.class_name))
+    return pd.DataFrame({
+        "query_label": c.query_label, "query_class": [names[int(v)] for v in c.query_label],
+        "other_label": c.other_label, "other_class": [names[int(v)] for v in c.other_label],
+        "n_queries": c.n_queries, "share_before": c.share_before, "share_after": c.share_after,
+        "change": c.change})
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def failure_signature(db: Db, run_id: int, iteration: int, kq: int
+                      ) -> tuple[failures.FailureSignature, pd.DataFrame]:
+    """Initial top-KQ precision against AP change of a run (``icfrr.failures.failure_signature``
+    on ``store.read.top_rankings`` and ``query_changes``).
+
+    Returns:
+        (the signature, one row per query it used: query_idx, label, class_name,
+        precision, change).
+    """
+    q_idx, before = top_rankings(db, run_id, 0)
+    items_q, items_g = dataset_items(db, run_id, "query"), dataset_items(db, run_id, "gallery")
+    changes = query_changes(db, run_id, iteration).set_index("query_idx")
+    ap_b = changes.ap_before.reindex(q_idx).to_numpy(np.float64)
+    ap_a = changes.ap_after.reindex(q_idx).to_numpy(np.float64)
+    s = failures.failure_signature(before, item_labels(items_q)[q_idx], item_labels(items_g), ap_b, ap_a, kq=kq)
+    used = q_idx[s.queries]
+    named = items_q.set_index("idx").loc[used]
+    return s, pd.DataFrame({"query_idx": used, "label": named.label.to_numpy(),
+                            "class_name": named.class_name.to_numpy(),
+                            "precision": s.precision, "change": s.change})
 
 
 def probe(db: Db) -> str | None:

@@ -233,3 +233,22 @@ def failure_signature(
     mean_above = float(change[~below].mean()) if n_above else float("nan")
     return FailureSignature(m, used, precision, change, edges[:-1], edges[1:], bin_n, bin_mean, bin_losing,
                             threshold, n_below, mean_below, n_above, mean_above)
+
+
+def signature_sentence(s: FailureSignature, top: str) -> str:
+    """The finding in one sentence, from the computed threshold (``jobs.report --signature``, the dashboard).
+
+    Args:
+        s: :func:`failure_signature`'s result.
+        top: How the measured list is named, e.g. ``"top-6"``.
+    """
+    if s.precision.size == 0:
+        return "no query of known label with an AP on both sides: nothing to summarise"
+    if s.threshold is None:
+        return (f"no initial {top} precision X was found below which queries lose AP on average "
+                f"(mean AP change of all {s.n_above} queries: {s.mean_above:+.4f})")
+    hits = round(s.threshold * s.cutoff)
+    rest = ("" if s.n_above == 0 else
+            f"; the {s.n_above} at or above it change by {s.mean_above:+.4f} on average")
+    return (f"queries whose initial {top} precision is below {s.threshold:.3f} ({hits} of {s.cutoff} "
+            f"relevant) lose AP on average: {s.n_below} queries, mean change {s.mean_below:+.4f}{rest}")

@@ -212,7 +212,7 @@ SIGNATURE_COLUMNS = ("precision_from", "precision_to", "n_queries", "mean_ap_cha
 def _signature(con, args: argparse.Namespace) -> str:
     import numpy as np
 
-    from icfrr.failures import failure_signature
+    from icfrr.failures import failure_signature, signature_sentence
     from store import read
 
     run = _Run(con, args)
@@ -248,22 +248,8 @@ def _signature(con, args: argparse.Namespace) -> str:
         f"{run.describe()}: initial {top} precision against the AP change of iteration "
         f"{run.iteration}, {s.precision.size} queries",
         table,
-        _sentence(s, top),
+        signature_sentence(s, top),
     ])
-
-
-def _sentence(s, top: str) -> str:
-    """The finding in one sentence, from the computed threshold."""
-    if s.precision.size == 0:
-        return "no query of known label with an AP on both sides: nothing to summarise"
-    if s.threshold is None:
-        return (f"no initial {top} precision X was found below which queries lose AP on average "
-                f"(mean AP change of all {s.n_above} queries: {s.mean_above:+.4f})")
-    hits = round(s.threshold * s.cutoff)
-    rest = ("" if s.n_above == 0 else
-            f"; the {s.n_above} at or above it change by {s.mean_above:+.4f} on average")
-    return (f"queries whose initial {top} precision is below {s.threshold:.3f} ({hits} of {s.cutoff} "
-            f"relevant) lose AP on average: {s.n_below} queries, mean change {s.mean_below:+.4f}{rest}")
 
 
 def _csv(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -50,8 +50,8 @@ from icfrr.datasets import Dataset, DatasetError
 from store.fs import PathError, check_writable_dir
 from store.identity import FileId
 from store.imports import SourceError
-from store.parquet_rows import (atomic_write_bytes, check_rows, public_tempdir, read_meta, read_rows, write_rows,
-                                write_table)
+from store.parquet_rows import (atomic_write_bytes, check_rows, public_tempdir, read_meta, read_row, read_rows,
+                                write_rows, write_table)
 
 #: Bumped when the files' layout changes; older cache folders are then recomputed.
 FORMAT_VERSION = 1
@@ -400,6 +400,62 @@ def load_cached(folder: Path, key: str, ds: Dataset, kg_max: int, rebuild: Calla
             raise
         log(f"cached artifacts in {folder} are unreadable ({str(exc).splitlines()[0][:120]}); recomputing them")
         return None
+
+
+# --------------------------------------------------------------------------- one query, read back
+
+
+def _check_kind(path: Path, kind: str, key: str) -> dict:
+    """The metadata of ``path`` when it is an artifact file of ``kind`` and ``key`` (footer only).
+
+    Raises:
+        ValueError: Another kind or key, no icfrr metadata, or an unreadable footer.
+    """
+    meta = read_meta(path)
+    if meta.get("kind") != kind or meta.get("cache_key") != key:
+        raise ValueError(f"{path} is not the {kind} file of these artifacts")
+    return meta
+
+
+def read_graph(path: str | Path, key: str) -> NeighborGraph:
+    """The gallery neighbour graph kept in a ``neighbors.parquet`` of artifacts ``key``.
+
+    Raises:
+        OSError, ValueError: A missing, foreign (another key) or damaged file.
+    """
+    _check_kind(Path(path), "neighbors", key)
+    return _read_graph(Path(path))
+
+
+def read_query_distances(record: dict, query_idx: int) -> np.ndarray:
+    """One query's distances to the gallery, float32 [G], from the files an ``artifacts`` row names.
+
+    From ``qg_dists.parquet`` (one row group read) when the row names one, else
+    computed from the query's and the gallery's features as the sweep did
+    (:class:`icfrr.FeatureDistances`).
+
+    Args:
+        record: The artifacts row (``store.read.artifact_files``): ``cache_key``,
+            ``qg_dists_path``, ``query_features_path``, ``gallery_features_path``.
+        query_idx: The query.
+
+    Raises:
+        OSError, ValueError: The files are missing, foreign (another key), damaged,
+            or the row names none that give distances.
+    """
+    key = record["cache_key"]
+    if record.get("qg_dists_path"):
+        path = Path(record["qg_dists_path"])
+        _check_kind(path, "qg_dists", key)
+        return read_row(path, "query_idx", int(query_idx), "dists").astype(np.float32, copy=False)
+    if record.get("query_features_path") and record.get("gallery_features_path"):
+        q_path, g_path = Path(record["query_features_path"]), Path(record["gallery_features_path"])
+        meta = _check_kind(q_path, "query_features", key)
+        _check_kind(g_path, "gallery_features", key)
+        query = read_row(q_path, "idx", int(query_idx), "feature")[None, :]
+        gallery = read_rows(g_path, ["feature"])[0]["feature"]
+        return FeatureDistances(query, gallery, meta.get("metric", "euclidean"))(slice(0, 1))[0].numpy()
+    raise ValueError("the artifacts row names neither query-gallery distances nor features")
 
 
 # --------------------------------------------------------------------------- query-query distances

@@ -169,3 +169,30 @@ def read_rows(path: Path, names: list[str]) -> tuple[dict[str, np.ndarray], dict
             raise ValueError(f"{path}: column {name} holds {filled} values, metadata says {rows}x{width}")
         out[name] = values.reshape(rows, width)
     return out, meta
+
+
+def read_row(path: Path, index_name: str, i: int, name: str) -> np.ndarray:
+    """Row ``i`` of matrix ``name`` in a file of :func:`write_rows`, reading one row group only.
+
+    Returns:
+        A writable 1-D array of the dtype the matrix was written with.
+
+    Raises:
+        ValueError: No such row or column, a damaged page, or rows out of order.
+    """
+    with pq.ParquetFile(path, page_checksum_verification=True) as fh:
+        meta = json.loads((fh.schema_arrow.metadata or {})[META_KEY])
+        rows, width, dtype = meta["columns"][name]
+        if not 0 <= i < rows:
+            raise ValueError(f"{path} has rows 0..{rows - 1}, not row {i}")
+        start, group = 0, 0
+        while start + fh.metadata.row_group(group).num_rows <= i:
+            start += fh.metadata.row_group(group).num_rows
+            group += 1
+        table = fh.read_row_group(group, columns=[index_name, name])
+    if int(table.column(index_name)[i - start].as_py()) != i:
+        raise ValueError(f"{path} does not hold its rows in order")
+    values = np.asarray(table.column(name)[i - start].values.to_numpy(zero_copy_only=False), np.dtype(dtype))
+    if values.shape != (width,):
+        raise ValueError(f"{path}: row {i} of {name} has {values.size} values, metadata says {width}")
+    return values.copy()

@@ -470,11 +470,32 @@ def dataset_items(con: duckdb.DuckDBPyConnection, run_id: int, side: str) -> pd.
         side: ``'query'`` or ``'gallery'``.
 
     Returns:
-        idx, label, class_name; sorted by idx.
+        idx, label, class_name, path; sorted by idx.
     """
     return _df(con, """
-        SELECT i.idx, i.label, i.class_name
+        SELECT i.idx, i.label, i.class_name, i.path
         FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
         JOIN items i ON i.dataset_id = s.dataset_id AND i.side = ?
         WHERE r.run_id = ? ORDER BY i.idx
     """, [side, run_id])
+
+
+def artifact_files(con: duckdb.DuckDBPyConnection, run_id: int) -> dict | None:
+    """Where the distances a run re-ranked are kept: its ``artifacts`` row, or None.
+
+    Returns:
+        ``{artifact_id, backbone, cache_key, cache_dir, qg_dists_path,
+        query_features_path, gallery_features_path, neighbors_path, neighbors_k}``
+        (paths NULL when nothing was kept on disk), None when the run has no row.
+        Untrusted: a reader checks every file against ``cache_key``
+        (``store.artifacts.read_graph``, ``read_query_distances``).
+    """
+    keys = ("artifact_id", "backbone", "cache_key", "cache_dir", "qg_dists_path", "query_features_path",
+            "gallery_features_path", "neighbors_path", "neighbors_k")
+    row = con.execute(f"""
+        SELECT {", ".join(f"a.{k}" for k in keys)}
+        FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id
+        JOIN artifacts a ON a.artifact_id = coalesce(r.artifact_id, s.artifact_id)
+        WHERE r.run_id = ?
+    """, [run_id]).fetchone()
+    return None if row is None else dict(zip(keys, row))
