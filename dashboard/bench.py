@@ -9,6 +9,12 @@ page, it prints the time of the page's store queries on a cold connection
 and of a full AppTest render, first (cold cache) and warm (median of
 repeats). Nothing here is asserted; the numbers go into the README.
 
+``--browser`` times what a user waits for instead: each page's cold and warm
+load in headless Chromium, until its content has rendered, with a profile of
+where a load goes (``dashboard.bench_browser``). ``--store demo`` runs either
+mode on a small demo-sized store (the tests' shape, generated in seconds into
+a temporary folder) instead of the TU-Berlin-sized one.
+
 Issue 18's views are timed on their own too: the inspector's "why did it move"
 (which replays the votes from the run's artifact files: the bench writes
 random TU-Berlin-sized ``qg_dists.parquet`` and ``neighbors.parquet`` files,
@@ -24,6 +30,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -58,6 +65,21 @@ TUBERLIN = SyntheticSpec(
     keep_iterations=(2,),
     seed=0,
 )
+
+
+#: The small store (the shape of the tests' fixture demo sweep): 12 queries, 30 gallery items.
+DEMO = SyntheticSpec(
+    name="demo",
+    configs=tuple(("reference", kg, kq, beta)
+                  for beta, kg, kq in itertools.product((0.5, 1.0), (4, 8), (3, 6))),
+)
+
+
+def build_demo(folder: Path) -> Path:
+    """Generate the demo-sized store under ``folder`` (seconds)."""
+    db = folder / "demo.duckdb"
+    generate(db, DEMO, folder / "data")
+    return db
 
 
 def build(folder: Path, images: bool) -> Path:
@@ -205,17 +227,9 @@ def time_page(db: Path, title: str, params: dict[str, str], repeats: int) -> tup
     return first, statistics.median(warm)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Build (or reuse) the store, time every page, print a table."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dir", type=Path, default=Path("results/bench-dashboard"),
-                   help="where the benchmark store and images go (reused when present)")
-    p.add_argument("--no-images", action="store_true", help="items without image files")
-    p.add_argument("--repeats", type=int, default=5, help="warm renders per page")
-    args = p.parse_args(argv)
-
-    db = build(args.dir, not args.no_images)
-    add_artifact_files(db, args.dir)
+def page_state(db: Path) -> tuple[dict[str, str], int, str]:
+    """The URL state every page is timed with (the run that gains most, its last
+    iteration, its first changed query), another run for Compare, and a summary line."""
     from store import read
     from store.db import connect_reader
 
@@ -225,17 +239,82 @@ def main(argv: list[str] | None = None) -> int:
         it = int(runs.set_index("run_id").loc[run_id, "last_iteration"])
         query = int(read.query_changes(con, run_id, it).query_idx.iloc[0])
         n_rank = con.execute("SELECT count(*) FROM rankings").fetchone()[0]
-        n_query = read.n_queries(con, run_id)
     other = int(runs.run_id[runs.run_id != run_id].iloc[0])
     params = {"run": str(run_id), "iteration": str(it), "query": str(query)}
-    print(f"{len(runs)} runs, {n_rank:,} ranking rows; page state: {params}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}")
+    return params, other, f"{len(runs)} runs, {n_rank:,} ranking rows; page state: {params}"
+
+
+def _machine() -> str:
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"load average {load}, Python {sys.version.split()[0]}")
+
+
+def browser_main(db: Path, image_root: Path, repeats: int, workdir: Path,
+                 timeout_s: float = 60.0,
+                 pages: tuple[tuple[str, str], ...] | None = None) -> int:
+    """Time every page in headless Chromium; print the table and the profile.
+    Returns 1 when a page failed to render, else 0."""
+    from dashboard import bench_browser
+
+    params, _, summary = page_state(db)
+    print(summary)
+    print(_machine())
+    print(f"cold: first load in a fresh server and browser context; warm: median of "
+          f"{repeats} reloads; until the page's content has rendered")
+    results, records = bench_browser.measure_pages(
+        ["--db", str(db), "--image-root", str(image_root)], params, workdir, repeats,
+        pages=pages or bench_browser.PAGES, timeout_s=timeout_s)
+    print()
+    return 1 if bench_browser.report(results, records) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or reuse) the store, time every page, print a table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dir", type=Path, default=Path("results/bench-dashboard"),
+                   help="where the benchmark store and images go (reused when present)")
+    p.add_argument("--store", choices=("tuberlin", "demo"), default="tuberlin",
+                   help="the TU-Berlin-sized store under --dir (default) or a demo-sized one "
+                        "generated into a temporary folder")
+    p.add_argument("--no-images", action="store_true", help="items without image files")
+    p.add_argument("--repeats", type=int, default=5, help="warm renders (reloads) per page")
+    p.add_argument("--browser", action="store_true",
+                   help="time page loads in headless Chromium (cold and warm) with a profile")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds a page may take to render before it counts as failed "
+                        "(--browser)")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="icfrr-bench-") as tmp:
+        if args.store == "demo":
+            db = build_demo(Path(tmp))
+        else:
+            db = build(args.dir, not args.no_images)
+        add_artifact_files(db, db.parent)
+        if args.browser:
+            return browser_main(db, db.parent, args.repeats, Path(tmp) / "browser",
+                                args.timeout)
+        return _apptest_main(db, args.repeats)
+
+
+def _apptest_main(db: Path, repeats: int) -> int:
+    """Store queries and AppTest renders of every page; print a table."""
+    params, other, summary = page_state(db)
+    run_id, it, query = int(params["run"]), int(params["iteration"]), int(params["query"])
+    from store import read
+    from store.db import connect_reader
+
+    with closing(connect_reader(db)) as con:
+        runs = read.runs(con)
+        n_query = read.n_queries(con, run_id)
+    print(summary)
+    print(_machine())
 
     rows = []
     for title in PAGES:
         q = time_queries(db, _queries(db, run_id, query, it, other)[title])
-        first, warm = time_page(db, title, params, args.repeats)
+        first, warm = time_page(db, title, params, repeats)
         rows.append((title, q, first, warm))
     print()
     print("| page | store queries, cold (ms) | first render (ms) | warm render, median (ms) |")

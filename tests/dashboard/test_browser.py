@@ -10,18 +10,15 @@ another Chromium binary (never downloaded: Playwright's own browsers are not use
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
 
+from dashboard.bench_browser import (CHROMIUM, CHROMIUM_ARGS, ServerDidNotStart, chromium_path,
+                                     serve)
 from dashboard.data import NEUTRAL
 from tests.dashboard.fixture_store import LEAK, SECRET, build_injected, corrupt_copies
 
@@ -30,9 +27,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 #: Where the screenshots go ($ICFRR_SCREENSHOT_DIR=docs/img refreshes the README's).
 ARTIFACTS = Path(os.environ.get("ICFRR_SCREENSHOT_DIR") or REPO / "test-artifacts" / "dashboard")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update"]
 # Streamlit is idle: no "running" status widget, no loading skeletons, a title drawn.
 IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
     && document.querySelectorAll('[data-testid="stSkeleton"]').length === 0
@@ -50,12 +44,9 @@ def _need(ok: bool, reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    wanted = os.environ.get("ICFRR_CHROMIUM")
-    if wanted:
-        path = wanted if Path(wanted).is_file() else None
-    else:
-        path = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
-    _need(path is not None, f"Chromium is not installed at {wanted or CHROMIUM}")
+    path = chromium_path()
+    _need(path is not None,
+          f"Chromium is not installed at {os.environ.get('ICFRR_CHROMIUM') or CHROMIUM}")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -66,41 +57,13 @@ def browser() -> Iterator[object]:
         b.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(launch: list[str], log: Path) -> Iterator[str]:
     """`streamlit run dashboard/app.py -- <launch>` on a free port; yields its base URL."""
-    port = _free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
-             "--server.port", str(port), "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--", *launch],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://localhost:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with serve(launch, log) as base:
+            yield base
+    except ServerDidNotStart as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
