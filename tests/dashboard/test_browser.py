@@ -153,9 +153,14 @@ def _grid_rows(page, header: str) -> list[dict[str, str]]:
     return [dict(zip(heads, cells[i:i + len(heads)])) for i in range(0, len(cells), len(heads))]
 
 
-def _choose(page, label: str, option: str) -> None:
+def _choose(page, label: str, option: str, url_part: str | None = None) -> None:
+    """Pick ``option`` in the selectbox ``label``; with ``url_part``, wait until the URL
+    carries the choice first (on a loaded machine the rerun may not have begun when
+    the first idle poll runs)."""
     page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first.click()
     page.get_by_role("option", name=option).first.click()
+    if url_part is not None:
+        page.wait_for_url(lambda url: url_part in url, timeout=30_000)
     _settle(page)
 
 
@@ -166,13 +171,15 @@ def test_methods_protocol_switch_shows_the_store_protocol_table(page, server, fi
 
     _open(page, server + "/?run=11", "overview_protocols")
     for protocol, folds in (("test", 5), ("holdout", 5), ("cv", 3)):
-        _choose(page, "Selection protocol", protocol + ":")
+        _choose(page, "Selection protocol", protocol + ":", url_part=f"protocol={protocol}")
         if protocol == "cv":   # the demo store has 3 query classes: 5 folds get a reason
-            assert "Folds 5 is more than the 3 query classes" in page.locator("body").inner_text()
+            reason = page.get_by_text("Folds 5 is more than the 3 query classes")
+            reason.first.wait_for(timeout=30_000)
             box = page.locator('[data-testid="stNumberInput"]').filter(has_text="Folds")
             box = box.locator("input")
             box.fill(str(folds))
             box.press("Enter")
+            reason.first.wait_for(state="detached", timeout=30_000)
             _settle(page)
         assert page.locator('[data-testid="stException"]').count() == 0
         with connect_reader(fixture_db) as con:
