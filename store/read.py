@@ -16,23 +16,72 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from icfrr.registry import HEADLINE, METRIC_KEYS, QUERY_COLUMNS
+from icfrr.registry import HEADLINE, METHODS, METRIC_KEYS, QUERY_COLUMNS, Method, Metric, method
+from icfrr.registry import METRICS as _REGISTRY_METRICS
 
 #: The metric columns of ``run_metrics``, in display order (the registry's).
 METRICS: tuple[str, ...] = METRIC_KEYS
+
+
+def before_column(m: Metric) -> str:
+    """The :func:`runs` column of a metric at iteration 0 (``map_all`` -> ``map_all_before``)."""
+    return f"{m.key}_before"
+
+
+def after_column(m: Metric) -> str:
+    """The :func:`runs` column of a metric at the last iteration (``map_all_after``)."""
+    return f"{m.key}_after"
+
+
+def gain_column(m: Metric) -> str:
+    """The :func:`runs` column of a metric's change, last iteration minus iteration 0
+    (``map_all_gain``; the store makes it for the headline metric only)."""
+    return f"{m.key}_gain"
+
+
+def best_column(m: Metric) -> str:
+    """The :func:`runs` column of a metric's value at the best iteration (``best_map_all``;
+    the headline metric only)."""
+    return f"best_{m.key}"
+
+
+def registered(key: object) -> Method | None:
+    """The registry entry of a stored method key, None for a method outside the registry."""
+    try:
+        return method(str(key))
+    except KeyError:
+        return None
+
+
+def has_params(key: object, *names: str) -> bool:
+    """Whether the method ``key`` is registered with a grid parameter of every one of ``names``
+    (``has_params("icfrr", "kg", "kq")``); False outside the registry."""
+    m = registered(key)
+    return m is not None and set(names) <= {p.name for p in m.params}
+
+
+def explainable(key: object) -> bool:
+    """Whether the method ``key`` casts votes that can be replayed (``Method.explainable``)."""
+    m = registered(key)
+    return m is not None and m.explainable
+
+
+#: The two parameters of the gain grid (:func:`sweep_grid`): its rows and columns.
+GRID_AXES: tuple[str, str] = ("kg", "kq")
+
 _H = HEADLINE.key
 
 _RUNS_SQL = """
 WITH span AS (
     SELECT run_id, max(iteration) AS last_iteration,
            first(iteration ORDER BY {h} DESC NULLS LAST, iteration) AS best_iteration,
-           max({h}) AS best_{h}
+           max({h}) AS {best}
     FROM run_metrics GROUP BY run_id
 )
 SELECT r.run_id, r.sweep_id, d.dataset_id, d.name AS dataset,
        coalesce(r.artifact_id, s.artifact_id) AS artifact_id, a.backbone, a.per_class,
        r.method, r.variant, r.kg, r.kq, r.beta, r.n_iter, r.params, r.device, r.seconds,
-       r.finished_at, sp.last_iteration, sp.best_iteration, sp.best_{h},
+       r.finished_at, sp.last_iteration, sp.best_iteration, sp.{best},
        {before_after}
 FROM runs r
 JOIN sweeps s ON s.sweep_id = r.sweep_id
@@ -45,11 +94,13 @@ WHERE r.status = 'done' {where}
 ORDER BY r.run_id
 """.format(
     before_after=",\n       ".join(
-        [f"m0.{m} AS {m}_before" for m in METRICS]
-        + [f"m1.{m} AS {m}_after" for m in METRICS]
-        + [f"m1.{_H} - m0.{_H} AS {_H}_gain", f"sp.best_{_H} - m0.{_H} AS best_gain"]
+        [f"m0.{m.key} AS {before_column(m)}" for m in _REGISTRY_METRICS]
+        + [f"m1.{m.key} AS {after_column(m)}" for m in _REGISTRY_METRICS]
+        + [f"m1.{_H} - m0.{_H} AS {gain_column(HEADLINE)}",
+           f"sp.{best_column(HEADLINE)} - m0.{_H} AS best_gain"]
     ),
     h=_H,
+    best=best_column(HEADLINE),
     where="{where}",
 )
 
@@ -95,10 +146,12 @@ def runs(con: duckdb.DuckDBPyConnection, sweep_id: int | None = None) -> pd.Data
         One row per run: run_id, sweep_id, dataset_id, dataset, artifact_id
         (the distances it re-ranked), backbone, per_class, method, variant,
         kg, kq, beta (NULL for baselines), n_iter, params (JSON text),
-        device, seconds, finished_at, last_iteration, best_iteration, best_map_all,
-        ``<metric>_before`` (iteration 0) and ``<metric>_after`` (last
-        iteration) for each of ``METRICS``, map_all_gain (after - before)
-        and best_gain (best iteration - before).
+        device, seconds, finished_at, last_iteration, best_iteration,
+        ``best_<headline>`` (:func:`best_column`), ``<metric>_before``
+        (iteration 0) and ``<metric>_after`` (last iteration) for each of
+        ``METRICS``, ``<headline>_gain`` (after - before; :func:`gain_column`)
+        and best_gain (best iteration - before); the headline is
+        ``icfrr.registry.HEADLINE`` (``map_all``).
     """
     if sweep_id is None:
         return _df(con, _RUNS_SQL.format(where=""))
@@ -360,18 +413,23 @@ def query_topn(
 
 
 def sweep_grid(con: duckdb.DuckDBPyConnection, sweep_id: int) -> pd.DataFrame:
-    """A sweep's ICFRR configurations with their mAP@all gain, for the KG x KQ heatmap.
+    """A sweep's configurations of the methods with a KG and a KQ (:data:`GRID_AXES`), with
+    their headline gain, for the KG x KQ heatmap.
 
-    Baseline runs (no KG or KQ) are left out.
+    Runs of other methods (the baselines) are left out.
 
     Returns:
-        run_id, variant, kg, kq, beta, n_iter, map_all_before,
-        map_all_after, map_all_gain, best_iteration, best_map_all, best_gain.
+        run_id, those methods' registry parameters that are :func:`runs` columns (kg, kq,
+        beta, n_iter, variant for ICFRR), ``<headline>_before``, ``<headline>_after``,
+        ``<headline>_gain``, best_iteration, ``best_<headline>``, best_gain.
     """
-    cols = ["run_id", "variant", "kg", "kq", "beta", "n_iter", "map_all_before",
-            "map_all_after", "map_all_gain", "best_iteration", "best_map_all", "best_gain"]
     all_runs = runs(con, sweep_id)
-    return all_runs.loc[all_runs.method == "icfrr", cols].reset_index(drop=True)
+    names = dict.fromkeys(p.name for m in METHODS if has_params(m.key, *GRID_AXES) for p in m.params)
+    cols = ["run_id", *(n for n in names if n in all_runs.columns), before_column(HEADLINE),
+            after_column(HEADLINE), gain_column(HEADLINE), "best_iteration", best_column(HEADLINE),
+            "best_gain"]
+    on_grid = [has_params(k, *GRID_AXES) for k in all_runs.method]
+    return all_runs.loc[on_grid, cols].reset_index(drop=True)
 
 
 def paired_ap(
