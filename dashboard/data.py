@@ -20,6 +20,7 @@ root are placeholders (``dashboard.thumbs``).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -44,30 +45,42 @@ NEUTRAL = ("This results store cannot be shown. Choose one of the stores listed 
 _log = logging.getLogger("icfrr.dashboard")
 
 
-def _launch_args(argv: list[str] | None = None) -> argparse.Namespace:
+@functools.lru_cache(maxsize=8)
+def _parse(argv: tuple[str, ...]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--db")
     parser.add_argument("--results-dir", "--results_dir", dest="results_dir")
     parser.add_argument("--image-root", "--image_root", dest="image_root", action="append", default=[])
     parser.add_argument("--debug", action="store_true")
-    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    args, _ = parser.parse_known_args(list(argv))
     return args
+
+
+def launch_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags given after ``--`` to ``streamlit run`` (``--db``, ``--results-dir``,
+    ``--image-root``, ``--debug``), parsed once per distinct command line: every page run,
+    and every reader of them in it, gets the one cached result.
+
+    Args:
+        argv: Launch arguments (default ``sys.argv[1:]``).
+    """
+    return _parse(tuple(sys.argv[1:] if argv is None else argv))
 
 
 def db_from_args(argv: list[str] | None = None) -> str | None:
     """The ``--db PATH`` given after ``--`` to ``streamlit run``, if any."""
-    return _launch_args(argv).db
+    return launch_args(argv).db
 
 
 def debug_from_args(argv: list[str] | None = None) -> bool:
     """Whether ``--debug`` was given after ``--``: pages then show their tracebacks
     (off by default: a visitor sees one neutral line, the server log the details)."""
-    return bool(_launch_args(argv).debug)
+    return bool(launch_args(argv).debug)
 
 
 def results_dir_from_args(argv: list[str] | None = None) -> str | None:
     """The ``--results-dir DIR`` given after ``--`` to ``streamlit run``, if any."""
-    return _launch_args(argv).results_dir
+    return launch_args(argv).results_dir
 
 
 def image_roots(argv: list[str] | None = None,
@@ -85,7 +98,7 @@ def image_roots(argv: list[str] | None = None,
         environ: Environment (default ``os.environ``).
     """
     env = os.environ if environ is None else environ
-    given = [*_launch_args(argv).image_root,
+    given = [*launch_args(argv).image_root,
              *(e for e in env.get(ENV_IMAGE_ROOTS, "").split(os.pathsep) if e)]
     roots: list[Path] = [Path.cwd().resolve()]
     for folder in given:
@@ -96,15 +109,16 @@ def image_roots(argv: list[str] | None = None,
     return tuple(dict.fromkeys(roots))
 
 
-def _results_dir_setting() -> str | None:
-    return results_dir_from_args() or os.environ.get(ENV_RESULTS_DIR) or None
+def _results_dir_setting(args: argparse.Namespace) -> str | None:
+    return args.results_dir or os.environ.get(ENV_RESULTS_DIR) or None
 
 
 def default_db() -> str:
     """The launch store: ``--db``, then $ICFRR_DB, then ``icfrr.duckdb`` in the
     results folder when one is given, then ``results/icfrr.duckdb``."""
-    folder = _results_dir_setting()
-    return (db_from_args() or os.environ.get(ENV_DB)
+    args = launch_args()
+    folder = _results_dir_setting(args)
+    return (args.db or os.environ.get(ENV_DB)
             or (str(Path(folder) / "icfrr.duckdb") if folder else DEFAULT_DB))
 
 
@@ -125,7 +139,7 @@ class Stores:
     def from_launch(cls) -> Stores:
         """The allowed stores of this server, from its launch flags and environment."""
         default = Path(default_db()).resolve()
-        folder = _results_dir_setting()
+        folder = _results_dir_setting(launch_args())
         return cls(Path(folder).resolve() if folder else default.parent, default)
 
     def paths(self) -> list[Path]:
@@ -211,4 +225,4 @@ def store_problem(exc: StoreError) -> str:
 
 __all__ = ["DEFAULT_DB", "ENV_DB", "ENV_IMAGE_ROOTS", "ENV_RESULTS_DIR", "NEUTRAL", "PAGE_FAILED", "Db",
            "StoreError", "Stores", "db_from_args", "debug_from_args", "default_db", "image_roots",
-           "results_dir_from_args", "store_problem"]
+           "launch_args", "results_dir_from_args", "store_problem"]
