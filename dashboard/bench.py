@@ -230,12 +230,13 @@ def time_page(db: Path, title: str, params: dict[str, str], repeats: int) -> tup
 def page_state(db: Path) -> tuple[dict[str, str], int, str]:
     """The URL state every page is timed with (the run that gains most, its last
     iteration, its first changed query), another run for Compare, and a summary line."""
+    from icfrr.registry import HEADLINE
     from store import read
     from store.db import connect_reader
 
     with closing(connect_reader(db)) as con:
         runs = read.runs(con)
-        run_id = int(runs.loc[runs.map_all_gain.idxmax(), "run_id"])
+        run_id = int(runs.loc[runs[read.gain_column(HEADLINE)].idxmax(), "run_id"])
         it = int(runs.set_index("run_id").loc[run_id, "last_iteration"])
         query = int(read.query_changes(con, run_id, it).query_idx.iloc[0])
         n_rank = con.execute("SELECT count(*) FROM rankings").fetchone()[0]

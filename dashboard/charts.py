@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from dashboard.format import METRIC_NAMES
+from dashboard.format import AFTER, BEFORE, GAIN, HEAD, METRIC_NAMES
 
 _GAIN_SCALE = alt.Scale(scheme="redblue", domainMid=0)
 
@@ -36,7 +36,7 @@ def metric_lines(by_iter: pd.DataFrame, labels: dict[int, str]) -> alt.FacetChar
     )
 
 
-def gain_heatmap(grid: pd.DataFrame, value: str = "map_all_gain") -> alt.LayerChart:
+def gain_heatmap(grid: pd.DataFrame, value: str = GAIN) -> alt.LayerChart:
     """mAP@all gain over KG (rows) x KQ (columns), diverging around zero, values written in,
     the best cell framed in black."""
     reach = float(grid[value].abs().max()) or 1e-6
@@ -49,8 +49,8 @@ def gain_heatmap(grid: pd.DataFrame, value: str = "map_all_gain") -> alt.LayerCh
     cells = base.mark_rect(stroke="white").encode(
         color=alt.Color(f"{value}:Q", title="gain", scale=scale),
         tooltip=["run_id:Q", "kg:O", "kq:O", "beta:Q",
-                 alt.Tooltip("map_all_before:Q", format=".4f", title="mAP@all before"),
-                 alt.Tooltip("map_all_after:Q", format=".4f", title="mAP@all after"),
+                 alt.Tooltip(f"{BEFORE}:Q", format=".4f", title=f"{METRIC_NAMES[HEAD]} before"),
+                 alt.Tooltip(f"{AFTER}:Q", format=".4f", title=f"{METRIC_NAMES[HEAD]} after"),
                  alt.Tooltip(f"{value}:Q", format="+.4f", title="gain"),
                  "best_iteration:O"],
     )
@@ -120,22 +120,22 @@ def method_intervals(table: pd.DataFrame, title: str, subtitle: str = "") -> alt
     """Each row's mAP@all (a dot) with its 95% interval (a bar), rows in table order.
 
     Args:
-        table: One row per method: ``label``, ``map_all``, ``map_all_ci_lo``,
-            ``map_all_ci_hi`` (NaN: no interval; the dot alone is drawn).
+        table: One row per method: ``label``, the headline metric ``HEAD`` (``map_all``),
+            ``<HEAD>_ci_lo`` and ``<HEAD>_ci_hi`` (NaN: no interval; the dot alone is drawn).
         title / subtitle: Chart title (says which protocol chose the rows) and its second line.
     """
     order = table["label"].tolist()
     y = alt.Y("label:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=160))
-    tip = ["label:N", alt.Tooltip("map_all:Q", format=".4f", title=METRIC_NAMES["map_all"]),
-           alt.Tooltip("map_all_ci_lo:Q", format=".4f", title="95% CI low"),
-           alt.Tooltip("map_all_ci_hi:Q", format=".4f", title="95% CI high")]
-    bars = alt.Chart(table.dropna(subset=["map_all_ci_lo", "map_all_ci_hi"])).mark_rule(
+    tip = ["label:N", alt.Tooltip(f"{HEAD}:Q", format=".4f", title=METRIC_NAMES[HEAD]),
+           alt.Tooltip(f"{HEAD}_ci_lo:Q", format=".4f", title="95% CI low"),
+           alt.Tooltip(f"{HEAD}_ci_hi:Q", format=".4f", title="95% CI high")]
+    bars = alt.Chart(table.dropna(subset=[f"{HEAD}_ci_lo", f"{HEAD}_ci_hi"])).mark_rule(
         strokeWidth=2, color="#1565c0").encode(
-        y=y, x=alt.X("map_all_ci_lo:Q", title=f"{METRIC_NAMES['map_all']} (95% CI)",
+        y=y, x=alt.X(f"{HEAD}_ci_lo:Q", title=f"{METRIC_NAMES[HEAD]} (95% CI)",
                      scale=alt.Scale(zero=False)),
-        x2="map_all_ci_hi:Q", tooltip=tip)
+        x2=f"{HEAD}_ci_hi:Q", tooltip=tip)
     dots = alt.Chart(table).mark_point(filled=True, size=70, color="#0d47a1").encode(
-        y=y, x=alt.X("map_all:Q", scale=alt.Scale(zero=False)), tooltip=tip)
+        y=y, x=alt.X(f"{HEAD}:Q", scale=alt.Scale(zero=False)), tooltip=tip)
     return (bars + dots).properties(height=alt.Step(36),
                                     title=alt.TitleParams(title, subtitle=subtitle or alt.Undefined))
 
@@ -166,11 +166,11 @@ def sensitivity_slices(grid: pd.DataFrame, run_id: int, iteration: int,
         run_id / iteration: The chosen candidate (a row of ``grid``).
 
     Returns:
-        Columns ``parameter`` (display name), ``value``, ``map_all``, ``run_id``,
+        Columns ``parameter`` (display name), ``value``, the headline ``HEAD``, ``run_id``,
         ``iteration`` and ``chosen`` (the chosen candidate's own point); empty
         when ``grid`` lacks the chosen candidate.
     """
-    cols = ["parameter", "value", "map_all", "run_id", "iteration", "chosen"]
+    cols = ["parameter", "value", HEAD, "run_id", "iteration", "chosen"]
     me = grid[(grid.run_id == run_id) & (grid.iteration == iteration)]
     if me.empty:
         return pd.DataFrame(columns=cols)
@@ -186,7 +186,7 @@ def sensitivity_slices(grid: pd.DataFrame, run_id: int, iteration: int,
         same = same.loc[~same[name].astype(float).duplicated()]
         for r in same.itertuples():
             out.append({"parameter": shown, "value": float(getattr(r, name)),
-                        "map_all": r.map_all, "run_id": int(r.run_id),
+                        HEAD: getattr(r, HEAD), "run_id": int(r.run_id),
                         "iteration": int(r.iteration),
                         "chosen": int(r.run_id) == run_id and int(r.iteration) == iteration})
     return pd.DataFrame(out, columns=cols)
@@ -202,15 +202,15 @@ def sensitivity(slices: pd.DataFrame, title: str) -> alt.FacetChart:
     """
     base = alt.Chart(slices, height=170, width=140)
     tip = ["parameter:N", alt.Tooltip("value:Q", title="value"),
-           alt.Tooltip("map_all:Q", format=".4f", title=METRIC_NAMES["map_all"]),
+           alt.Tooltip(f"{HEAD}:Q", format=".4f", title=METRIC_NAMES[HEAD]),
            "run_id:Q", "iteration:Q", "chosen:N"]
     line = base.mark_line(point=True).encode(
         x=alt.X("value:Q", title=None, scale=alt.Scale(zero=False),
                 axis=alt.Axis(format="~g", tickMinStep=0.05)),
-        y=alt.Y("map_all:Q", title=METRIC_NAMES["map_all"], scale=alt.Scale(zero=False)),
+        y=alt.Y(f"{HEAD}:Q", title=METRIC_NAMES[HEAD], scale=alt.Scale(zero=False)),
         tooltip=tip)
     ring = base.transform_filter("datum.chosen").mark_point(
-        size=160, color="black", strokeWidth=2).encode(x="value:Q", y="map_all:Q", tooltip=tip)
+        size=160, color="black", strokeWidth=2).encode(x="value:Q", y=f"{HEAD}:Q", tooltip=tip)
     return (line + ring).facet(
         facet=alt.Facet("parameter:N", sort=list(SENSITIVITY_PARAMS.values()), title=None),
         columns=4).resolve_scale(x="independent").properties(title=title)

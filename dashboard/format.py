@@ -6,13 +6,20 @@ import json
 import math
 import re
 
+import numpy as np
 import pandas as pd
 
-from icfrr.registry import LABELS, method
+from icfrr.registry import HEADLINE, LABELS
+from store.read import after_column, before_column, best_column, gain_column, registered
 from store.report import params_text
 
 #: Display names of the metric columns.
 METRIC_NAMES = LABELS
+#: The headline metric's key (``icfrr.registry.HEADLINE``): the methods table's column, and
+#: its columns of ``store.read.runs``: before, after, gain (after - before) and at the best iteration.
+HEAD = HEADLINE.key
+BEFORE, AFTER = before_column(HEADLINE), after_column(HEADLINE)
+GAIN, BEST = gain_column(HEADLINE), best_column(HEADLINE)
 
 
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
@@ -88,43 +95,68 @@ def movement(side: str, rank_before: object, rank_after: object) -> str:
 def method_label(key: object) -> str:
     """The registry label of a method key (``"k_reciprocal"`` -> ``"k-reciprocal"``),
     the key itself for a method outside the registry."""
-    try:
-        return method(str(key)).label
-    except KeyError:
-        return str(key)
+    entry = registered(key)
+    return str(key) if entry is None else entry.label
 
 
-_ICFRR_COLUMNS = ("kg", "kq", "beta", "n_iter", "variant")
+def _scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float, np.generic)) and not pd.isna(value)
 
 
 def run_params(row: object) -> dict[str, object]:
-    """A run's parameters: ``runs.params`` (JSON text; unreadable -> none), completed for
-    ICFRR from its kg, kq, beta, n_iter and variant columns where they are not NULL."""
+    """A run's parameters: ``runs.params`` (JSON text; unreadable -> none), completed from the
+    row's own columns (ICFRR's kg, kq, beta, n_iter and variant) for every registry parameter
+    of its method that the JSON lacks and the row holds (not NULL)."""
     try:
         params = json.loads(getattr(row, "params", None) or "{}")
     except (TypeError, ValueError):
         params = {}
     params = params if isinstance(params, dict) else {}
-    if getattr(row, "method", None) == "icfrr":
-        for col in _ICFRR_COLUMNS:
-            value = getattr(row, col, None)
-            if col not in params and not _missing(value):
-                params[col] = value
+    entry = registered(getattr(row, "method", None))
+    for p in entry.params if entry is not None else ():
+        value = getattr(row, p.name, None)
+        if p.name not in params and _scalar(value):
+            params[p.name] = value
     return params
+
+
+def graph_text(row: object) -> str:
+    """How a run's gallery graph is named when it is approximate (``runs.params`` records
+    ``graph.kind`` and ``graph_recall_at_kg``, written by ``jobs.sweep --graph``):
+    ``"graph: ivf, recall@KG 0.9312"``; ``""`` for an exact graph or none recorded.
+
+    Args:
+        row: A row of ``store.read.runs`` (its ``params`` JSON text).
+    """
+    try:
+        params = json.loads(getattr(row, "params", None) or "{}")
+    except (TypeError, ValueError):
+        return ""
+    graph = params.get("graph") if isinstance(params, dict) else None
+    kind = graph.get("kind") if isinstance(graph, dict) else None
+    if not isinstance(kind, str) or kind == "exact":
+        return ""
+    recall = params.get("graph_recall_at_kg")
+    number = f"{float(recall):.4f}" if isinstance(recall, (int, float)) and math.isfinite(recall) \
+        else "n/a"
+    return f"graph: {short(kind, 40)}, recall@KG {number}"
 
 
 def run_label(row: object) -> str:
     """One line naming a run, any method, NULL parameters left out:
     ``#3 demo · ICFRR · KG 8, KQ 6, β 0.5, T 4`` or ``#11 demo · k-reciprocal · k1 20, k2 6, λ 0.3``;
-    a run without metrics ends with ``· no labels``, and a long dataset name is cut.
+    a run on an approximate gallery graph adds ``· graph: ivf, recall@KG 0.9312``
+    (:func:`graph_text`), a run without metrics ends with ``· no labels``, and a long
+    dataset name is cut.
 
     Args:
         row: A row of ``store.read.runs`` (run_id, dataset, method, params and
             the ICFRR columns).
     """
     label, text = method_and_params(row)
+    graph = graph_text(row)
     return (f"#{row.run_id} {short(row.dataset, 60)} · {label}" + (f" · {text}" if text else "")
-            + ("" if has_metrics(row) else f" · {NO_LABELS}"))
+            + (f" · {graph}" if graph else "") + ("" if has_metrics(row) else f" · {NO_LABELS}"))
 
 
 #: How a run without metrics (its dataset has no labels) is marked.
@@ -136,8 +168,8 @@ NO_METRICS = ("Run #{run} has no metrics: its dataset has no labels, so it has r
 
 def has_metrics(row: object) -> bool:
     """Whether a run (a row of ``store.read.runs``) has metrics: its initial ranking's
-    mAP@all is known. Runs of a dataset without labels have rankings only."""
-    return not _missing(getattr(row, "map_all_before", 0.0))
+    headline metric (mAP@all) is known. Runs of a dataset without labels have rankings only."""
+    return not _missing(getattr(row, BEFORE, 0.0))
 
 
 def method_and_params(row: object) -> tuple[str, str]:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import queries, state
 from dashboard.data import NEUTRAL, Db, Stores, StoreError, store_problem
-from dashboard.format import run_label
+from dashboard.format import GAIN, run_label
 
 _CTX = "_context"
 #: Most runs one selector offers: a store may hold a great many runs, and every option is
@@ -64,11 +64,12 @@ def run_choices(runs: pd.DataFrame, ids: Sequence[int], anchor: int, *keep: int)
 
 
 def best_run(runs: pd.DataFrame) -> int:
-    """The run shown when none is chosen: the largest mAP@all gain at its last iteration,
+    """The run shown when none is chosen: the largest headline (mAP@all) gain at its last iteration,
     measured on the queries it is reported on (the ``test`` protocol's rule); the newest
     run when no run has metrics."""
-    if runs.map_all_gain.notna().any():
-        return int(runs.loc[runs.map_all_gain.idxmax(), "run_id"])
+    gain = runs[GAIN]
+    if gain.notna().any():
+        return int(runs.loc[gain.idxmax(), "run_id"])
     return int(runs.run_id.iloc[-1])
 
 

@@ -32,6 +32,7 @@ from dashboard.data import Db
 from icfrr import NeighborGraph, explain
 from icfrr.explaining import VoteStep
 from store.artifacts import read_graph, read_query_distances
+from store.read import explainable
 
 _log = logging.getLogger("icfrr.dashboard")
 
@@ -98,7 +99,7 @@ def replay(db: Db, run_id: int, query_idx: int, roots: tuple[Path, ...]) -> Repl
         roots: The folders the artifact files may lie in (``dashboard.data.image_roots()``).
     """
     info = queries.run_row(db, run_id)
-    if info is None or info["method"] != "icfrr":
+    if info is None or not explainable(info["method"]):
         return Unavailable("vote provenance is an ICFRR view: this run's method casts no votes.")
     files = queries.artifact_files(db, run_id)
     used = [] if files is None else [files.get("neighbors_path"), *(

@@ -15,6 +15,7 @@ from dashboard import charts, queries, state, thumbs
 from dashboard.format import NO_METRICS, has_metrics, method_label, plain
 from icfrr.failures import signature_sentence
 from dashboard.sidebar import context, iteration_select
+from store.read import has_params
 
 ORDERS = {
     "Hurt most": ("delta", True),
@@ -177,7 +178,7 @@ def _signature(ctx, iteration: int) -> None:
     """Initial top-KQ precision against AP change, with the binned means and the finding."""
     st.header("Failure signature")
     kq = ctx.run.kq
-    if ctx.run.method != "icfrr" or pd.isna(kq):
+    if not has_params(ctx.run.method, "kq") or pd.isna(kq):
         st.info(f"The failure signature measures ICFRR's initial top-KQ (its voters): run #{ctx.run_id} "
                 f"is a {plain(method_label(ctx.run.method))} run. Pick an ICFRR run.")
         return

@@ -20,9 +20,10 @@ import streamlit as st
 
 from dashboard import queries, state, thumbs, why
 from dashboard.data import image_roots
-from dashboard.format import (NAME_LIMIT, has_metrics, method_and_params, method_label, movement, plain,
-                              short, signed)
+from dashboard.format import (NAME_LIMIT, graph_text, has_metrics, method_and_params, method_label,
+                              movement, plain, short, signed)
 from dashboard.sidebar import Context, context, iteration_select, run_choices
+from store.read import explainable
 
 _THUMB = 112
 _ICONS = {"relevant": "✓", "irrelevant": "✗", "unknown": "?"}
@@ -143,8 +144,10 @@ def _beside(ctx: Context, other: int, q: int, k: int, root: str | None, known: b
 
 
 def _name(ctx: Context, run_id: int) -> str:
-    label, params = method_and_params(ctx.runs.loc[run_id])
-    return f"#{run_id} {label}" + (f" ({params})" if params else "")
+    row = ctx.runs.loc[run_id]
+    label, params = method_and_params(row)
+    graph = graph_text(row)
+    return f"#{run_id} {label}" + (f" ({params})" if params else "") + (f" · {graph}" if graph else "")
 
 
 def _beside_select(ctx: Context) -> str | int:
@@ -174,7 +177,7 @@ def _why(ctx: Context, q: int, item: dict, iteration: int, after: pd.DataFrame, 
          known: bool) -> None:
     """Why the after list is what it is: the votes of update ``iteration`` (ICFRR runs only)."""
     st.subheader("Why did it move")
-    if ctx.run.method != "icfrr":
+    if not explainable(ctx.run.method):
         st.info(f"Vote provenance is an ICFRR view: run #{ctx.run_id} is a {plain(method_label(ctx.run.method))} run, "
                 "which casts no votes; the lists above show its rank movement only.")
         return

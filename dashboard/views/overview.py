@@ -10,13 +10,15 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, queries, state
-from dashboard.format import (METRIC_NAMES, NO_LABELS, NO_METRICS, has_metrics,
-                              method_and_params, method_label, plain, signed)
+from dashboard.format import (AFTER, BEFORE, BEST, GAIN, HEAD, METRIC_NAMES, NO_LABELS, NO_METRICS,
+                              graph_text, has_metrics, method_and_params, method_label, plain,
+                              signed)
 from dashboard.sidebar import Context, best_run, context, run_choices
 from icfrr.protocols import PROTOCOLS, TEST_LABEL
 from icfrr.registry import METHOD_KEYS
 from icfrr.stats import PAIRED_TESTS
 from store import report
+from store.read import GRID_AXES, has_params
 from store.protocol_format import intervals_text, selection_text, to_csv, to_latex, to_records
 from store.protocol_report import ProtocolComparison
 
@@ -31,11 +33,11 @@ _SLICE_OF = "_heatmap_slice_of"
 
 def _picked_by(ctx: Context) -> str:
     """Which protocol picked the shown run, in one sentence."""
-    if not ctx.runs.map_all_gain.notna().any():
+    if not ctx.runs[GAIN].notna().any():
         return "No run has metrics (no labels): the newest run is shown; no protocol chose it."
     if ctx.run_id == best_run(ctx.runs):
         return (f"Picked by the test protocol, {TEST_LABEL}: the largest "
-                f"{METRIC_NAMES['map_all']} gain at the last iteration among all {len(ctx.runs)} "
+                f"{METRIC_NAMES[HEAD]} gain at the last iteration among all {len(ctx.runs)} "
                 "runs, measured on the queries it is reported on. The Methods table below "
                 "chooses under holdout or cv.")
     return "Picked in the sidebar: no selection protocol chose this run."
@@ -69,21 +71,28 @@ def _runs_table(ctx: Context) -> None:
         if n_pages > 1 else 1
     runs = runs.iloc[(page - 1) * PAGE_ROWS: page * PAGE_ROWS]
     named = [method_and_params(r) for r in runs.itertuples()]
+    graphs = [graph_text(r) for r in runs.itertuples()]
     table = runs.assign(method=[m for m, _ in named], parameters=[p for _, p in named],
-                        labels=["" if has_metrics(r) else NO_LABELS for r in runs.itertuples()])
-    cols = ["run_id", "dataset", "backbone", "method", "parameters", "labels", "n_iter"]
+                        labels=["" if has_metrics(r) else NO_LABELS for r in runs.itertuples()],
+                        graph=graphs)
+    # the gallery graph only when some run's was approximate: its numbers say so
+    cols = ["run_id", "dataset", "backbone", "method", "parameters",
+            *(["graph"] if any(graphs) else []), "labels", "n_iter"]
     for m in METRIC_NAMES:
         cols += [f"{m}_before", f"{m}_after"]
-    cols += ["map_all_gain", "best_iteration", "seconds"]
+    cols += [GAIN, "best_iteration", "seconds"]
     # numbers formatted by the Styler, so that a run without metrics shows "n/a", never "None"
     config: dict[str, object] = {f"{m}_{w}": f"{METRIC_NAMES[m]} {w}"
                                  for m in METRIC_NAMES for w in ("before", "after")}
-    fmt = dict.fromkeys(config, "{:.4f}") | {"map_all_gain": "{:+.4f}", "seconds": "{:.1f}",
+    fmt = dict.fromkeys(config, "{:.4f}") | {GAIN: "{:+.4f}", "seconds": "{:.1f}",
                                               "best_iteration": "{:.0f}"}
     config["n_iter"] = st.column_config.NumberColumn("iterations")
     config["labels"] = st.column_config.TextColumn(
         "labels", help=f"'{NO_LABELS}': the dataset has no labels, the run has no metrics")
-    config["map_all_gain"] = "mAP@all gain"
+    config["graph"] = st.column_config.TextColumn(
+        "graph", help="an approximate gallery graph and its recall of the exact KG neighbours "
+                      "(jobs.sweep --graph); empty: exact")
+    config[GAIN] = f"{METRIC_NAMES[HEAD]} gain"
     config["seconds"] = "time (s)"
     st.dataframe(table[cols].style.format(fmt, na_rep="n/a"), hide_index=True,
                  column_config=config)
@@ -97,9 +106,9 @@ def _iteration_chart(ctx: Context) -> None:
         st.info(NO_METRICS.format(run=ctx.run_id))
         return
     same = ctx.runs[ctx.runs.sweep_id == ctx.run.sweep_id]
-    best = int(same.loc[same.map_all_gain.idxmax(), "run_id"]) if same.map_all_gain.notna().any() \
+    best = int(same.loc[same[GAIN].idxmax(), "run_id"]) if same[GAIN].notna().any() \
         else ctx.run_id
-    measured = run_choices(ctx.runs, ctx.runs.run_id[ctx.runs.map_all_before.notna()],
+    measured = run_choices(ctx.runs, ctx.runs.run_id[ctx.runs[BEFORE].notna()],
                            ctx.run_id, ctx.run_id, best)
     chosen = st.multiselect("Runs to plot", measured, default=sorted({ctx.run_id, best}),
                             format_func=ctx.labels.get)
@@ -143,7 +152,7 @@ def _protocol_inputs() -> tuple[str, float, int, int]:
     protocol = state.select(cols[0], "Selection protocol", list(PROTOCOLS), "protocol",
                             default="holdout", format_func=PROTOCOL_NAMES.get,
                             help="How each method's configuration and iteration are chosen "
-                                 f"(by {METRIC_NAMES['map_all']} over iterations 1..T), and on "
+                                 f"(by {METRIC_NAMES[HEAD]} over iterations 1..T), and on "
                                  "which queries the table reports.")
     tune = state.number(cols[1], "Tune fraction", "tune_fraction", default=0.5, min_value=0.01,
                         max_value=0.99, step=0.05, format="%.2f",
@@ -190,19 +199,19 @@ def _methods(ctx: Context) -> None:
     if pc.stored_note:
         st.caption(plain(f"Note: {pc.stored_note}."))
     table = pd.DataFrame(to_records(pc))
-    table["map_all_shown"] = [("n/a" if pd.isna(v) else f"{v:.4f}") + mark
-                              for v, mark in zip(table.map_all, table.mark)]
-    table["ci_shown"] = [_ci_text(lo, hi) for lo, hi in zip(table.map_all_ci_lo,
-                                                           table.map_all_ci_hi)]
+    table[f"{HEAD}_shown"] = [("n/a" if pd.isna(v) else f"{v:.4f}") + mark
+                             for v, mark in zip(table[HEAD], table.mark)]
+    table["ci_shown"] = [_ci_text(lo, hi) for lo, hi in zip(table[f"{HEAD}_ci_lo"],
+                                                           table[f"{HEAD}_ci_hi"])]
     for col in ("optimism", "test_tuned"):   # text, so the initial ranking's shows "-"
         table[f"{col}_shown"] = ["-" if pd.isna(v) else (signed(v) if col == "optimism"
                                                           else f"{v:.4f}") for v in table[col]]
     table["delta_ci_shown"] = [_ci_text(lo, hi, sign=True) for lo, hi in
                                zip(table.delta_ci_lo, table.delta_ci_hi)]
-    others = [m for m in pc.metrics if m != "map_all"]
+    others = [m for m in pc.metrics if m != HEAD]
     # the headline metric, its interval and (holdout, cv) its optimism first, then the choice:
     # the columns in view beside the interval chart
-    shown = ["label", "map_all_shown", "ci_shown",
+    shown = ["label", f"{HEAD}_shown", "ci_shown",
              *(["optimism_shown"] if protocol != "test" else []), "run_id", "iteration", "params",
              *(["test_tuned_shown"] if protocol != "test" else []), *others,
              *(f"{m}_delta" for m in pc.metrics), "ap_diff", "delta_ci_shown", "p_value",
@@ -214,15 +223,15 @@ def _methods(ctx: Context) -> None:
             else "the chosen run"),
         "iteration": st.column_config.NumberColumn("it", width="small",
                                                    help="the chosen iteration (T)"),
-        "map_all_shown": st.column_config.TextColumn(METRIC_NAMES["map_all"]),
-        "ci_shown": st.column_config.TextColumn("95% CI", help=f"of {METRIC_NAMES['map_all']}"),
+        f"{HEAD}_shown": st.column_config.TextColumn(METRIC_NAMES[HEAD]),
+        "ci_shown": st.column_config.TextColumn("95% CI", help=f"of {METRIC_NAMES[HEAD]}"),
         "ap_diff": st.column_config.NumberColumn("vs baseline", format="%+.4f"),
         "delta_ci_shown": st.column_config.TextColumn("vs baseline 95% CI"),
         "p_value": st.column_config.NumberColumn("p", format="%.4f"),
         "p_holm": st.column_config.NumberColumn("p (Holm)", format="%.4f"),
         "test_tuned_shown": st.column_config.TextColumn(
             "test-tuned",
-            help=f"{METRIC_NAMES['map_all']} on the reported queries of the choice made on them"),
+            help=f"{METRIC_NAMES[HEAD]} on the reported queries of the choice made on them"),
         "optimism_shown": st.column_config.TextColumn(
             "optimism", help="test-tuned minus this protocol's score"),
         "chosen": st.column_config.TextColumn("chosen per fold"),
@@ -236,8 +245,8 @@ def _methods(ctx: Context) -> None:
     left.dataframe(table, hide_index=True, column_order=shown, column_config=config,
                    key="methods_table")
     right.altair_chart(charts.method_intervals(
-        table[["label", "map_all", "map_all_ci_lo", "map_all_ci_hi"]],
-        f"{METRIC_NAMES['map_all']}, protocol {protocol}",
+        table[["label", HEAD, f"{HEAD}_ci_lo", f"{HEAD}_ci_hi"]],
+        f"{METRIC_NAMES[HEAD]}, protocol {protocol}",
         TEST_LABEL if protocol == "test" else f"{pc.n_queries} reported queries"))
     few = (" n/a: fewer than 2 reported classes to resample." if pc.ci == "class"
            and len(pc.reported_classes) < 2 else "")
@@ -256,19 +265,19 @@ def _methods(ctx: Context) -> None:
 def _sensitivity(ctx: Context, pc: ProtocolComparison) -> None:
     """ICFRR's mAP@all against each parameter, the others held at the protocol's choice."""
     st.subheader("ICFRR sensitivity")
-    row = next((r for r in pc.rows if r.method == "icfrr"), None)
+    row = next((r for r in pc.rows if has_params(r.method, *charts.SENSITIVITY_PARAMS)), None)
     if row is None:
         st.info("No ICFRR runs on these distances: no sensitivity chart.")
         return
     grid = queries.grid_scores(ctx.db, pc.dataset_id, pc.artifact_id, pc.reported_classes,
-                               "icfrr")
+                               row.method)
     slices = charts.sensitivity_slices(grid, row.run_id, row.iteration)
     if slices.empty:
         st.info("ICFRR's chosen configuration holds no stored scores: no sensitivity chart.")
         return
     chose = "the most often chosen" if pc.protocol == "cv" else "the chosen"
     st.caption(plain(
-        f"{METRIC_NAMES['map_all']} over the {pc.n_queries} reported queries against each "
+        f"{METRIC_NAMES[HEAD]} over the {pc.n_queries} reported queries against each "
         f"parameter, the others held at {chose} configuration ({row.params}, run #{row.run_id}; "
         f"ringed), protocol {pc.protocol}"
         + (f": {TEST_LABEL}" if pc.protocol == "test" else "")
@@ -279,8 +288,9 @@ def _sensitivity(ctx: Context, pc: ProtocolComparison) -> None:
 def _sweep_heatmap(ctx: Context) -> None:
     st.subheader("Gain over KG x KQ")
     sweeps = queries.sweeps(ctx.db)
-    measured = ctx.runs.map_all_before.notna()   # runs without labels have no gain to draw
-    with_icfrr = set(ctx.runs.sweep_id[(ctx.runs.method == "icfrr") & measured])
+    measured = ctx.runs[BEFORE].notna()   # runs without labels have no gain to draw
+    on_grid = ctx.runs.method.map(lambda k: has_params(k, *GRID_AXES)).astype(bool)
+    with_icfrr = set(ctx.runs.sweep_id[on_grid & measured])
     sweep_names = {int(r.sweep_id): f"sweep {r.sweep_id}: {r.dataset} · {r.backbone} · "
                    f"{r.n_runs} runs" for r in sweeps.itertuples()
                    if r.n_runs and r.sweep_id in with_icfrr}
@@ -288,11 +298,11 @@ def _sweep_heatmap(ctx: Context) -> None:
         st.info("No sweep holds ICFRR runs with metrics: the KG x KQ heatmap is for ICFRR "
                 "configurations of labelled data.")
         return
-    own = ctx.run.method == "icfrr" and int(ctx.run.sweep_id) in sweep_names
+    own = has_params(ctx.run.method, *GRID_AXES) and int(ctx.run.sweep_id) in sweep_names
     cols = st.columns(4)
     sweep_id = state.select(cols[0], "Sweep", list(sweep_names), "sweep",
                             default=int(ctx.run.sweep_id), format_func=sweep_names.get)
-    grid = queries.sweep_grid(ctx.db, sweep_id).dropna(subset=["map_all_gain", "best_gain"])
+    grid = queries.sweep_grid(ctx.db, sweep_id).dropna(subset=[GAIN, "best_gain"])
     if grid.empty:
         st.info("This sweep holds no ICFRR runs with metrics: the KG x KQ heatmap is for ICFRR "
                 "configurations of labelled data.")
@@ -313,14 +323,14 @@ def _sweep_heatmap(ctx: Context) -> None:
     beta = state.select(cols[2], "β", sorted(grid.beta.unique()), "beta",
                         default=ctx.run.beta if own else None, format_func=lambda b: f"{b:g}")
     at = cols[3].radio("Gain at", ["last iteration", "best iteration"], horizontal=True)
-    value = "map_all_gain" if at == "last iteration" else "best_gain"
+    value = GAIN if at == "last iteration" else "best_gain"
 
     best = grid.loc[grid[value].idxmax()]
-    after = best.map_all_after if value == "map_all_gain" else best.best_map_all
-    it = best.n_iter if value == "map_all_gain" else best.best_iteration
+    after = best[AFTER] if value == GAIN else best[BEST]
+    it = best.n_iter if value == GAIN else best.best_iteration
     st.success(
         f"**Best configuration of this sweep ({plain(variant)}):** KG {best.kg} · KQ {best.kq} · "
-        f"β {best.beta:g}: mAP@all {best.map_all_before:.4f} → {after:.4f} "
+        f"β {best.beta:g}: {METRIC_NAMES[HEAD]} {best[BEFORE]:.4f} → {after:.4f} "
         f"({signed(best[value])}) at iteration {it} (run #{best.run_id})."
     )
     panel = grid[grid.beta == beta]
