@@ -1,4 +1,5 @@
-"""Text formatters: rank movement and p-values."""
+"""Text formatters (rank movement, p-values, run labels and parameters, the gallery graph) and
+the launch flags."""
 
 from __future__ import annotations
 
@@ -88,3 +89,66 @@ def test_names_from_data_are_cut_to_one_short_line() -> None:
     assert short("a\nb") == "a b" and short("ok") == "ok"
     assert class_label(long, 1) == short(long)
     assert len(short("y" * 80, 60)) == 60
+
+
+def test_run_params_complete_a_run_from_its_methods_registry_parameters_only() -> None:
+    from types import SimpleNamespace as Row
+
+    from dashboard.format import run_params
+    from icfrr.registry import method
+
+    # ICFRR's columns fill what the JSON lacks; the JSON wins where it has the name
+    icfrr = Row(method="icfrr", kg=8, kq=6, beta=0.5, n_iter=4, variant="paper", params='{"kg": 9}')
+    assert run_params(icfrr) == {"kg": 9, "kq": 6, "beta": 0.5, "n_iter": 4, "variant": "paper"}
+    assert set(run_params(icfrr)) == {p.name for p in method("icfrr").params}
+    # a baseline's row carries ICFRR's columns (NULL) and a column no registry method names
+    base = Row(method="dba", kg=7, kq=None, beta=math.nan, n_iter=1, variant=None, seconds=2.0,
+               dba_n=5, params='{"dba_alpha": 3.0}')
+    assert run_params(base) == {"dba_alpha": 3.0, "dba_n": 5}
+    # a method outside the registry: its JSON only
+    assert run_params(Row(method="mine", kg=3, params='{"x": 1}')) == {"x": 1}
+
+
+@pytest.mark.parametrize(("params", "text"), [
+    ('{"graph": {"kind": "ivf", "params": {"nlist": 8}}, "graph_recall_at_kg": 0.93125}',
+     "graph: ivf, recall@KG 0.9313"),
+    ('{"graph": {"kind": "hnsw"}, "graph_recall_at_kg": 1}', "graph: hnsw, recall@KG 1.0000"),
+    ('{"graph": {"kind": "ivf"}}', "graph: ivf, recall@KG n/a"),
+    ('{"graph": {"kind": "exact", "params": {}}}', ""),
+    ('{"kg": 8}', ""),
+    ('{"graph": "ivf"}', ""),
+    ("not json", ""),
+    (None, ""),
+])
+def test_graph_text_names_an_approximate_graph_and_its_recall(params: object, text: str) -> None:
+    from types import SimpleNamespace as Row
+
+    from dashboard.format import graph_text, run_label
+
+    assert graph_text(Row(params=params)) == text
+    row = Row(run_id=5, dataset="demo", method="icfrr", kg=8, kq=6, beta=0.5, n_iter=4,
+              variant="reference", params=params, map_all_before=0.4)
+    assert run_label(row) == "#5 demo · ICFRR · KG 8, KQ 6, β 0.5, T 4" + (f" · {text}" if text else "")
+
+
+def test_launch_flags_are_parsed_once_per_command_line(monkeypatch) -> None:
+    import argparse
+
+    from dashboard import data
+
+    calls = []
+    parse = argparse.ArgumentParser.parse_known_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args",
+                        lambda self, *a, **k: calls.append(a) or parse(self, *a, **k))
+    monkeypatch.setattr("sys.argv", ["app.py", "--db", "x.duckdb", "--results-dir", "r", "--debug",
+                                     "--image-root", "i"])
+    data._parse.cache_clear()
+    # what one page run reads: the debug switch, the allowed stores, the image roots
+    assert data.debug_from_args() is True
+    stores = data.Stores.from_launch()
+    assert stores.default.name == "x.duckdb" and stores.folder.name == "r"
+    assert data.image_roots()[1].name == "i"
+    assert data.default_db() == "x.duckdb" and data.results_dir_from_args() == "r"
+    assert len(calls) == 1
+    monkeypatch.setattr("sys.argv", ["app.py"])   # another command line is parsed afresh
+    assert data.db_from_args() is None and len(calls) == 2

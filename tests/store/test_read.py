@@ -225,3 +225,37 @@ def test_dataset_items_are_the_run_datasets_items(con, raw):
         assert got.idx.tolist() == want.idx.tolist()
         assert got.label.tolist() == want.label.tolist()
         assert got.class_name.fillna("").tolist() == want.class_name.fillna("").tolist()
+
+
+def test_method_questions_follow_the_registry_entries_not_their_names() -> None:
+    from icfrr.registry import METHODS
+
+    for m in METHODS:
+        names = {p.name for p in m.params}
+        assert read.registered(m.key) is m
+        assert read.explainable(m.key) is m.explainable
+        assert read.has_params(m.key, *read.GRID_AXES) is ({"kg", "kq"} <= names)
+        assert read.has_params(m.key, "kq") is ("kq" in names) and read.has_params(m.key)
+    assert [m.key for m in METHODS if m.explainable] == ["icfrr"]
+    assert [m.key for m in METHODS if read.has_params(m.key, "kq")] == ["icfrr"]
+    for unknown in ("mine", None, float("nan")):   # a method outside the registry is none of these
+        assert read.registered(unknown) is None
+        assert not read.explainable(unknown) and not read.has_params(unknown)
+
+
+def test_derived_columns_are_named_from_the_headline_metric(con) -> None:
+    from icfrr.registry import HEADLINE, METRICS
+
+    got = read.runs(con)
+    assert read.gain_column(HEADLINE) == f"{HEADLINE.key}_gain" == "map_all_gain"
+    assert read.best_column(HEADLINE) == "best_map_all"
+    for m in METRICS:
+        assert {read.before_column(m), read.after_column(m)} <= set(got.columns)
+    assert {read.gain_column(HEADLINE), read.best_column(HEADLINE)} <= set(got.columns)
+    grid = read.sweep_grid(con, 1)
+    icfrr = [p.name for p in read.registered("icfrr").params]
+    assert list(grid.columns) == ["run_id", *icfrr, "map_all_before", "map_all_after", "map_all_gain",
+                                  "best_iteration", "best_map_all", "best_gain"]
+    baselines = read.sweep_grid(con, 3)   # the fixture's baseline sweep: no KG, no KQ
+    assert set(got.method[got.sweep_id == 3]) == {b[0] for b in BASELINES}
+    assert baselines.empty and list(baselines.columns) == list(grid.columns)
