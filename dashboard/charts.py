@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 
 from dashboard.format import AFTER, BEFORE, GAIN, HEAD, METRIC_NAMES
+from icfrr.registry import METHODS, Method
 
 _GAIN_SCALE = alt.Scale(scheme="redblue", domainMid=0)
 
@@ -140,8 +141,23 @@ def method_intervals(table: pd.DataFrame, title: str, subtitle: str = "") -> alt
                                     title=alt.TitleParams(title, subtitle=subtitle or alt.Undefined))
 
 
-#: The parameters of the ICFRR sensitivity chart and how they are shown.
-SENSITIVITY_PARAMS = {"kg": "KG", "kq": "KQ", "beta": "β", "n_iter": "T (iteration)"}
+#: Panel titles of the sensitivity chart's parameters (any other: its registry name).
+PARAM_TITLES = {"kg": "KG", "kq": "KQ", "beta": "β", "n_iter": "T (iteration)"}
+
+
+def sensitivity_params(entry: Method) -> tuple[dict[str, str], tuple[str, ...]]:
+    """What the sensitivity chart of a method draws and holds, from its registry parameters.
+
+    Returns:
+        (numeric parameter name -> panel title, in registry order; the names of its text
+        parameters, held at the chosen value).
+    """
+    drawn = {p.name: PARAM_TITLES.get(p.name, p.name) for p in entry.params if p.kind is not str}
+    return drawn, tuple(p.name for p in entry.params if p.kind is str)
+
+
+#: The iterative method's (ICFRR's) charted and held parameters: the defaults of ``sensitivity_slices``.
+SENSITIVITY_PARAMS, _SENSITIVITY_HELD = sensitivity_params(next(m for m in METHODS if m.iterative))
 
 
 def _same(a: object, b: object) -> bool:
@@ -154,7 +170,7 @@ def _same(a: object, b: object) -> bool:
 
 def sensitivity_slices(grid: pd.DataFrame, run_id: int, iteration: int,
                        params: dict[str, str] = SENSITIVITY_PARAMS,
-                       held: tuple[str, ...] = ("variant",)) -> pd.DataFrame:
+                       held: tuple[str, ...] = _SENSITIVITY_HELD) -> pd.DataFrame:
     """One-parameter slices of a method's grid through its chosen configuration.
 
     For each parameter of ``params``, the candidates whose other parameters (and
@@ -164,6 +180,8 @@ def sensitivity_slices(grid: pd.DataFrame, run_id: int, iteration: int,
     Args:
         grid: ``store.protocol_report.grid_scores`` output.
         run_id / iteration: The chosen candidate (a row of ``grid``).
+        params / held: Parameter name -> panel title, and the names held fixed
+            (:func:`sensitivity_params`; default ICFRR's).
 
     Returns:
         Columns ``parameter`` (display name), ``value``, the headline ``HEAD``, ``run_id``,
@@ -212,7 +230,7 @@ def sensitivity(slices: pd.DataFrame, title: str) -> alt.FacetChart:
     ring = base.transform_filter("datum.chosen").mark_point(
         size=160, color="black", strokeWidth=2).encode(x="value:Q", y=f"{HEAD}:Q", tooltip=tip)
     return (line + ring).facet(
-        facet=alt.Facet("parameter:N", sort=list(SENSITIVITY_PARAMS.values()), title=None),
+        facet=alt.Facet("parameter:N", sort=list(dict.fromkeys(slices.parameter)), title=None),
         columns=4).resolve_scale(x="independent").properties(title=title)
 #: The confusion heatmap's toggle: shown value -> (column, title, number format).
 CONFUSION_VALUES = {

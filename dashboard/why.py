@@ -32,7 +32,7 @@ from dashboard.data import Db
 from icfrr import NeighborGraph, explain
 from icfrr.explaining import VoteStep
 from store.artifacts import read_graph, read_query_distances
-from store.read import explainable
+from store.read import explainable, registered
 
 _log = logging.getLogger("icfrr.dashboard")
 
@@ -114,8 +114,9 @@ def replay(db: Db, run_id: int, query_idx: int, roots: tuple[Path, ...]) -> Repl
     try:
         graph = _graph(files["neighbors_path"], files["cache_key"], _stamp(files["neighbors_path"]))
         row = read_query_distances(files, query_idx)
-        steps = explain(row, graph, kg=int(info["kg"]), kq=int(info["kq"]), beta=float(info["beta"]),
-                        n_iter=int(info["n_iter"]), variant=str(info["variant"]))
+        # the run's registry parameters, each as its kind (``runs`` holds an explainable method's as columns)
+        params = {p.name: p.kind(info[p.name]) for p in registered(info["method"]).params}
+        steps = explain(row, graph, **params)
     except (OSError, ValueError, KeyError) as exc:
         _log.warning("run %s query %s: votes not replayed: %s", run_id, query_idx, exc)
         return Unavailable(f"this run's artifact files in {files['cache_dir'] or 'the cache'} cannot be read "

@@ -66,6 +66,12 @@ def explainable(key: object) -> bool:
     return m is not None and m.explainable
 
 
+def iterative(key: object) -> bool:
+    """Whether the method ``key`` yields one ranking per iteration (``Method.iterative``)."""
+    m = registered(key)
+    return m is not None and m.iterative
+
+
 #: The two parameters of the gain grid (:func:`sweep_grid`): its rows and columns.
 GRID_AXES: tuple[str, str] = ("kg", "kq")
 

@@ -18,7 +18,7 @@ from icfrr.protocols import PROTOCOLS, TEST_LABEL
 from icfrr.registry import METHOD_KEYS
 from icfrr.stats import PAIRED_TESTS
 from store import report
-from store.read import GRID_AXES, has_params
+from store.read import GRID_AXES, has_params, iterative, registered
 from store.protocol_format import intervals_text, selection_text, to_csv, to_latex, to_records
 from store.protocol_report import ProtocolComparison
 
@@ -265,13 +265,14 @@ def _methods(ctx: Context) -> None:
 def _sensitivity(ctx: Context, pc: ProtocolComparison) -> None:
     """ICFRR's mAP@all against each parameter, the others held at the protocol's choice."""
     st.subheader("ICFRR sensitivity")
-    row = next((r for r in pc.rows if has_params(r.method, *charts.SENSITIVITY_PARAMS)), None)
+    row = next((r for r in pc.rows if iterative(r.method)), None)
     if row is None:
         st.info("No ICFRR runs on these distances: no sensitivity chart.")
         return
     grid = queries.grid_scores(ctx.db, pc.dataset_id, pc.artifact_id, pc.reported_classes,
                                row.method)
-    slices = charts.sensitivity_slices(grid, row.run_id, row.iteration)
+    drawn, held = charts.sensitivity_params(registered(row.method))
+    slices = charts.sensitivity_slices(grid, row.run_id, row.iteration, drawn, held)
     if slices.empty:
         st.info("ICFRR's chosen configuration holds no stored scores: no sensitivity chart.")
         return

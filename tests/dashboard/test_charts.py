@@ -103,3 +103,16 @@ def test_sensitivity_chart_rings_the_choice_and_interval_chart_draws_each_row() 
     bars, dots = spec["layer"]
     assert [r["label"] for r in spec["datasets"][bars["data"]["name"]]] == ["Initial ranking"]
     assert [r["label"] for r in spec["datasets"][dots["data"]["name"]]] == ["Initial ranking", "ICFRR"]
+
+
+def test_sensitivity_draws_a_methods_numeric_registry_parameters_and_holds_its_text_ones() -> None:
+    from icfrr.registry import METHODS
+
+    for m in METHODS:
+        drawn, held = charts.sensitivity_params(m)
+        assert list(drawn) == [p.name for p in m.params if p.kind in (int, float)]
+        assert held == tuple(p.name for p in m.params if p.kind is str)
+    drawn, held = charts.sensitivity_params(next(m for m in METHODS if m.iterative))
+    assert (drawn, held) == ({"kg": "KG", "kq": "KQ", "beta": "β", "n_iter": "T (iteration)"}, ("variant",))
+    assert charts.sensitivity_params(next(m for m in METHODS if m.key == "k_reciprocal"))[0] == \
+        {"k1": "k1", "k2": "k2", "lambda_value": "lambda_value"}

@@ -233,14 +233,14 @@ def test_method_questions_follow_the_registry_entries_not_their_names() -> None:
     for m in METHODS:
         names = {p.name for p in m.params}
         assert read.registered(m.key) is m
-        assert read.explainable(m.key) is m.explainable
+        assert read.explainable(m.key) is m.explainable and read.iterative(m.key) is m.iterative
         assert read.has_params(m.key, *read.GRID_AXES) is ({"kg", "kq"} <= names)
         assert read.has_params(m.key, "kq") is ("kq" in names) and read.has_params(m.key)
     assert [m.key for m in METHODS if m.explainable] == ["icfrr"]
     assert [m.key for m in METHODS if read.has_params(m.key, "kq")] == ["icfrr"]
     for unknown in ("mine", None, float("nan")):   # a method outside the registry is none of these
         assert read.registered(unknown) is None
-        assert not read.explainable(unknown) and not read.has_params(unknown)
+        assert not read.explainable(unknown) and not read.iterative(unknown) and not read.has_params(unknown)
 
 
 def test_derived_columns_are_named_from_the_headline_metric(con) -> None:
