@@ -74,6 +74,11 @@ def iterative(key: object) -> bool:
 
 #: The two parameters of the gain grid (:func:`sweep_grid`): its rows and columns.
 GRID_AXES: tuple[str, str] = ("kg", "kq")
+#: The parameters ``runs`` keeps as its own columns (NULL for other methods; docs/SPEC.md
+#: section 6): those of the methods with a KG x KQ grid (ICFRR's kg, kq, beta, n_iter,
+#: variant), in registry order. Every other parameter is in ``runs.params``.
+PARAM_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
+    p.name for m in METHODS if has_params(m.key, *GRID_AXES) for p in m.params))
 
 _H = HEADLINE.key
 
@@ -86,7 +91,7 @@ WITH span AS (
 )
 SELECT r.run_id, r.sweep_id, d.dataset_id, d.name AS dataset,
        coalesce(r.artifact_id, s.artifact_id) AS artifact_id, a.backbone, a.per_class,
-       r.method, r.variant, r.kg, r.kq, r.beta, r.n_iter, r.params, r.device, r.seconds,
+       r.method, {param_columns}, r.params, r.device, r.seconds,
        r.finished_at, sp.last_iteration, sp.best_iteration, sp.{best},
        {before_after}
 FROM runs r
@@ -107,6 +112,7 @@ ORDER BY r.run_id
     ),
     h=_H,
     best=best_column(HEADLINE),
+    param_columns=", ".join(f"r.{c}" for c in PARAM_COLUMNS),
     where="{where}",
 )
 
@@ -150,8 +156,9 @@ def runs(con: duckdb.DuckDBPyConnection, sweep_id: int | None = None) -> pd.Data
 
     Returns:
         One row per run: run_id, sweep_id, dataset_id, dataset, artifact_id
-        (the distances it re-ranked), backbone, per_class, method, variant,
-        kg, kq, beta (NULL for baselines), n_iter, params (JSON text),
+        (the distances it re-ranked), backbone, per_class, method, the
+        :data:`PARAM_COLUMNS` (kg, kq, beta, n_iter, variant; all but n_iter
+        NULL for baselines), params (JSON text),
         device, seconds, finished_at, last_iteration, best_iteration,
         ``best_<headline>`` (:func:`best_column`), ``<metric>_before``
         (iteration 0) and ``<metric>_after`` (last iteration) for each of
@@ -425,13 +432,11 @@ def sweep_grid(con: duckdb.DuckDBPyConnection, sweep_id: int) -> pd.DataFrame:
     Runs of other methods (the baselines) are left out.
 
     Returns:
-        run_id, those methods' registry parameters that are :func:`runs` columns (kg, kq,
-        beta, n_iter, variant for ICFRR), ``<headline>_before``, ``<headline>_after``,
+        run_id, the :data:`PARAM_COLUMNS`, ``<headline>_before``, ``<headline>_after``,
         ``<headline>_gain``, best_iteration, ``best_<headline>``, best_gain.
     """
     all_runs = runs(con, sweep_id)
-    names = dict.fromkeys(p.name for m in METHODS if has_params(m.key, *GRID_AXES) for p in m.params)
-    cols = ["run_id", *(n for n in names if n in all_runs.columns), before_column(HEADLINE),
+    cols = ["run_id", *PARAM_COLUMNS, before_column(HEADLINE),
             after_column(HEADLINE), gain_column(HEADLINE), "best_iteration", best_column(HEADLINE),
             "best_gain"]
     on_grid = [has_params(k, *GRID_AXES) for k in all_runs.method]
@@ -476,17 +481,17 @@ def paired_ap(
 
 
 def run_info(con: duckdb.DuckDBPyConnection, run_id: int) -> dict | None:
-    """One run's row: ``{run_id, dataset_id, method, variant, kg, kq, beta, n_iter, status}`` or None.
+    """One run's row: ``{run_id, dataset_id, method, <PARAM_COLUMNS>, status}`` or None.
 
     Any status (callers decide what an unfinished run means); None when no such run.
     """
-    row = con.execute("""
-        SELECT r.run_id, s.dataset_id, r.method, r.variant, r.kg, r.kq, r.beta, r.n_iter, r.status
+    row = con.execute(f"""
+        SELECT r.run_id, s.dataset_id, r.method, {", ".join(f"r.{c}" for c in PARAM_COLUMNS)}, r.status
         FROM runs r JOIN sweeps s ON s.sweep_id = r.sweep_id WHERE r.run_id = ?
     """, [run_id]).fetchone()
     if row is None:
         return None
-    keys = ("run_id", "dataset_id", "method", "variant", "kg", "kq", "beta", "n_iter", "status")
+    keys = ("run_id", "dataset_id", "method", *PARAM_COLUMNS, "status")
     return dict(zip(keys, row))
 
 

@@ -243,7 +243,7 @@ def test_method_questions_follow_the_registry_entries_not_their_names() -> None:
         assert not read.explainable(unknown) and not read.iterative(unknown) and not read.has_params(unknown)
 
 
-def test_derived_columns_are_named_from_the_headline_metric(con) -> None:
+def test_derived_columns_are_named_from_the_headline_metric(con, raw) -> None:
     from icfrr.registry import HEADLINE, METRICS
 
     got = read.runs(con)
@@ -254,6 +254,8 @@ def test_derived_columns_are_named_from_the_headline_metric(con) -> None:
     assert {read.gain_column(HEADLINE), read.best_column(HEADLINE)} <= set(got.columns)
     grid = read.sweep_grid(con, 1)
     icfrr = [p.name for p in read.registered("icfrr").params]
+    assert read.PARAM_COLUMNS == tuple(icfrr) and set(icfrr) <= set(got.columns)
+    assert set(read.PARAM_COLUMNS) <= set(raw["runs"].columns)   # the store's own columns
     assert list(grid.columns) == ["run_id", *icfrr, "map_all_before", "map_all_after", "map_all_gain",
                                   "best_iteration", "best_map_all", "best_gain"]
     baselines = read.sweep_grid(con, 3)   # the fixture's baseline sweep: no KG, no KQ
