@@ -103,15 +103,20 @@ def _scalar(value: object) -> bool:
     return isinstance(value, (str, int, float, np.generic)) and not pd.isna(value)
 
 
+def _stored_params(row: object) -> dict[str, object]:
+    """A row's ``runs.params`` JSON text as a dict ({} when missing or unreadable)."""
+    try:
+        params = json.loads(getattr(row, "params", None) or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
 def run_params(row: object) -> dict[str, object]:
     """A run's parameters: ``runs.params`` (JSON text; unreadable -> none), completed from the
     row's own columns (ICFRR's kg, kq, beta, n_iter and variant) for every registry parameter
     of its method that the JSON lacks and the row holds (not NULL)."""
-    try:
-        params = json.loads(getattr(row, "params", None) or "{}")
-    except (TypeError, ValueError):
-        params = {}
-    params = params if isinstance(params, dict) else {}
+    params = _stored_params(row)
     entry = registered(getattr(row, "method", None))
     for p in entry.params if entry is not None else ():
         value = getattr(row, p.name, None)
@@ -128,11 +133,8 @@ def graph_text(row: object) -> str:
     Args:
         row: A row of ``store.read.runs`` (its ``params`` JSON text).
     """
-    try:
-        params = json.loads(getattr(row, "params", None) or "{}")
-    except (TypeError, ValueError):
-        return ""
-    graph = params.get("graph") if isinstance(params, dict) else None
+    params = _stored_params(row)
+    graph = params.get("graph")
     kind = graph.get("kind") if isinstance(graph, dict) else None
     if not isinstance(kind, str) or kind == "exact":
         return ""
