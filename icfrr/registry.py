@@ -210,6 +210,8 @@ class Method:
         needs_qq: Whether it needs query-query distances.
         iterative: Whether it yields one ranking per iteration (ICFRR) or a
             single re-ranked result (stored as iteration 1).
+        explainable: Whether the failure analysis (``jobs.report --signature``,
+            the explanations) applies: the method votes with its initial top-KQ.
     """
 
     key: str
@@ -218,6 +220,7 @@ class Method:
     params: tuple[Param, ...]
     needs_qq: bool = False
     iterative: bool = False
+    explainable: bool = False
 
 
 _DBA = (Param("dba_n", ("--dba-n", "--dba_n"), int, (10,), minimum=0,
@@ -242,7 +245,7 @@ METHODS: tuple[Method, ...] = (
               help="iterations, 1 to 100 (default 5); every iteration's metrics are stored"),
         Param("variant", ("--variant",), str, ("reference",), choices=("reference", "paper"),
               help="reference (position-based, default) or paper (accumulating)"),
-    ), iterative=True),
+    ), iterative=True, explainable=True),
     Method("k_reciprocal", "k-reciprocal", "Zhong et al., CVPR 2017", (
         Param("k1", ("--k1",), int, (20,), minimum=1, help="k-reciprocal neighbourhood size (default 20)"),
         Param("k2", ("--k2",), int, (6,), minimum=1, help="local query expansion size (default 6)"),
