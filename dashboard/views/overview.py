@@ -250,7 +250,7 @@ def _methods(ctx: Context) -> None:
     st.download_button("Download CSV", csv, file_name=f"{stem}.csv", mime="text/csv",
                        key="methods_csv")
     st.caption("LaTeX (booktabs) of this table:")
-    st.code(latex_command(ctx.db, pc), language="bash")
+    st.code(latex_command(ctx.db.path, pc), language="bash")
     _sensitivity(ctx, pc)
 
 
