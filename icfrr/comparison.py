@@ -220,6 +220,49 @@ def check_test(test: str, alpha: float) -> None:
         raise ReportError(f"alpha must lie strictly between 0 and 1, got {alpha}")
 
 
+@dataclass(frozen=True)
+class Distances:
+    """What a table compares on: a dataset and one set of its distances (an ``artifacts`` row).
+
+    Attributes:
+        dataset: Dataset name.
+        dataset_id: Its ``datasets.dataset_id``.
+        artifact_id: The distances (``artifacts.artifact_id``).
+        backbone: Their backbone.
+    """
+
+    dataset: str
+    dataset_id: int
+    artifact_id: int
+    backbone: str
+
+    def __str__(self) -> str:
+        return f"{self.dataset} ({self.backbone})"
+
+
+@dataclass(frozen=True)
+class ComparisonOptions:
+    """The comparison's choices, checked when made (:class:`ReportError`, one line).
+
+    Attributes:
+        metrics: Metric keys to show (None: every registry metric; a tuple after checking).
+        baseline: None or ``"initial"``: each row against iteration 0 of its
+            own run; a method key: that method's best run; an int (or a
+            string of digits): that run id, at its last iteration.
+        test: A key of :data:`icfrr.stats.PAIRED_TESTS`.
+        alpha: Family-wise level of the marks, in (0, 1).
+    """
+
+    metrics: Sequence[str] | None = None
+    baseline: str | int | None = None
+    test: str = "randomisation"
+    alpha: float = ALPHA
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", check_metrics(self.metrics))
+        check_test(self.test, self.alpha)
+
+
 # ------------------------------------------------------------------------ rules
 
 
@@ -297,41 +340,30 @@ def _baseline_run(baseline: str | int | None, runs: Sequence[RunSummary],
 def build_comparison(
     runs: Sequence[RunSummary],
     query_values: QueryValues,
-    *,
-    dataset: str,
-    dataset_id: int,
-    artifact_id: int,
-    backbone: str,
-    metrics: Sequence[str] | None = None,
-    baseline: str | int | None = None,
-    test: str = "randomisation",
-    alpha: float = ALPHA,
+    where: Distances,
+    options: ComparisonOptions | None = None,
 ) -> Comparison:
     """The comparison table of the finished runs on one dataset's distances.
 
     Args:
         runs: Every finished run there (``store.report.finished_runs``), at least one.
         query_values: The per-query values of a (run, iteration), one column per
-            metric shown, in ``metrics`` order (their ``query_metrics`` columns).
-        dataset / dataset_id / artifact_id / backbone: What the runs are on.
-        metrics: Metric keys to show (default: every registry metric).
-        baseline: None or ``"initial"``: each row against iteration 0 of its
-            own run; a method key: that method's best run; an int (or a
-            string of digits): that run id, at its last iteration.
-        test: A key of :data:`icfrr.stats.PAIRED_TESTS`.
-        alpha: Family-wise level of the marks, in (0, 1).
+            metric shown, in ``options.metrics`` order (their ``query_metrics``
+            columns, :func:`query_columns`).
+        where: What the runs are on.
+        options: Metrics, baseline, test and level (default: every metric against
+            each run's initial ranking, the randomisation test, α = 0.05).
 
     Returns:
         A :class:`Comparison`; its first row is the initial ranking.
 
     Raises:
-        ReportError: One line: an unknown metric, test, method or run.
+        ReportError: One line: an unknown baseline method or run.
     """
-    chosen = check_metrics(metrics)
-    check_test(test, alpha)
-    where = f"{dataset} ({backbone})"
+    options = options or ComparisonOptions()
+    chosen, test, alpha = tuple(options.metrics or ()), options.test, options.alpha
     best = best_runs(runs)
-    base_run, description = _baseline_run(baseline, runs, best, where)
+    base_run, description = _baseline_run(options.baseline, runs, best, str(where))
 
     first = base_run if base_run is not None else next(iter(best.values()))
     planned: list[tuple[str, str | None, str, RunSummary, int]] = [(INITIAL, None, "initial", first, 0)]
@@ -377,9 +409,9 @@ def build_comparison(
             diffs=dict(zip(chosen, diffs)), p_values=dict(zip(chosen, ps)),
             p_holms={m: float(q) for m, q in zip(chosen, p_adj)}, marks=marks,
             graph="" if role == "initial" else graph_text(run.params)))
-    return Comparison(dataset=dataset, dataset_id=dataset_id, artifact_id=artifact_id,
-                      backbone=backbone, metrics=chosen, test=test, alpha=alpha,
-                      baseline=description, rows=tuple(rows))
+    return Comparison(dataset=where.dataset, dataset_id=where.dataset_id,
+                      artifact_id=where.artifact_id, backbone=where.backbone, metrics=chosen,
+                      test=test, alpha=alpha, baseline=description, rows=tuple(rows))
 
 
 def query_columns(metrics: Sequence[str]) -> list[str]:
@@ -421,6 +453,7 @@ def to_records(cmp: Comparison) -> list[dict[str, object]]:
     return out
 
 
-__all__ = ["ALPHA", "BETTER", "INITIAL", "WORSE", "Comparison", "QueryValues", "ReportError",
+__all__ = ["ALPHA", "BETTER", "INITIAL", "WORSE", "Comparison", "ComparisonOptions", "Distances",
+           "QueryValues", "ReportError",
            "ReportRow", "RunSummary", "best_runs", "build_comparison", "check_metrics", "check_test",
            "paired_rows", "paired_tests", "query_columns", "significance_mark", "to_records"]

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from icfrr import protocols, stats
-from icfrr.comparison import (ALPHA, BETTER, INITIAL, WORSE, ReportError, RunSummary, check_metrics,
-                              check_test, significance_mark)
+from icfrr.comparison import (ALPHA, BETTER, INITIAL, WORSE, Distances, ReportError, RunSummary,
+                              check_metrics, check_test, significance_mark)
 from icfrr.labels import choice_params, is_iterative, method_label, method_order
 from icfrr.registry import HEADLINE, METRICS, method
 
@@ -184,20 +184,46 @@ def chosen_text(row: ProtocolRow) -> str:
 # ------------------------------------------------------------------------ checks
 
 
-def check_protocol_args(*, protocol: str, metrics: Sequence[str] | None, ci: str, n_boot: int,
-                        test: str, alpha: float, tune_fraction: float) -> tuple[str, ...]:
-    """The metric keys to show, after refusing bad arguments (:class:`ReportError`, one line)."""
-    chosen = check_metrics(metrics)
-    if protocol not in protocols.PROTOCOLS:
-        raise ReportError(f"unknown protocol {protocol!r}; use one of {', '.join(protocols.PROTOCOLS)}")
-    if ci not in CI_UNITS:
-        raise ReportError(f"unknown --ci {ci!r}; use one of {', '.join(CI_UNITS)}")
-    if n_boot < 100:
-        raise ReportError(f"--n-boot must be at least 100, got {n_boot}")
-    check_test(test, alpha)
-    if protocol == "holdout" and not 0.0 < tune_fraction < 1.0:
-        raise ReportError(f"--tune-fraction must lie strictly between 0 and 1, got {tune_fraction:g}")
-    return chosen
+@dataclass(frozen=True)
+class ProtocolOptions:
+    """The protocol table's choices, checked when made (:class:`ReportError`, one line).
+
+    Attributes:
+        protocol: ``test``, ``holdout`` or ``cv`` (:mod:`icfrr.protocols`).
+        metrics / test / alpha: As in :class:`icfrr.comparison.ComparisonOptions`.
+        baseline: None or ``"initial"`` (the initial ranking) or a method key
+            (that method under the same protocol).
+        tune_fraction: Holdout's share of tuning classes, in (0, 1).
+        folds: Cross-validation's folds, 2 .. number of classes.
+        seed: Seed of the class split (and of the bootstrap).
+        ci: ``class`` (resample classes), ``query`` or ``none``.
+        n_boot: Bootstrap resamples, >= 100.
+    """
+
+    protocol: str = "holdout"
+    metrics: Sequence[str] | None = None
+    baseline: str | None = None
+    test: str = "randomisation"
+    alpha: float = ALPHA
+    tune_fraction: float = 0.5
+    folds: int = 5
+    seed: int = 0
+    ci: str = "class"
+    n_boot: int = 2000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", check_metrics(self.metrics))
+        if self.protocol not in protocols.PROTOCOLS:
+            raise ReportError(f"unknown protocol {self.protocol!r}; use one of "
+                              f"{', '.join(protocols.PROTOCOLS)}")
+        if self.ci not in CI_UNITS:
+            raise ReportError(f"unknown --ci {self.ci!r}; use one of {', '.join(CI_UNITS)}")
+        if self.n_boot < 100:
+            raise ReportError(f"--n-boot must be at least 100, got {self.n_boot}")
+        check_test(self.test, self.alpha)
+        if self.protocol == "holdout" and not 0.0 < self.tune_fraction < 1.0:
+            raise ReportError("--tune-fraction must lie strictly between 0 and 1, "
+                              f"got {self.tune_fraction:g}")
 
 
 def check_labels(labels: np.ndarray, dataset: str) -> np.ndarray:
@@ -233,49 +259,30 @@ def build_protocol_comparison(
     candidates: Mapping[str, Candidates],
     labels: np.ndarray,
     runs: Mapping[int, RunSummary],
-    *,
-    dataset: str,
-    dataset_id: int,
-    artifact_id: int,
-    backbone: str,
+    where: Distances,
+    options: ProtocolOptions | None = None,
     partial_runs: Sequence[int] = (),
-    protocol: str = "holdout",
-    metrics: Sequence[str] | None = None,
-    baseline: str | None = None,
-    test: str = "randomisation",
-    alpha: float = ALPHA,
-    tune_fraction: float = 0.5,
-    folds: int = 5,
-    seed: int = 0,
-    ci: str = "class",
-    n_boot: int = 2000,
 ) -> ProtocolComparison:
-    """Each method's configuration and iteration chosen under ``protocol``, reported on the other queries.
+    """Each method's configuration and iteration chosen under a protocol, reported on the other queries.
 
     Args:
         candidates: Method -> its stored (run, iteration) candidates over the Q queries.
         labels: int [Q] the label of each query (-1: unknown).
         runs: Run id -> the finished run (its parameters name the choices).
-        dataset / dataset_id / artifact_id / backbone: What the runs are on.
+        where: What the runs are on.
+        options: Protocol, split, test and intervals (default: holdout, see
+            :class:`ProtocolOptions`).
         partial_runs: Runs holding per-query metrics of some iterations only.
-        protocol: ``test``, ``holdout`` or ``cv``.
-        metrics / test / alpha: As for :func:`icfrr.comparison.build_comparison`.
-        baseline: None or ``"initial"`` (the initial ranking) or a method key
-            (that method under the same protocol).
-        tune_fraction: Holdout's share of tuning classes, in (0, 1).
-        folds: Cross-validation's folds, 2 .. number of classes.
-        seed: Seed of the class split (and of the bootstrap).
-        ci: ``class`` (resample classes), ``query`` or ``none``.
-        n_boot: Bootstrap resamples, >= 100.
 
     Raises:
-        ReportError: One line: bad arguments, no labels, no per-query metrics,
-            an impossible split, an unknown baseline.
+        ReportError: One line: no labels, no per-query metrics, an impossible
+            split, an unknown baseline.
     """
-    chosen_metrics = check_protocol_args(protocol=protocol, metrics=metrics, ci=ci, n_boot=n_boot,
-                                         test=test, alpha=alpha, tune_fraction=tune_fraction)
-    where = f"{dataset} ({backbone})"
-    labels = check_labels(labels, dataset)
+    o = options or ProtocolOptions()
+    protocol, baseline, test, alpha = o.protocol, o.baseline, o.test, o.alpha
+    tune_fraction, folds, seed, ci, n_boot = o.tune_fraction, o.folds, o.seed, o.ci, o.n_boot
+    chosen_metrics = tuple(o.metrics or ())
+    labels = check_labels(labels, where.dataset)
     cands = {k: c for k, c in candidates.items() if np.any(c.iterations >= 1)}
     if not cands:
         raise ReportError(f"the runs of {where} hold no per-query metrics; rerun the sweep")
@@ -350,7 +357,8 @@ def build_protocol_comparison(
             protocols.spread(c.values["ap"], c.iterations, reported), int(np.sum(c.iterations >= 1)),
             math.nan if d is None else float(protocols.mean_ap(c.values["ap"][[d]], reported)[0])))
     return ProtocolComparison(
-        dataset=dataset, dataset_id=dataset_id, artifact_id=artifact_id, backbone=backbone,
+        dataset=where.dataset, dataset_id=where.dataset_id, artifact_id=where.artifact_id,
+        backbone=where.backbone,
         metrics=chosen_metrics, protocol=protocol, seed=seed, tune_fraction=tune_fraction,
         folds=folds, ci=ci, n_boot=n_boot, test=test, alpha=alpha,
         baseline="the initial ranking" if on_initial else f"{method_label(str(baseline))} (same protocol)",
@@ -428,5 +436,5 @@ def to_records(pc: ProtocolComparison) -> list[dict[str, object]]:
 
 
 __all__ = ["CI_UNITS", "Candidates", "ProtocolComparison", "ProtocolRow", "build_protocol_comparison",
-           "check_labels", "check_protocol_args", "chosen_text", "grid_rows", "intervals_text", "selection_text",
+           "ProtocolOptions", "check_labels", "chosen_text", "grid_rows", "intervals_text", "selection_text",
            "stored_note", "to_records"]

@@ -13,17 +13,16 @@ last per run: selection then uses the stored iterations, and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from icfrr.comparison import ALPHA
-from icfrr.protocol_comparison import (CI_UNITS, Candidates, ProtocolComparison,
-                                       build_protocol_comparison, check_labels, check_protocol_args,
-                                       grid_rows)
+from icfrr.protocol_comparison import (CI_UNITS, Candidates, ProtocolComparison, ProtocolOptions,
+                                       build_protocol_comparison, check_labels, grid_rows)
 from icfrr.registry import METRICS
-from store.report import finished_runs, pick_artifact, pick_dataset
+from store.report import finished_runs, pick_distances
 
 _COLUMN = {m.key: m.column for m in METRICS}
 
@@ -104,46 +103,30 @@ def grid_scores(
     return pd.DataFrame(rows, columns=columns)
 
 
-def protocol_comparison(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    protocol: str = "holdout",
-    dataset: str | int | None = None,
-    backbone: str | int | None = None,
-    metrics: Sequence[str] | None = None,
-    baseline: str | None = None,
-    test: str = "randomisation",
-    alpha: float = ALPHA,
-    tune_fraction: float = 0.5,
-    folds: int = 5,
-    seed: int = 0,
-    ci: str = "class",
-    n_boot: int = 2000,
-) -> ProtocolComparison:
+def protocol_comparison(con: duckdb.DuckDBPyConnection, *, dataset: str | int | None = None,
+                        backbone: str | int | None = None, **options: Any) -> ProtocolComparison:
     """The protocol table of a store: its reads handed to
-    :func:`icfrr.protocol_comparison.build_protocol_comparison` (same arguments).
+    :func:`icfrr.protocol_comparison.build_protocol_comparison`.
 
     Args:
         con: A reader connection (``store.db.connect_reader``).
         dataset / backbone: As for ``store.report.comparison``.
+        **options: :class:`icfrr.protocol_comparison.ProtocolOptions`' fields
+            (protocol, metrics, baseline, test, alpha, tune_fraction, folds,
+            seed, ci, n_boot), checked before anything is read.
 
     Raises:
         ReportError: One line: bad arguments, no labels, fewer than 2 query
             classes, more folds than classes, an unknown dataset or baseline.
     """
-    check_protocol_args(protocol=protocol, metrics=metrics, ci=ci, n_boot=n_boot, test=test,
-                        alpha=alpha, tune_fraction=tune_fraction)
-    dataset_id, name = pick_dataset(con, dataset)
-    artifact_id, backbone_name = pick_artifact(con, dataset_id, name, backbone)
-    labels = check_labels(query_labels(con, dataset_id), name)
-    cands = stored_candidates(con, dataset_id, artifact_id, labels.size)
+    opts = ProtocolOptions(**options)
+    where = pick_distances(con, dataset, backbone)
+    labels = check_labels(query_labels(con, where.dataset_id), where.dataset)
+    cands = stored_candidates(con, where.dataset_id, where.artifact_id, labels.size)
     partial = partially_stored_runs(con, [int(r) for c in cands.values()
                                           if np.any(c.iterations >= 1) for r in np.unique(c.run_ids)])
-    return build_protocol_comparison(
-        cands, labels, {r.run_id: r for r in finished_runs(con, dataset_id, artifact_id)},
-        dataset=name, dataset_id=dataset_id, artifact_id=artifact_id, backbone=backbone_name,
-        partial_runs=partial, protocol=protocol, metrics=metrics, baseline=baseline, test=test,
-        alpha=alpha, tune_fraction=tune_fraction, folds=folds, seed=seed, ci=ci, n_boot=n_boot)
+    runs = {r.run_id: r for r in finished_runs(con, where.dataset_id, where.artifact_id)}
+    return build_protocol_comparison(cands, labels, runs, where, opts, partial)
 
 
 __all__ = ["CI_UNITS", "Candidates", "ProtocolComparison", "grid_scores", "partially_stored_runs",

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import numpy as np
 
-from icfrr.comparison import (ALPHA, Comparison, ReportError, RunSummary, build_comparison,
-                              check_metrics, check_test, query_columns)
+from icfrr.comparison import (Comparison, ComparisonOptions, Distances, ReportError, RunSummary,
+                              build_comparison, query_columns)
 from icfrr.registry import METRIC_KEYS
 
 
@@ -140,16 +141,16 @@ def query_values(con: duckdb.DuckDBPyConnection, run_id: int, iteration: int,
     return idx, (np.stack(vals, axis=1) if vals else np.empty((idx.size, 0)))
 
 
-def comparison(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    dataset: str | int | None = None,
-    backbone: str | int | None = None,
-    metrics: Sequence[str] | None = None,
-    baseline: str | int | None = None,
-    test: str = "randomisation",
-    alpha: float = ALPHA,
-) -> Comparison:
+def pick_distances(con: duckdb.DuckDBPyConnection, dataset: str | int | None,
+                   backbone: str | int | None) -> Distances:
+    """The dataset (:func:`pick_dataset`) and its distances (:func:`pick_artifact`) to report on."""
+    dataset_id, name = pick_dataset(con, dataset)
+    artifact_id, backbone_name = pick_artifact(con, dataset_id, name, backbone)
+    return Distances(name, dataset_id, artifact_id, backbone_name)
+
+
+def comparison(con: duckdb.DuckDBPyConnection, *, dataset: str | int | None = None,
+               backbone: str | int | None = None, **options: Any) -> Comparison:
     """The comparison table of a store: its reads handed to :func:`icfrr.comparison.build_comparison`.
 
     Args:
@@ -158,24 +159,22 @@ def comparison(
             dataset only.
         backbone: Which distances (``artifacts``) of the dataset: a backbone
             name or an artifact id; None when the dataset's runs use one.
-        metrics / baseline / test / alpha: As for ``build_comparison``.
+        **options: :class:`icfrr.comparison.ComparisonOptions`' fields (metrics,
+            baseline, test, alpha), checked before anything is read.
 
     Raises:
         ReportError: With a one-line message: no runs, an unknown or ambiguous
             dataset/backbone, an unknown metric, test, method or run.
     """
-    columns = query_columns(check_metrics(metrics))
-    check_test(test, alpha)
-    dataset_id, name = pick_dataset(con, dataset)
-    artifact_id, backbone_name = pick_artifact(con, dataset_id, name, backbone)
-    runs = finished_runs(con, dataset_id, artifact_id)
+    opts = ComparisonOptions(**options)
+    where = pick_distances(con, dataset, backbone)
+    runs = finished_runs(con, where.dataset_id, where.artifact_id)
     if not runs:
-        raise ReportError(f"the runs of {name} ({backbone_name}) hold no metrics; rerun the sweep")
-    return build_comparison(
-        runs, lambda run_id, iteration: query_values(con, run_id, iteration, columns),
-        dataset=name, dataset_id=dataset_id, artifact_id=artifact_id, backbone=backbone_name,
-        metrics=metrics, baseline=baseline, test=test, alpha=alpha)
+        raise ReportError(f"the runs of {where} hold no metrics; rerun the sweep")
+    columns = query_columns(opts.metrics or ())
+    return build_comparison(runs, lambda run_id, it: query_values(con, run_id, it, columns),
+                            where, opts)
 
 
 __all__ = ["ReportError", "comparison", "finished_runs", "pick_artifact", "pick_dataset",
-           "query_values"]
+           "pick_distances", "query_values"]

@@ -12,6 +12,8 @@ from scipy import stats as sps
 from icfrr import comparison as C
 from icfrr.registry import HEADLINE, METRIC_KEYS
 
+WHERE = C.Distances("d", 1, 1, "b")
+
 
 def _summary(run_id: int, method: str, headline: float, initial: float = 0.2,
              params: dict | None = None, last: int = 1) -> C.RunSummary:
@@ -96,8 +98,7 @@ def _store(q: int = 30, seed: int = 1):
 
 def test_comparison_rows_against_scipy_and_holm() -> None:
     runs, values, per_query, factor = _store()
-    cmp = C.build_comparison(runs, values, dataset="d", dataset_id=1, artifact_id=1, backbone="b",
-                             test="t")
+    cmp = C.build_comparison(runs, values, WHERE, C.ComparisonOptions(test="t"))
     assert [r.role for r in cmp.rows] == ["initial", "method", "method"]
     assert [(r.method, r.run_id) for r in cmp.rows[1:]] == [("icfrr", 1), ("k_reciprocal", 3)]
     assert [r.n_configs for r in cmp.rows] == [0, 2, 1]
@@ -120,8 +121,8 @@ def test_comparison_rows_against_scipy_and_holm() -> None:
 
 def test_a_baseline_run_that_is_no_methods_best_gets_its_own_untested_row() -> None:
     runs, values, per_query, _ = _store()
-    cmp = C.build_comparison(runs, values, dataset="d", dataset_id=1, artifact_id=1, backbone="b",
-                             baseline=2, test="t", metrics=["map_all"])
+    cmp = C.build_comparison(runs, values, WHERE,
+                             C.ComparisonOptions(baseline=2, test="t", metrics=["map_all"]))
     assert [(r.role, r.run_id) for r in cmp.rows] == [("initial", 2), ("baseline", 2),
                                                       ("method", 1), ("method", 3)]
     assert cmp.baseline == "ICFRR (run 2)" and cmp.rows[1].n_pairs == 0
@@ -139,6 +140,5 @@ def test_a_baseline_run_that_is_no_methods_best_gets_its_own_untested_row() -> N
 def test_bad_input_is_one_line(kwargs, match) -> None:
     runs, values, _, _ = _store()
     with pytest.raises(C.ReportError, match=match) as exc:
-        C.build_comparison(runs, values, dataset="d", dataset_id=1, artifact_id=1, backbone="b",
-                           **kwargs)
+        C.build_comparison(runs, values, WHERE, C.ComparisonOptions(**kwargs))
     assert "\n" not in str(exc.value)

@@ -36,8 +36,8 @@ def _cands(seed: int = 0) -> tuple[dict[str, PC.Candidates], np.ndarray, dict[in
 
 def _build(**kwargs) -> PC.ProtocolComparison:
     cands, labels, runs = _cands()
-    return PC.build_protocol_comparison(cands, labels, runs, dataset="d", dataset_id=1,
-                                        artifact_id=1, backbone="b", **kwargs)
+    return PC.build_protocol_comparison(cands, labels, runs, C.Distances("d", 1, 1, "b"),
+                                        PC.ProtocolOptions(**kwargs))
 
 
 def test_test_protocol_picks_the_best_candidate_and_tests_it_against_scipy() -> None:
