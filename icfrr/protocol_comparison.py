@@ -26,7 +26,7 @@ from icfrr import protocols, stats
 from icfrr.comparison import (ALPHA, BETTER, INITIAL, WORSE, Distances, ReportError, RunSummary,
                               check_metrics, check_test, significance_mark)
 from icfrr.labels import choice_params, is_iterative, method_label, method_order
-from icfrr.registry import HEADLINE, METRICS, method
+from icfrr.registry import METRICS, method
 
 #: --ci choices: resample classes (default), queries, or no interval.
 CI_UNITS = ("class", "query", "none")

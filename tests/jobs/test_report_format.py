@@ -11,8 +11,6 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -22,24 +20,7 @@ from icfrr.registry import LABELS
 from jobs import report_cells, report_format
 from store import report
 from store.db import connect_reader
-from tests.store.report_store import StoredRun, build
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, StoredRun]]:
-    return build(tmp_path_factory.mktemp("report"))
-
-
-@pytest.fixture()
-def con(store) -> Iterator[duckdb.DuckDBPyConnection]:
-    c = connect_reader(store[0])
-    yield c
-    c.close()
-
-
-@pytest.fixture()
-def runs(store) -> dict[str, StoredRun]:
-    return store[1]
+from tests.store.report_store import con, runs, store  # noqa: F401 (fixtures)
 
 
 # ------------------------------------------------------------------------ formats

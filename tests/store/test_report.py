@@ -13,36 +13,16 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 
 from icfrr import comparison, registry, stats
-from icfrr.registry import LABELS, METRIC_KEYS
+from icfrr.registry import METRIC_KEYS
 from jobs import report_format
 from store import report
 from store.db import connect_reader
-from tests.store.report_store import FACTORS, StoredRun, build
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, StoredRun]]:
-    return build(tmp_path_factory.mktemp("report"))
-
-
-@pytest.fixture()
-def con(store) -> Iterator[duckdb.DuckDBPyConnection]:
-    c = connect_reader(store[0])
-    yield c
-    c.close()
-
-
-@pytest.fixture()
-def runs(store) -> dict[str, StoredRun]:
-    return store[1]
+from tests.store.report_store import FACTORS, StoredRun, build, con, runs, store  # noqa: F401 (fixtures)
 
 
 def holm_literal(p: list[float]) -> list[float]:
