@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from jobs.cli import UsageError
+from jobs.report_cells import align
 
 if TYPE_CHECKING:
     from icfrr.registry import Method
@@ -282,9 +283,4 @@ def _csv(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def _aligned(header: list[str], rows: list[list[str]], left: int) -> str:
     """Aligned text columns: the first ``left`` columns left-aligned, the rest right-aligned."""
-    table = [header, *rows]
-    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if c < left else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
-             .rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(align([header, *rows], set(range(left))))
