@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pandas as pd
 
+from icfrr.labels import params_text
 from icfrr.registry import HEADLINE, LABELS
 from store.read import after_column, before_column, best_column, gain_column, registered
-from store.report import params_text
 
 #: Display names of the metric columns.
 METRIC_NAMES = LABELS
@@ -175,7 +175,7 @@ def has_metrics(row: object) -> bool:
 
 
 def method_and_params(row: object) -> tuple[str, str]:
-    """A run's method label and compact parameter text (``store.report.params_text``):
+    """A run's method label and compact parameter text (``icfrr.labels.params_text``):
     ``("k-reciprocal", "k1 20, k2 6, λ 0.3")``."""
     return method_label(row.method), params_text(str(row.method), run_params(row))
 

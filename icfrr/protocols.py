@@ -34,9 +34,12 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from icfrr.registry import method
 
 #: Protocol names, as ``python -m jobs.report --protocol`` spells them.
 PROTOCOLS = ("test", "holdout", "cv")
@@ -282,6 +285,44 @@ def spread(ap: np.ndarray, iterations: np.ndarray, queries: np.ndarray) -> tuple
     return (float(means.min()), float(np.median(means)), float(means.max()))
 
 
+def default_candidate(
+    method_key: str, run_ids: np.ndarray, iterations: np.ndarray, params: Mapping[int, Mapping[str, object]]
+) -> int | None:
+    """The candidate with the registry's default parameters (lowest run id), or None.
+
+    A run matches when every grid parameter it asked for (``asked_<name>``,
+    else ``<name>`` of ``runs.params``) equals the registry default (numbers
+    compared with ``math.isclose``); the candidate is its iteration at the
+    default ``n_iter`` (1 for a method without one).
+
+    Args:
+        method_key: A registry method key (None for any other key).
+        run_ids: int [C] run of each candidate; iterations: int [C] its iteration.
+        params: run id -> its ``runs.params``.
+
+    Returns:
+        The row index of that candidate, or None when no run used the defaults.
+    """
+    try:
+        grid = method(method_key).params
+    except KeyError:
+        return None
+    want_it = 1
+    for i in np.argsort(run_ids, kind="stable"):
+        p = params.get(int(run_ids[i]), {})
+        ok = True
+        for prm in grid:
+            if prm.name == "n_iter":
+                want_it = int(prm.default[0])
+                continue
+            got = p.get(f"asked_{prm.name}", p.get(prm.name))
+            ok &= got is not None and (got == prm.default[0] if prm.kind is str
+                                       else math.isclose(float(got), float(prm.default[0])))
+        if ok and int(iterations[i]) == want_it:
+            return int(i)
+    return None
+
+
 __all__ = ["PROTOCOLS", "TEST_LABEL", "TIE_DECIMALS", "ProtocolError", "Selection", "choose",
-           "cv_folds", "holdout_classes", "mean_ap", "optimism", "permuted_classes", "select",
+           "cv_folds", "default_candidate", "holdout_classes", "mean_ap", "optimism", "permuted_classes", "select",
            "spread"]

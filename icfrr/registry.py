@@ -210,7 +210,9 @@ class Method:
         needs_qq: Whether it needs query-query distances.
         iterative: Whether it yields one ranking per iteration (ICFRR) or a
             single re-ranked result (stored as iteration 1).
-        explainable: Whether its votes can be replayed and shown (``icfrr.explain``).
+        explainable: Whether its votes can be replayed and shown (``icfrr.explain``)
+            and the failure analysis (``jobs.report --signature``) applies: it votes
+            with its initial top-KQ.
     """
 
     key: str

@@ -103,7 +103,7 @@ def _child(key: str, folder: Path) -> dict:
 def bench_shape(name: str) -> list[str]:
     """Every registry method on one shape: a Markdown table."""
     from icfrr.registry import METHODS
-    from store.report import params_text
+    from icfrr.labels import params_text
 
     n_query, n_gallery = SHAPES[name]
     with tempfile.TemporaryDirectory(prefix="icfrr-bench-methods-") as tmp:

@@ -4,7 +4,8 @@ One row per method (its best run on the dataset, of how many configurations,
 with its parameters), every metric with its own significance mark against a
 baseline (a paired test on the metric's per-query values, Holm-corrected over
 rows x metrics), the change from that baseline, and the p-values last; as an
-aligned table, CSV or LaTeX (booktabs). The work is ``store.report``; this is
+aligned table, CSV or LaTeX (booktabs). The reads are ``store.report``'s, the
+analysis ``icfrr.comparison``'s, the formats ``jobs.report_format``'s; this is
 its command line.
 
 ``--per-query --run ID [--iteration T]`` exports one run's per-query metrics
@@ -120,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(str(exc))
 
-    from store import report  # heavy imports (duckdb, scipy) only past --help
+    from icfrr.comparison import ReportError  # heavy imports (duckdb, scipy) only past --help
+    from jobs import report_format
+    from store import report
     from store.db import StoreError, connect_reader
 
     try:
@@ -138,10 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cmp = report.comparison(con, dataset=args.dataset, backbone=args.backbone,
                                         metrics=args.metrics, baseline=args.baseline,
                                         test=args.test, alpha=args.alpha)
-                text = (report.to_latex(cmp, wide=args.latex_wide) if args.format == "latex" else
-                        {"table": report.to_text, "csv": report.to_csv}[args.format](cmp))
+                text = (report_format.to_latex(cmp, wide=args.latex_wide) if args.format == "latex"
+                        else {"table": report_format.to_text, "csv": report_format.to_csv}[args.format](cmp))
             data = (text if text.endswith("\n") else text + "\n").encode("utf-8")
-    except (report.ReportError, UsageError) as exc:
+    except (ReportError, UsageError) as exc:
         return _fail(str(exc))
     finally:
         con.close()

@@ -22,7 +22,13 @@ import math
 import sys
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 from jobs.cli import UsageError
+from jobs.report_cells import align
+
+if TYPE_CHECKING:
+    from icfrr.registry import Method
 
 DEFAULT_K = 10
 #: Flags of the comparison that mean nothing here (refused rather than ignored).
@@ -157,10 +163,25 @@ class _Run:
     def describe(self) -> str:
         """``run 3 (icfrr, reference, KG 8, KQ 6, beta 0.5)``."""
         i = self.info
-        if i["method"] == "icfrr":
-            return (f"run {i['run_id']} (icfrr, {i['variant']}, KG {i['kg']}, KQ {i['kq']}, "
-                    f"beta {i['beta']:g})")
-        return f"run {i['run_id']} ({i['method']})"
+        spec = _explainable(i["method"])
+        if spec is None:
+            return f"run {i['run_id']} ({i['method']})"
+        # registry order, str parameters first as bare values; the iteration is said elsewhere
+        shown = [p for p in spec.params if p.name in i and not (spec.iterative and p.name == "n_iter")]
+        parts = [str(i[p.name]) for p in shown if p.kind is str]
+        parts += [f"{p.flags[-1].lstrip('-')} {i[p.name]:g}" for p in shown if p.kind is not str]
+        return f"run {i['run_id']} ({', '.join([i['method'], *parts])})"
+
+
+def _explainable(method_key: str) -> Method | None:
+    """The registry entry of a method the failure analysis applies to (``Method.explainable``), else None."""
+    from icfrr.registry import method
+
+    try:
+        spec = method(method_key)
+    except KeyError:
+        return None
+    return spec if spec.explainable else None
 
 
 def _id_ranges(ids: Sequence[int]) -> str:
@@ -216,7 +237,7 @@ def _signature(con, args: argparse.Namespace) -> str:
     from store import read
 
     run = _Run(con, args)
-    if run.info["method"] != "icfrr" or run.info["kq"] is None:
+    if _explainable(run.info["method"]) is None or run.info["kq"] is None:
         raise UsageError(f"run {args.run} is a {run.info['method']} run; the failure signature "
                          "measures ICFRR's initial top-KQ: pick an ICFRR run")
     kq = int(run.info["kq"])
@@ -262,9 +283,4 @@ def _csv(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def _aligned(header: list[str], rows: list[list[str]], left: int) -> str:
     """Aligned text columns: the first ``left`` columns left-aligned, the rest right-aligned."""
-    table = [header, *rows]
-    widths = [max(len(r[c]) for r in table) for c in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if c < left else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
-             .rstrip() for r in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(align([header, *rows], set(range(left))))

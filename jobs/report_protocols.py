@@ -1,11 +1,11 @@
 """``python -m jobs.report --protocol test|holdout|cv``: its flags and its three formats.
 
-The table is ``store.protocol_report.protocol_comparison``; this module adds
-the flags to the report's parser and builds the table from the parsed flags.
-Its formats (aligned text, CSV, LaTeX) are ``store.protocol_format``'s, shared
-with the dashboard's Methods downloads: every format names the protocol and
-its split; the ``test`` protocol is labelled "tuned on the reported queries
-(optimistic)" in each.
+The table is ``store.protocol_report.protocol_comparison`` (the store's reads
+handed to ``icfrr.protocol_comparison``); this module adds the flags to the
+report's parser and builds the table from the parsed flags. Its formats
+(aligned text, CSV, LaTeX) are ``jobs.report_protocol_format``'s: every format
+names the protocol and its split; the ``test`` protocol is labelled "tuned on
+the reported queries (optimistic)" in each.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 # Light imports only: --help must answer without loading the store or scipy.
 from icfrr.protocols import PROTOCOLS, TEST_LABEL
-from store.protocol_format import FORMATTERS, to_csv, to_latex, to_records, to_text
+from jobs.report_protocol_format import FORMATTERS
 
 if TYPE_CHECKING:
     import duckdb
 
-    from store.protocol_report import ProtocolComparison
+    from icfrr.protocol_comparison import ProtocolComparison
 
-#: --ci choices (as store.protocol_report.CI_UNITS; not imported here: it loads duckdb).
+#: --ci choices (as icfrr.protocol_comparison.CI_UNITS; not imported here: it loads scipy).
 CI_UNITS = ("class", "query", "none")
 
 
@@ -62,7 +62,7 @@ _PROTOCOL_ONLY = frozenset({"--tune-fraction", "--tune_fraction", "--folds", "--
 
 
 def build(con: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> ProtocolComparison:
-    """The protocol table for the parsed report flags (raises ``store.report.ReportError``)."""
+    """The protocol table for the parsed report flags (raises ``icfrr.comparison.ReportError``)."""
     from store.protocol_report import protocol_comparison
 
     return protocol_comparison(
@@ -72,5 +72,4 @@ def build(con: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> ProtocolC
         n_boot=args.n_boot)
 
 
-__all__ = ["CI_UNITS", "FORMATTERS", "add_protocol_flags", "build", "flag_problem", "to_csv", "to_latex",
-           "to_records", "to_text"]
+__all__ = ["CI_UNITS", "FORMATTERS", "add_protocol_flags", "build", "flag_problem"]

@@ -80,7 +80,7 @@ def _columns(rows: list[list[str]], left: int) -> list[str]:
 
 def _list(con: duckdb.DuckDBPyConnection) -> str:
     from store import read
-    from store.report import params_text
+    from icfrr.labels import params_text
 
     runs = read.runs(con)
     if runs.empty:
@@ -110,7 +110,7 @@ def _show(con: duckdb.DuckDBPyConnection, run_id: int) -> str:
     import pandas as pd
 
     from store import read
-    from store.report import params_text
+    from icfrr.labels import params_text
 
     runs = read.runs(con)
     hit = runs[runs.run_id == run_id]

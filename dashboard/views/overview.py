@@ -5,6 +5,7 @@ ICFRR's sensitivity), metrics against iteration, the KG x KQ gain heatmap (ICFRR
 from __future__ import annotations
 
 import re
+import shlex
 
 import pandas as pd
 import streamlit as st
@@ -14,13 +15,12 @@ from dashboard.format import (AFTER, BEFORE, BEST, GAIN, HEAD, METRIC_NAMES, NO_
                               graph_text, has_metrics, method_and_params, method_label, plain,
                               signed)
 from dashboard.sidebar import Context, best_run, context, run_choices
+from icfrr.protocol_comparison import ProtocolComparison, intervals_text, selection_text, to_records
 from icfrr.protocols import PROTOCOLS, TEST_LABEL
 from icfrr.registry import METHOD_KEYS
 from icfrr.stats import PAIRED_TESTS
 from store import report
 from store.read import GRID_AXES, has_params, iterative, registered
-from store.protocol_format import intervals_text, selection_text, to_csv, to_latex, to_records
-from store.protocol_report import ProtocolComparison
 
 #: Baseline choice meaning "each row against its own run's initial ranking".
 INITIAL = "initial"
@@ -254,12 +254,26 @@ def _methods(ctx: Context) -> None:
                      "ranking on the same queries."))
     stem = (f"methods-{_file_stem(pc.dataset)}-{_file_stem(pc.backbone)}-{protocol}"
             f"-seed{seed}")
-    down = st.columns(2)
-    down[0].download_button("Download CSV", to_csv(pc), file_name=f"{stem}.csv",
-                            mime="text/csv", key="methods_csv")
-    down[1].download_button("Download LaTeX", to_latex(pc), file_name=f"{stem}.tex",
-                            mime="text/x-tex", key="methods_latex")
+    # the CSV is python -m jobs.report --protocol ... --format csv's, byte for byte
+    csv = pd.DataFrame(to_records(pc)).to_csv(index=False, lineterminator="\n")
+    st.download_button("Download CSV", csv, file_name=f"{stem}.csv", mime="text/csv",
+                       key="methods_csv")
+    st.caption("LaTeX (booktabs) of this table:")
+    st.code(latex_command(ctx.db.path, pc), language="bash")
     _sensitivity(ctx, pc)
+
+
+def latex_command(db: object, pc: ProtocolComparison) -> str:
+    """The ``python -m jobs.report`` command that writes ``pc`` as LaTeX (the formats live in jobs)."""
+    flags = [f"--db {shlex.quote(str(db))}", f"--dataset {pc.dataset_id}", f"--backbone {pc.artifact_id}",
+             f"--protocol {pc.protocol}", f"--seed {pc.seed}", f"--test {pc.test}"]
+    if pc.protocol == "holdout":
+        flags.append(f"--tune-fraction {pc.tune_fraction:g}")
+    if pc.protocol == "cv":
+        flags.append(f"--folds {pc.folds}")
+    if pc.baseline != "the initial ranking":
+        flags.append(f"--baseline {next(r.method for r in pc.rows if r.role == 'baseline')}")
+    return "python -m jobs.report " + " ".join(flags) + " --format latex"
 
 
 def _sensitivity(ctx: Context, pc: ProtocolComparison) -> None:

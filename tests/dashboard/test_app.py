@@ -550,8 +550,20 @@ def test_overview_methods_table_under_each_protocol_and_its_downloads(fixture_db
     assert [r["label"] for r in rows] == list(table.label)
     assert {(r["protocol"], r["seed"], r["split"]) for r in rows} == {("cv", "0", pc.split)}
     np.testing.assert_allclose([float(r["map_all"]) for r in rows], table.map_all)
-    latex, name = _button_data(at, got, "Download LaTeX")
-    assert name.endswith("-cv-seed0.tex") and r"\toprule" in latex
+    # the CSV is the command line's, byte for byte; the LaTeX is the command line's, shown as a command
+    import shlex
+    import tempfile
+
+    from jobs import report as report_cli
+    from jobs.report_protocol_format import to_csv
+    assert text == to_csv(pc)
+    command = next(c.value for c in at.code if "--format latex" in c.value)
+    argv = shlex.split(command)[3:]
+    assert argv[:2] == ["--db", str(fixture_db)]
+    with tempfile.TemporaryDirectory() as tmp:
+        assert report_cli.main([*argv, "--output", f"{tmp}/methods.tex"]) == 0
+        latex = Path(tmp, "methods.tex").read_text()
+    assert r"\toprule" in latex
     assert "protocol cv: 3 folds of 3 classes, seed 0" in latex
     body = latex.split(r"\midrule", 1)[1].split(r"\bottomrule")[0]
     assert [ln.split(" & ")[0] for ln in body.splitlines() if ln.endswith(r"\\")] == \

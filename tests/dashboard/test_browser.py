@@ -134,7 +134,8 @@ def test_methods_section_shows_the_table_and_its_downloads(page, server) -> None
     assert heading.count() == 1
     assert page.locator('[data-testid="stException"]').count() == 0
     buttons = page.locator('[data-testid="stDownloadButton"]')
-    assert [t.strip() for t in buttons.all_inner_texts()] == ["Download CSV", "Download LaTeX"]
+    assert [t.strip() for t in buttons.all_inner_texts()] == ["Download CSV"]
+    assert "--format latex" in page.locator('[data-testid="stCode"]').first.inner_text()
     with page.expect_download() as download:
         buttons.first.locator("button").click()
     text = Path(download.value.path()).read_text()

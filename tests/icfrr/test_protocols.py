@@ -167,3 +167,23 @@ def test_every_split_is_a_partition() -> None:
     for seed, fraction in itertools.product(range(3), (0.3, 0.5)):
         tune, rep = P.holdout_classes(labels, fraction, seed)
         assert set(tune) | set(rep) == classes and not set(tune) & set(rep)
+
+
+def test_default_candidate_is_the_registry_defaults_at_their_iteration() -> None:
+    from icfrr.registry import method
+
+    defaults = {p.name: p.default[0] for p in method("icfrr").params}
+    params = {4: defaults | {"kg": 8}, 2: defaults | {"beta": 0.5000000001}, 7: dict(defaults)}
+    run_ids = np.array([4, 4, 2, 2, 2, 7, 7])
+    iterations = np.array([0, 5, 0, 1, 5, 5, 0])
+    # run 2 matches up to isclose and comes first by run id; its candidate at the default n_iter (5)
+    assert P.default_candidate("icfrr", run_ids, iterations, params) == 4
+    # an asked grid value counts over the capped one the run used
+    params[2] = defaults | {"asked_kg": 999, "kg": defaults["kg"]}
+    assert P.default_candidate("icfrr", run_ids, iterations, params) == 5
+    del params[7]
+    assert P.default_candidate("icfrr", run_ids, iterations, params) is None
+    # a single-shot method's candidate is iteration 1; methods outside the registry have none
+    k = {p.name: p.default[0] for p in method("k_reciprocal").params}
+    assert P.default_candidate("k_reciprocal", np.array([3, 3]), np.array([0, 1]), {3: k}) == 1
+    assert P.default_candidate("mine", np.array([3]), np.array([1]), {3: {}}) is None

@@ -104,7 +104,8 @@ _GUARD = textwrap.dedent('''
     with connect_reader(db) as con:
         stored = [v for (v,) in con.execute("SELECT recall_100 FROM run_metrics ORDER BY iteration").fetchall()]
         per_query = con.execute("SELECT count(recall_100) FROM query_metrics").fetchone()[0]
-        csv_text = report.to_csv(report.comparison(con, dataset="guard"))
+        from jobs.report_format import to_csv
+        csv_text = to_csv(report.comparison(con, dataset="guard"))
     assert np.allclose(stored, want), (stored, want)
     assert per_query == 3 * 20
     assert "recall_100" in csv_text.splitlines()[0], csv_text.splitlines()[0]

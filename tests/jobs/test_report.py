@@ -12,7 +12,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from icfrr import comparison
 from jobs import report as cli
+from jobs import report_format
 from store import report
 from store.db import connect_reader
 from tests.store.report_store import StoredRun, build
@@ -31,7 +33,7 @@ def run(argv: list[object], capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def expected(db: Path, **kwargs) -> report.Comparison:
+def expected(db: Path, **kwargs) -> comparison.Comparison:
     with connect_reader(db) as con:
         return report.comparison(con, **kwargs)
 
@@ -56,9 +58,9 @@ def test_table_and_latex_are_the_library_output(store, capsys, fmt) -> None:
                           "--baseline", "k_reciprocal", "--test", "t"], capsys)
     assert code == 0 and err == ""
     cmp = expected(db, dataset="demo", baseline="k_reciprocal", test="t")
-    want = report.to_text(cmp) if fmt == "table" else report.to_latex(cmp)
+    want = report_format.to_text(cmp) if fmt == "table" else report_format.to_latex(cmp)
     assert out.rstrip("\n") == want.rstrip("\n")
-    for label in ("ICFRR", "k-reciprocal", "DBA", report.INITIAL):
+    for label in ("ICFRR", "k-reciprocal", "DBA", comparison.INITIAL):
         assert label in out
 
 
@@ -266,5 +268,5 @@ def test_latex_wide_flag_gives_the_table_star(store, capsys) -> None:
     code, out, err = run(["--db", db, "--dataset", "demo", "--format", "latex", "--latex-wide"],
                          capsys)
     assert code == 0 and err == ""
-    assert out == report.to_latex(expected(db, dataset="demo"), wide=True)
+    assert out == report_format.to_latex(expected(db, dataset="demo"), wide=True)
     assert out.startswith(r"\begin{table*}")

@@ -20,14 +20,17 @@ the mean over queries of known label, as the engine computes it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
+import pytest
 
 from icfrr.registry import METRICS
 from store import writes
-from store.db import connect_writer
+from store.db import connect_reader, connect_writer
 
 Q = 24
 #: per-query column -> factor applied to AP (so every metric has its own numbers).
@@ -139,3 +142,26 @@ def build(folder: Path, *, other: bool = True) -> tuple[Path, dict[str, StoredRu
     finally:
         con.close()
     return db, runs
+
+
+# Fixtures of the test modules that read this store (import them by name).
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, StoredRun]]:
+    """The store built once per test module: its path and its runs by letter."""
+    return build(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture()
+def con(store) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A reader connection to :func:`store`."""
+    c = connect_reader(store[0])
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def runs(store) -> dict[str, StoredRun]:
+    """The runs of :func:`store` by letter."""
+    return store[1]

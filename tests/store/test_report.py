@@ -1,10 +1,10 @@
-"""store.report against a store written with the real writer, whose per-query APs
-were chosen so that winners, deltas and significance are known (tests/store/report_store.py).
+"""store.report's reads through icfrr.comparison, against a store written with the real writer,
+whose per-query APs were chosen so that winners, deltas and significance are known
+(tests/store/report_store.py).
 
 Oracles: the chosen arrays themselves (means, best run by the last-iteration
 rule), icfrr.stats' tests on those arrays, and a literal transcription of
-Holm's adjusted p-values; the formats are parsed back (csv module, LaTeX split
-into rows and cells).
+Holm's adjusted p-values. The formats' tests are tests/jobs/test_report_format.py.
 """
 
 from __future__ import annotations
@@ -13,35 +13,16 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 
-from icfrr import registry, stats
-from icfrr.registry import LABELS, METRIC_KEYS
+from icfrr import comparison, registry, stats
+from icfrr.registry import METRIC_KEYS
+from jobs import report_format
 from store import report
 from store.db import connect_reader
-from tests.store.report_store import FACTORS, StoredRun, build
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, StoredRun]]:
-    return build(tmp_path_factory.mktemp("report"))
-
-
-@pytest.fixture()
-def con(store) -> Iterator[duckdb.DuckDBPyConnection]:
-    c = connect_reader(store[0])
-    yield c
-    c.close()
-
-
-@pytest.fixture()
-def runs(store) -> dict[str, StoredRun]:
-    return store[1]
+from tests.store.report_store import FACTORS, StoredRun, build, con, runs, store  # noqa: F401 (fixtures)
 
 
 def holm_literal(p: list[float]) -> list[float]:
@@ -85,7 +66,7 @@ def test_rows_are_the_best_run_per_method_by_the_last_iteration(con, runs) -> No
             want[r.method] = r
     assert [row.role for row in cmp.rows] == ["initial", "method", "method", "method"]
     assert [row.method for row in cmp.rows] == [None, "icfrr", "k_reciprocal", "dba"]
-    assert [row.label for row in cmp.rows] == [report.INITIAL, "ICFRR", "k-reciprocal", "DBA"]
+    assert [row.label for row in cmp.rows] == [comparison.INITIAL, "ICFRR", "k-reciprocal", "DBA"]
     for row in cmp.rows[1:]:
         assert row.run_id == want[row.method].run_id
     assert cmp.rows[1].run_id == runs["A"].run_id and cmp.rows[2].run_id == runs["C"].run_id
@@ -127,12 +108,12 @@ def test_default_baseline_is_each_runs_initial_ranking(con, runs, test) -> None:
         for m, q in zip(METRIC_KEYS, adj):  # the mark of each value follows its own test
             d = row.diffs[m]
             assert row.marks[m] == ("" if q >= cmp.alpha else
-                                    report.BETTER if d > 0 else report.WORSE)
+                                    comparison.BETTER if d > 0 else comparison.WORSE)
     assert math.isnan(cmp.rows[0].p_value) and cmp.rows[0].n_pairs == 0
-    assert [r.mark for r in cmp.rows] == ["", report.BETTER, "", report.WORSE]
+    assert [r.mark for r in cmp.rows] == ["", comparison.BETTER, "", comparison.WORSE]
     # every metric of A and E is significant: the mark is on all of them, not just mAP@all
-    assert all(m == report.BETTER for m in cmp.rows[1].marks.values())
-    assert all(m == report.WORSE for m in cmp.rows[3].marks.values())
+    assert all(m == comparison.BETTER for m in cmp.rows[1].marks.values())
+    assert all(m == comparison.WORSE for m in cmp.rows[3].marks.values())
     assert cmp.n_tested == 3 and cmp.n_tests == 15 and stats.PAIRED_TESTS[test] in cmp.note()
     assert "3 rows × 5 metrics = 15 tests" in cmp.note()
 
@@ -149,7 +130,7 @@ def test_baseline_method_is_its_best_run_and_is_not_tested(con, runs) -> None:
     np.testing.assert_allclose(got, raw)
     np.testing.assert_allclose([[r.p_holms[m] for m in METRIC_KEYS] for r in tested],
                                np.reshape(holm_literal(list(raw.ravel())), raw.shape))
-    assert [r.mark for r in cmp.rows] == ["", report.BETTER, "", report.WORSE]
+    assert [r.mark for r in cmp.rows] == ["", comparison.BETTER, "", comparison.WORSE]
     assert "k-reciprocal (run 3)" in cmp.baseline
 
 
@@ -163,9 +144,9 @@ def test_deltas_are_measured_from_the_chosen_baseline(con, runs) -> None:
             want = run.metric(m, row.iteration) - base.metric(m, base.last)
             assert row.deltas[m] == pytest.approx(want, abs=1e-12), (row.label, m)
     assert all(d == 0.0 for d in cmp.rows[2].deltas.values())  # the baseline itself
-    assert "Δ: change from k-reciprocal (run 3)" in report.to_text(cmp)
+    assert "Δ: change from k-reciprocal (run 3)" in report_format.to_text(cmp)
     assert "Δ: change from the run's own initial ranking" in \
-        report.to_text(report.comparison(con, dataset="demo"))
+        report_format.to_text(report.comparison(con, dataset="demo"))
 
 
 def test_each_method_row_says_how_many_configurations_it_is_the_best_of(con, runs) -> None:
@@ -175,9 +156,9 @@ def test_each_method_row_says_how_many_configurations_it_is_the_best_of(con, run
     assert want == {"icfrr": 2, "k_reciprocal": 2, "dba": 1}
     assert [r.n_configs for r in cmp.rows] == [0, want["icfrr"], want["k_reciprocal"],
                                                want["dba"]]
-    text = report.to_text(cmp)
+    text = report_format.to_text(cmp)
     assert "best of 2" in text and "best of 1" in text
-    recs = list(csv.DictReader(io.StringIO(report.to_csv(cmp))))
+    recs = list(csv.DictReader(io.StringIO(report_format.to_csv(cmp))))
     assert [int(r["n_configs"]) for r in recs] == [0, 2, 2, 1]
 
 
@@ -190,7 +171,7 @@ def test_baseline_run_that_is_no_methods_best_gets_its_own_row(con, runs) -> Non
             ("method", runs["C"].run_id), ("method", runs["E"].run_id)]
         assert cmp.rows[1].iteration == d.last and cmp.n_tested == 4
         # the initial ranking is 0.02 above D on every query: better
-        assert cmp.rows[0].mark == report.BETTER and cmp.rows[3].mark == report.BETTER
+        assert cmp.rows[0].mark == comparison.BETTER and cmp.rows[3].mark == comparison.BETTER
 
 
 def test_dataset_and_backbone_by_name_or_id(con, runs) -> None:
@@ -199,7 +180,7 @@ def test_dataset_and_backbone_by_name_or_id(con, runs) -> None:
     by_id = report.comparison(con, dataset=by_name.dataset_id, backbone=by_name.artifact_id)
     by_text = report.comparison(con, dataset=str(by_name.dataset_id),
                                 backbone=str(by_name.artifact_id))
-    assert report.to_csv(by_id) == report.to_csv(by_text) == report.to_csv(by_name)  # NaN != NaN
+    assert report_format.to_csv(by_id) == report_format.to_csv(by_text) == report_format.to_csv(by_name)  # NaN != NaN
 
 
 def test_single_dataset_store_needs_no_dataset(tmp_path) -> None:
@@ -236,145 +217,13 @@ def test_empty_store_is_refused(tmp_path) -> None:
         report.comparison(c)
 
 
-def test_params_text() -> None:
-    assert report.params_text("icfrr", {"kg": 8, "kq": 10, "beta": 1.0, "n_iter": 5,
-                                        "variant": "reference", "top_n": 10}) == \
-        "KG 8, KQ 10, β 1, T 5"
-    assert report.params_text("icfrr", {"kg": 8, "kq": 10, "beta": 0.5, "n_iter": 2,
-                                        "variant": "paper"}).endswith("T 2, variant paper")
-    assert report.params_text("dba+alpha_qe", {"dba_n": 5, "dba_alpha": 3, "qe_n": 2,
-                                               "qe_alpha": 1, "kg": 0}) == \
-        "DBA n 5, DBA α 3, QE n 2, QE α 1"
-    assert report.params_text("mine", {"method": "mine", "z": 2, "a": "x"}) == "a x, z 2"
-
-
 def test_metric_subset_keeps_the_order_and_moves_the_mark(con) -> None:
     cmp = report.comparison(con, dataset="demo", metrics=["p_100", "map_all"])
     assert cmp.metrics == ("p_100", "map_all")
     assert set(cmp.rows[1].values) == {"p_100", "map_all"}
     sub = report.comparison(con, dataset="demo", metrics=["p_25"])
-    assert sub.rows[1].marks == {"p_25": report.BETTER} and sub.n_tests == 3
+    assert sub.rows[1].marks == {"p_25": comparison.BETTER} and sub.n_tests == 3
     assert sub.rows[1].mark == "" and math.isnan(sub.rows[1].p_value)  # no headline shown
-    text = report.to_text(sub)
-    assert "ICFRR" + report.BETTER not in text
-    assert any(ln.startswith("ICFRR") and report.BETTER in ln for ln in text.splitlines())
-
-
-# ------------------------------------------------------------------------ formats
-
-
-def test_csv_parses_back_to_the_numbers(con) -> None:
-    cmp = report.comparison(con, dataset="demo", baseline="k_reciprocal")
-    text = report.to_csv(cmp)
-    rows = list(csv.reader(io.StringIO(text)))
-    header, body = rows[0], rows[1:]
-    assert len(body) == len(cmp.rows) and all(len(r) == len(header) for r in body)
-    assert header[:6] == ["role", "method", "label", "run_id", "iteration", "params"]
-    for rec, row in zip(csv.DictReader(io.StringIO(text)), cmp.rows):
-        assert int(rec["run_id"]) == row.run_id and rec["label"] == row.label
-        assert rec["params"] == row.params
-        for m in cmp.metrics:
-            assert float(rec[m]) == row.values[m]  # full precision
-            assert float(rec[f"{m}_delta"]) == row.deltas[m]
-        for col, value in (("p_value", row.p_value), ("p_holm", row.p_holm),
-                           ("ap_diff", row.ap_diff)):
-            assert (rec[col] == "") if math.isnan(value) else (float(rec[col]) == value)
-        assert rec["mark"] == row.mark and rec["test"] == "randomisation"
-        for m in cmp.metrics:
-            assert rec[f"{m}_mark"] == row.marks[m]
-            assert (rec[f"{m}_p_holm"] == "") if math.isnan(row.p_holms[m]) else \
-                float(rec[f"{m}_p_holm"]) == row.p_holms[m]
-    # each value is followed by its mark, and the p-values come last
-    assert header.index("map_all_mark") == header.index("map_all") + 1
-    first_p = header.index("p_value")
-    assert all(h in ("p_value", "p_holm") or h.endswith(("_p", "_p_holm"))
-               for h in header[first_p:])
-    assert first_p == len(header) - 2 - 2 * len(cmp.metrics)
-
-
-def _latex_rows(tex: str) -> tuple[list[str], list[list[str]]]:
-    """Header cells and body rows (cells) between \\toprule and \\bottomrule."""
-    body = tex.split(r"\toprule", 1)[1].split(r"\bottomrule", 1)[0]
-    lines = [ln.strip() for ln in body.splitlines()
-             if ln.strip() and ln.strip() != r"\midrule"]
-    cells = [ln.removesuffix(r"\\").strip().split(" & ") for ln in lines]
-    return cells[0], cells[1:]
-
-
-def test_latex_parses_back(con) -> None:
-    cmp = report.comparison(con, dataset="demo")
-    tex = report.to_latex(cmp)
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\end{table}"):
-        assert rule in tex
-    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", tex).group(1)
-    header, body = _latex_rows(tex)
-    n_cols = 3 + 2 * len(cmp.metrics)
-    assert len(spec) == len(header) == n_cols
-    assert len(body) == len(cmp.rows) and all(len(r) == n_cols for r in body)
-    for j, m in enumerate(cmp.metrics):
-        assert header[3 + j] == LABELS[m]
-        vals = [row.values[m] for row in cmp.rows]
-        bold = {i for i, r in enumerate(body) if r[3 + j].startswith(r"\textbf{")}
-        assert bold == {i for i, v in enumerate(vals) if v == max(vals)}
-        for cell, v in zip(body, vals):
-            assert float(re.search(r"-?\d+\.\d+", cell[3 + j]).group()) == pytest.approx(v, abs=5e-5)
-        # every metric carries its own mark
-        assert body[1][3 + j].endswith(r"\textsuperscript{\dag{}}")
-        assert body[3][3 + j].endswith(r"\textsuperscript{\ddag{}}")
-        assert "textsuperscript" not in body[2][3 + j]
-    assert [r[2] for r in body] == ["-", "best of 2", "best of 2", "best of 1"]
-    assert r"$\lambda$ 0.3" in body[2][1] and r"$\beta$ 1" in body[1][1]
-    assert not re.search("[αβλΔ†‡×]", tex)
-    caption = re.search(r"\\caption\{(.*)\}", tex).group(1)
-    assert "Fisher randomisation test" in caption and "Holm" in caption
-    assert r"3 rows $\times$ 5 metrics" in caption
-
-
-def test_latex_wide_is_a_table_star_and_narrow_tables_need_no_hint(con) -> None:
-    cmp = report.comparison(con, dataset="demo")
-    assert report.latex_columns(cmp) == 13 > report.LATEX_NARROW_COLUMNS
-    tex = report.to_latex(cmp)
-    assert tex.startswith("% 13 columns") and "--latex-wide" in tex.splitlines()[0]
-    assert r"\begin{table}[t]" in tex and r"\begin{table*}" not in tex
-    wide = report.to_latex(cmp, wide=True)
-    assert wide.startswith(r"\begin{table*}[t]") and wide.rstrip().endswith(r"\end{table*}")
-    assert _latex_rows(wide) == _latex_rows(tex)
-    narrow = report.to_latex(report.comparison(con, dataset="demo", metrics=["map_all", "p_100"]))
-    assert report.latex_columns(report.comparison(con, dataset="demo", metrics=["map_all"])) == 5
-    assert narrow.startswith(r"\begin{table}[t]")  # 7 columns: no hint
-
-
-def test_latex_escape() -> None:
-    assert report.latex_escape("a_b & 50% #1 {x} $ ~ ^ \\") == \
-        r"a\_b \& 50\% \#1 \{x\} \$ \textasciitilde{} \textasciicircum{} \textbackslash{}"
-    assert report.latex_escape("DBA + αQE") == r"DBA + $\alpha$QE"
-
-
-def test_text_table_lists_every_row_aligned(con, runs) -> None:
-    cmp = report.comparison(con, dataset="demo")
-    lines = report.to_text(cmp).splitlines()
-    header = next(i for i, ln in enumerate(lines) if ln.startswith("method"))
-    table = lines[header + 2: header + 2 + len(cmp.rows)]
-    for ln, row in zip(table, cmp.rows):
-        assert ln.startswith(row.label) and row.params in ln
-    # aligned: every column ends at the same place in every line (right-justified numbers)
-    for name in ("mAP@all", "P@200", "Δ P@25", "p (Holm) P@200"):
-        end = lines[header].index(name) + len(name)
-        for ln in table:
-            assert ln[end - 1] != " " and ln[end:end + 1] in ("", " "), (name, ln)
-    assert "0.5" in table[1] and report.BETTER in table[1] and report.WORSE in table[3]
-    assert "Holm-corrected across 3 rows × 5 metrics" in lines[-1]
-    # the p-value columns come last, after every value and change
-    assert lines[header].index("p (Holm)") > lines[header].index("Δ P@200")
-
-
-def test_every_format_says_the_rows_were_chosen_on_the_reported_queries(con) -> None:
-    # the plain report picks each method's best run on the queries it reports on: it must say so
-    from icfrr.protocols import TEST_LABEL
-
-    cmp = report.comparison(con, dataset="demo")
-    assert TEST_LABEL in report.to_text(cmp)
-    assert TEST_LABEL in " ".join(report.to_latex(cmp).split())
-    rows = list(csv.DictReader(io.StringIO(report.to_csv(cmp))))
-    assert rows and all(r["selection"] == TEST_LABEL for r in rows)
+    text = report_format.to_text(sub)
+    assert "ICFRR" + comparison.BETTER not in text
+    assert any(ln.startswith("ICFRR") and comparison.BETTER in ln for ln in text.splitlines())

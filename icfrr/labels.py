@@ -1,0 +1,98 @@
+"""Registry-driven labels of runs: a method's name, its order in tables, its parameter text.
+
+Shared by the report (``jobs.report``), the runs listing (``jobs.runs``) and
+the dashboard, so a run is named the same everywhere. Cheap to import (the
+registry only: no numpy maths, no scipy, no database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from icfrr.registry import METHOD_KEYS, METHODS, method
+
+#: Short symbols of method parameters in the compact parameter text.
+SYMBOLS: dict[str, str] = {
+    "kg": "KG", "kq": "KQ", "beta": "β", "n_iter": "T", "variant": "variant",
+    "k1": "k1", "k2": "k2", "lambda_value": "λ",
+    "t": "t", "q": "q", "k": "k",
+    "qe_n": "QE n", "qe_alpha": "QE α", "dba_n": "DBA n", "dba_alpha": "DBA α",
+}
+#: runs.params keys that are bookkeeping, not parameters (shown for methods outside the registry):
+#: the sweep's notes, and the grid value asked for before it was capped (``asked_<param>``).
+BOOKKEEPING = frozenset({"method", "best_iteration", "top_n", "graph", "graph_recall_at_kg",
+                         "graph_recall_sample"}
+                        | {f"asked_{p.name}" for m in METHODS for p in m.params})
+
+
+def _fmt_value(v: object) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return f"{v:g}"
+
+
+def params_text(method_key: str, params: Mapping[str, object]) -> str:
+    """Compact parameter text of a run, e.g. ``"KG 8, KQ 10, β 1, T 5"``.
+
+    Registry methods show their grid parameters in registry order (a ``str``
+    parameter only when it differs from its default, e.g. ``variant paper``);
+    other methods every non-bookkeeping key of ``runs.params``, sorted.
+    """
+    try:
+        grid = method(method_key).params
+    except KeyError:
+        names = [k for k in sorted(params) if k not in BOOKKEEPING]
+        return ", ".join(f"{SYMBOLS.get(k, k)} {_fmt_value(params[k])}" for k in names)
+    parts = []
+    for p in grid:
+        if p.name not in params or (p.kind is str and params[p.name] == p.default[0]):
+            continue
+        parts.append(f"{SYMBOLS.get(p.name, p.name)} {_fmt_value(params[p.name])}")
+    return ", ".join(parts)
+
+
+def choice_params(method_key: str, params: Mapping[str, object], iteration: int) -> str:
+    """Parameter text of a (run, iteration): an iterative method's ``n_iter`` is the iteration."""
+    return params_text(method_key, {**params, "n_iter": iteration}
+                       if is_iterative(method_key) else params)
+
+
+def method_label(method_key: str) -> str:
+    """The registry label of a method key; the key itself for a method outside the registry."""
+    try:
+        return method(method_key).label
+    except KeyError:
+        return method_key
+
+
+def method_order(method_key: str) -> tuple[int, str]:
+    """Sort key of methods in tables: registry order, then other keys alphabetically."""
+    return ((METHOD_KEYS.index(method_key), "") if method_key in METHOD_KEYS
+            else (len(METHOD_KEYS), method_key))
+
+
+def is_iterative(method_key: str) -> bool:
+    """Whether the registry marks the method iterative (False outside the registry)."""
+    try:
+        return method(method_key).iterative
+    except KeyError:
+        return False
+
+
+def graph_text(params: Mapping[str, object]) -> str:
+    """``"graph ivf, recall@KG 0.9300"`` for a run built on an approximate gallery graph, else "".
+
+    Args:
+        params: ``runs.params`` of the run; ``jobs.sweep --graph ivf|hnsw`` stores
+            ``graph`` (``{"kind", "params"}``) and ``graph_recall_at_kg`` there.
+    """
+    graph = params.get("graph")
+    if not isinstance(graph, Mapping) or graph.get("kind") in (None, "exact"):
+        return ""
+    recall = params.get("graph_recall_at_kg")
+    shown = f"{float(recall):.4f}" if isinstance(recall, (int, float)) else "not measured"
+    return f"graph {graph['kind']}, recall@KG {shown}"
+
+
+__all__ = ["BOOKKEEPING", "SYMBOLS", "choice_params", "graph_text", "is_iterative", "method_label",
+           "method_order", "params_text"]

@@ -1,0 +1,46 @@
+"""icfrr.labels: a run's parameter text, label, table order and approximate-graph note, from the registry."""
+
+from __future__ import annotations
+
+from icfrr import labels
+from icfrr.registry import METHOD_KEYS, METHODS
+
+
+def test_params_text() -> None:
+    assert labels.params_text("icfrr", {"kg": 8, "kq": 10, "beta": 1.0, "n_iter": 5,
+                                        "variant": "reference", "top_n": 10}) == \
+        "KG 8, KQ 10, β 1, T 5"
+    assert labels.params_text("icfrr", {"kg": 8, "kq": 10, "beta": 0.5, "n_iter": 2,
+                                        "variant": "paper"}).endswith("T 2, variant paper")
+    assert labels.params_text("dba+alpha_qe", {"dba_n": 5, "dba_alpha": 3, "qe_n": 2,
+                                               "qe_alpha": 1, "kg": 0}) == \
+        "DBA n 5, DBA α 3, QE n 2, QE α 1"
+    assert labels.params_text("mine", {"method": "mine", "z": 2, "a": "x"}) == "a x, z 2"
+
+
+def test_bookkeeping_keys_are_not_parameters_of_methods_outside_the_registry() -> None:
+    params = {"method": "mine", "z": 2, "top_n": 10, "asked_kg": 9, "graph": {"kind": "ivf"},
+              "graph_recall_at_kg": 0.9}
+    assert labels.params_text("mine", params) == "z 2"
+
+
+def test_choice_params_sets_an_iterative_methods_iterations() -> None:
+    assert labels.choice_params("icfrr", {"kg": 8, "n_iter": 5}, 2) == "KG 8, T 2"
+    assert labels.choice_params("k_reciprocal", {"k1": 20}, 1) == "k1 20"
+
+
+def test_labels_and_order_follow_the_registry() -> None:
+    assert [labels.method_label(m.key) for m in METHODS] == [m.label for m in METHODS]
+    assert labels.method_label("mine") == "mine"
+    keys = ["zz", *reversed(METHOD_KEYS), "aa"]
+    assert sorted(keys, key=labels.method_order) == [*METHOD_KEYS, "aa", "zz"]
+    assert [labels.is_iterative(m.key) for m in METHODS] == [m.iterative for m in METHODS]
+    assert labels.is_iterative("mine") is False
+
+
+def test_graph_text_names_approximate_graphs_only() -> None:
+    assert labels.graph_text({}) == ""
+    assert labels.graph_text({"graph": {"kind": "exact", "params": {}}}) == ""
+    assert labels.graph_text({"graph": {"kind": "hnsw", "params": {"m": 16}},
+                              "graph_recall_at_kg": 0.5}) == "graph hnsw, recall@KG 0.5000"
+    assert labels.graph_text({"graph": {"kind": "ivf"}}) == "graph ivf, recall@KG not measured"
