@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_matrix, check_positive_int
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr._sorting import smallest_rows
 from icfrr.neighbors import NeighborGraph, neighbor_graph_from_features, pairwise_distances
 
@@ -33,8 +33,6 @@ GRAPH_KINDS = ("exact", "ivf", "hnsw")
 RECALL_SAMPLE = 1000
 #: Seed of the recall sample.
 RECALL_SEED = 0
-#: Bytes of one block of exact distances while measuring recall.
-_BLOCK_BYTES = 1 << 28
 
 
 class FaissMissing(ImportError):
@@ -130,7 +128,7 @@ def build_graph(feats: np.ndarray | torch.Tensor, k: int, spec: GraphSpec) -> Ne
         index.hnsw.efSearch = spec.params["ef_search"]
     idx = np.empty((g, k), dtype=np.int64)
     dist = np.empty((g, k), dtype=np.float32)
-    step = rows_per_chunk(g, 12 * (k + 1), _BLOCK_BYTES)
+    step = rows_per_chunk(g, 12 * (k + 1), CHUNK_BYTES)
     for s in range(0, g, step):
         sq, found = index.search(f[s : s + step], k + 1)
         idx[s : s + step], dist[s : s + step] = _without_self(found, sq, np.arange(s, min(s + step, g)), k)
@@ -155,7 +153,7 @@ def _exact_rows(f: torch.Tensor, items: np.ndarray, k: int) -> tuple[np.ndarray,
     """Exact (indices int64 [n, k], distances float32 [n, k]) of ``items``, by (distance, index), self excluded."""
     idx = np.empty((items.size, k), dtype=np.int64)
     dist = np.empty((items.size, k), dtype=np.float32)
-    step = rows_per_chunk(items.size, 4 * f.shape[0], _BLOCK_BYTES)
+    step = rows_per_chunk(items.size, 4 * f.shape[0], CHUNK_BYTES)
     for s in range(0, items.size, step):
         rows = items[s : s + step]
         block = pairwise_distances(f[torch.from_numpy(rows)], f)

@@ -26,6 +26,7 @@ import torch
 
 from icfrr._checks import as_labels, as_matrix, check_positive_int, resolve_device
 from icfrr._sparse import use_sparse
+from icfrr.chunks import CHUNK_BYTES, rerank_chunk_size, rows_per_chunk
 from icfrr._update import ChunkSpec, run_rows_cpu, run_rows_torch, sort_distances, update_cpu, update_torch
 from icfrr.metrics import relevant_counts
 from icfrr.neighbors import NeighborGraph, as_graph
@@ -69,10 +70,10 @@ QueryDistances = Callable[[slice], "np.ndarray | torch.Tensor"]
 
 
 def _query_chunk(n_gallery: int, kq: int, kg: int, device: torch.device) -> int:
-    """Queries per chunk: keeps each chunk's working set near 128 MiB (1 GiB on a GPU)."""
-    budget = (1 << 30) if device.type == "cuda" else (1 << 27)
+    """Queries per chunk: keeps each chunk's working set near CHUNK_BYTES (8 times that on a GPU)."""
+    budget = 8 * CHUNK_BYTES if device.type == "cuda" else CHUNK_BYTES
     per_query = 8 * (4 * n_gallery + (kq * kg if device.type == "cuda" else 0))
-    return max(1, min(4096, budget // max(per_query, 1)))
+    return rows_per_chunk(4096, per_query, budget)
 
 
 def iter_rerank(
@@ -206,7 +207,8 @@ def rerank_chunks(
         top_n: best items kept per query and iteration (clamped to G).
         n_query: Q, when ``qg_dists`` is a function without a ``shape``
             (``icfrr.neighbors.FeatureDistances`` has one).
-        chunk_size: queries per chunk (default: about 128 MiB of work per chunk).
+        chunk_size: queries per chunk (default: ``icfrr.chunks.rerank_chunk_size``, about
+            ``CHUNK_BYTES`` of work per chunk).
 
     Yields:
         ChunkResult per chunk, in query order.
@@ -250,8 +252,7 @@ def rerank_chunks(
     kq = min(kq, n_gallery)
     denom = float(max(n_gallery - 1, 1) * kq)
     if chunk_size is None:
-        per_query = 4 * n_gallery + 16 * len(beta_arr) * (n_iter + 1) * top_n
-        chunk_size = max(1, min(4096, (1 << 27) // per_query))
+        chunk_size = rerank_chunk_size(n_gallery, len(beta_arr), n_iter, top_n)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     if dev.type == "cpu":
         # int32 indices halve the memory traffic of the vote loop (any G that fits in memory fits in int32)
@@ -300,9 +301,9 @@ def rerank(
     n_query, n_gallery = qg.shape
     n_iter = _check_params(kg, kq, beta, n_iter, variant)[3]
     out = [torch.empty(n_query, n_gallery, dtype=torch.int64) for _ in range(n_iter + 1)]
-    per_query = max(16 * (n_iter + 1) * n_gallery, 1)
+    chunk_size = rows_per_chunk(n_query, 16 * (n_iter + 1) * n_gallery)
     chunks = rerank_chunks(qg, gg, kg=kg, kq=kq, betas=[beta], n_iter=n_iter, variant=variant,
-                           top_n=max(n_gallery, 1), chunk_size=max(1, (1 << 27) // per_query), device=device)
+                           top_n=max(n_gallery, 1), chunk_size=chunk_size, device=device)
     for chunk in chunks:
         for t in range(n_iter + 1):
             out[t][chunk.queries] = torch.from_numpy(chunk.top_gallery[0, :, t])

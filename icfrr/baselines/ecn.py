@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from numba import get_num_threads, njit, prange
 
 from icfrr._checks import check_positive_int
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr.baselines._inputs import ItemFeatures, Matrix, distance_blocks, same_type_as
 from icfrr.baselines._ranks import neighbour_lists, ranked_rows
 
@@ -95,7 +95,7 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
 
 
 def ecn_chunks(
-    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = 1 << 27
+    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``ecn`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
 

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from numba import njit, prange
 
 from icfrr._checks import check_positive_int
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr.baselines._inputs import ItemFeatures, Matrix, check_fraction, distance_blocks, same_type_as
 from icfrr.baselines._ranks import combined_entries, neighbour_lists, ranked_rows
 
@@ -78,7 +78,7 @@ def k_reciprocal(
 
 def k_reciprocal_chunks(
     fq: Matrix, fg: Matrix, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-    chunk_bytes: int = 1 << 27,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``k_reciprocal`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
 

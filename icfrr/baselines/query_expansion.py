@@ -46,7 +46,7 @@ a gg diagonal beyond 1e-2, or d(i,j)² and d(j,i)² differing by more than 2e-3
 (on a fixed sample of 200,000 pairs when G² is larger).
 
 Memory: queries are processed in row chunks whose temporaries stay near
-``_BLOCK_BYTES`` (256 MiB); only the at most ``n_qe (n_dba + 1)`` rows of gg a query
+``icfrr.chunks.CHUNK_BYTES`` (128 MiB); only the at most ``n_qe (n_dba + 1)`` rows of gg a query
 needs are copied (into one reused buffer), so nothing of size [(Q+G), (Q+G)] or
 [G, G] beyond the given gg is built. The feature form never builds [G, G].
 """
@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_matrix
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr._sorting import smallest_rows
 from icfrr.neighbors import neighbor_graph, neighbor_graph_from_features
 
@@ -74,8 +74,6 @@ _DIST_TOL = 1e-3
 _DIAG_TOL = 1e-2
 #: How far d(i, j)² and d(j, i)² may differ before gg counts as not symmetric.
 _SYM_TOL = 2e-3
-#: Bytes of temporaries one chunk of rows may use.
-_BLOCK_BYTES = 1 << 28
 
 
 def alpha_qe(
@@ -176,7 +174,7 @@ def dba_alpha_qe(
 
 
 def alpha_qe_chunks(
-    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
+    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``alpha_qe`` from features, one chunk of queries at a time: [Q, G] is never held.
 
@@ -195,7 +193,7 @@ def alpha_qe_chunks(
 
 
 def dba_chunks(
-    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
+    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``dba`` from features, one chunk of queries at a time (see ``alpha_qe_chunks``)."""
     return _chain_chunks(fq, fg, _check_n(n, "n"), _check_alpha(alpha, "alpha"), 0, 0.0, chunk_bytes)
@@ -203,7 +201,7 @@ def dba_chunks(
 
 def dba_alpha_qe_chunks(
     fq: Array, fg: Array, *, n_dba: int = 10, alpha_dba: float = 3.0, n_qe: int = 10, alpha_qe: float = 3.0,
-    chunk_bytes: int = _BLOCK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``dba_alpha_qe`` from features, one chunk of queries at a time (see ``alpha_qe_chunks``)."""
     return _chain_chunks(
@@ -372,10 +370,6 @@ def _nearest(dists: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sort(dists, dim=1, stable=True).indices[:, :n]
 
 
-def _rows_per_chunk(n_rows: int, bytes_per_row: int, budget: int = _BLOCK_BYTES) -> int:
-    return rows_per_chunk(n_rows, bytes_per_row, budget)
-
-
 # --- feature form ----------------------------------------------------------------------------
 
 
@@ -395,7 +389,7 @@ def _dba_features(fg: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
 def _qe_from_features(fq: torch.Tensor, fg: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
     """αQE of unit queries fq over unit gallery fg; returns float32 [Q, G] distances."""
     out = torch.empty(fq.shape[0], fg.shape[0], dtype=torch.float32, device=fq.device)
-    for rows, dists in _qe_feature_chunks(fq, fg, n, alpha, _BLOCK_BYTES):
+    for rows, dists in _qe_feature_chunks(fq, fg, n, alpha, CHUNK_BYTES):
         out[rows] = dists
     return out
 
@@ -409,7 +403,7 @@ def _qe_feature_chunks(
     """
     q, g = fq.shape[0], fg.shape[0]
     n = min(n, g)
-    step = _rows_per_chunk(q, 4 * (3 * g + n * fg.shape[1]), budget)
+    step = rows_per_chunk(q, 4 * (3 * g + n * fg.shape[1]), budget)
     for s in range(0, q, step):
         rows = slice(s, min(s + step, q))
         sims = fq[rows] @ fg.T
@@ -455,7 +449,7 @@ def _dba_mix_from_distances(gg: torch.Tensor, n: int, alpha: float) -> _Mix | No
         [torch.ones(g, 1, device=gg.device), _weights(_sims_from_distances(graph.distances.to(gg.device)), alpha)], 1
     )
     norm2 = torch.empty(g, dtype=torch.float32, device=gg.device)
-    step = _rows_per_chunk(g, 3 * 4 * (n + 1) ** 2)
+    step = rows_per_chunk(g, 3 * 4 * (n + 1) ** 2, CHUNK_BYTES)
     for s in range(0, g, step):  # ‖g_j + Σ w g_k‖² = wᵀ S w over the item and its neighbours
         it, ws = items[s : s + step], w[s : s + step]
         sims = _sims_from_distances(gg[it[:, :, None], it[:, None, :]])
@@ -486,7 +480,7 @@ def _qe_from_distances(qg: torch.Tensor, gg: torch.Tensor, mix: _Mix | None, n: 
     n = min(n, g)
     width = 1 if mix is None else mix.items.shape[1]
     out = torch.empty(q, g, dtype=torch.float32, device=qg.device)
-    step = _rows_per_chunk(q, 4 * g * (n * width + 6))
+    step = rows_per_chunk(q, 4 * g * (n * width + 6), CHUNK_BYTES)
     scratch = torch.empty(step * n * width, g, dtype=torch.float32, device=qg.device)
     for s in range(0, q, step):
         dists = qg[s : s + step]
