@@ -216,6 +216,23 @@ def rerank_chunks(
     Raises:
         ValueError: bad parameters or shapes (before anything is yielded), or
             a chunk's distances of the wrong shape or not finite.
+
+    Example:
+        ``rerank``'s example, keeping the best two items and each query's
+        metrics (labels: the pairs {0, 1} and {2, 3} are the two classes):
+
+        >>> import numpy as np, icfrr
+        >>> gg = np.array([[0, 1, 4, 5], [1, 0, 3, 4], [4, 3, 0, 1], [5, 4, 1, 0]], dtype=np.float32)
+        >>> qg = np.array([[0.50, 0.52, 0.51, 0.90], [0.90, 0.70, 0.60, 0.80]], dtype=np.float32)
+        >>> lq, lg = np.array([0, 1]), np.array([0, 0, 1, 1])
+        >>> (chunk,) = icfrr.rerank_chunks(qg, gg, kg=1, kq=2, betas=[0.1], n_iter=1,
+        ...                                labels_q=lq, labels_g=lg, top_n=2)
+        >>> chunk.queries, chunk.top_gallery.shape   # [betas, queries, iterations 0..T, top N]
+        (slice(0, 2, None), (1, 2, 2, 2))
+        >>> chunk.top_gallery[0, :, 1].tolist()      # after the update
+        [[1, 0], [2, 1]]
+        >>> chunk.metrics[0, :, :, 0].round(4).tolist()   # AP before and after: (1/1 + 2/3) / 2, then 1
+        [[0.8333, 1.0], [0.8333, 0.8333]]
     """
     if isinstance(betas, (int, float)) or len(betas) == 0:
         raise ValueError(f"betas must be a non-empty sequence of numbers, got {betas!r}")
@@ -296,6 +313,21 @@ def rerank(
 
     See ``iter_rerank`` for the arguments. Index 0 is the initial ranking.
     Computed by ``rerank_chunks`` keeping every position.
+
+    Example:
+        Two pairs of gallery items, {0, 1} and {2, 3}, each item the other's
+        nearest neighbour. Query 0 starts with item 2 ahead of item 1; its top
+        two (items 0 and 2) vote for their neighbours, and item 1, close behind
+        the top, moves up to first (item 3 was last and stays last):
+
+        >>> import numpy as np, icfrr
+        >>> gg = np.array([[0, 1, 4, 5], [1, 0, 3, 4], [4, 3, 0, 1], [5, 4, 1, 0]], dtype=np.float32)
+        >>> qg = np.array([[0.50, 0.52, 0.51, 0.90], [0.90, 0.70, 0.60, 0.80]], dtype=np.float32)
+        >>> before, after = icfrr.rerank(qg, gg, kg=1, kq=2, beta=0.1, n_iter=1)
+        >>> before.tolist()
+        [[0, 2, 1, 3], [2, 1, 3, 0]]
+        >>> after.tolist()
+        [[1, 0, 2, 3], [2, 1, 3, 0]]
     """
     qg = as_matrix(qg_dists, "qg_dists")
     n_query, n_gallery = qg.shape

@@ -90,6 +90,21 @@ def alpha_qe(
     ``q' = normalise(q + Σ_{i=1..n} max(qᵀg_(i), 0)^α g_(i))`` over the query's n
     nearest gallery items; α = 0 is average QE. Returns ``‖q' - g‖``.
 
+    Example:
+        The query at 0 degrees, the gallery at 40, -45, 55 and 70 (unit
+        vectors). The expanded query turns toward the three items at positive
+        angles, so item 2 (55 degrees) passes item 1 (-45):
+
+        >>> import numpy as np, icfrr
+        >>> from icfrr.baselines import alpha_qe
+        >>> def unit(degrees):  # unit vectors in the plane
+        ...     a = np.radians(degrees)
+        ...     return np.stack([np.cos(a), np.sin(a)], axis=1).astype(np.float32)
+        >>> fq, fg = unit([0.0]), unit([40.0, -45.0, 55.0, 70.0])
+        >>> qg, gg = icfrr.pairwise_distances(fq, fg).numpy(), icfrr.pairwise_distances(fg, fg).numpy()
+        >>> qg.argsort(axis=1).tolist(), alpha_qe(qg, gg).argsort(axis=1).tolist()
+        ([[0, 1, 2, 3]], [[0, 2, 1, 3]])
+
     Args:
         qg: float [Q, G] Euclidean distances between L2-normalised features
             (ignored, only its shape checked, when fq and fg are given).
@@ -124,6 +139,21 @@ def dba(
 
     ``g'_j = normalise(g_j + Σ_{k∈N(j)} max(g_jᵀg_k, 0)^α g_k)`` over the n nearest
     OTHER gallery items of j (the item itself counts once, weight 1). Returns ``‖q - g'_j‖``.
+
+    Example:
+        ``alpha_qe``'s example. Item 0 (40 degrees) is augmented with its close
+        neighbours at 55 and 70 and turns away from the query at 0; item 1
+        (-45) has no close neighbour, barely moves, and passes item 0:
+
+        >>> import numpy as np, icfrr
+        >>> from icfrr.baselines import dba
+        >>> def unit(degrees):  # unit vectors in the plane
+        ...     a = np.radians(degrees)
+        ...     return np.stack([np.cos(a), np.sin(a)], axis=1).astype(np.float32)
+        >>> fq, fg = unit([0.0]), unit([40.0, -45.0, 55.0, 70.0])
+        >>> qg, gg = icfrr.pairwise_distances(fq, fg).numpy(), icfrr.pairwise_distances(fg, fg).numpy()
+        >>> qg.argsort(axis=1).tolist(), dba(qg, gg).argsort(axis=1).tolist()
+        ([[0, 1, 2, 3]], [[1, 0, 2, 3]])
 
     Args:
         qg, gg, fq, fg, alpha: as in ``alpha_qe``.
