@@ -33,6 +33,9 @@ GRAPH_KINDS = ("exact", "ivf", "hnsw")
 RECALL_SAMPLE = 1000
 #: Seed of the recall sample.
 RECALL_SEED = 0
+#: Bytes of one block of searched or exact rows: twice the common budget, the size these blocks always
+#: had (a float32 product may round a row differently in blocks of another size).
+_BLOCK_BYTES = 2 * CHUNK_BYTES
 
 
 class FaissMissing(ImportError):
@@ -128,7 +131,7 @@ def build_graph(feats: np.ndarray | torch.Tensor, k: int, spec: GraphSpec) -> Ne
         index.hnsw.efSearch = spec.params["ef_search"]
     idx = np.empty((g, k), dtype=np.int64)
     dist = np.empty((g, k), dtype=np.float32)
-    step = rows_per_chunk(g, 12 * (k + 1), CHUNK_BYTES)
+    step = rows_per_chunk(g, 12 * (k + 1), _BLOCK_BYTES)
     for s in range(0, g, step):
         sq, found = index.search(f[s : s + step], k + 1)
         idx[s : s + step], dist[s : s + step] = _without_self(found, sq, np.arange(s, min(s + step, g)), k)
@@ -153,7 +156,7 @@ def _exact_rows(f: torch.Tensor, items: np.ndarray, k: int) -> tuple[np.ndarray,
     """Exact (indices int64 [n, k], distances float32 [n, k]) of ``items``, by (distance, index), self excluded."""
     idx = np.empty((items.size, k), dtype=np.int64)
     dist = np.empty((items.size, k), dtype=np.float32)
-    step = rows_per_chunk(items.size, 4 * f.shape[0], CHUNK_BYTES)
+    step = rows_per_chunk(items.size, 4 * f.shape[0], _BLOCK_BYTES)
     for s in range(0, items.size, step):
         rows = items[s : s + step]
         block = pairwise_distances(f[torch.from_numpy(rows)], f)

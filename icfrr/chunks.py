@@ -1,9 +1,12 @@
 """How many rows the engine works on at once: one memory budget and the helpers that size chunks by it.
 
 Every chunked path (re-ranking, the baselines, feature distances) sizes its
-chunks of rows here, so that one constant, :data:`CHUNK_BYTES`, bounds the
-temporaries of a chunk. Results never depend on chunk sizes (each row is
-computed on its own); only memory and speed do.
+chunks of rows here, from one constant, :data:`CHUNK_BYTES`, that bounds the
+temporaries of a chunk. Each row is computed on its own, so the results do not
+depend on the chunks, except for float rounding: a float32 matrix product may
+round a row differently in a chunk of another size. The paths whose chunks
+were sized larger (query expansion, the ANN graph) therefore keep their sizes
+as a multiple of the budget, so that their results stay bitwise as stored.
 """
 
 from __future__ import annotations

@@ -46,9 +46,9 @@ a gg diagonal beyond 1e-2, or d(i,j)² and d(j,i)² differing by more than 2e-3
 (on a fixed sample of 200,000 pairs when G² is larger).
 
 Memory: queries are processed in row chunks whose temporaries stay near
-``icfrr.chunks.CHUNK_BYTES`` (128 MiB); only the at most ``n_qe (n_dba + 1)`` rows of gg a query
-needs are copied (into one reused buffer), so nothing of size [(Q+G), (Q+G)] or
-[G, G] beyond the given gg is built. The feature form never builds [G, G].
+``_BLOCK_BYTES`` (256 MiB, twice ``icfrr.chunks.CHUNK_BYTES``); only the at
+most ``n_qe (n_dba + 1)`` rows of gg a query needs are copied (into one reused
+buffer), so nothing of size [(Q+G), (Q+G)] or [G, G] beyond the given gg is built. The feature form never builds [G, G].
 """
 
 from __future__ import annotations
@@ -74,6 +74,9 @@ _DIST_TOL = 1e-3
 _DIAG_TOL = 1e-2
 #: How far d(i, j)² and d(j, i)² may differ before gg counts as not symmetric.
 _SYM_TOL = 2e-3
+#: Bytes of temporaries one chunk of rows may use: twice the common budget, the size these
+#: chunks always had (a float32 product may round a row differently in chunks of another size).
+_BLOCK_BYTES = 2 * CHUNK_BYTES
 
 
 def alpha_qe(
@@ -204,7 +207,7 @@ def dba_alpha_qe(
 
 
 def alpha_qe_chunks(
-    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = CHUNK_BYTES
+    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``alpha_qe`` from features, one chunk of queries at a time: [Q, G] is never held.
 
@@ -223,7 +226,7 @@ def alpha_qe_chunks(
 
 
 def dba_chunks(
-    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = CHUNK_BYTES
+    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``dba`` from features, one chunk of queries at a time (see ``alpha_qe_chunks``)."""
     return _chain_chunks(fq, fg, _check_n(n, "n"), _check_alpha(alpha, "alpha"), 0, 0.0, chunk_bytes)
@@ -231,7 +234,7 @@ def dba_chunks(
 
 def dba_alpha_qe_chunks(
     fq: Array, fg: Array, *, n_dba: int = 10, alpha_dba: float = 3.0, n_qe: int = 10, alpha_qe: float = 3.0,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int = _BLOCK_BYTES,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``dba_alpha_qe`` from features, one chunk of queries at a time (see ``alpha_qe_chunks``)."""
     return _chain_chunks(
@@ -419,7 +422,7 @@ def _dba_features(fg: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
 def _qe_from_features(fq: torch.Tensor, fg: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
     """αQE of unit queries fq over unit gallery fg; returns float32 [Q, G] distances."""
     out = torch.empty(fq.shape[0], fg.shape[0], dtype=torch.float32, device=fq.device)
-    for rows, dists in _qe_feature_chunks(fq, fg, n, alpha, CHUNK_BYTES):
+    for rows, dists in _qe_feature_chunks(fq, fg, n, alpha, _BLOCK_BYTES):
         out[rows] = dists
     return out
 
@@ -479,7 +482,7 @@ def _dba_mix_from_distances(gg: torch.Tensor, n: int, alpha: float) -> _Mix | No
         [torch.ones(g, 1, device=gg.device), _weights(_sims_from_distances(graph.distances.to(gg.device)), alpha)], 1
     )
     norm2 = torch.empty(g, dtype=torch.float32, device=gg.device)
-    step = rows_per_chunk(g, 3 * 4 * (n + 1) ** 2, CHUNK_BYTES)
+    step = rows_per_chunk(g, 3 * 4 * (n + 1) ** 2, _BLOCK_BYTES)
     for s in range(0, g, step):  # ‖g_j + Σ w g_k‖² = wᵀ S w over the item and its neighbours
         it, ws = items[s : s + step], w[s : s + step]
         sims = _sims_from_distances(gg[it[:, :, None], it[:, None, :]])
@@ -510,7 +513,7 @@ def _qe_from_distances(qg: torch.Tensor, gg: torch.Tensor, mix: _Mix | None, n: 
     n = min(n, g)
     width = 1 if mix is None else mix.items.shape[1]
     out = torch.empty(q, g, dtype=torch.float32, device=qg.device)
-    step = rows_per_chunk(q, 4 * g * (n * width + 6), CHUNK_BYTES)
+    step = rows_per_chunk(q, 4 * g * (n * width + 6), _BLOCK_BYTES)
     scratch = torch.empty(step * n * width, g, dtype=torch.float32, device=qg.device)
     for s in range(0, q, step):
         dists = qg[s : s + step]

@@ -82,7 +82,7 @@ def test_alpha_zero_is_average_query_expansion_by_hand():
 
 def test_feature_and_distance_forms_agree_across_many_chunks(monkeypatch):
     fq, fg, qg, gg = case(n_query=50, n_gallery=300, seed=5, dim=24)
-    monkeypatch.setattr(qe, "CHUNK_BYTES", 4 * 300 * 40)  # forces chunks of one to a few rows
+    monkeypatch.setattr(qe, "_BLOCK_BYTES", 4 * 300 * 40)  # forces chunks of one to a few rows
     for name, params in [("alpha_qe", dict(n=10)), ("dba", dict(n=10)), ("dba_alpha_qe", {})]:
         by_dist, by_feat = both_forms(getattr(qe, name), fq, fg, qg, gg, **params)
         np.testing.assert_allclose(by_dist, by_feat, atol=ATOL, rtol=0)
