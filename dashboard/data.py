@@ -27,9 +27,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from store import DEFAULT_DB
 from store.db import StoreError
 
-DEFAULT_DB = "results/icfrr.duckdb"
 ENV_DB = "ICFRR_DB"
 ENV_RESULTS_DIR = "ICFRR_RESULTS_DIR"
 ENV_IMAGE_ROOTS = "ICFRR_IMAGE_ROOTS"
@@ -119,7 +119,7 @@ def default_db() -> str:
     args = launch_args()
     folder = _results_dir_setting(args)
     return (args.db or os.environ.get(ENV_DB)
-            or (str(Path(folder) / "icfrr.duckdb") if folder else DEFAULT_DB))
+            or (str(Path(folder) / "icfrr.duckdb") if folder else str(DEFAULT_DB)))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_matrix, check_positive_int
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr._sorting import smallest_rows
 from icfrr.neighbors import NeighborGraph, neighbor_graph_from_features, pairwise_distances
 
@@ -33,8 +33,9 @@ GRAPH_KINDS = ("exact", "ivf", "hnsw")
 RECALL_SAMPLE = 1000
 #: Seed of the recall sample.
 RECALL_SEED = 0
-#: Bytes of one block of exact distances while measuring recall.
-_BLOCK_BYTES = 1 << 28
+#: Bytes of one block of searched or exact rows: twice the common budget, the size these blocks always
+#: had (a float32 product may round a row differently in blocks of another size).
+_BLOCK_BYTES = 2 * CHUNK_BYTES
 
 
 class FaissMissing(ImportError):

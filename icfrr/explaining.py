@@ -13,18 +13,6 @@ they are ``icfrr.rerank``'s, near-ties included; the votes are read from the
 neighbour graph for each ranking's voters. (The module is ``explaining``, as
 ``rerank`` lives in ``reranking``: a submodule named ``explain`` would
 replace the function ``icfrr.explain`` once imported.)
-
->>> import numpy as np, icfrr
->>> gg = np.array([[0, 1, 4, 5], [1, 0, 3, 4], [4, 3, 0, 1], [5, 4, 1, 0]], dtype=np.float32)
->>> qg = np.array([0.50, 0.52, 0.51, 0.90], dtype=np.float32)
->>> steps = icfrr.explain(qg, icfrr.neighbor_graph(gg, 1), kg=1, kq=2, beta=0.1, n_iter=1)
->>> s = steps[0]
->>> s.voters.tolist(), s.voter.tolist(), s.item.tolist(), s.amount.tolist()
-([0, 2], [0, 2], [1, 3], [0.05, 0.05])
->>> s.ranking.tolist()  # from [0, 2, 1, 3]: item 1's vote lifts it to the top, item 3 stays last
-[1, 0, 2, 3]
->>> s.bonus().tolist()
-[0.0, 0.05, 0.0, 0.05]
 """
 
 from __future__ import annotations
@@ -93,6 +81,22 @@ def explain(
     Raises:
         ValueError: bad parameters, a row that is not 1-D, not finite or does not
             match the graph's size.
+
+    Example:
+        Query 0 of ``icfrr.rerank``'s example: its top two, items 0 and 2, each
+        give their one neighbour (items 1 and 3) ``beta * alpha[0] / 2 = 0.05``:
+
+        >>> import numpy as np, icfrr
+        >>> gg = np.array([[0, 1, 4, 5], [1, 0, 3, 4], [4, 3, 0, 1], [5, 4, 1, 0]], dtype=np.float32)
+        >>> qg = np.array([0.50, 0.52, 0.51, 0.90], dtype=np.float32)
+        >>> steps = icfrr.explain(qg, icfrr.neighbor_graph(gg, 1), kg=1, kq=2, beta=0.1, n_iter=1)
+        >>> s = steps[0]
+        >>> s.voters.tolist(), s.voter.tolist(), s.item.tolist(), s.amount.tolist()
+        ([0, 2], [0, 2], [1, 3], [0.05, 0.05])
+        >>> s.ranking.tolist()  # from [0, 2, 1, 3]: item 1's vote lifts it to the top, item 3 stays last
+        [1, 0, 2, 3]
+        >>> s.bonus().tolist()
+        [0.0, 0.05, 0.0, 0.05]
     """
     kg, kq, beta, n_iter = _check_params(kg, kq, beta, n_iter, variant)
     row = np.asarray(qg_row.detach().cpu() if isinstance(qg_row, torch.Tensor) else qg_row)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from icfrr.chunks import CHUNK_BYTES
 from icfrr.registry import Method, method
 
 Loader = Callable[[], np.ndarray]
@@ -235,7 +236,7 @@ def streams(key: str, inputs: MethodInputs, max_dense_bytes: int | None = None) 
 
 
 def method_chunks(
-    key: str, inputs: MethodInputs, params: Mapping[str, object], *, chunk_bytes: int = 1 << 27
+    key: str, inputs: MethodInputs, params: Mapping[str, object], *, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Re-ranked distances of one baseline configuration, one chunk of queries at a time, from features.
 

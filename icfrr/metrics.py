@@ -188,5 +188,18 @@ def evaluate(
         ranking: int [Q, G] gallery indices, best first.
         labels_q: int [Q] query labels (-1 = unknown, left out).
         labels_g: int [G] gallery labels.
+
+    Returns:
+        Summary key (``map_all``, ``map_200``, ``p_25``, ...) -> mean over the queries of known label.
+
+    Example:
+        Each query finds its two relevant items at ranks 1 and 3, so its AP is
+        (1/1 + 2/3) / 2; two of its first 25 items are relevant:
+
+        >>> import numpy as np, icfrr
+        >>> ranking = np.array([[0, 2, 1, 3], [2, 1, 3, 0]])
+        >>> m = icfrr.evaluate(ranking, np.array([0, 1]), np.array([0, 0, 1, 1]))
+        >>> round(m["map_all"], 4), round(m["p_25"], 2)
+        (0.8333, 0.08)
     """
     return summarize(per_query(ranking, labels_q, labels_g))

@@ -124,6 +124,17 @@ def neighbor_graph(gg_dists: np.ndarray | torch.Tensor, k: int, *, check_symmetr
 
     Returns:
         NeighborGraph with indices int64 [G, min(k, G-1)] (CPU tensors).
+
+    Example:
+        Two pairs, {0, 1} and {2, 3}: each item's nearest neighbour is its partner.
+
+        >>> import numpy as np, icfrr
+        >>> gg = np.array([[0, 1, 4, 5], [1, 0, 3, 4], [4, 3, 0, 1], [5, 4, 1, 0]], dtype=np.float32)
+        >>> graph = icfrr.neighbor_graph(gg, 2)
+        >>> graph.indices.tolist()
+        [[1, 2], [0, 2], [3, 1], [2, 1]]
+        >>> graph.distances.tolist()
+        [[1.0, 4.0], [1.0, 3.0], [1.0, 3.0], [1.0, 4.0]]
     """
     d = as_matrix(gg_dists, "gg_dists")
     g = d.shape[0]
@@ -226,6 +237,16 @@ def neighbor_graph_from_features(
 
     Returns:
         NeighborGraph (CPU tensors).
+
+    Example:
+        Four points on a line, at 0, 1, 5 and 7:
+
+        >>> import numpy as np, icfrr
+        >>> graph = icfrr.neighbor_graph_from_features(np.array([[0.0], [1.0], [5.0], [7.0]]), 2)
+        >>> graph.indices.tolist()
+        [[1, 2], [0, 2], [3, 1], [2, 1]]
+        >>> graph.distances.tolist()
+        [[1.0, 5.0], [1.0, 4.0], [2.0, 4.0], [2.0, 6.0]]
     """
     f = as_matrix(feats, "feats")
     g = f.shape[0]

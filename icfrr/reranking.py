@@ -26,6 +26,7 @@ import torch
 
 from icfrr._checks import as_labels, as_matrix, check_positive_int, resolve_device
 from icfrr._sparse import use_sparse
+from icfrr.chunks import CHUNK_BYTES, rerank_chunk_size, rows_per_chunk
 from icfrr._update import ChunkSpec, run_rows_cpu, run_rows_torch, sort_distances, update_cpu, update_torch
 from icfrr.metrics import relevant_counts
 from icfrr.neighbors import NeighborGraph, as_graph
@@ -69,10 +70,10 @@ QueryDistances = Callable[[slice], "np.ndarray | torch.Tensor"]
 
 
 def _query_chunk(n_gallery: int, kq: int, kg: int, device: torch.device) -> int:
-    """Queries per chunk: keeps each chunk's working set near 128 MiB (1 GiB on a GPU)."""
-    budget = (1 << 30) if device.type == "cuda" else (1 << 27)
+    """Queries per chunk: keeps each chunk's working set near CHUNK_BYTES (8 times that on a GPU)."""
+    budget = 8 * CHUNK_BYTES if device.type == "cuda" else CHUNK_BYTES
     per_query = 8 * (4 * n_gallery + (kq * kg if device.type == "cuda" else 0))
-    return max(1, min(4096, budget // max(per_query, 1)))
+    return rows_per_chunk(4096, per_query, budget)
 
 
 def iter_rerank(
@@ -206,7 +207,8 @@ def rerank_chunks(
         top_n: best items kept per query and iteration (clamped to G).
         n_query: Q, when ``qg_dists`` is a function without a ``shape``
             (``icfrr.neighbors.FeatureDistances`` has one).
-        chunk_size: queries per chunk (default: about 128 MiB of work per chunk).
+        chunk_size: queries per chunk (default: ``icfrr.chunks.rerank_chunk_size``, about
+            ``CHUNK_BYTES`` of work per chunk).
 
     Yields:
         ChunkResult per chunk, in query order.
@@ -214,6 +216,23 @@ def rerank_chunks(
     Raises:
         ValueError: bad parameters or shapes (before anything is yielded), or
             a chunk's distances of the wrong shape or not finite.
+
+    Example:
+        ``rerank``'s example, keeping the best two items and each query's
+        metrics (labels: the pairs {0, 1} and {2, 3} are the two classes):
+
+        >>> import numpy as np, icfrr
+        >>> gg = np.array([[0, 1, 4, 5], [1, 0, 3, 4], [4, 3, 0, 1], [5, 4, 1, 0]], dtype=np.float32)
+        >>> qg = np.array([[0.50, 0.52, 0.51, 0.90], [0.90, 0.70, 0.60, 0.80]], dtype=np.float32)
+        >>> lq, lg = np.array([0, 1]), np.array([0, 0, 1, 1])
+        >>> (chunk,) = icfrr.rerank_chunks(qg, gg, kg=1, kq=2, betas=[0.1], n_iter=1,
+        ...                                labels_q=lq, labels_g=lg, top_n=2)
+        >>> chunk.queries, chunk.top_gallery.shape   # [betas, queries, iterations 0..T, top N]
+        (slice(0, 2, None), (1, 2, 2, 2))
+        >>> chunk.top_gallery[0, :, 1].tolist()      # after the update
+        [[1, 0], [2, 1]]
+        >>> chunk.metrics[0, :, :, 0].round(4).tolist()   # AP before and after: (1/1 + 2/3) / 2, then 1
+        [[0.8333, 1.0], [0.8333, 0.8333]]
     """
     if isinstance(betas, (int, float)) or len(betas) == 0:
         raise ValueError(f"betas must be a non-empty sequence of numbers, got {betas!r}")
@@ -250,8 +269,7 @@ def rerank_chunks(
     kq = min(kq, n_gallery)
     denom = float(max(n_gallery - 1, 1) * kq)
     if chunk_size is None:
-        per_query = 4 * n_gallery + 16 * len(beta_arr) * (n_iter + 1) * top_n
-        chunk_size = max(1, min(4096, (1 << 27) // per_query))
+        chunk_size = rerank_chunk_size(n_gallery, len(beta_arr), n_iter, top_n)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     if dev.type == "cpu":
         # int32 indices halve the memory traffic of the vote loop (any G that fits in memory fits in int32)
@@ -295,14 +313,29 @@ def rerank(
 
     See ``iter_rerank`` for the arguments. Index 0 is the initial ranking.
     Computed by ``rerank_chunks`` keeping every position.
+
+    Example:
+        Two pairs of gallery items, {0, 1} and {2, 3}, each item the other's
+        nearest neighbour. Query 0 starts with item 2 ahead of item 1; its top
+        two (items 0 and 2) vote for their neighbours, and item 1, close behind
+        the top, moves up to first (item 3 was last and stays last):
+
+        >>> import numpy as np, icfrr
+        >>> gg = np.array([[0, 1, 4, 5], [1, 0, 3, 4], [4, 3, 0, 1], [5, 4, 1, 0]], dtype=np.float32)
+        >>> qg = np.array([[0.50, 0.52, 0.51, 0.90], [0.90, 0.70, 0.60, 0.80]], dtype=np.float32)
+        >>> before, after = icfrr.rerank(qg, gg, kg=1, kq=2, beta=0.1, n_iter=1)
+        >>> before.tolist()
+        [[0, 2, 1, 3], [2, 1, 3, 0]]
+        >>> after.tolist()
+        [[1, 0, 2, 3], [2, 1, 3, 0]]
     """
     qg = as_matrix(qg_dists, "qg_dists")
     n_query, n_gallery = qg.shape
     n_iter = _check_params(kg, kq, beta, n_iter, variant)[3]
     out = [torch.empty(n_query, n_gallery, dtype=torch.int64) for _ in range(n_iter + 1)]
-    per_query = max(16 * (n_iter + 1) * n_gallery, 1)
+    chunk_size = rows_per_chunk(n_query, 16 * (n_iter + 1) * n_gallery)
     chunks = rerank_chunks(qg, gg, kg=kg, kq=kq, betas=[beta], n_iter=n_iter, variant=variant,
-                           top_n=max(n_gallery, 1), chunk_size=max(1, (1 << 27) // per_query), device=device)
+                           top_n=max(n_gallery, 1), chunk_size=chunk_size, device=device)
     for chunk in chunks:
         for t in range(n_iter + 1):
             out[t][chunk.queries] = torch.from_numpy(chunk.top_gallery[0, :, t])

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from icfrr.chunks import rerank_chunk_size
 from jobs.cli import UsageError
 from store.writes import RunConfig
 
@@ -222,8 +223,8 @@ def open_executor(args: argparse.Namespace, device: str, log: Callable[[str], No
 def query_chunks(n_query: int, n_gallery: int, n_betas: int, n_iter: int, top_n: int,
                  slots: int) -> list[slice]:
     """The query chunks of one group's tasks: equal sizes, at least ``slots`` when there are
-    enough queries, none above the engine's per-chunk memory (about 128 MiB of distances and
-    kept results, as ``icfrr.rerank_chunks`` sizes its own chunks).
+    enough queries, none above the chunk ``icfrr.rerank_chunks`` makes by default
+    (:func:`icfrr.chunks.rerank_chunk_size`).
 
     Args:
         n_query, n_gallery: Q, G.
@@ -235,8 +236,7 @@ def query_chunks(n_query: int, n_gallery: int, n_betas: int, n_iter: int, top_n:
     Returns:
         Consecutive slices covering 0..Q-1, their sizes within one of each other.
     """
-    per_query = 4 * n_gallery + 16 * n_betas * (n_iter + 1) * min(top_n, n_gallery)
-    cap = max(1, min(4096, (1 << 27) // per_query))
+    cap = rerank_chunk_size(n_gallery, n_betas, n_iter, min(top_n, n_gallery))
     n_chunks = min(n_query, max(math.ceil(n_query / cap), slots, 1))
     bounds = [i * n_query // n_chunks for i in range(n_chunks + 1)]   # sizes differ by one at most
     return [slice(a, b) for a, b in zip(bounds, bounds[1:])]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import icfrr
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr.methods import MethodInputs, apply_method, method_chunks, ranking_from_distances, streams
 from jobs.sweep_runner import RunOutcome
 from jobs.artifacts import dense_gg, qq_dists
@@ -49,7 +49,7 @@ def run_method(
     top_n: int = 100,
     on_step: Callable[[icfrr.RerankStep, dict[str, float]], None] | None = None,
     max_dense_bytes: int | None = None,
-    chunk_bytes: int = 1 << 27,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> RunOutcome:
     """Re-rank with ``config.method`` and evaluate iterations 0 (initial) and 1 (the method's).
 

@@ -29,11 +29,11 @@ from jobs import report_explain
 from jobs.cli import OneLineParser, UsageError, check_output, write_output
 from jobs.report_protocols import FORMATTERS as PROTOCOL_FORMATTERS
 from jobs.report_protocols import add_protocol_flags, build as build_protocol, flag_problem
+from store import DEFAULT_DB
 
 if TYPE_CHECKING:
     import duckdb
 
-DEFAULT_DB = Path("results/icfrr.duckdb")
 FORMATS = ("table", "csv", "latex", "parquet")
 #: Formats of the comparison table and of the per-query export.
 TABLE_FORMATS, PER_QUERY_FORMATS = ("table", "csv", "latex"), ("csv", "parquet")

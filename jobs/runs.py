@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING
 # Light imports only: --help must answer without loading the store.
 from icfrr.registry import HEADLINE, LABELS, METRIC_KEYS
 from jobs.cli import OneLineParser, UsageError
+from store import DEFAULT_DB
 
 if TYPE_CHECKING:
     import duckdb
 
     from store.manage import Deletion
-
-DEFAULT_DB = Path("results/icfrr.duckdb")
 
 _EPILOG = """\
 examples:

@@ -66,7 +66,7 @@ from jobs.executors import (
 )
 from jobs.progress import Progress, progress_mode
 from jobs.source_flags import add_graph_flags, add_source_flags
-from store import writes
+from store import DEFAULT_DB, writes
 from store.db import StoreError, check_database, writer
 from store.fs import PathError, check_folder_name, check_writable_dir
 from store.identity import InputChanged
@@ -77,7 +77,6 @@ if TYPE_CHECKING:  # torch and the engine load only once the flags are parsed: -
     from jobs.sweep_runner import RunOutcome
     from store.artifacts import Artifacts
 
-DEFAULT_DB = Path("results/icfrr.duckdb")
 EXAMPLES = """examples:
   python -m jobs.sweep --dataset demo --kg 8 16 32 64 --kq 5 10 20 --beta 0.5 1
   python -m jobs.sweep --dataset demo --method icfrr k_reciprocal ecn alpha_qe dba dba+alpha_qe

@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 import torch
 
 from icfrr import FeatureDistances, NeighborGraph
-from icfrr._owners import owner_tag, remove_stale
+from icfrr.owners import owner_tag, remove_stale
 from icfrr.datasets import Dataset, DatasetError
 from store.fs import PathError, check_writable_dir
 from store.identity import FileId

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from icfrr._files import file_sha256
+from icfrr.files import file_sha256
 
 #: The sidecar's file name, under the cache root.
 SIDECAR = "file_sha256.json"

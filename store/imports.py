@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from icfrr._files import pickled_global
+from icfrr.files import pickled_global
 from store.schema import LABEL_MAX
 
 

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from icfrr._owners import host_name
+from icfrr.owners import host_name
 from store.db import StoreError
 
 

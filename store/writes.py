@@ -25,7 +25,7 @@ from icfrr.registry import METRIC_KEYS as METRICS
 from icfrr.registry import QUERY_COLUMNS as QUERY_METRICS
 from icfrr.registry import best_iteration
 from icfrr.registry import method as registry_method
-from icfrr._owners import host_name, pid_alive
+from icfrr.owners import host_name, pid_alive
 
 
 def _now() -> datetime:

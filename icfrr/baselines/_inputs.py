@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_matrix
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr.neighbors import pairwise_distances
 
 Matrix = np.ndarray | torch.Tensor
@@ -31,7 +31,7 @@ def to_numpy(x: Matrix, name: str) -> np.ndarray:
         a = a.astype(np.float64)
     if a.size and not np.isfinite(a.sum(dtype=np.float64)):
         # NaN and inf propagate through a sum; an overflow falls through to the row check.
-        step = max(1, (1 << 24) // max(a.shape[1], 1))
+        step = rows_per_chunk(a.shape[0], a.itemsize * a.shape[1])
         for start in range(0, a.shape[0], step):
             if not np.isfinite(a[start : start + step]).all():
                 raise ValueError(f"{name} contains NaN or infinite values; clean or recompute the distances")
@@ -111,7 +111,7 @@ class ItemFeatures:
         out[np.arange(stop - start), np.arange(start, stop)] = 0.0
         return out
 
-    def entries(self, rows: np.ndarray, cols: np.ndarray, budget: int = 1 << 27) -> np.ndarray:
+    def entries(self, rows: np.ndarray, cols: np.ndarray, budget: int = CHUNK_BYTES) -> np.ndarray:
         """float64 distances of the pairs (rows[i], cols[i]), computed a budget's worth of pairs at a time."""
         out = np.empty(rows.shape, dtype=np.float64)
         f = self.features

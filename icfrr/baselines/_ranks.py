@@ -17,10 +17,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from icfrr._chunks import rows_per_chunk
-
-#: Entries of a chunk of combined rows (float64) held at once: 128 MB.
-_CHUNK_ENTRIES = 1 << 24
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 
 
 def combined_rows(
@@ -58,9 +55,9 @@ def combined_entries(qg: np.ndarray, gg: np.ndarray, qq: np.ndarray, rows: np.nd
 def row_chunks(n_query: int, n_items: int, budget: int | None = None) -> Iterator[tuple[int, int]]:
     """(start, stop) chunks of the N items, none straddling the query/gallery boundary.
 
-    ``budget``: bytes of one float64 chunk of rows (default 128 MB).
+    ``budget``: bytes of one float64 chunk of rows (default ``CHUNK_BYTES``).
     """
-    step = rows_per_chunk(n_items, 8 * n_items, 8 * _CHUNK_ENTRIES if budget is None else budget)
+    step = rows_per_chunk(n_items, 8 * n_items, CHUNK_BYTES if budget is None else budget)
     for lo, hi in ((0, n_query), (n_query, n_items)):
         for start in range(lo, hi, step):
             yield start, min(start + step, hi)
@@ -132,7 +129,7 @@ def ranked_rows(
         n_items: N = Q + G.
         width: how many entries to keep (cut at N).
         transform: as in :func:`neighbour_lists`.
-        budget: bytes of one chunk of rows (default 128 MB).
+        budget: bytes of one chunk of rows (default ``CHUNK_BYTES``).
 
     Returns:
         int64 [N, min(width, N)]: item indices, nearest first, ties by index.

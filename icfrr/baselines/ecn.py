@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from numba import get_num_threads, njit, prange
 
 from icfrr._checks import check_positive_int
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr.baselines._inputs import ItemFeatures, Matrix, distance_blocks, same_type_as
 from icfrr.baselines._ranks import neighbour_lists, ranked_rows
 
@@ -60,6 +60,21 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
 
     Raises:
         ValueError: on a bad parameter, shape, or NaN/inf in the distances.
+
+    Example:
+        ``k_reciprocal``'s example: gallery items at 0, 3, 8 and 10, the query
+        at 5.2. Item 0 shares its nearest neighbour, item 1, with the query, so
+        it comes second; items 2 and 3 share no top-2 neighbour with the
+        query's side and fall back to 1 + their distance (3.8 and 5.8).
+
+        >>> import numpy as np
+        >>> from icfrr.baselines.ecn import ecn
+        >>> g, q = np.array([0.0, 3.0, 8.0, 10.0]), np.array([5.2])
+        >>> qg, gg, qq = abs(q[:, None] - g), abs(g[:, None] - g), abs(q[:, None] - q)
+        >>> qg.argsort(axis=1).tolist()
+        [[1, 2, 3, 0]]
+        >>> ecn(qg, gg, qq, t=1, q=1, k=2).round(2).tolist()
+        [[0.4, 0.1, 3.8, 5.8]]
     """
     t = check_positive_int(t, "t")
     q = check_positive_int(q, "q")
@@ -95,7 +110,7 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
 
 
 def ecn_chunks(
-    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = 1 << 27
+    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = CHUNK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``ecn`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
 

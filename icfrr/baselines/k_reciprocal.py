@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from numba import njit, prange
 
 from icfrr._checks import check_positive_int
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr.baselines._inputs import ItemFeatures, Matrix, check_fraction, distance_blocks, same_type_as
 from icfrr.baselines._ranks import combined_entries, neighbour_lists, ranked_rows
 
@@ -61,6 +61,21 @@ def k_reciprocal(
 
     Raises:
         ValueError: on a bad parameter, shape, or NaN/inf in the distances.
+
+    Example:
+        Gallery items at 0, 3, 8 and 10 on a line, the query at 5.2. Item 0 is
+        the farthest from the query but the nearest neighbour of item 1, the
+        query's nearest: the k-reciprocal sets and the expansion over the
+        query's first ``k2`` items bring it up to second, ahead of the pair at 8 and 10.
+
+        >>> import numpy as np
+        >>> from icfrr.baselines.k_reciprocal import k_reciprocal
+        >>> g, q = np.array([0.0, 3.0, 8.0, 10.0]), np.array([5.2])
+        >>> qg, gg, qq = abs(q[:, None] - g), abs(g[:, None] - g), abs(q[:, None] - q)
+        >>> qg.argsort(axis=1).tolist()
+        [[1, 2, 3, 0]]
+        >>> k_reciprocal(qg, gg, qq, k1=2, k2=2, lambda_value=0.3).argsort(axis=1).tolist()
+        [[1, 0, 2, 3]]
     """
     k1, k2, lam = _check(k1, k2, lambda_value)
     qg_np, gg_np, qq_np = distance_blocks(qg, gg, qq)
@@ -78,7 +93,7 @@ def k_reciprocal(
 
 def k_reciprocal_chunks(
     fq: Matrix, fg: Matrix, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-    chunk_bytes: int = 1 << 27,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``k_reciprocal`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
 

@@ -46,9 +46,9 @@ a gg diagonal beyond 1e-2, or d(i,j)² and d(j,i)² differing by more than 2e-3
 (on a fixed sample of 200,000 pairs when G² is larger).
 
 Memory: queries are processed in row chunks whose temporaries stay near
-``_BLOCK_BYTES`` (256 MiB); only the at most ``n_qe (n_dba + 1)`` rows of gg a query
-needs are copied (into one reused buffer), so nothing of size [(Q+G), (Q+G)] or
-[G, G] beyond the given gg is built. The feature form never builds [G, G].
+``_BLOCK_BYTES`` (256 MiB, twice ``icfrr.chunks.CHUNK_BYTES``); only the at
+most ``n_qe (n_dba + 1)`` rows of gg a query needs are copied (into one reused
+buffer), so nothing of size [(Q+G), (Q+G)] or [G, G] beyond the given gg is built. The feature form never builds [G, G].
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_matrix
-from icfrr._chunks import rows_per_chunk
+from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr._sorting import smallest_rows
 from icfrr.neighbors import neighbor_graph, neighbor_graph_from_features
 
@@ -74,8 +74,9 @@ _DIST_TOL = 1e-3
 _DIAG_TOL = 1e-2
 #: How far d(i, j)² and d(j, i)² may differ before gg counts as not symmetric.
 _SYM_TOL = 2e-3
-#: Bytes of temporaries one chunk of rows may use.
-_BLOCK_BYTES = 1 << 28
+#: Bytes of temporaries one chunk of rows may use: twice the common budget, the size these
+#: chunks always had (a float32 product may round a row differently in chunks of another size).
+_BLOCK_BYTES = 2 * CHUNK_BYTES
 
 
 def alpha_qe(
@@ -91,6 +92,21 @@ def alpha_qe(
 
     ``q' = normalise(q + Σ_{i=1..n} max(qᵀg_(i), 0)^α g_(i))`` over the query's n
     nearest gallery items; α = 0 is average QE. Returns ``‖q' - g‖``.
+
+    Example:
+        The query at 0 degrees, the gallery at 40, -45, 55 and 70 (unit
+        vectors). The expanded query turns toward the three items at positive
+        angles, so item 2 (55 degrees) passes item 1 (-45):
+
+        >>> import numpy as np, icfrr
+        >>> from icfrr.baselines import alpha_qe
+        >>> def unit(degrees):  # unit vectors in the plane
+        ...     a = np.radians(degrees)
+        ...     return np.stack([np.cos(a), np.sin(a)], axis=1).astype(np.float32)
+        >>> fq, fg = unit([0.0]), unit([40.0, -45.0, 55.0, 70.0])
+        >>> qg, gg = icfrr.pairwise_distances(fq, fg).numpy(), icfrr.pairwise_distances(fg, fg).numpy()
+        >>> qg.argsort(axis=1).tolist(), alpha_qe(qg, gg).argsort(axis=1).tolist()
+        ([[0, 1, 2, 3]], [[0, 2, 1, 3]])
 
     Args:
         qg: float [Q, G] Euclidean distances between L2-normalised features
@@ -126,6 +142,21 @@ def dba(
 
     ``g'_j = normalise(g_j + Σ_{k∈N(j)} max(g_jᵀg_k, 0)^α g_k)`` over the n nearest
     OTHER gallery items of j (the item itself counts once, weight 1). Returns ``‖q - g'_j‖``.
+
+    Example:
+        ``alpha_qe``'s example. Item 0 (40 degrees) is augmented with its close
+        neighbours at 55 and 70 and turns away from the query at 0; item 1
+        (-45) has no close neighbour, barely moves, and passes item 0:
+
+        >>> import numpy as np, icfrr
+        >>> from icfrr.baselines import dba
+        >>> def unit(degrees):  # unit vectors in the plane
+        ...     a = np.radians(degrees)
+        ...     return np.stack([np.cos(a), np.sin(a)], axis=1).astype(np.float32)
+        >>> fq, fg = unit([0.0]), unit([40.0, -45.0, 55.0, 70.0])
+        >>> qg, gg = icfrr.pairwise_distances(fq, fg).numpy(), icfrr.pairwise_distances(fg, fg).numpy()
+        >>> qg.argsort(axis=1).tolist(), dba(qg, gg).argsort(axis=1).tolist()
+        ([[0, 1, 2, 3]], [[1, 0, 2, 3]])
 
     Args:
         qg, gg, fq, fg, alpha: as in ``alpha_qe``.
@@ -372,10 +403,6 @@ def _nearest(dists: torch.Tensor, n: int) -> torch.Tensor:
     return torch.sort(dists, dim=1, stable=True).indices[:, :n]
 
 
-def _rows_per_chunk(n_rows: int, bytes_per_row: int, budget: int = _BLOCK_BYTES) -> int:
-    return rows_per_chunk(n_rows, bytes_per_row, budget)
-
-
 # --- feature form ----------------------------------------------------------------------------
 
 
@@ -409,7 +436,7 @@ def _qe_feature_chunks(
     """
     q, g = fq.shape[0], fg.shape[0]
     n = min(n, g)
-    step = _rows_per_chunk(q, 4 * (3 * g + n * fg.shape[1]), budget)
+    step = rows_per_chunk(q, 4 * (3 * g + n * fg.shape[1]), budget)
     for s in range(0, q, step):
         rows = slice(s, min(s + step, q))
         sims = fq[rows] @ fg.T
@@ -455,7 +482,7 @@ def _dba_mix_from_distances(gg: torch.Tensor, n: int, alpha: float) -> _Mix | No
         [torch.ones(g, 1, device=gg.device), _weights(_sims_from_distances(graph.distances.to(gg.device)), alpha)], 1
     )
     norm2 = torch.empty(g, dtype=torch.float32, device=gg.device)
-    step = _rows_per_chunk(g, 3 * 4 * (n + 1) ** 2)
+    step = rows_per_chunk(g, 3 * 4 * (n + 1) ** 2, _BLOCK_BYTES)
     for s in range(0, g, step):  # ‖g_j + Σ w g_k‖² = wᵀ S w over the item and its neighbours
         it, ws = items[s : s + step], w[s : s + step]
         sims = _sims_from_distances(gg[it[:, :, None], it[:, None, :]])
@@ -486,7 +513,7 @@ def _qe_from_distances(qg: torch.Tensor, gg: torch.Tensor, mix: _Mix | None, n: 
     n = min(n, g)
     width = 1 if mix is None else mix.items.shape[1]
     out = torch.empty(q, g, dtype=torch.float32, device=qg.device)
-    step = _rows_per_chunk(q, 4 * g * (n * width + 6))
+    step = rows_per_chunk(q, 4 * g * (n * width + 6), _BLOCK_BYTES)
     scratch = torch.empty(step * n * width, g, dtype=torch.float32, device=qg.device)
     for s in range(0, q, step):
         dists = qg[s : s + step]

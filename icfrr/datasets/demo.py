@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .._owners import owner_tag, remove_stale
+from ..owners import owner_tag, remove_stale
 from .base import DatasetError
 
 #: Bumped whenever the generator's output changes, so old folders are regenerated.

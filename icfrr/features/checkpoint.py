@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .._files import file_sha256, pickled_global  # noqa: F401  (re-exported)
+from ..files import file_sha256, pickled_global  # noqa: F401  (re-exported)
 from .errors import BackboneError
 
 #: Dict keys under which training scripts commonly nest the model weights, tried in order.

@@ -131,7 +131,7 @@ def assert_no_dense_combined_matrix(method, monkeypatch) -> None:
 
     qg, gg, qq = clustered_blocks(100, 1900, n_classes=20, seed=10)
     n = 2000
-    monkeypatch.setattr(_ranks, "_CHUNK_ENTRIES", 50_000)
+    monkeypatch.setattr(_ranks, "CHUNK_BYTES", 8 * 50_000)
     method(qg[:2, :20].copy(), gg[:20, :20].copy(), qq[:2, :2].copy())
     tracemalloc.start()
     try:

@@ -76,7 +76,7 @@ def test_one_query_and_one_gallery_item():
 
 def test_chunk_boundaries_do_not_matter(monkeypatch):
     qg, gg, qq = oracle.random_blocks(7, 23, seed=7)
-    monkeypatch.setattr(_ranks, "_CHUNK_ENTRIES", 70)
+    monkeypatch.setattr(_ranks, "CHUNK_BYTES", 8 * 70)
     np.testing.assert_allclose(ecn(qg, gg, qq, t=2, q=3, k=5), oracle.ecn(qg, gg, qq, 2, 3, 5), rtol=0, atol=1e-9)
 
 

@@ -77,7 +77,7 @@ def test_one_query():
 
 def test_chunk_boundaries_do_not_matter(monkeypatch):
     qg, gg, qq = oracle.random_blocks(7, 23, seed=6)
-    monkeypatch.setattr(_ranks, "_CHUNK_ENTRIES", 70)  # 2 rows a chunk
+    monkeypatch.setattr(_ranks, "CHUNK_BYTES", 8 * 70)  # 2 rows a chunk
     got = k_reciprocal(qg, gg, qq, k1=5, k2=3, lambda_value=0.3)
     np.testing.assert_allclose(got, oracle.k_reciprocal(qg, gg, qq, 5, 3, 0.3), rtol=0, atol=1e-9)
 

@@ -7,7 +7,6 @@ and gallery item j, ``beta * alpha[R[i, j]] / V``.
 
 from __future__ import annotations
 
-import doctest
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +195,3 @@ def test_a_graph_with_indices_outside_the_gallery_is_refused(bad):
     indices[7, 2] = bad
     with pytest.raises(ValueError, match="outside the gallery"):
         icfrr.explain(qg[0], icfrr.NeighborGraph(indices, graph.distances), kg=4, kq=3, beta=0.5, n_iter=1)
-
-
-def test_docstring_example_runs():
-    result = doctest.testmod(icfrr.explaining, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 5 and result.failed == 0

@@ -289,7 +289,7 @@ def test_a_second_sweep_on_a_locked_store_says_who_holds_it(tmp_path, capsys):
 
 
 def test_dead_sweeps_are_marked_interrupted_live_ones_kept(tmp_path):
-    from icfrr._owners import host_name
+    from icfrr.owners import host_name
     db = tmp_path / "r.duckdb"
     dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True).stdout.strip()
@@ -337,7 +337,7 @@ def test_a_version_1_store_is_migrated_keeping_its_rows(tmp_path):
 
 
 def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path):
-    from icfrr._owners import host_name, owner_tag, remove_stale
+    from icfrr.owners import host_name, owner_tag, remove_stale
     from icfrr.datasets.demo import ensure_demo
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()

@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from jobs import artifacts, sweep
+from jobs import artifact_graph, sweep
 
 
 def _features(folder: Path, seed: int = 0) -> list[str]:
@@ -45,7 +45,7 @@ def test_per_chunk_distances_store_what_dense_ones_do(tmp_path: Path, monkeypatc
                                                       capsys) -> None:
     argv = _features(tmp_path)
     assert sweep.main([*argv, "--db", str(tmp_path / "dense.duckdb"), "--cache_root", str(tmp_path / "c1")]) == 0
-    monkeypatch.setattr(artifacts, "DENSE_QG_MAX_BYTES", 0)
+    monkeypatch.setattr(artifact_graph, "DENSE_QG_MAX_BYTES", 0)
     assert sweep.main([*argv, "--db", str(tmp_path / "chunks.duckdb"), "--cache_root", str(tmp_path / "c2")]) == 0
     dense, dense_params = _runs(tmp_path / "dense.duckdb")
     chunks, chunk_params = _runs(tmp_path / "chunks.duckdb")
@@ -108,7 +108,7 @@ def test_baselines_above_the_limit_stream_and_store_what_dense_ones_do(tmp_path:
     argv = [*_features(tmp_path), "--method", "icfrr", *STREAMED, "--k1", "8", "--k2", "3", "--qe-n", "4",
             "--dba-n", "3", "--ecn-k", "10"]
     assert sweep.main([*argv, "--db", str(tmp_path / "dense.duckdb"), "--cache_root", str(tmp_path / "c1")]) == 0
-    monkeypatch.setattr(artifacts, "DENSE_QG_MAX_BYTES", 0)
+    monkeypatch.setattr(artifact_graph, "DENSE_QG_MAX_BYTES", 0)
     assert sweep.main([*argv, "--db", str(tmp_path / "chunks.duckdb"), "--cache_root", str(tmp_path / "c2")]) == 0
     queries = ("SELECT r.method, r.params, m.iteration, m.map_all, m.map_200, m.p_25 FROM runs r "
                "JOIN run_metrics m USING (run_id) WHERE r.method <> 'icfrr' ORDER BY r.run_id, m.iteration",
@@ -139,7 +139,7 @@ def test_a_method_without_a_streamed_form_is_refused_above_the_limit(tmp_path: P
 
     from icfrr import methods
 
-    monkeypatch.setattr(artifacts, "DENSE_QG_MAX_BYTES", 0)
+    monkeypatch.setattr(artifact_graph, "DENSE_QG_MAX_BYTES", 0)
     monkeypatch.setitem(methods.ADAPTERS, "ecn", dataclasses.replace(methods.ADAPTERS["ecn"], streamed=None))
     db = tmp_path / "r.duckdb"
     code = sweep.main([*_features(tmp_path), "--db", str(db), "--cache_root", str(tmp_path / "c"),

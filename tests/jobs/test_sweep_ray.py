@@ -137,10 +137,10 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(local_ray, examp
 
 def test_distances_computed_per_chunk_from_features_on_ray_give_the_local_runs(local_ray, tmp_path,
                                                                              monkeypatch) -> None:
-    from jobs import artifacts
+    from jobs import artifact_graph
     from tests.jobs.test_sweep_large import _features
 
-    monkeypatch.setattr(artifacts, "DENSE_QG_MAX_BYTES", 0)   # the features go to the object store, not [Q, G]
+    monkeypatch.setattr(artifact_graph, "DENSE_QG_MAX_BYTES", 0)   # the features go to the object store, not [Q, G]
     argv = [*_features(tmp_path), "--cache-root", str(tmp_path / "cache"), "--quiet"]
     assert sweep.main([*argv, "--db", str(tmp_path / "local.duckdb")]) == 0
     assert sweep.main([*argv, "--db", str(tmp_path / "ray.duckdb"), "--executor", "ray"]) == 0
