@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from jobs.cli import UsageError
-from store.writes import RunConfig
+from icfrr.run_config import RunConfig
 
 if TYPE_CHECKING:  # the engine loads only once the flags are parsed
     import torch

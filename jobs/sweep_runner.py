@@ -23,7 +23,8 @@ import torch
 import icfrr
 from icfrr.metrics import columns_from_rows
 from icfrr.reranking import ChunkResult, QueryDistances, rerank_chunks
-from store.writes import KeptIteration, RunConfig, best_iteration
+from icfrr.run_config import RunConfig
+from store.writes import KeptIteration, best_iteration
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def run_config(
         The :class:`RunOutcome`.
     """
     if on_step is not None:
-        return _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_step)
+        return run_whole(qg_dists, graph, labels_q, labels_g, config, device=device, top_n=top_n, on_step=on_step)
     return run_configs(qg_dists, graph, labels_q, labels_g, [config], device=device, top_n=top_n,
                        on_progress=on_progress, chunk_size=chunk_size)[0]
 
@@ -206,8 +207,25 @@ def _keep(step: icfrr.RerankStep, per_query: dict[str, np.ndarray], top_n: int) 
                          step.scores[:, :top_n].to(torch.float64).numpy())
 
 
-def _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_step) -> RunOutcome:
-    """``run_config`` over whole [Q, G] rankings, one iteration after the other (for ``on_step``)."""
+def run_whole(
+    qg_dists: torch.Tensor | np.ndarray,
+    graph: icfrr.NeighborGraph,
+    labels_q: np.ndarray,
+    labels_g: np.ndarray,
+    config: RunConfig,
+    *,
+    device: str | torch.device | None = None,
+    top_n: int = 100,
+    on_step: Callable[[icfrr.RerankStep, dict[str, float]], None],
+) -> RunOutcome:
+    """:func:`run_config` over whole [Q, G] rankings, one iteration after the other.
+
+    ``on_step(step, metrics)`` is called after each iteration with its whole
+    ranking (the published per-iteration files); memory grows with Q.
+
+    Raises:
+        ValueError: ``qg_dists`` is a function of a query chunk, not dense distances.
+    """
     if callable(qg_dists) and not isinstance(qg_dists, (np.ndarray, torch.Tensor)):
         raise ValueError("on_step needs whole rankings: pass dense qg_dists, not a function of the chunk")
     start = time.perf_counter()

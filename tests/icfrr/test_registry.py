@@ -82,6 +82,7 @@ _GUARD = textwrap.dedent('''
 
     import icfrr
     from store import report, writes
+    from icfrr.run_config import RunConfig
     from store.db import connect_reader, connect_writer
 
     db = Path(sys.argv[1])
@@ -97,7 +98,7 @@ _GUARD = textwrap.dedent('''
         kept = {t: writes.KeptIteration(pq, r[:, :5], -np.arange(5.0)[None].repeat(20, 0))
                 for t, (pq, r) in enumerate(zip(pqs, rankings))}
         writes.write_run(con, sweep_id=sweep, artifact_id=art, artifact_key="k",
-                         config=writes.RunConfig(kg=4, kq=4, beta=0.5, n_iter=2), device="cpu",
+                         config=RunConfig(kg=4, kq=4, beta=0.5, n_iter=2), device="cpu",
                          seconds=1.0, metrics=[icfrr.summarize(pq) for pq in pqs], kept=kept)
     want = [float(np.mean([(lg[r[q, :100]] == lq[q]).sum() / (lg == lq[q]).sum() for q in range(20)]))
             for r in rankings]

@@ -7,7 +7,7 @@ import pytest
 
 import icfrr
 from jobs.sweep_runner import run_config, run_configs
-from store.writes import RunConfig
+from icfrr.run_config import RunConfig
 from tests.jobs.toy import toy_distances
 
 
