@@ -72,7 +72,7 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
     import torch
 
     import icfrr
-    from jobs.sweep_runner import run_configs
+    from jobs.engine_runner import run_configs
     from store import writes
     from icfrr.run_config import RunConfig
     from store.db import connect_writer

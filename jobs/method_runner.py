@@ -19,7 +19,7 @@ import torch
 import icfrr
 from icfrr._chunks import rows_per_chunk
 from icfrr.methods import MethodInputs, apply_method, method_chunks, ranking_from_distances, streams
-from jobs.sweep_runner import RunOutcome
+from jobs.engine_runner import RunOutcome
 from jobs.artifacts import dense_gg, qq_dists
 from store.artifacts import Artifacts
 from icfrr.run_config import RunConfig
@@ -75,7 +75,7 @@ def run_method(
         ValueError: An ICFRR configuration, or bad parameters or inputs.
     """
     if config.entry.iterative:
-        raise ValueError("run_method runs single-shot methods; iterative ones run through jobs.sweep_runner")
+        raise ValueError("run_method runs single-shot methods; iterative ones run through jobs.engine_runner")
     if streams(config.method, inputs, max_dense_bytes):
         if on_step is not None:
             raise ValueError("per-iteration callbacks need whole rankings; the streamed path has chunks only")

@@ -3,7 +3,7 @@
 Configurations of a method with a batch parameter (ICFRR's beta,
 :attr:`icfrr.registry.Method.batch_param`) that differ only in it run together
 through the engine (:func:`batch_groups`); an iterative method runs through
-the ICFRR engine (:mod:`jobs.sweep_runner`), a single-shot one through its
+the ICFRR engine (:mod:`jobs.engine_runner`), a single-shot one through its
 function (:mod:`jobs.method_runner`). The plan says how rankings are made:
 by query chunks, or whole, iteration by iteration, for the published files.
 """
@@ -28,7 +28,7 @@ from store import writes
 from store.db import StoreError, writer
 
 if TYPE_CHECKING:
-    from jobs.sweep_runner import RunOutcome
+    from jobs.engine_runner import RunOutcome
 
 
 def warn(message: str) -> None:
@@ -46,7 +46,7 @@ def run_one(plan: Plan, cfg: RunConfig) -> RunOutcome:
     """
     from jobs import published_outputs as pub
     from jobs.method_runner import run_method
-    from jobs.sweep_runner import run_configs, run_whole
+    from jobs.engine_runner import run_configs, run_whole
 
     whole = plan.rankings == WHOLE_RANKINGS
     out_dir = plan.out_dir(cfg)
@@ -81,7 +81,7 @@ def batch_groups(plan: Plan, todo: Sequence[int]) -> list[list[int]]:
     (:attr:`Method.batch_param`, ICFRR's beta) run together.
 
     They share the initial ranking and the first update's votes (exact; see
-    ``jobs.sweep_runner.run_configs``). Entries that write the published
+    ``jobs.engine_runner.run_configs``). Entries that write the published
     per-iteration files, and methods without a batch parameter, run alone.
     Groups keep grid order by their first entry.
     """
@@ -99,7 +99,7 @@ def batch_groups(plan: Plan, todo: Sequence[int]) -> list[list[int]]:
 
 def run_group(plan: Plan, configs: Sequence[RunConfig]) -> list[RunOutcome]:
     """Configurations that differ only in their batch parameter, streamed through the engine together."""
-    from jobs.sweep_runner import run_configs
+    from jobs.engine_runner import run_configs
 
     arts = plan.arts
     bar = Progress(len(plan.labels_q), "queries", "q", mode=plan.progress, lines=False, leave=False)

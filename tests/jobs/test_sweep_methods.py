@@ -463,3 +463,12 @@ def test_demo_sweep_every_method_real_baselines(tmp_path: Path) -> None:
     assert latex.count("\\\\") == len(rows) + 1   # a header and one line per row
     text = report("table")
     assert all(label in text for label in ("ICFRR", "k-reciprocal", "ECN", "DBA + αQE"))
+
+
+def test_run_config_clamps_once_and_mirrors_only_its_column_params() -> None:
+    cfg = RunConfig(kg=500, kq=60, beta=1, n_iter=2).clamped(40)
+    assert (cfg.kg, cfg.kq, cfg.beta, cfg.n_iter) == (39, 40, 1.0, 2) and type(cfg.beta) is float
+    assert cfg.extra == {"asked_kg": 500, "asked_kq": 60}
+    assert cfg.columns() == {"kg": 39, "kq": 40, "beta": 1.0, "variant": "reference"}
+    ecn = RunConfig.for_method("ecn", {"t": 3, "q": 8, "k": 25})
+    assert ecn.clamped(5) == ecn and ecn.columns() == {} and ecn.n_iter == 1 and ecn.kg is None

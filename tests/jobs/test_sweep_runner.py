@@ -1,4 +1,4 @@
-"""jobs.sweep_runner: one configuration's outcome equals the engine called directly."""
+"""jobs.engine_runner: one configuration's outcome equals the engine called directly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import icfrr
-from jobs.sweep_runner import run_config, run_configs
+from jobs.engine_runner import run_config, run_configs
 from icfrr.run_config import RunConfig
 from tests.jobs.toy import toy_distances
 

@@ -1,4 +1,7 @@
-"""One sweep configuration (or several that differ only in beta): re-rank, evaluate every iteration, keep what the store records.
+"""An iterative method's configurations through the ICFRR engine: re-rank, evaluate every iteration, keep what the store records.
+
+One configuration, or several that differ only in beta (run together). The
+single-shot methods' counterpart is :mod:`jobs.method_runner`.
 
 Queries stream through the engine in chunks (``icfrr.reranking.rerank_chunks``):
 each chunk goes through every iteration, each ranking is evaluated as it is
