@@ -59,11 +59,12 @@ def run_config(
     *,
     device: str | torch.device | None = None,
     top_n: int = 100,
-    on_step: Callable[[icfrr.RerankStep, dict[str, float]], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     chunk_size: int | None = None,
 ) -> RunOutcome:
-    """Re-rank once over all iterations and evaluate each one.
+    """Re-rank once over all iterations and evaluate each one, streaming the queries in chunks.
+
+    (:func:`run_whole` is the same over whole rankings, for per-iteration callbacks.)
 
     Args:
         qg_dists: float [Q, G] query-gallery distances, or a function
@@ -75,18 +76,12 @@ def run_config(
         config: KG, KQ, beta, iterations, variant (already clamped to G).
         device: Where the engine runs (None: its default).
         top_n: How many of each query's best items to keep.
-        on_step: Called after each iteration with the whole step and its
-            metrics (the published per-iteration files). It needs every [Q, G]
-            ranking, so it switches to the iteration-by-iteration engine, whose
-            memory grows with Q; dense ``qg_dists`` only.
-        on_progress: Called with (queries done, Q) after each chunk (streaming only).
+        on_progress: Called with (queries done, Q) after each chunk.
         chunk_size: Queries per chunk (default: the engine's).
 
     Returns:
         The :class:`RunOutcome`.
     """
-    if on_step is not None:
-        return run_whole(qg_dists, graph, labels_q, labels_g, config, device=device, top_n=top_n, on_step=on_step)
     return run_configs(qg_dists, graph, labels_q, labels_g, [config], device=device, top_n=top_n,
                        on_progress=on_progress, chunk_size=chunk_size)[0]
 
@@ -225,6 +220,10 @@ def run_whole(
 
     ``on_step(step, metrics)`` is called after each iteration with its whole
     ranking (the published per-iteration files); memory grows with Q.
+
+    Args:
+        qg_dists: float [Q, G] dense query-gallery distances.
+        Others: as for :func:`run_config`.
 
     Raises:
         ValueError: ``qg_dists`` is a function of a query chunk, not dense distances.

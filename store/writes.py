@@ -26,13 +26,10 @@ from icfrr.registry import QUERY_COLUMNS as QUERY_METRICS
 from icfrr.registry import best_iteration
 from icfrr.run_config import sha256_json
 from icfrr._owners import host_name, pid_alive
+from store.schema import PARAM_COLUMNS
 
 if TYPE_CHECKING:
     from icfrr.run_config import RunConfig
-
-#: The public ``runs`` columns that mirror a method's parameter of the same name
-#: (:attr:`icfrr.registry.Param.column`); NULL for methods without it.
-PARAM_COLUMNS: tuple[str, ...] = ("variant", "kg", "kq", "beta")
 
 
 def _now() -> datetime:

@@ -76,7 +76,7 @@ def test_parse_types_and_checks_once_and_clamp_caps_at_the_gallery() -> None:
 
 
 def test_capabilities_name_real_parameters() -> None:
-    from store.writes import PARAM_COLUMNS
+    from store.schema import PARAM_COLUMNS
 
     for m in registry.METHODS:
         names = [p.name for p in m.params]
