@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from jobs.cli import UsageError
-from jobs.sweep_flags import DEFAULT_DB, build_parser  # noqa: F401  (the command's parser and default store)
+from jobs.sweep_flags import build_parser  # noqa: F401  (the command's parser)
 from jobs.sweep_plan import Plan, graph_note, prepare, unanswerable  # noqa: F401  (unanswerable: its rule)
 from jobs.sweep_run import run_sweep, warn
 from jobs.sweep_table import format_table

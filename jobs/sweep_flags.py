@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Mapping
 from pathlib import Path
 
-from icfrr.registry import METHOD_KEYS, METHODS, Method, Param
+from icfrr.registry import METHODS, Method, Param
 from icfrr.registry import method as registry_method
 from icfrr.run_config import RunConfig
 from jobs import cli
