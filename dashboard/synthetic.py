@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 from icfrr.metrics import per_query, summarize
 from icfrr.registry import best_iteration
 from store import writes
+from icfrr.run_config import RunConfig
 from store.db import connect_writer
 
 _NAMES = (
@@ -216,7 +217,7 @@ def generate(db_path: str | Path, spec: SyntheticSpec, root: str | Path | None =
                                       command=f"synthetic {spec.name}")
         try:
             for variant, kg, kq, beta in spec.configs:
-                config = writes.RunConfig(kg=kg, kq=kq, beta=beta, n_iter=spec.n_iter,
+                config = RunConfig(kg=kg, kq=kq, beta=beta, n_iter=spec.n_iter,
                                           variant=variant)
                 metrics, kept = _simulate_run(spec, config, full, items, relevant, base, response,
                                               labels_q, labels_g, top, initial, rng)
@@ -231,7 +232,7 @@ def generate(db_path: str | Path, spec: SyntheticSpec, root: str | Path | None =
     return sweep_id
 
 
-def _simulate_run(spec: SyntheticSpec, config: writes.RunConfig, full: np.ndarray,
+def _simulate_run(spec: SyntheticSpec, config: RunConfig, full: np.ndarray,
                   items: np.ndarray, relevant: np.ndarray, base: np.ndarray,
                   response: np.ndarray, labels_q: np.ndarray, labels_g: np.ndarray, top: int,
                   initial: tuple[dict[str, float], writes.KeptIteration],

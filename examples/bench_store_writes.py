@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from icfrr.run_config import RunConfig
 from store import writes
 from store.db import connect_reader, connect_writer
 
@@ -59,7 +60,7 @@ def main() -> None:
               f"{'rows':>9} {'file MiB':>9}")
         for r in range(a.runs):
             metrics, kept = _fake_run(rng, a.queries, a.top_n, a.n_iter, a.gallery)
-            cfg = writes.RunConfig(kg=r + 1, kq=10, beta=0.5, n_iter=a.n_iter)
+            cfg = RunConfig(kg=r + 1, kq=10, beta=0.5, n_iter=a.n_iter)
             t0 = time.perf_counter()
             con = connect_writer(db)
             t1 = time.perf_counter()

@@ -1,8 +1,9 @@
 """One call for every single-shot re-ranking method of the registry (the baselines).
 
 :func:`apply_method` takes a method key of :data:`icfrr.registry.METHODS`, the
-inputs (:class:`MethodInputs`) and the registry's parameter names, and calls the
-method's function in ``icfrr.baselines`` with its own keyword names. The
+inputs (:class:`MethodInputs`) and the registry's parameters, and calls the
+method's function (:attr:`icfrr.registry.Method.function`, by default in
+``icfrr.baselines``) with them as keywords: a parameter's name is its keyword. The
 gallery-gallery and query-query matrices are large ([G, G] is 3.1 GB at the
 TU-Berlin size), so the inputs hold callables that load them on first use: a
 method that does not need one never loads it.
@@ -96,36 +97,16 @@ class MethodInputs:
         self._loaded.clear()
 
 
-@dataclass(frozen=True)
-class _Adapter:
-    function: str                  # name in icfrr.baselines
-    keywords: Mapping[str, str]    # registry parameter -> the function's keyword
-    uses_qq: bool = False
-    feature_form: bool = False     # takes fq/fg, and then needs no gg
-    streamed: str | None = None    # name of its form from features by query chunks (fq, fg, keywords, chunk_bytes)
-
-
-_QE = {"qe_n": "n", "qe_alpha": "alpha"}
-_DBA = {"dba_n": "n", "dba_alpha": "alpha"}
-
-#: Registry key -> how to call its function. Tests replace entries here.
-ADAPTERS: dict[str, _Adapter] = {
-    "k_reciprocal": _Adapter("k_reciprocal", {"k1": "k1", "k2": "k2", "lambda_value": "lambda_value"},
-                             uses_qq=True, streamed="k_reciprocal_chunks"),
-    "ecn": _Adapter("ecn", {"t": "t", "q": "q", "k": "k"}, uses_qq=True, streamed="ecn_chunks"),
-    "alpha_qe": _Adapter("alpha_qe", _QE, feature_form=True, streamed="alpha_qe_chunks"),
-    "dba": _Adapter("dba", _DBA, feature_form=True, streamed="dba_chunks"),
-    "dba+alpha_qe": _Adapter("dba_alpha_qe", {"dba_n": "n_dba", "dba_alpha": "alpha_dba",
-                                              "qe_n": "n_qe", "qe_alpha": "alpha_qe"}, feature_form=True,
-                             streamed="dba_alpha_qe_chunks"),
-}
-
-#: Where the functions live (imported on first use, so ``icfrr`` stays light).
+#: Where functions named without a module live (imported on first use, so ``icfrr`` stays light).
 BASELINES_PACKAGE = "icfrr.baselines"
 
 
 def baseline_function(name: str) -> Callable[..., Any]:
-    """The function ``name`` of ``icfrr.baselines`` (exported by the package or its module ``name``)."""
+    """The function ``name`` of ``icfrr.baselines`` (exported by the package or its module ``name``),
+    or of another module when written ``"module:function"`` (a :attr:`Method.function`)."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module), attr)
     package = importlib.import_module(BASELINES_PACKAGE)
     found = getattr(package, name, None)
     if found is None:
@@ -136,7 +117,7 @@ def baseline_function(name: str) -> Callable[..., Any]:
 
 
 def method_keywords(key: str, params: Mapping[str, object]) -> dict[str, object]:
-    """The registry parameters of method ``key`` as its function's keywords, checked.
+    """The registry parameters of method ``key`` (its function's keywords), typed and checked.
 
     Missing parameters take the first value of the registry's default grid.
 
@@ -145,19 +126,11 @@ def method_keywords(key: str, params: Mapping[str, object]) -> dict[str, object]
             outside the registry's bounds.
     """
     entry = _entry(key)
-    adapter = ADAPTERS[key]
     unknown = sorted(set(params) - {p.name for p in entry.params})
     if unknown:
         raise ValueError(f"{key} has no parameter {', '.join(unknown)}; "
                          f"its parameters: {', '.join(p.name for p in entry.params)}")
-    out: dict[str, object] = {}
-    for p in entry.params:
-        value = p.kind(params[p.name]) if p.name in params else p.default[0]
-        problem = p.check(value)
-        if problem is not None:
-            raise ValueError(problem)
-        out[adapter.keywords[p.name]] = value
-    return out
+    return {p.name: p.parse(params[p.name]) if p.name in params else p.default[0] for p in entry.params}
 
 
 def _entry(key: str) -> Method:
@@ -165,16 +138,16 @@ def _entry(key: str) -> Method:
         entry = method(key)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
-    if entry.iterative or key not in ADAPTERS:
+    if entry.iterative or not entry.function:
         raise ValueError(f"{key} is not a single-shot method; ICFRR runs through icfrr.iter_rerank")
     return entry
 
 
 def needs(key: str, inputs: MethodInputs) -> tuple[str, ...]:
     """Which of ``"gg"``/``"qq"`` method ``key`` will load from these inputs."""
-    adapter = ADAPTERS[_entry(key).key]
-    wanted = () if adapter.feature_form and inputs.has_features else ("gg",)
-    return wanted + (("qq",) if adapter.uses_qq else ())
+    entry = _entry(key)
+    wanted = () if entry.feature_form and inputs.has_features else ("gg",)
+    return wanted + (("qq",) if entry.needs_qq else ())
 
 
 def apply_method(key: str, inputs: MethodInputs, params: Mapping[str, object]) -> np.ndarray:
@@ -195,13 +168,13 @@ def apply_method(key: str, inputs: MethodInputs, params: Mapping[str, object]) -
     keywords = method_keywords(key, params)
     if inputs.qg is None:
         raise ValueError(f"no whole [Q, G] distances to re-rank with {key}: run it by query chunks (method_chunks)")
-    adapter = ADAPTERS[key]
-    fn = baseline_function(adapter.function)
+    entry = _entry(key)
+    fn = baseline_function(entry.function)
     wanted = needs(key, inputs)
     gg = inputs.load("gg") if "gg" in wanted else None
-    if adapter.uses_qq:
+    if entry.needs_qq:
         out = fn(inputs.qg, gg, inputs.load("qq"), **keywords)
-    elif adapter.feature_form and inputs.has_features:
+    elif entry.feature_form and inputs.has_features:
         out = fn(inputs.qg, gg, fq=inputs.fq, fg=inputs.fg, **keywords)
     else:
         out = fn(inputs.qg, gg, **keywords)
@@ -214,7 +187,7 @@ def apply_method(key: str, inputs: MethodInputs, params: Mapping[str, object]) -
 
 def can_stream(key: str, inputs: MethodInputs) -> bool:
     """Whether method ``key`` has a form streamed by query chunks and these inputs have its features."""
-    return ADAPTERS[_entry(key).key].streamed is not None and inputs.has_features
+    return bool(_entry(key).streamed) and inputs.has_features
 
 
 def streams(key: str, inputs: MethodInputs, max_dense_bytes: int | None = None) -> bool:
@@ -255,7 +228,7 @@ def method_chunks(
     keywords = method_keywords(key, params)
     if not can_stream(key, inputs):
         raise ValueError(f"{key} cannot run by query chunks here: it needs its streamed form and the features")
-    fn = baseline_function(ADAPTERS[key].streamed)
+    fn = baseline_function(_entry(key).streamed)
     return fn(inputs.fq, inputs.fg, **keywords, chunk_bytes=chunk_bytes)
 
 

@@ -11,9 +11,11 @@ The rule that picks a run's best iteration (:func:`best_iteration`) lives here
 too, so the store, the sweep and the dashboard agree on it.
 
 Methods are built alike: each :class:`Method` of :data:`METHODS` names its
-key (``runs.method``), label, paper and grid parameters (:class:`Param`, with
-their command-line flags, defaults and bounds), so the sweep's flags, its
-checks and the report's rows all come from here.
+key (``runs.method``), label, paper, grid parameters (:class:`Param`, with
+their command-line flags, defaults and bounds; a parameter's name is its
+function's keyword), its function and what it needs, so the sweep's flags,
+its checks, the way it runs and the report's rows all come from here. Adding a
+method is adding an entry (and its function).
 
 This module imports neither torch nor the database: it is cheap to import.
 """
@@ -172,6 +174,12 @@ class Param:
         maximum: Largest allowed value (numbers only; None: no bound).
         choices: Allowed values (``str`` parameters).
         help: One line for ``--help``.
+        column: Whether it is also stored in the ``runs`` column of its name
+            (ICFRR's kg, kq, beta, variant; NULL there for methods without it).
+        gallery_cap: When set, values above G + ``gallery_cap`` (G the gallery
+            size, known once the distances are loaded) change nothing and are
+            clamped to it; the asked value is kept as ``asked_<name>`` in
+            ``runs.params``.
     """
 
     name: str
@@ -182,6 +190,8 @@ class Param:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     help: str = ""
+    column: bool = False
+    gallery_cap: int | None = None
 
     def check(self, value: object) -> str | None:
         """None when ``value`` is allowed, else a one-line reason."""
@@ -197,19 +207,60 @@ class Param:
             return f"{self.flags[0]} values must be <= {self.maximum:g}, got {value}"
         return None
 
+    def parse(self, value: object) -> object:
+        """``value`` as this parameter's kind, checked: the one validation of a parameter value.
+
+        Raises:
+            ValueError: A value that does not convert or is not allowed (:meth:`check`'s reason).
+        """
+        try:
+            typed = self.kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.flags[0]} takes {self.kind.__name__} values, got {value!r}") from None
+        problem = self.check(typed)
+        if problem is not None:
+            raise ValueError(problem)
+        return typed
+
+    def clamp(self, value: object, n_gallery: int) -> object:
+        """``value`` clamped to G + ``gallery_cap`` (at least 1), or unchanged without a cap."""
+        if self.gallery_cap is None:
+            return value
+        return min(value, max(n_gallery + self.gallery_cap, 1))  # type: ignore[type-var]
+
 
 @dataclass(frozen=True)
 class Method:
     """One re-ranking method the lab can sweep and report.
 
+    What the sweep does with a method follows from these fields, never from its key.
+
     Attributes:
         key: ``runs.method`` value and ``--method`` choice.
         label: Human-readable name (tables, charts, the report).
         citation: Short reference of the paper.
-        params: Its grid parameters.
+        params: Its grid parameters; their names are its function's keywords.
         needs_qq: Whether it needs query-query distances.
-        iterative: Whether it yields one ranking per iteration (ICFRR) or a
-            single re-ranked result (stored as iteration 1).
+        iterative: Whether it yields one ranking per iteration through the
+            ICFRR engine (``icfrr.rerank_chunks``; its ``n_iter`` parameter) or a
+            single re-ranked result from ``function`` (stored as iteration 1).
+        function: Single-shot methods: the function that re-ranks, a name in
+            ``icfrr.baselines`` or ``"module:function"``. Called as
+            ``function(qg, gg[, qq], **params)`` (and ``fq=, fg=`` when
+            ``feature_form``), returning float [Q, G] distances.
+        streamed: Its form streamed by query chunks from the features
+            (``streamed(fq, fg, **params, chunk_bytes=...)`` yielding (query
+            slice, float [B, G] distances)), named like ``function``; "" when none.
+        feature_form: Whether ``function`` takes the features (``fq=, fg=``) and
+            then needs no gallery-gallery distances.
+        graph_param: The parameter that says how many gallery-graph neighbours
+            it reads (the graph is built for its largest value); None when it
+            does not read the graph.
+        batch_param: A parameter whose values run together in one pass of the
+            engine (configurations that differ only in it share work exactly);
+            None when each configuration runs alone.
+        grid_order: The nesting of its grid, outermost parameter first (the
+            order of its configurations in the sweep); empty: ``params`` order.
         explainable: Whether its votes can be replayed and shown (``icfrr.explain``)
             and the failure analysis (``jobs.report --signature``) applies: it votes
             with its initial top-KQ.
@@ -221,7 +272,18 @@ class Method:
     params: tuple[Param, ...]
     needs_qq: bool = False
     iterative: bool = False
+    function: str = ""
+    streamed: str = ""
+    feature_form: bool = False
+    graph_param: str | None = None
+    batch_param: str | None = None
+    grid_order: tuple[str, ...] = ()
     explainable: bool = False
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Its parameters mirrored into ``runs`` columns (:attr:`Param.column`)."""
+        return tuple(p.name for p in self.params if p.column)
 
 
 _DBA = (Param("dba_n", ("--dba-n", "--dba_n"), int, (10,), minimum=0,
@@ -236,32 +298,35 @@ _QE = (Param("qe_n", ("--qe-n", "--qe_n"), int, (10,), minimum=0,
 #: Every method, in report order; ICFRR first.
 METHODS: tuple[Method, ...] = (
     Method("icfrr", "ICFRR", "Hudson & Smith, 2023", (
-        Param("kg", ("--kg", "--KG"), int, (256,), minimum=1,
+        Param("kg", ("--kg", "--KG"), int, (256,), minimum=1, column=True, gallery_cap=-1,
               help="gallery neighbours that vote (default 256)"),
-        Param("kq", ("--kq", "--KQ"), int, (250,), minimum=1,
+        Param("kq", ("--kq", "--KQ"), int, (250,), minimum=1, column=True, gallery_cap=0,
               help="top items of the query's ranking whose neighbours vote (default 250)"),
-        Param("beta", ("--beta",), float, (0.5,), minimum=0,
+        Param("beta", ("--beta",), float, (0.5,), minimum=0, column=True,
               help="update strength, finite and >= 0 (default 0.5)"),
         Param("n_iter", ("--n-times", "--n_times"), int, (5,), minimum=1, maximum=100,
               help="iterations, 1 to 100 (default 5); every iteration's metrics are stored"),
-        Param("variant", ("--variant",), str, ("reference",), choices=("reference", "paper"),
+        Param("variant", ("--variant",), str, ("reference",), choices=("reference", "paper"), column=True,
               help="reference (position-based, default) or paper (accumulating)"),
-    ), iterative=True, explainable=True),
+    ), iterative=True, graph_param="kg", batch_param="beta", explainable=True, grid_order=("variant", "n_iter", "kg", "kq", "beta")),
     Method("k_reciprocal", "k-reciprocal", "Zhong et al., CVPR 2017", (
         Param("k1", ("--k1",), int, (20,), minimum=1, help="k-reciprocal neighbourhood size (default 20)"),
         Param("k2", ("--k2",), int, (6,), minimum=1, help="local query expansion size (default 6)"),
         Param("lambda_value", ("--lambda-value", "--lambda_value"), float, (0.3,), minimum=0, maximum=1,
               help="weight of the original distance against the Jaccard distance (default 0.3)"),
-    ), needs_qq=True),
+    ), needs_qq=True, function="k_reciprocal", streamed="k_reciprocal_chunks"),
     Method("ecn", "ECN", "Sarfraz et al., CVPR 2018", (
         Param("t", ("--ecn-t", "--ecn_t"), int, (3,), minimum=1, help="ECN: top neighbours expanded (default 3)"),
         Param("q", ("--ecn-q", "--ecn_q"), int, (8,), minimum=1,
               help="ECN: neighbours taken from each expanded neighbour (default 8)"),
         Param("k", ("--ecn-k", "--ecn_k"), int, (25,), minimum=1, help="ECN: rank-list length (default 25)"),
-    ), needs_qq=True),
-    Method("alpha_qe", "αQE", "Radenović, Tolias & Chum, TPAMI 2018", _QE),
-    Method("dba", "DBA", "Arandjelović & Zisserman, CVPR 2012", _DBA),
-    Method("dba+alpha_qe", "DBA + αQE", "Arandjelović & Zisserman 2012; Radenović et al. 2018", _DBA + _QE),
+    ), needs_qq=True, function="ecn", streamed="ecn_chunks"),
+    Method("alpha_qe", "αQE", "Radenović, Tolias & Chum, TPAMI 2018", _QE,
+           function="alpha_qe", streamed="alpha_qe_chunks", feature_form=True),
+    Method("dba", "DBA", "Arandjelović & Zisserman, CVPR 2012", _DBA,
+           function="dba", streamed="dba_chunks", feature_form=True),
+    Method("dba+alpha_qe", "DBA + αQE", "Arandjelović & Zisserman 2012; Radenović et al. 2018", _DBA + _QE,
+           function="dba_alpha_qe", streamed="dba_alpha_qe_chunks", feature_form=True),
 )
 
 #: ``--method`` choices in report order.

@@ -61,19 +61,20 @@ def run_one(key: str, folder: Path) -> dict:
     """Run method ``key`` at its defaults on the saved inputs (in this process)."""
     import icfrr
     from icfrr.methods import MethodInputs, apply_method, needs, ranking_from_distances
+    from icfrr.registry import method
 
     params = _defaults(key)
     lq, lg = np.load(folder / "labels_q.npy"), np.load(folder / "labels_g.npy")
     qg = np.load(folder / "qg.npy")
     fq, fg = np.load(folder / "fq.npy"), np.load(folder / "fg.npy")
-    if key == "icfrr":
+    entry = method(key)
+    if entry.iterative:   # the engine: its parameters are icfrr.rerank's keywords
         # warm the compiled kernels outside the timing, as a sweep does once per process
         icfrr.rerank(qg[:8, :64], icfrr.neighbor_graph_from_features(fg[:64], 8), kg=8, kq=8)
         inputs_gib = peak_gib()
         t0 = time.perf_counter()
-        graph = icfrr.neighbor_graph_from_features(fg, params["kg"])
-        ranking = icfrr.rerank(qg, graph, kg=params["kg"], kq=params["kq"], beta=params["beta"],
-                               n_iter=params["n_iter"], variant=params["variant"])[-1]
+        graph = icfrr.neighbor_graph_from_features(fg, params[entry.graph_param])
+        ranking = icfrr.rerank(qg, graph, **params)[-1]
     else:
         # warm the compiled kernels (numba) outside the timing, on a small slice
         small = {name: icfrr.pairwise_distances(a, b).numpy()

@@ -72,8 +72,9 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
     import torch
 
     import icfrr
-    from jobs.sweep_runner import run_configs
+    from jobs.engine_runner import run_configs
     from store import writes
+    from icfrr.run_config import RunConfig
     from store.db import connect_writer
 
     # Load the compiled kernels once (numba's disk cache) before anything is measured.
@@ -87,7 +88,7 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
     qg = torch.from_numpy(np.load(folder / "qg.npy")) if dense else icfrr.FeatureDistances(fq, fg)
     inputs_gib = _rss_gib()
     inputs_peak_gib = peak_gib()
-    configs = [writes.RunConfig(kg=kg, kq=kq, beta=b, n_iter=t) for kg, kq, b, t in grid(shape, n_configs)]
+    configs = [RunConfig(kg=kg, kq=kq, beta=b, n_iter=t) for kg, kq, b, t in grid(shape, n_configs)]
 
     start = time.perf_counter()
     graph = icfrr.neighbor_graph_from_features(fg, max(c.kg for c in configs))
@@ -98,7 +99,7 @@ def child(folder: Path, shape: str, n_configs: int, share_betas: bool) -> dict:
         info = writes.ArtifactInfo(f"bench-{shape}", "synthetic", None, -1)
         artifact_id = writes.upsert_artifact(con, dataset_id, info)
         sweep_id = writes.start_sweep(con, dataset_id=dataset_id, artifact_id=artifact_id, command="jobs.bench --sweep")
-    groups: list[list[writes.RunConfig]] = []
+    groups: list[list[RunConfig]] = []
     for cfg in configs:
         if share_betas and groups and (groups[-1][0].kg, groups[-1][0].kq) == (cfg.kg, cfg.kq):
             groups[-1].append(cfg)

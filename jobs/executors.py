@@ -2,7 +2,7 @@
 
 ``python -m jobs.sweep --executor local|ray [--ray-address auto|HOST:PORT]``.
 The sweep groups its configurations (ICFRR configurations that differ only in
-beta run together, ``jobs.sweep.beta_groups``) and hands the groups to an
+beta run together, ``jobs.sweep_run.batch_groups``) and hands the groups to an
 executor, which yields each group's outcomes as they are ready; the sweep
 then commits that group's runs, one transaction each, in this process. So
 whichever executor runs, this process is the store's only writer.
@@ -32,14 +32,14 @@ import numpy as np
 
 from icfrr.chunks import rerank_chunk_size
 from jobs.cli import UsageError
-from store.writes import RunConfig
+from icfrr.run_config import RunConfig
 
 if TYPE_CHECKING:  # the engine loads only once the flags are parsed
     import torch
 
     from icfrr.neighbors import FeatureDistances, NeighborGraph
     from icfrr.reranking import ChunkResult
-    from jobs.sweep_runner import RunOutcome
+    from jobs.engine_runner import RunOutcome
 
 EXECUTORS = ("local", "ray")
 #: How users get Ray (named in the error when it is missing).
@@ -256,7 +256,7 @@ class ChunkAssembler:
     """
 
     def __init__(self, groups: Sequence[Group], chunks: Sequence[Sequence[slice]], labels_q: np.ndarray) -> None:
-        from jobs.sweep_runner import ChunkCollector
+        from jobs.engine_runner import ChunkCollector
 
         self._groups, self._chunks, self._labels_q = list(groups), [list(c) for c in chunks], labels_q
         self._collectors = {g: ChunkCollector(len(group.configs), len(labels_q), group.configs[0].n_iter)

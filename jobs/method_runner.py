@@ -19,10 +19,11 @@ import torch
 import icfrr
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr.methods import MethodInputs, apply_method, method_chunks, ranking_from_distances, streams
-from jobs.sweep_runner import RunOutcome
+from jobs.engine_runner import RunOutcome
 from jobs.artifacts import dense_gg, qq_dists
 from store.artifacts import Artifacts
-from store.writes import KeptIteration, RunConfig, best_iteration
+from icfrr.run_config import RunConfig
+from store.writes import KeptIteration, best_iteration
 
 
 def method_inputs(arts: Artifacts, log: Callable[[str], None], qq: np.ndarray | None = None) -> MethodInputs:
@@ -73,8 +74,8 @@ def run_method(
     Raises:
         ValueError: An ICFRR configuration, or bad parameters or inputs.
     """
-    if config.method == "icfrr" or config.n_iter != 1:
-        raise ValueError("run_method runs single-shot methods; ICFRR runs through jobs.sweep_runner")
+    if config.entry.iterative:
+        raise ValueError("run_method runs single-shot methods; iterative ones run through jobs.engine_runner")
     if streams(config.method, inputs, max_dense_bytes):
         if on_step is not None:
             raise ValueError("per-iteration callbacks need whole rankings; the streamed path has chunks only")

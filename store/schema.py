@@ -15,6 +15,10 @@ from icfrr.registry import METRIC_KEYS, QUERY_COLUMNS
 #: Bumped by every migration; a database with a newer version is refused.
 #: 2 -> 3: runs.variant/kg/kq/beta may be NULL (baseline runs, store.db.MIGRATIONS[2]).
 SCHEMA_VERSION = 3
+#: The ``runs`` columns that mirror a method parameter of the same name
+#: (:attr:`icfrr.registry.Param.column`: ICFRR's), written from its value; NULL
+#: for methods without that parameter.
+PARAM_COLUMNS: tuple[str, ...] = ("variant", "kg", "kq", "beta")
 #: The largest label ``items.label`` (INTEGER, 32 bits) holds; -1 is the only negative one (unknown).
 LABEL_MAX = 2**31 - 1
 

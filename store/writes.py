@@ -9,13 +9,13 @@ never leaves a partial run behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -24,8 +24,12 @@ import pyarrow as pa
 from icfrr.registry import METRIC_KEYS as METRICS
 from icfrr.registry import QUERY_COLUMNS as QUERY_METRICS
 from icfrr.registry import best_iteration
-from icfrr.registry import method as registry_method
+from icfrr.run_config import sha256_json
 from icfrr.owners import host_name, pid_alive
+from store.schema import PARAM_COLUMNS
+
+if TYPE_CHECKING:
+    from icfrr.run_config import RunConfig
 
 
 def _now() -> datetime:
@@ -40,11 +44,6 @@ def _insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) ->
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
     finally:
         con.unregister(view)
-
-
-def _sha256_json(obj: object) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _Transaction:
@@ -105,7 +104,7 @@ def items_table(
 
 def dataset_fingerprint(name: str, root: str | None, items: pa.Table) -> str:
     """A hash of the dataset's name, root and item lists (what makes a row reusable)."""
-    return _sha256_json({"name": name, "root": root, "items": items.to_pydict()})
+    return sha256_json({"name": name, "root": root, "items": items.to_pydict()})
 
 
 def upsert_dataset(
@@ -263,91 +262,6 @@ def finish_sweep(con: duckdb.DuckDBPyConnection, sweep_id: int, status: str) -> 
 
 
 # ------------------------------------------------------------------------------- runs
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """One configuration of a sweep: what identifies a run besides its distances.
-
-    An ICFRR run has ``kg``, ``kq``, ``beta``, ``n_iter`` and ``variant``;
-    ``kg`` and ``kq`` are the values actually used (after clamping to the
-    gallery size). A baseline run (:meth:`for_method`) has none of those
-    (``runs`` stores NULL), ``n_iter`` 1, and its registry parameters in
-    ``params``. ``extra`` holds further parameters for ``runs.params`` (e.g.
-    the requested, unclamped values) that do not change the results.
-    """
-
-    kg: int | None = None
-    kq: int | None = None
-    beta: float | None = None
-    n_iter: int = 1
-    variant: str | None = "reference"
-    method: str = "icfrr"
-    extra: Mapping[str, object] = field(default_factory=dict)
-    params: Mapping[str, object] = field(default_factory=dict)
-    inputs_key: str | None = None
-    skip_unanswerable: bool = False
-
-    def __post_init__(self) -> None:
-        icfrr = self.method == "icfrr"
-        if icfrr and (self.kg is None or self.kq is None or self.beta is None or self.variant is None):
-            raise ValueError("an ICFRR configuration needs kg, kq, beta and variant")
-        if icfrr and self.params:
-            raise ValueError("ICFRR's parameters are kg, kq, beta, n_iter and variant, not params")
-        if not icfrr and (self.kg, self.kq, self.beta, self.variant, self.n_iter) != (None, None, None, None, 1):
-            raise ValueError(f"a {self.method} configuration has n_iter 1 and no kg, kq, beta or variant; "
-                             "build it with RunConfig.for_method")
-
-    @classmethod
-    def for_method(cls, key: str, params: Mapping[str, object], *, inputs_key: str | None = None,
-                   extra: Mapping[str, object] | None = None, skip_unanswerable: bool = False) -> RunConfig:
-        """A single-shot method's configuration (one re-ranking: iterations 0 and 1).
-
-        Args:
-            key: Registry method key, e.g. ``"k_reciprocal"``.
-            params: Every registry parameter of the method -> value.
-            inputs_key: Identity of inputs beyond the artifact (e.g. imported
-                query-query distances); part of the config key when given.
-            extra: Parameters for ``runs.params`` that do not change the results.
-            skip_unanswerable: Queries no gallery item answers are left out of the means.
-
-        Raises:
-            ValueError: Unknown method, or parameters missing or not the method's.
-        """
-        try:
-            entry = registry_method(key)
-        except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
-        names = [p.name for p in entry.params]
-        if set(params) != set(names):
-            raise ValueError(f"{key} takes exactly the parameters {', '.join(names)}, got {', '.join(params)}")
-        values = {p.name: p.kind(params[p.name]) for p in entry.params}
-        return cls(n_iter=1, variant=None, method=key, params=values, inputs_key=inputs_key,
-                   extra=dict(extra or {}), skip_unanswerable=skip_unanswerable)
-
-    def key_params(self) -> dict[str, object]:
-        """The parameters that determine the results.
-
-        ``skip_unanswerable`` (queries whose label no gallery item has are left
-        out of the means) appears only when set, so runs stored before it
-        existed keep their keys.
-        """
-        more: dict[str, object] = {} if self.inputs_key is None else {"inputs_key": self.inputs_key}
-        if self.skip_unanswerable:
-            more["skip_unanswerable"] = True
-        if self.method == "icfrr":  # unchanged since the first schema: stored keys stay valid
-            return {"method": self.method, "variant": self.variant, "kg": int(self.kg),
-                    "kq": int(self.kq), "beta": float(self.beta), "n_iter": int(self.n_iter), **more}
-        return {"method": self.method, "n_iter": int(self.n_iter), **dict(self.params), **more}
-
-    def config_key(self, artifact_key: str) -> str:
-        """Identity of this run on these distances: finished runs with it are skipped."""
-        return _sha256_json({"artifact": artifact_key, **self.key_params()})
-
-    def params_json(self, **more: object) -> str:
-        """``runs.params``: JSON text of every parameter."""
-        return json.dumps({**self.key_params(), **dict(self.extra), **more}, sort_keys=True,
-                          default=str)
 
 
 @dataclass(frozen=True)
@@ -526,12 +440,12 @@ def write_run(
             delete_runs(con, key)
         elif finished_config_keys(con, [key]):
             return None
+        mirrored = config.columns()
         run_id = int(con.execute(
-            "INSERT INTO runs (sweep_id, method, variant, kg, kq, beta, n_iter, params, device, "
+            f"INSERT INTO runs (sweep_id, method, {', '.join(PARAM_COLUMNS)}, n_iter, params, device, "
             "seconds, status, finished_at, artifact_id, config_key) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', ?, ?, ?) RETURNING run_id",
-            [sweep_id, config.method, config.variant, _or_none(int, config.kg),
-             _or_none(int, config.kq), _or_none(float, config.beta), int(config.n_iter),
+            f"VALUES (?, ?, {', '.join('?' for _ in PARAM_COLUMNS)}, ?, ?, ?, ?, 'done', ?, ?, ?) RETURNING run_id",
+            [sweep_id, config.method, *(mirrored.get(c) for c in PARAM_COLUMNS), config.n_iter,
              config.params_json(best_iteration=best, top_n=_top_n(kept)),
              device, float(seconds), _now(), artifact_id, key]).fetchone()[0])
         _insert_arrow(con, "run_metrics", _with_run_id(_metrics_table(metrics), run_id))
@@ -549,8 +463,3 @@ def write_run(
 
 def _top_n(kept: Mapping[int, KeptIteration]) -> int | None:
     return max((int(np.shape(k.top_gallery)[1]) for k in kept.values()), default=None)
-
-
-
-def _or_none(kind: type, value: object) -> object:
-    return None if value is None else kind(value)

@@ -47,7 +47,7 @@ a gg diagonal beyond 1e-2, or d(i,j)² and d(j,i)² differing by more than 2e-3
 
 Memory: queries are processed in row chunks whose temporaries stay near
 ``_BLOCK_BYTES`` (256 MiB, twice ``icfrr.chunks.CHUNK_BYTES``); only the at
-most ``n_qe (n_dba + 1)`` rows of gg a query needs are copied (into one reused
+most ``qe_n (dba_n + 1)`` rows of gg a query needs are copied (into one reused
 buffer), so nothing of size [(Q+G), (Q+G)] or [G, G] beyond the given gg is built. The feature form never builds [G, G].
 """
 
@@ -83,14 +83,14 @@ def alpha_qe(
     qg: Array | None,
     gg: Array | None,
     *,
-    n: int = 10,
-    alpha: float = 3.0,
+    qe_n: int = 10,
+    qe_alpha: float = 3.0,
     fq: Array | None = None,
     fg: Array | None = None,
 ) -> Array:
     """αQE re-ranking (Radenović, Tolias & Chum, TPAMI 2018).
 
-    ``q' = normalise(q + Σ_{i=1..n} max(qᵀg_(i), 0)^α g_(i))`` over the query's n
+    ``q' = normalise(q + Σ_{i=1..qe_n} max(qᵀg_(i), 0)^α g_(i))`` over the query's qe_n
     nearest gallery items; α = 0 is average QE. Returns ``‖q' - g‖``.
 
     Example:
@@ -112,8 +112,8 @@ def alpha_qe(
         qg: float [Q, G] Euclidean distances between L2-normalised features
             (ignored, only its shape checked, when fq and fg are given).
         gg: float [G, G] the same between gallery items (likewise).
-        n: neighbours to expand with, >= 0; clamped to G; 0 returns the initial distances.
-        alpha: weight exponent, finite and >= 0.
+        qe_n: neighbours to expand with, >= 0; clamped to G; 0 returns the initial distances.
+        qe_alpha: weight exponent, finite and >= 0.
         fq: float [Q, D] query features (L2-normalised here); with fg, used instead of distances.
         fg: float [G, D] gallery features.
 
@@ -122,25 +122,25 @@ def alpha_qe(
         torch tensor (on the input's device) like qg, or like fq when qg is None.
 
     Raises:
-        ValueError: bad n or alpha, shapes that disagree, NaN/inf, or distances that
+        ValueError: bad qe_n or qe_alpha, shapes that disagree, NaN/inf, or distances that
             cannot be Euclidean between unit vectors (negative, above 2, a nonzero
             gg diagonal, an asymmetric gg).
     """
-    return _chain(qg, gg, fq, fg, 0, 0.0, _check_n(n, "n"), _check_alpha(alpha, "alpha"))
+    return _chain(qg, gg, fq, fg, 0, 0.0, _check_n(qe_n, "qe_n"), _check_alpha(qe_alpha, "qe_alpha"))
 
 
 def dba(
     qg: Array | None,
     gg: Array | None,
     *,
-    n: int = 10,
-    alpha: float = 3.0,
+    dba_n: int = 10,
+    dba_alpha: float = 3.0,
     fq: Array | None = None,
     fg: Array | None = None,
 ) -> Array:
     """α-weighted database-side augmentation (Arandjelović & Zisserman, CVPR 2012; Radenović et al.).
 
-    ``g'_j = normalise(g_j + Σ_{k∈N(j)} max(g_jᵀg_k, 0)^α g_k)`` over the n nearest
+    ``g'_j = normalise(g_j + Σ_{k∈N(j)} max(g_jᵀg_k, 0)^α g_k)`` over the dba_n nearest
     OTHER gallery items of j (the item itself counts once, weight 1). Returns ``‖q - g'_j‖``.
 
     Example:
@@ -159,8 +159,9 @@ def dba(
         ([[0, 1, 2, 3]], [[1, 0, 2, 3]])
 
     Args:
-        qg, gg, fq, fg, alpha: as in ``alpha_qe``.
-        n: neighbours per gallery item, >= 0; clamped to G - 1; 0 returns the initial distances.
+        qg, gg, fq, fg: as in ``alpha_qe``.
+        dba_alpha: weight exponent, finite and >= 0.
+        dba_n: neighbours per gallery item, >= 0; clamped to G - 1; 0 returns the initial distances.
 
     Returns:
         float32 [Q, G] distances from each query to the augmented gallery, typed as in ``alpha_qe``.
@@ -168,30 +169,30 @@ def dba(
     Raises:
         ValueError: as in ``alpha_qe``.
     """
-    return _chain(qg, gg, fq, fg, _check_n(n, "n"), _check_alpha(alpha, "alpha"), 0, 0.0)
+    return _chain(qg, gg, fq, fg, _check_n(dba_n, "dba_n"), _check_alpha(dba_alpha, "dba_alpha"), 0, 0.0)
 
 
 def dba_alpha_qe(
     qg: Array | None,
     gg: Array | None,
     *,
-    n_dba: int = 10,
-    alpha_dba: float = 3.0,
-    n_qe: int = 10,
-    alpha_qe: float = 3.0,
+    dba_n: int = 10,
+    dba_alpha: float = 3.0,
+    qe_n: int = 10,
+    qe_alpha: float = 3.0,
     fq: Array | None = None,
     fg: Array | None = None,
 ) -> Array:
     """DBA on the gallery, then αQE of each query over the augmented gallery (Radenović et al.).
 
-    ``g'`` as in ``dba`` (n_dba, alpha_dba); then ``q' = normalise(q + Σ_{i=1..n_qe}
-    max(qᵀg'_(i), 0)^α_qe g'_(i))`` over the query's n_qe nearest augmented items.
-    Returns ``‖q' - g'_j‖``. ``n_dba = 0`` is ``alpha_qe``; ``n_qe = 0`` is ``dba``.
+    ``g'`` as in ``dba`` (dba_n, dba_alpha); then ``q' = normalise(q + Σ_{i=1..qe_n}
+    max(qᵀg'_(i), 0)^α_qe g'_(i))`` over the query's qe_n nearest augmented items.
+    Returns ``‖q' - g'_j‖``. ``dba_n = 0`` is ``alpha_qe``; ``qe_n = 0`` is ``dba``.
 
     Args:
         qg, gg, fq, fg: as in ``alpha_qe``.
-        n_dba, alpha_dba: DBA neighbours (clamped to G - 1) and exponent.
-        n_qe, alpha_qe: αQE neighbours (clamped to G) and exponent.
+        dba_n, dba_alpha: DBA neighbours (clamped to G - 1) and exponent.
+        qe_n, qe_alpha: αQE neighbours (clamped to G) and exponent.
 
     Returns:
         float32 [Q, G], typed as in ``alpha_qe``.
@@ -201,18 +202,18 @@ def dba_alpha_qe(
     """
     return _chain(
         qg, gg, fq, fg,
-        _check_n(n_dba, "n_dba"), _check_alpha(alpha_dba, "alpha_dba"),
-        _check_n(n_qe, "n_qe"), _check_alpha(alpha_qe, "alpha_qe"),
+        _check_n(dba_n, "dba_n"), _check_alpha(dba_alpha, "dba_alpha"),
+        _check_n(qe_n, "qe_n"), _check_alpha(qe_alpha, "qe_alpha"),
     )
 
 
 def alpha_qe_chunks(
-    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
+    fq: Array, fg: Array, *, qe_n: int = 10, qe_alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``alpha_qe`` from features, one chunk of queries at a time: [Q, G] is never held.
 
     Args:
-        fq, fg, n, alpha: as in ``alpha_qe``.
+        fq, fg, qe_n, qe_alpha: as in ``alpha_qe``.
         chunk_bytes: bytes of temporaries one chunk of queries may use.
 
     Yields:
@@ -222,24 +223,24 @@ def alpha_qe_chunks(
     Raises:
         ValueError: as in ``alpha_qe`` (on the first chunk).
     """
-    return _chain_chunks(fq, fg, 0, 0.0, _check_n(n, "n"), _check_alpha(alpha, "alpha"), chunk_bytes)
+    return _chain_chunks(fq, fg, 0, 0.0, _check_n(qe_n, "qe_n"), _check_alpha(qe_alpha, "qe_alpha"), chunk_bytes)
 
 
 def dba_chunks(
-    fq: Array, fg: Array, *, n: int = 10, alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
+    fq: Array, fg: Array, *, dba_n: int = 10, dba_alpha: float = 3.0, chunk_bytes: int = _BLOCK_BYTES
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``dba`` from features, one chunk of queries at a time (see ``alpha_qe_chunks``)."""
-    return _chain_chunks(fq, fg, _check_n(n, "n"), _check_alpha(alpha, "alpha"), 0, 0.0, chunk_bytes)
+    return _chain_chunks(fq, fg, _check_n(dba_n, "dba_n"), _check_alpha(dba_alpha, "dba_alpha"), 0, 0.0, chunk_bytes)
 
 
 def dba_alpha_qe_chunks(
-    fq: Array, fg: Array, *, n_dba: int = 10, alpha_dba: float = 3.0, n_qe: int = 10, alpha_qe: float = 3.0,
+    fq: Array, fg: Array, *, dba_n: int = 10, dba_alpha: float = 3.0, qe_n: int = 10, qe_alpha: float = 3.0,
     chunk_bytes: int = _BLOCK_BYTES,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``dba_alpha_qe`` from features, one chunk of queries at a time (see ``alpha_qe_chunks``)."""
     return _chain_chunks(
-        fq, fg, _check_n(n_dba, "n_dba"), _check_alpha(alpha_dba, "alpha_dba"),
-        _check_n(n_qe, "n_qe"), _check_alpha(alpha_qe, "alpha_qe"), chunk_bytes,
+        fq, fg, _check_n(dba_n, "dba_n"), _check_alpha(dba_alpha, "dba_alpha"),
+        _check_n(qe_n, "qe_n"), _check_alpha(qe_alpha, "qe_alpha"), chunk_bytes,
     )
 
 

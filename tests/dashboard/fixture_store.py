@@ -27,6 +27,7 @@ import pandas as pd
 from dashboard.synthetic import SyntheticSpec, generate
 from icfrr.registry import METRIC_KEYS, QUERY_COLUMNS
 from store import writes
+from icfrr.run_config import RunConfig
 from store.db import connect_writer
 
 DEMO = SyntheticSpec(
@@ -109,7 +110,7 @@ def add_baselines(db: Path, sweep_id: int) -> int:
                                          np.take_along_axis(scores, ranking[:, :top_n], 1))
             writes.write_run(con, sweep_id=new, artifact_id=artifact_id,
                              artifact_key="fixture-demo", device="cpu", seconds=0.5,
-                             config=writes.RunConfig.for_method(method, params),
+                             config=RunConfig.for_method(method, params),
                              metrics=[summary0, summarize(pq)], kept={0: kept0, 1: kept1})
         writes.finish_sweep(con, new, "done")
     finally:

@@ -15,6 +15,7 @@ from dashboard.synthetic import SyntheticSpec, generate
 from icfrr.literal import literal_evaluate
 from icfrr.registry import METRIC_KEYS, best_iteration
 from store import writes
+from icfrr.run_config import RunConfig
 
 #: A pool smaller than the gallery (the rest of the gallery follows it, in index order),
 #: every pool item and every iteration stored, so the full rankings can be rebuilt.
@@ -77,7 +78,7 @@ def test_rows_carry_the_real_writers_keys(small_db: Path) -> None:
     assert art_key == synthetic.artifact_key(SMALL)
     assert list(zip(runs.variant, runs.kg, runs.kq, runs.beta)) == list(SMALL.configs)
     for r in runs.itertuples():
-        config = writes.RunConfig(kg=r.kg, kq=r.kq, beta=r.beta, n_iter=r.n_iter,
+        config = RunConfig(kg=r.kg, kq=r.kq, beta=r.beta, n_iter=r.n_iter,
                                   variant=r.variant)
         assert r.config_key == config.config_key(art_key)
         summaries = rm[rm.run_id == r.run_id][list(METRIC_KEYS)].to_dict("records")

@@ -28,23 +28,23 @@ def both_forms(method, fq, fg, qg, gg, **params):
 
 def run_oracle(name, fq, fg, **p):
     if name == "alpha_qe":
-        return oracle.alpha_qe(fq, fg, p["n"], p["alpha"])
+        return oracle.alpha_qe(fq, fg, p["qe_n"], p["qe_alpha"])
     if name == "dba":
-        return oracle.dba_then_qe(fq, fg, p["n"], p["alpha"], 0, 0.0)
-    return oracle.dba_then_qe(fq, fg, p["n_dba"], p["alpha_dba"], p["n_qe"], p["alpha_qe"])
+        return oracle.dba_then_qe(fq, fg, p["dba_n"], p["dba_alpha"], 0, 0.0)
+    return oracle.dba_then_qe(fq, fg, p["dba_n"], p["dba_alpha"], p["qe_n"], p["qe_alpha"])
 
 
 CASES = [
-    ("alpha_qe", dict(n=3, alpha=3.0)),
-    ("alpha_qe", dict(n=1, alpha=2.5)),
-    ("alpha_qe", dict(n=5, alpha=0.0)),  # average QE
-    ("alpha_qe", dict(n=40, alpha=0.5)),  # every gallery item, negative similarities among them
-    ("dba", dict(n=3, alpha=3.0)),
-    ("dba", dict(n=6, alpha=0.0)),
-    ("dba", dict(n=39, alpha=1.5)),
-    ("dba_alpha_qe", dict(n_dba=3, alpha_dba=3.0, n_qe=4, alpha_qe=3.0)),
-    ("dba_alpha_qe", dict(n_dba=10, alpha_dba=0.0, n_qe=2, alpha_qe=1.0)),
-    ("dba_alpha_qe", dict(n_dba=39, alpha_dba=0.5, n_qe=40, alpha_qe=0.0)),
+    ("alpha_qe", dict(qe_n=3, qe_alpha=3.0)),
+    ("alpha_qe", dict(qe_n=1, qe_alpha=2.5)),
+    ("alpha_qe", dict(qe_n=5, qe_alpha=0.0)),  # average QE
+    ("alpha_qe", dict(qe_n=40, qe_alpha=0.5)),  # every gallery item, negative similarities among them
+    ("dba", dict(dba_n=3, dba_alpha=3.0)),
+    ("dba", dict(dba_n=6, dba_alpha=0.0)),
+    ("dba", dict(dba_n=39, dba_alpha=1.5)),
+    ("dba_alpha_qe", dict(dba_n=3, dba_alpha=3.0, qe_n=4, qe_alpha=3.0)),
+    ("dba_alpha_qe", dict(dba_n=10, dba_alpha=0.0, qe_n=2, qe_alpha=1.0)),
+    ("dba_alpha_qe", dict(dba_n=39, dba_alpha=0.5, qe_n=40, qe_alpha=0.0)),
 ]
 
 
@@ -67,12 +67,12 @@ def test_the_case_has_negative_similarities_so_the_clamp_is_exercised():
     q = oracle.unit(fq)[0]
     v = q + sum(max(s, 0) ** 0.5 * g for s, g in zip(sims[0], oracle.unit(fg)))
     want = np.linalg.norm(oracle.unit(fg) - v / np.linalg.norm(v), axis=1)
-    np.testing.assert_allclose(qe.alpha_qe(None, None, n=40, alpha=0.5, fq=fq, fg=fg)[0], want, atol=ATOL)
+    np.testing.assert_allclose(qe.alpha_qe(None, None, qe_n=40, qe_alpha=0.5, fq=fq, fg=fg)[0], want, atol=ATOL)
 
 
 def test_alpha_zero_is_average_query_expansion_by_hand():
     fq, fg, qg, gg = case()
-    got = qe.alpha_qe(qg, gg, n=4, alpha=0.0)
+    got = qe.alpha_qe(qg, gg, qe_n=4, qe_alpha=0.0)
     for i in range(len(fq)):
         top = np.argsort(qg[i], kind="stable")[:4]
         v = fq[i].astype(np.float64) + fg[top].astype(np.float64).sum(0)
@@ -83,7 +83,7 @@ def test_alpha_zero_is_average_query_expansion_by_hand():
 def test_feature_and_distance_forms_agree_across_many_chunks(monkeypatch):
     fq, fg, qg, gg = case(n_query=50, n_gallery=300, seed=5, dim=24)
     monkeypatch.setattr(qe, "_BLOCK_BYTES", 4 * 300 * 40)  # forces chunks of one to a few rows
-    for name, params in [("alpha_qe", dict(n=10)), ("dba", dict(n=10)), ("dba_alpha_qe", {})]:
+    for name, params in [("alpha_qe", dict(qe_n=10)), ("dba", dict(dba_n=10)), ("dba_alpha_qe", {})]:
         by_dist, by_feat = both_forms(getattr(qe, name), fq, fg, qg, gg, **params)
         np.testing.assert_allclose(by_dist, by_feat, atol=ATOL, rtol=0)
     np.testing.assert_allclose(
@@ -93,26 +93,26 @@ def test_feature_and_distance_forms_agree_across_many_chunks(monkeypatch):
 
 def test_the_chain_with_zero_neighbours_on_either_side_is_the_single_method():
     fq, fg, qg, gg = case()
-    np.testing.assert_array_equal(qe.dba_alpha_qe(qg, gg, n_dba=0, n_qe=5), qe.alpha_qe(qg, gg, n=5))
-    np.testing.assert_array_equal(qe.dba_alpha_qe(qg, gg, n_dba=5, n_qe=0), qe.dba(qg, gg, n=5))
+    np.testing.assert_array_equal(qe.dba_alpha_qe(qg, gg, dba_n=0, qe_n=5), qe.alpha_qe(qg, gg, qe_n=5))
+    np.testing.assert_array_equal(qe.dba_alpha_qe(qg, gg, dba_n=5, qe_n=0), qe.dba(qg, gg, dba_n=5))
 
 
-@pytest.mark.parametrize("name", ["alpha_qe", "dba"])
-def test_zero_neighbours_gives_the_initial_distances(name):
+@pytest.mark.parametrize("name, n", [("alpha_qe", "qe_n"), ("dba", "dba_n")])
+def test_zero_neighbours_gives_the_initial_distances(name, n):
     fq, fg, qg, gg = case()
-    by_dist, by_feat = both_forms(getattr(qe, name), fq, fg, qg, gg, n=0)
+    by_dist, by_feat = both_forms(getattr(qe, name), fq, fg, qg, gg, **{n: 0})
     np.testing.assert_array_equal(by_dist, qg)  # the given distances, untouched
     np.testing.assert_allclose(by_feat, qg, atol=ATOL)
 
 
 def test_n_is_clamped_to_the_gallery():
     fq, fg, qg, gg = case(n_gallery=12)
-    np.testing.assert_array_equal(qe.alpha_qe(qg, gg, n=500), qe.alpha_qe(qg, gg, n=12))
-    np.testing.assert_array_equal(qe.dba(qg, gg, n=500), qe.dba(qg, gg, n=11))
-    np.testing.assert_allclose(qe.dba(qg, gg, n=500), oracle.dba_then_qe(fq, fg, 11, 3.0, 0, 0.0), atol=ATOL)
+    np.testing.assert_array_equal(qe.alpha_qe(qg, gg, qe_n=500), qe.alpha_qe(qg, gg, qe_n=12))
+    np.testing.assert_array_equal(qe.dba(qg, gg, dba_n=500), qe.dba(qg, gg, dba_n=11))
+    np.testing.assert_allclose(qe.dba(qg, gg, dba_n=500), oracle.dba_then_qe(fq, fg, 11, 3.0, 0, 0.0), atol=ATOL)
     np.testing.assert_array_equal(
-        qe.dba_alpha_qe(None, None, n_dba=99, n_qe=99, fq=fq, fg=fg),
-        qe.dba_alpha_qe(None, None, n_dba=11, n_qe=12, fq=fq, fg=fg),
+        qe.dba_alpha_qe(None, None, dba_n=99, qe_n=99, fq=fq, fg=fg),
+        qe.dba_alpha_qe(None, None, dba_n=11, qe_n=12, fq=fq, fg=fg),
     )
 
 
@@ -125,7 +125,7 @@ def test_one_query_and_one_gallery_item():
         np.testing.assert_allclose(by_dist, want, atol=ATOL)
         np.testing.assert_allclose(by_feat, want, atol=ATOL)
     # G = 1: DBA has nobody to add, αQE adds the one item
-    one = qe.dba_alpha_qe(qg[:, :1], gg[:1, :1], n_dba=5, n_qe=5)
+    one = qe.dba_alpha_qe(qg[:, :1], gg[:1, :1], dba_n=5, qe_n=5)
     np.testing.assert_allclose(one, oracle.alpha_qe(fq, fg[:1], 1, 3.0), atol=ATOL)
 
 
@@ -133,8 +133,8 @@ def test_exact_duplicates_in_the_gallery_match_the_oracle():
     fq, fg, _, _ = case(n_gallery=30, seed=8)
     fg = np.concatenate([fg, fg[[2, 5, 5, 11]]])  # exact duplicates: tied distances everywhere
     qg, gg = euclidean(fq, fg), euclidean(fg, fg)
-    for name, params in [("alpha_qe", dict(n=4, alpha=1.0)), ("dba", dict(n=3, alpha=1.0)),
-                         ("dba_alpha_qe", dict(n_dba=3, alpha_dba=1.0, n_qe=4, alpha_qe=1.0))]:
+    for name, params in [("alpha_qe", dict(qe_n=4, qe_alpha=1.0)), ("dba", dict(dba_n=3, dba_alpha=1.0)),
+                         ("dba_alpha_qe", dict(dba_n=3, dba_alpha=1.0, qe_n=4, qe_alpha=1.0))]:
         want = run_oracle(name, fq, fg, **params)
         np.testing.assert_allclose(getattr(qe, name)(qg, gg, **params), want, atol=ATOL, rtol=0)
 
@@ -147,13 +147,13 @@ def test_a_tie_at_the_cut_takes_the_lower_index():
     fq = np.array([[1.0, 0.0]], np.float32)
     qg = np.array([[0.0, 2 * math.sin(theta / 2), 2 * math.sin(theta / 2), 2.0]], np.float32)
     gg = euclidean(fg, fg)
-    for got in both_forms(qe.alpha_qe, fq, fg, qg, gg, n=2, alpha=1.0):
+    for got in both_forms(qe.alpha_qe, fq, fg, qg, gg, qe_n=2, qe_alpha=1.0):
         # neighbours 0 and 1, not 2: a tie at the cut takes the lower index
         v = fg[0] + 1.0 * fg[0] + math.cos(theta) * fg[1]
         np.testing.assert_allclose(got[0], np.linalg.norm(fg - v / np.linalg.norm(v), axis=1), atol=ATOL)
         assert got[0, 1] < got[0, 2]
     off_axis = np.array([[math.cos(0.2), math.sin(0.2)]], np.float32)  # tells g_1 from g_2 apart
-    for got in both_forms(qe.dba, off_axis, fg, euclidean(off_axis, fg), gg, n=1, alpha=1.0):
+    for got in both_forms(qe.dba, off_axis, fg, euclidean(off_axis, fg), gg, dba_n=1, dba_alpha=1.0):
         # item 0's one neighbour is item 1 (tied with 2); item 3's (1 and 2, tied) weighs 0
         g0 = fg[0] + math.cos(theta) * fg[1]
         want = np.linalg.norm(off_axis[0] - np.stack([g0 / np.linalg.norm(g0), fg[3]]), axis=1)
@@ -198,17 +198,17 @@ def _bad(qg, gg):
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda qg, gg: qe.alpha_qe(qg, gg, n=-1), "n must be an integer >= 0"),
-        (lambda qg, gg: qe.alpha_qe(qg, gg, n=2.5), "n must be an integer >= 0"),
-        (lambda qg, gg: qe.alpha_qe(qg, gg, n=True), "n must be an integer >= 0"),
-        (lambda qg, gg: qe.dba(qg, gg, alpha=-0.5), "alpha must be a finite number >= 0"),
-        (lambda qg, gg: qe.dba(qg, gg, alpha=float("nan")), "alpha must be a finite number >= 0"),
-        (lambda qg, gg: qe.dba(qg, gg, alpha=float("inf")), "alpha must be a finite number >= 0"),
-        (lambda qg, gg: qe.dba(qg, gg, alpha="3"), "alpha must be a finite number >= 0"),
-        (lambda qg, gg: qe.dba_alpha_qe(qg, gg, n_dba=-2), "n_dba must be"),
-        (lambda qg, gg: qe.dba_alpha_qe(qg, gg, n_qe=-2), "n_qe must be"),
-        (lambda qg, gg: qe.dba_alpha_qe(qg, gg, alpha_dba=-1), "alpha_dba must be"),
-        (lambda qg, gg: qe.dba_alpha_qe(qg, gg, alpha_qe=math.nan), "alpha_qe must be"),
+        (lambda qg, gg: qe.alpha_qe(qg, gg, qe_n=-1), "qe_n must be an integer >= 0"),
+        (lambda qg, gg: qe.alpha_qe(qg, gg, qe_n=2.5), "qe_n must be an integer >= 0"),
+        (lambda qg, gg: qe.alpha_qe(qg, gg, qe_n=True), "qe_n must be an integer >= 0"),
+        (lambda qg, gg: qe.dba(qg, gg, dba_alpha=-0.5), "dba_alpha must be a finite number >= 0"),
+        (lambda qg, gg: qe.dba(qg, gg, dba_alpha=float("nan")), "dba_alpha must be a finite number >= 0"),
+        (lambda qg, gg: qe.dba(qg, gg, dba_alpha=float("inf")), "dba_alpha must be a finite number >= 0"),
+        (lambda qg, gg: qe.dba(qg, gg, dba_alpha="3"), "dba_alpha must be a finite number >= 0"),
+        (lambda qg, gg: qe.dba_alpha_qe(qg, gg, dba_n=-2), "dba_n must be"),
+        (lambda qg, gg: qe.dba_alpha_qe(qg, gg, qe_n=-2), "qe_n must be"),
+        (lambda qg, gg: qe.dba_alpha_qe(qg, gg, dba_alpha=-1), "dba_alpha must be"),
+        (lambda qg, gg: qe.dba_alpha_qe(qg, gg, qe_alpha=math.nan), "qe_alpha must be"),
         (lambda qg, gg: qe.alpha_qe(qg[0], gg), "qg must be a 2-D matrix"),
         (lambda qg, gg: qe.alpha_qe(qg, gg[:, :5]), r"gg must be \[G, G\] with G = 40"),
         (lambda qg, gg: qe.alpha_qe(qg, gg[:5, :5]), r"gg must be \[G, G\] with G = 40"),

@@ -54,10 +54,10 @@ def assert_same_rankings(streamed: np.ndarray, dense: np.ndarray, atol: float) -
 
 
 QE_CASES = [
-    ("alpha_qe", dict(n=3, alpha=3.0)),
-    ("alpha_qe", dict(n=70, alpha=0.0)),
-    ("dba", dict(n=5, alpha=3.0)),
-    ("dba_alpha_qe", dict(n_dba=4, alpha_dba=3.0, n_qe=6, alpha_qe=1.0)),
+    ("alpha_qe", dict(qe_n=3, qe_alpha=3.0)),
+    ("alpha_qe", dict(qe_n=70, qe_alpha=0.0)),
+    ("dba", dict(dba_n=5, dba_alpha=3.0)),
+    ("dba_alpha_qe", dict(dba_n=4, dba_alpha=3.0, qe_n=6, qe_alpha=1.0)),
 ]
 
 
@@ -107,7 +107,7 @@ def test_k_reciprocal_chunks_hold_nothing_of_size_n_by_n():
 @pytest.mark.parametrize("call, match", [
     (lambda fq, fg: k_reciprocal_chunks(fq, fg, k1=0), "k1"),
     (lambda fq, fg: next(k_reciprocal_chunks(fq, fg[:, :5])), "same width"),
-    (lambda fq, fg: qe.alpha_qe_chunks(fq, fg, n=-1), "n must be"),
+    (lambda fq, fg: qe.alpha_qe_chunks(fq, fg, qe_n=-1), "qe_n must be"),
     (lambda fq, fg: next(qe.dba_chunks(fq, fg[:, :5])), "same width"),
     (lambda fq, fg: ecn_chunks(fq, fg, t=0), "t"),
     (lambda fq, fg: next(ecn_chunks(fq, fg[:, :5])), "same width"),

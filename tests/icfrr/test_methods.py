@@ -89,23 +89,36 @@ def test_query_expansion_family_uses_features_without_gg(calls) -> None:
     apply_method("dba+alpha_qe", with_features,
                  {"dba_n": 4, "dba_alpha": 1.0, "qe_n": 2, "qe_alpha": 3.0})
     assert [(c[0], c[2]) for c in calls] == [
-        ("alpha_qe", {"n": 3, "alpha": 2.0, "fq": fq, "fg": fg}),
-        ("dba", {"n": 4, "alpha": 1.0, "fq": fq, "fg": fg}),
-        ("dba_alpha_qe", {"n_dba": 4, "alpha_dba": 1.0, "n_qe": 2, "alpha_qe": 3.0, "fq": fq, "fg": fg})]
+        ("alpha_qe", {"qe_n": 3, "qe_alpha": 2.0, "fq": fq, "fg": fg}),
+        ("dba", {"dba_n": 4, "dba_alpha": 1.0, "fq": fq, "fg": fg}),
+        ("dba_alpha_qe", {"dba_n": 4, "dba_alpha": 1.0, "qe_n": 2, "qe_alpha": 3.0, "fq": fq, "fg": fg})]
     assert all(c[1][1] is None and len(c[1]) == 2 for c in calls)  # no gg, no qq
     calls.clear()
     gl = Loader(gg)
     apply_method("alpha_qe", MethodInputs(qg, gg=gl), {"qe_n": 3, "qe_alpha": 2.0})
-    assert calls[0][1][1] is gg and calls[0][2] == {"n": 3, "alpha": 2.0} and gl.calls == 1
+    assert calls[0][1][1] is gg and calls[0][2] == {"qe_n": 3, "qe_alpha": 2.0} and gl.calls == 1
 
 
-def test_every_registry_method_but_icfrr_has_an_adapter() -> None:
+def test_every_single_shot_method_takes_its_registry_parameters_as_keywords() -> None:
+    import inspect
+
     for m in METHODS:
         if m.iterative:
             continue
-        adapter = methods.ADAPTERS[m.key]
-        assert set(adapter.keywords) == {p.name for p in m.params}
-        assert adapter.uses_qq == m.needs_qq
+        for name in filter(None, (m.function, m.streamed)):
+            try:
+                fn = methods.baseline_function(name)
+            except (ImportError, AttributeError):
+                pytest.skip(f"icfrr.baselines.{name} is not installed in this branch")
+            keywords = set(inspect.signature(fn).parameters)
+            assert {p.name for p in m.params} <= keywords, (m.key, name, keywords)
+
+
+def test_a_function_named_with_its_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = types.ModuleType("fake_toy_methods")
+    mod.toy = lambda *a, **k: "toy"
+    monkeypatch.setitem(sys.modules, "fake_toy_methods", mod)
+    assert methods.baseline_function("fake_toy_methods:toy") is mod.toy
 
 
 @pytest.mark.parametrize("key, params, message", [
@@ -215,11 +228,11 @@ def test_ranking_refuses_nan_and_non_matrices() -> None:
 
 @pytest.mark.parametrize("key", [m.key for m in METHODS if not m.iterative])
 def test_real_baselines_through_the_adapter(key: str) -> None:
-    adapter = methods.ADAPTERS[key]
+    function = method(key).function
     try:
-        fn = methods.baseline_function(adapter.function)
+        fn = methods.baseline_function(function)
     except (ImportError, AttributeError):
-        pytest.skip(f"icfrr.baselines.{adapter.function} is not installed in this branch")
+        pytest.skip(f"icfrr.baselines.{function} is not installed in this branch")
     qg, gg, qq, fq, fg = _problem(7)
     params = {p.name: p.default[0] for p in method(key).params}
     if key in ("k_reciprocal", "ecn"):
@@ -253,6 +266,6 @@ def test_method_chunks_call_the_streamed_form_with_the_registry_keywords() -> No
     inputs = MethodInputs(qg=None, fq=fq, fg=fg)
     got = np.concatenate([d for _, d in methods.method_chunks("alpha_qe", inputs, {"qe_n": 2, "qe_alpha": 1.0},
                                                               chunk_bytes=1)])
-    want = icfrr.baselines.alpha_qe(None, None, fq=fq, fg=fg, n=2, alpha=1.0)
+    want = icfrr.baselines.alpha_qe(None, None, fq=fq, fg=fg, qe_n=2, qe_alpha=1.0)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert inputs.shape == (Q, G)

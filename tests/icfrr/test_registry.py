@@ -62,6 +62,31 @@ def test_params_check_their_bounds_and_choices() -> None:
     assert registry.METHOD_KEYS[0] == "icfrr" and len(set(registry.METHOD_KEYS)) == len(registry.METHODS)
 
 
+def test_parse_types_and_checks_once_and_clamp_caps_at_the_gallery() -> None:
+    kg, kq, beta = registry.method("icfrr").params[:3]
+    assert kg.parse(np.int64(7)) == 7 and type(kg.parse(np.int64(7))) is int
+    assert type(beta.parse(1)) is float
+    with pytest.raises(ValueError, match="--kg values must be >= 1, got 0"):
+        kg.parse(0)
+    with pytest.raises(ValueError, match="--kg takes int values"):
+        kg.parse("many")
+    assert [kg.clamp(v, 40) for v in (3, 39, 40, 500)] == [3, 39, 39, 39]   # KG: at most G - 1
+    assert [kq.clamp(v, 40) for v in (3, 40, 500)] == [3, 40, 40]           # KQ: at most G
+    assert kg.clamp(5, 1) == 1 and beta.clamp(7.5, 2) == 7.5                # never below 1; no cap: as is
+
+
+def test_capabilities_name_real_parameters() -> None:
+    from store.schema import PARAM_COLUMNS
+
+    for m in registry.METHODS:
+        names = [p.name for p in m.params]
+        assert set(m.columns) <= set(PARAM_COLUMNS), m.key        # mirrored only into existing runs columns
+        assert m.graph_param in (None, *names) and m.batch_param in (None, *names), m.key
+        assert sorted(m.grid_order) in ([], sorted(names)), m.key
+        assert m.iterative == ("n_iter" in names), m.key           # the engine's iterations are a parameter
+        assert m.iterative or m.function, m.key                    # a single-shot method names its function
+
+
 # One new entry, recall@100, registered before anything else is imported: the
 # store gets its column, the report its column and the dashboard its label.
 _GUARD = textwrap.dedent('''
@@ -82,6 +107,7 @@ _GUARD = textwrap.dedent('''
 
     import icfrr
     from store import report, writes
+    from icfrr.run_config import RunConfig
     from store.db import connect_reader, connect_writer
 
     db = Path(sys.argv[1])
@@ -97,7 +123,7 @@ _GUARD = textwrap.dedent('''
         kept = {t: writes.KeptIteration(pq, r[:, :5], -np.arange(5.0)[None].repeat(20, 0))
                 for t, (pq, r) in enumerate(zip(pqs, rankings))}
         writes.write_run(con, sweep_id=sweep, artifact_id=art, artifact_key="k",
-                         config=writes.RunConfig(kg=4, kq=4, beta=0.5, n_iter=2), device="cpu",
+                         config=RunConfig(kg=4, kq=4, beta=0.5, n_iter=2), device="cpu",
                          seconds=1.0, metrics=[icfrr.summarize(pq) for pq in pqs], kept=kept)
     want = [float(np.mean([(lg[r[q, :100]] == lq[q]).sum() / (lg == lq[q]).sum() for q in range(20)]))
             for r in rankings]

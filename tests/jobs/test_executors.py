@@ -15,8 +15,8 @@ import icfrr
 from icfrr.reranking import rerank_chunks
 from jobs import executors, sweep
 from jobs.executors import ChunkAssembler, Group, query_chunks
-from jobs.sweep_runner import run_configs
-from store.writes import RunConfig
+from jobs.engine_runner import run_configs
+from icfrr.run_config import RunConfig
 from tests.jobs.test_sweep_runner import _assert_same_outcome
 from tests.jobs.toy import toy_distances
 

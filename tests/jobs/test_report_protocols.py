@@ -17,6 +17,7 @@ from icfrr.protocols import TEST_LABEL
 from jobs import report as cli
 from jobs import sweep
 from store import writes
+from icfrr.run_config import RunConfig
 from store.db import connect_writer
 from tests.store.report_store import build
 
@@ -186,7 +187,7 @@ def _store(path: Path, labels_q: np.ndarray) -> Path:
         summary = {k: math.nan if np.all(np.isnan(ap)) else float(np.nanmean(ap))
                    for k in writes.METRICS}
         writes.write_run(con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key="toy",
-                         config=writes.RunConfig(kg=2, kq=2, beta=0.5, n_iter=1), device="cpu",
+                         config=RunConfig(kg=2, kq=2, beta=0.5, n_iter=1), device="cpu",
                          seconds=0.1, metrics=[summary, summary], kept=kept)
         writes.finish_sweep(con, sweep_id, "done")
     finally:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 import icfrr
-from jobs import sweep
+from jobs import sweep, sweep_flags
 from store.db import connect_reader
 from store.schema import SCHEMA_VERSION
 from tests.jobs.toy import toy_distances
@@ -302,8 +302,9 @@ def test_published_flags_write_published_files(tmp_path: Path, capsys) -> None:
 def test_grid_clamps_and_drops_duplicates() -> None:
     args = sweep.build_parser().parse_args(
         ["--dataset", "x", "--kg", "100", "39", "200", "3", "--kq", "50", "60", "--n_times", "2"])
-    entries, warnings = sweep.expand_grid(args, 40)
-    got = [(e.config.kg, e.config.kq, e.asked_kg, e.asked_kq) for e in entries]
+    sweep_flags.check_flags(args)
+    entries, warnings = sweep_flags.expand_grid(args, 40)
+    got = [(e.kg, e.kq, e.extra["asked_kg"], e.extra["asked_kq"]) for e in entries]
     assert got == [(39, 40, 100, 50), (3, 40, 3, 50)]  # 39/200 and kq 60 clamp onto the same
     assert warnings == ["KG 100, 200 above the gallery size 40: clamped (every gallery item "
                         "takes part)", "KQ 50, 60 above the gallery size 40: clamped (every "

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from jobs import sweep
+from jobs import sweep, sweep_run
 from tests.jobs.toy import toy_distances
 
 
@@ -36,11 +36,11 @@ def test_beta_groups_store_what_single_runs_store(tmp_path: Path, monkeypatch, c
     argv = ["--dataset", "toy", "--cache_root", str(tmp_path / "cache"), "--device", "cpu",
             "--kg", "4", "8", "--kq", "5", "--beta", "0.25", "0.5", "1", "--n-times", "3", "--top-n", "7"]
     grouped_sizes = []
-    real = sweep._run_group
-    monkeypatch.setattr(sweep, "_run_group", lambda plan, cfgs: grouped_sizes.append(len(cfgs)) or real(plan, cfgs))
+    real = sweep_run.run_group
+    monkeypatch.setattr(sweep_run, "run_group", lambda plan, cfgs: grouped_sizes.append(len(cfgs)) or real(plan, cfgs))
     assert sweep.main([*argv, "--db", str(tmp_path / "grouped.duckdb")]) == 0
     assert grouped_sizes == [3, 3]
-    monkeypatch.setattr(sweep, "beta_groups", lambda plan, todo: [[i] for i in todo])
+    monkeypatch.setattr(sweep_run, "batch_groups", lambda plan, todo: [[i] for i in todo])
     assert sweep.main([*argv, "--db", str(tmp_path / "alone.duckdb")]) == 0
     grouped, alone = _stored(tmp_path / "grouped.duckdb"), _stored(tmp_path / "alone.duckdb")
     assert len(grouped) > 6 * 4

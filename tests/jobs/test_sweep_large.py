@@ -72,7 +72,7 @@ def test_run_method_streamed_by_a_small_budget_equals_the_dense_path(tmp_path: P
     from icfrr import pairwise_distances
     from icfrr.methods import MethodInputs
     from jobs.method_runner import run_method
-    from store.writes import RunConfig
+    from icfrr.run_config import RunConfig
 
     _features(tmp_path, seed=3)
     fq, fg = np.load(tmp_path / "q.npy"), np.load(tmp_path / "g.npy")
@@ -137,10 +137,11 @@ def test_a_method_without_a_streamed_form_is_refused_above_the_limit(tmp_path: P
                                                                      capsys) -> None:
     import dataclasses
 
-    from icfrr import methods
+    from icfrr import registry
 
     monkeypatch.setattr(artifact_graph, "DENSE_QG_MAX_BYTES", 0)
-    monkeypatch.setitem(methods.ADAPTERS, "ecn", dataclasses.replace(methods.ADAPTERS["ecn"], streamed=None))
+    monkeypatch.setattr(registry, "METHODS", tuple(dataclasses.replace(m, streamed="") if m.key == "ecn" else m
+                                                   for m in registry.METHODS))
     db = tmp_path / "r.duckdb"
     code = sweep.main([*_features(tmp_path), "--db", str(db), "--cache_root", str(tmp_path / "c"),
                        "--method", "icfrr", "k_reciprocal", "ecn"])

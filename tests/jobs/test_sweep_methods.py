@@ -23,14 +23,14 @@ import pytest
 import torch
 
 import icfrr
-from icfrr import methods
+from icfrr import methods, registry
 from icfrr.registry import METHODS
-from jobs import extract, sweep
+from jobs import extract, sweep, sweep_flags
 from jobs.artifacts import ArtifactRequest, Compute, Images, ensure_artifacts
 from store.artifacts import QQ_FILE
 from store.db import connect_reader, connect_writer
 from store.parquet_rows import read_rows
-from store.writes import RunConfig
+from icfrr.run_config import RunConfig
 from tests.jobs.test_sweep import Q, make_folder_dataset, run, write_cache
 
 G = 40
@@ -76,16 +76,13 @@ def _euclid(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def oracle_distances(key: str, params: dict, qg, gg, qq, fq=None, fg=None) -> np.ndarray:
-    """The fake of ``key`` called by hand with the registry-to-keyword renaming spelt out."""
+    """The fake of ``key`` called by hand with the registry's parameters as keywords."""
     fakes = fake_functions({})
     if key == "k_reciprocal":
         return fakes[key](qg, gg, qq, k1=params["k1"], k2=params["k2"], lambda_value=params["lambda_value"])
     if key == "ecn":
         return fakes[key](qg, gg, qq, t=params["t"], q=params["q"], k=params["k"])
-    kw = {"alpha_qe": {"n": params.get("qe_n"), "alpha": params.get("qe_alpha")},
-          "dba": {"n": params.get("dba_n"), "alpha": params.get("dba_alpha")},
-          "dba+alpha_qe": {"n_dba": params.get("dba_n"), "alpha_dba": params.get("dba_alpha"),
-                           "n_qe": params.get("qe_n"), "alpha_qe": params.get("qe_alpha")}}[key]
+    kw = {p.name: params[p.name] for p in registry.method(key).params}   # a parameter's name is its keyword
     fn = fakes["dba_alpha_qe" if key == "dba+alpha_qe" else key]
     return fn(qg, None, fq=fq, fg=fg, **kw) if fq is not None else fn(qg, gg, **kw)
 
@@ -132,16 +129,17 @@ def test_defaults_are_the_registry_grids() -> None:
     args = sweep.build_parser().parse_args(["--dataset", "x"])
     assert args.method == ["icfrr"]
     for m in METHODS:
-        assert sweep.method_grid(args, m) == {p.name: list(p.default) for p in m.params}
+        assert sweep_flags.method_grid(args, m) == {p.name: list(p.default) for p in m.params}
     args = sweep.build_parser().parse_args(["--dataset", "x", "--method", "dba+alpha_qe", "ecn", "dba",
                                             "--qe_n", "2", "4", "--dba-alpha", "1", "--ecn-k", "9"])
-    entries, warnings = sweep.expand_grid(args, 40)
-    got = [(e.config.method, dict(e.config.params)) for e in entries]
+    sweep_flags.check_flags(args)
+    entries, warnings = sweep_flags.expand_grid(args, 40)
+    got = [(e.method, dict(e.params)) for e in entries]
     assert got == [("dba+alpha_qe", {"dba_n": 10, "dba_alpha": 1.0, "qe_n": 2, "qe_alpha": 3.0}),
                    ("dba+alpha_qe", {"dba_n": 10, "dba_alpha": 1.0, "qe_n": 4, "qe_alpha": 3.0}),
                    ("ecn", {"t": 3, "q": 8, "k": 9}), ("dba", {"dba_n": 10, "dba_alpha": 1.0})]
     assert warnings == []
-    assert all(e.config.n_iter == 1 and e.config.kg is None for e in entries)
+    assert all(e.n_iter == 1 and e.kg is None for e in entries)
 
 
 BAD = {
@@ -358,10 +356,41 @@ def test_baseline_config_keys() -> None:
         RunConfig.for_method("k_reciprocal", {"k1": 20})
     with pytest.raises(ValueError, match="unknown method"):
         RunConfig.for_method("bm25", {})
-    with pytest.raises(ValueError, match="needs kg, kq, beta and variant"):
-        RunConfig(kq=3, beta=0.5, n_iter=3)
-    with pytest.raises(ValueError, match="for_method"):
+    with pytest.raises(ValueError, match="--kg values must be >= 1"):
+        RunConfig(kg=0, kq=3, beta=0.5, n_iter=3)
+    with pytest.raises(ValueError, match="ecn has no parameter kg"):
         RunConfig(kg=3, method="ecn")
+    assert RunConfig(kq=3, beta=0.5, n_iter=3).kg == 256          # a parameter not given: the registry default
+
+
+def _todays_key(artifact_key: str, method: str, params: dict, n_iter: int, *, inputs_key: str | None = None,
+                skip_unanswerable: bool = False) -> str:
+    """A literal copy of the config key formulas before the uniform method model (store.writes.RunConfig)."""
+    import hashlib
+
+    more: dict = {} if inputs_key is None else {"inputs_key": inputs_key}
+    if skip_unanswerable:
+        more["skip_unanswerable"] = True
+    if method == "icfrr":
+        key = {"method": method, "variant": params["variant"], "kg": int(params["kg"]), "kq": int(params["kq"]),
+               "beta": float(params["beta"]), "n_iter": int(n_iter), **more}
+    else:
+        key = {"method": method, "n_iter": 1, **params, **more}
+    text = json.dumps({"artifact": artifact_key, **key}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("method, params, more", [
+    ("icfrr", {"kg": 5, "kq": 3, "beta": 0.5, "n_iter": 3, "variant": "reference"}, {}),
+    ("icfrr", {"kg": 256, "kq": 250, "beta": 2, "n_iter": 20, "variant": "paper"}, {"skip_unanswerable": True}),
+    ("k_reciprocal", {"k1": 20, "k2": 6, "lambda_value": 0.3}, {"inputs_key": "qq-abc"}),
+    ("ecn", {"t": 3, "q": 8, "k": 25}, {"inputs_key": "qq-abc", "skip_unanswerable": True}),
+    ("dba+alpha_qe", {"dba_n": 10, "dba_alpha": 3.0, "qe_n": 4, "qe_alpha": 0.5}, {}),
+])
+def test_config_keys_equal_the_formulas_before_the_method_model(method, params, more) -> None:
+    cfg = RunConfig.for_method(method, params, **more)
+    typed = {p.name: p.kind(params[p.name]) for p in registry.method(method).params}
+    assert cfg.config_key("art") == _todays_key("art", method, typed, params.get("n_iter", 1), **more)
 
 
 # ------------------------------------------------------------------------ jobs.extract --qq
@@ -434,3 +463,12 @@ def test_demo_sweep_every_method_real_baselines(tmp_path: Path) -> None:
     assert latex.count("\\\\") == len(rows) + 1   # a header and one line per row
     text = report("table")
     assert all(label in text for label in ("ICFRR", "k-reciprocal", "ECN", "DBA + αQE"))
+
+
+def test_run_config_clamps_once_and_mirrors_only_its_column_params() -> None:
+    cfg = RunConfig(kg=500, kq=60, beta=1, n_iter=2).clamped(40)
+    assert (cfg.kg, cfg.kq, cfg.beta, cfg.n_iter) == (39, 40, 1.0, 2) and type(cfg.beta) is float
+    assert cfg.extra == {"asked_kg": 500, "asked_kq": 60}
+    assert cfg.columns() == {"kg": 39, "kq": 40, "beta": 1.0, "variant": "reference"}
+    ecn = RunConfig.for_method("ecn", {"t": 3, "q": 8, "k": 25})
+    assert ecn.clamped(5) == ecn and ecn.columns() == {} and ecn.n_iter == 1 and ecn.kg is None

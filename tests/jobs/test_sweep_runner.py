@@ -1,4 +1,4 @@
-"""jobs.sweep_runner: one configuration's outcome equals the engine called directly."""
+"""jobs.engine_runner: one configuration's outcome equals the engine called directly."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import icfrr
-from jobs.sweep_runner import run_config, run_configs
-from store.writes import RunConfig
+from jobs.engine_runner import run_config, run_configs, run_whole
+from icfrr.run_config import RunConfig
 from tests.jobs.toy import toy_distances
 
 
@@ -16,8 +16,8 @@ def test_outcome_matches_engine() -> None:
     graph = icfrr.neighbor_graph(gg, 39)
     cfg = RunConfig(kg=10, kq=6, beta=0.8, n_iter=6, variant="paper")
     seen: list[int] = []
-    out = run_config(qg, graph, labels_q, labels_g, cfg, device="cpu", top_n=7,
-                     on_step=lambda step, m: seen.append(step.iteration))
+    out = run_whole(qg, graph, labels_q, labels_g, cfg, device="cpu", top_n=7,
+                    on_step=lambda step, m: seen.append(step.iteration))
     assert seen == list(range(7))
     direct = icfrr.rerank(qg, gg, kg=10, kq=6, beta=0.8, n_iter=6, variant="paper", device="cpu")
     want = [icfrr.evaluate(r, labels_q, labels_g) for r in direct]
@@ -59,7 +59,7 @@ def test_streaming_outcome_matches_whole_rankings(variant) -> None:
     qg, gg, labels_q, labels_g = toy_distances(seed=3)
     graph = icfrr.neighbor_graph(gg, 39)
     cfg = RunConfig(kg=12, kq=9, beta=0.6, n_iter=5, variant=variant)
-    whole = run_config(qg, graph, labels_q, labels_g, cfg, device="cpu", top_n=6, on_step=lambda s, m: None)
+    whole = run_whole(qg, graph, labels_q, labels_g, cfg, device="cpu", top_n=6, on_step=lambda s, m: None)
     progress: list[tuple[int, int]] = []
     for chunk_size in (1, 5, 12, 40):
         streamed = run_config(qg, graph, labels_q, labels_g, cfg, device="cpu", top_n=6, chunk_size=chunk_size,
@@ -89,4 +89,4 @@ def test_run_configs_over_betas_equal_one_at_a_time() -> None:
     with pytest.raises(ValueError, match="differ only in beta"):
         run_configs(qg, graph, labels_q, labels_g, [cfgs[0], RunConfig(kg=9, kq=20, beta=0.1, n_iter=4)])
     with pytest.raises(ValueError, match="dense qg_dists"):
-        run_config(lambda sl: qg[sl], graph, labels_q, labels_g, cfgs[0], on_step=lambda s, m: None)
+        run_whole(lambda sl: qg[sl], graph, labels_q, labels_g, cfgs[0], on_step=lambda s, m: None)

@@ -30,6 +30,7 @@ import pytest
 
 from icfrr.registry import METRICS
 from store import writes
+from icfrr.run_config import RunConfig
 from store.db import connect_reader, connect_writer
 
 Q = 24
@@ -63,7 +64,7 @@ def _per_query(ap: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _write(con, sweep_id: int, artifact_id: int, key: str, config: writes.RunConfig,
+def _write(con, sweep_id: int, artifact_id: int, key: str, config: RunConfig,
            ap: dict[int, np.ndarray]) -> int:
     metrics = [{m.key: float(np.nanmean(ap[it] * FACTORS[m.column])) for m in METRICS}
                for it in range(config.n_iter + 1)]
@@ -77,8 +78,8 @@ def _write(con, sweep_id: int, artifact_id: int, key: str, config: writes.RunCon
     return run_id
 
 
-def _baseline_config(method: str, **params: object) -> writes.RunConfig:
-    return writes.RunConfig.for_method(method, params)
+def _baseline_config(method: str, **params: object) -> RunConfig:
+    return RunConfig.for_method(method, params)
 
 
 def _open_dataset(con, name: str, backbones: tuple[str, ...]) -> list[tuple[int, int, str]]:
@@ -117,10 +118,10 @@ def build(folder: Path, *, other: bool = True) -> tuple[Path, dict[str, StoredRu
     try:
         [(sweep, art, key)] = _open_dataset(con, "demo", ("synthetic",))
         plans = {
-            "A": (writes.RunConfig(kg=8, kq=10, beta=1.0, n_iter=5),
+            "A": (RunConfig(kg=8, kq=10, beta=1.0, n_iter=5),
                   {0: initial, 1: noisy(0.05), 2: noisy(0.20), 3: noisy(0.15), 4: noisy(0.12),
                    5: noisy(0.10)}),
-            "B": (writes.RunConfig(kg=4, kq=5, beta=0.5, n_iter=3),
+            "B": (RunConfig(kg=4, kq=5, beta=0.5, n_iter=3),
                   {0: initial, 1: noisy(0.30), 2: noisy(0.10), 3: noisy(0.05)}),
             "C": (_baseline_config("k_reciprocal", k1=20, k2=6, lambda_value=0.3),
                   {0: initial, 1: initial + 0.01 * sign}),
@@ -135,7 +136,7 @@ def build(folder: Path, *, other: bool = True) -> tuple[Path, dict[str, StoredRu
         if other:
             for (sweep, art, key), shift in zip(_open_dataset(con, "other", ("bb_a", "bb_b")),
                                                 (0.1, 0.2)):
-                cfg = writes.RunConfig(kg=8, kq=8, beta=1.0, n_iter=1)
+                cfg = RunConfig(kg=8, kq=8, beta=1.0, n_iter=1)
                 ap = {0: initial, 1: noisy(shift)}
                 runs[key] = StoredRun(_write(con, sweep, art, key, cfg, ap), "icfrr", ap)
                 writes.finish_sweep(con, sweep, "done")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import store.writes as w
+from icfrr.run_config import RunConfig
 from store.db import connect_writer
 
 Q, G, N = 6, 9, 4
@@ -47,7 +48,7 @@ def setup(tmp_path: Path):
 
 
 def _write(con, args, **over):
-    cfg = over.pop("config", w.RunConfig(kg=5, kq=3, beta=0.5, n_iter=3, extra={"asked_kg": 64}))
+    cfg = over.pop("config", RunConfig(kg=5, kq=3, beta=0.5, n_iter=3, extra={"asked_kg": 64}))
     return w.write_run(con, config=cfg, **{**args, **over})
 
 
@@ -133,7 +134,7 @@ def test_finished_run_skipped_and_force_replaces(setup) -> None:
     first = _write(con, args)
     assert _write(con, args) is None  # same key: skipped, nothing written
     assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
-    other = _write(con, args, config=w.RunConfig(kg=5, kq=3, beta=1.0, n_iter=3))
+    other = _write(con, args, config=RunConfig(kg=5, kq=3, beta=1.0, n_iter=3))
     assert other not in (None, first)
     again = _write(con, args, force=True)
     assert again not in (None, first, other)
@@ -142,7 +143,7 @@ def test_finished_run_skipped_and_force_replaces(setup) -> None:
     for table in ("run_metrics", "query_metrics", "rankings"):
         ids = {r[0] for r in con.execute(f"SELECT DISTINCT run_id FROM {table}").fetchall()}
         assert ids == {other, again}, table
-    key = w.RunConfig(kg=5, kq=3, beta=0.5, n_iter=3).config_key(args["artifact_key"])
+    key = RunConfig(kg=5, kq=3, beta=0.5, n_iter=3).config_key(args["artifact_key"])
     assert w.finished_config_keys(con, [key, "nope"]) == {key}
 
 
@@ -188,7 +189,7 @@ def test_finished_runs_gives_stored_metrics(setup) -> None:
     con, args, *_ = setup
     args["metrics"][1]["p_25"] = float("nan")
     run_id = _write(con, args)
-    key = w.RunConfig(kg=5, kq=3, beta=0.5, n_iter=3).config_key(args["artifact_key"])
+    key = RunConfig(kg=5, kq=3, beta=0.5, n_iter=3).config_key(args["artifact_key"])
     got = w.finished_runs(con, [key, "other"])
     assert list(got) == [key] and got[key][0] == run_id
     for stored, given in zip(got[key][1], args["metrics"], strict=True):

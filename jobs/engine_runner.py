@@ -1,4 +1,7 @@
-"""One sweep configuration (or several that differ only in beta): re-rank, evaluate every iteration, keep what the store records.
+"""An iterative method's configurations through the ICFRR engine: re-rank, evaluate every iteration, keep what the store records.
+
+One configuration, or several that differ only in beta (run together). The
+single-shot methods' counterpart is :mod:`jobs.method_runner`.
 
 Queries stream through the engine in chunks (``icfrr.reranking.rerank_chunks``):
 each chunk goes through every iteration, each ranking is evaluated as it is
@@ -23,7 +26,8 @@ import torch
 import icfrr
 from icfrr.metrics import columns_from_rows
 from icfrr.reranking import ChunkResult, QueryDistances, rerank_chunks
-from store.writes import KeptIteration, RunConfig, best_iteration
+from icfrr.run_config import RunConfig
+from store.writes import KeptIteration, best_iteration
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,12 @@ def run_config(
     *,
     device: str | torch.device | None = None,
     top_n: int = 100,
-    on_step: Callable[[icfrr.RerankStep, dict[str, float]], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     chunk_size: int | None = None,
 ) -> RunOutcome:
-    """Re-rank once over all iterations and evaluate each one.
+    """Re-rank once over all iterations and evaluate each one, streaming the queries in chunks.
+
+    (:func:`run_whole` is the same over whole rankings, for per-iteration callbacks.)
 
     Args:
         qg_dists: float [Q, G] query-gallery distances, or a function
@@ -71,18 +76,12 @@ def run_config(
         config: KG, KQ, beta, iterations, variant (already clamped to G).
         device: Where the engine runs (None: its default).
         top_n: How many of each query's best items to keep.
-        on_step: Called after each iteration with the whole step and its
-            metrics (the published per-iteration files). It needs every [Q, G]
-            ranking, so it switches to the iteration-by-iteration engine, whose
-            memory grows with Q; dense ``qg_dists`` only.
-        on_progress: Called with (queries done, Q) after each chunk (streaming only).
+        on_progress: Called with (queries done, Q) after each chunk.
         chunk_size: Queries per chunk (default: the engine's).
 
     Returns:
         The :class:`RunOutcome`.
     """
-    if on_step is not None:
-        return _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_step)
     return run_configs(qg_dists, graph, labels_q, labels_g, [config], device=device, top_n=top_n,
                        on_progress=on_progress, chunk_size=chunk_size)[0]
 
@@ -206,8 +205,29 @@ def _keep(step: icfrr.RerankStep, per_query: dict[str, np.ndarray], top_n: int) 
                          step.scores[:, :top_n].to(torch.float64).numpy())
 
 
-def _run_whole(qg_dists, graph, labels_q, labels_g, config, device, top_n, on_step) -> RunOutcome:
-    """``run_config`` over whole [Q, G] rankings, one iteration after the other (for ``on_step``)."""
+def run_whole(
+    qg_dists: torch.Tensor | np.ndarray,
+    graph: icfrr.NeighborGraph,
+    labels_q: np.ndarray,
+    labels_g: np.ndarray,
+    config: RunConfig,
+    *,
+    device: str | torch.device | None = None,
+    top_n: int = 100,
+    on_step: Callable[[icfrr.RerankStep, dict[str, float]], None],
+) -> RunOutcome:
+    """:func:`run_config` over whole [Q, G] rankings, one iteration after the other.
+
+    ``on_step(step, metrics)`` is called after each iteration with its whole
+    ranking (the published per-iteration files); memory grows with Q.
+
+    Args:
+        qg_dists: float [Q, G] dense query-gallery distances.
+        Others: as for :func:`run_config`.
+
+    Raises:
+        ValueError: ``qg_dists`` is a function of a query chunk, not dense distances.
+    """
     if callable(qg_dists) and not isinstance(qg_dists, (np.ndarray, torch.Tensor)):
         raise ValueError("on_step needs whole rankings: pass dense qg_dists, not a function of the chunk")
     start = time.perf_counter()
