@@ -25,18 +25,15 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
+from jobs.bench_data import DIM, make_features, peak_gib
 
 #: More examples for --help (the module docstring's second paragraph lists the first ones).
 EXAMPLES = """
@@ -47,24 +44,7 @@ EXAMPLES = """
 """
 #: name -> (Q, G, KG = KQ)
 SHAPES = {"tuberlin": (2400, 27989, 512), "quarter": (600, 7000, 512), "quick": (300, 2000, 64)}
-DIM, N_CLASSES, NOISE, SHIFT, BETA = 768, 30, 3.2, 0.6, 0.5
-
-
-def make_features(n_query: int, n_gallery: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Synthetic clustered features: (query [Q, D], gallery [G, D], labels_q [Q], labels_g [G]).
-
-    L2-normalised float32; queries shifted by a common offset (the domain gap).
-    """
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(N_CLASSES, DIM, generator=gen)
-    shift = torch.randn(DIM, generator=gen) * SHIFT  # the domain gap between queries and gallery
-    labels_q = torch.randint(0, N_CLASSES, (n_query,), generator=gen)
-    labels_g = torch.randint(0, N_CLASSES, (n_gallery,), generator=gen)
-    fq = torch.nn.functional.normalize(centres[labels_q] + shift + NOISE * torch.randn(n_query, DIM, generator=gen), dim=1)
-    fg = torch.nn.functional.normalize(centres[labels_g] + NOISE * torch.randn(n_gallery, DIM, generator=gen), dim=1)
-    return fq, fg, labels_q, labels_g
+BETA = 0.5
 
 
 def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> None:
@@ -80,21 +60,6 @@ def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> No
     del gg
     np.save(folder / "labels_q.npy", labels_q.numpy())
     np.save(folder / "labels_g.npy", labels_g.numpy())
-
-
-def peak_gib() -> float:
-    """This process's peak resident memory in GiB (VmHWM of /proc/self/status).
-
-    Not ``ru_maxrss``: Linux carries the parent's peak across fork + exec into
-    a child's ``ru_maxrss``, so a benchmark child would report the memory of
-    the process that generated its inputs.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 2**20
 
 
 def _sync(device: str) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.bench import peak_gib
+from jobs.bench_data import peak_gib
 
 SHAPES = {"tuberlin": (2400, 27989), "quarter": (600, 7000), "quick": (300, 2000)}
 
@@ -35,7 +35,7 @@ def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> No
     import torch
 
     from icfrr import pairwise_distances
-    from jobs.bench import make_features
+    from jobs.bench_data import make_features
 
     fq, fg, labels_q, labels_g = make_features(n_query, n_gallery, seed)
     np.save(folder / "fq.npy", fq.numpy())
