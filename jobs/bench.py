@@ -220,8 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0],
                            epilog="examples:\n" + __doc__.split("\n\n")[1] + EXAMPLES)
-    parser.add_argument("--shape", choices=["tuberlin", "quarter", "both", "quickdraw"], default=None,
-                        help="default: both (quarter, then tuberlin); with --sweep: tuberlin")
+    parser.add_argument("--shape", choices=["tuberlin", "quarter", "both", "quickdraw", "million"], default=None,
+                        help="default: both (quarter, then tuberlin); with --sweep: tuberlin; million: "
+                             "jobs.sweep on Q=10,000 x G=1,000,000 features (jobs.bench_million)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="with --shape million or --methods --shape quickdraw: run that shape's Q and G "
+                             "times this factor (default 1)")
     parser.add_argument("--sweep", action="store_true", help="time whole sweeps (see jobs.bench_sweep)")
     parser.add_argument("--n-configs", type=int, default=6, help="with --sweep: configurations (default 6)")
     parser.add_argument("--share-betas", action="store_true",
@@ -258,6 +262,11 @@ def check_flags(args: argparse.Namespace) -> None:
 
     if args.n_configs < 1:
         raise UsageError(f"--n-configs must be at least 1, got {args.n_configs}")
+    if args.scale is not None:
+        if not (args.shape == "million" or (args.methods and args.shape == "quickdraw")):
+            raise UsageError("--scale applies to --shape million and --methods --shape quickdraw only")
+        if not 0 < args.scale <= 1:
+            raise UsageError(f"--scale must be in (0, 1], got {args.scale}")
     internal = [flag for flag, value in (("--folder", args.folder), ("--device", args.device), ("--k", args.k))
                 if value is not None]
     if args.side is None:
@@ -302,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"Machine: {machine()}\n", flush=True)
         return bench_engine.main(args.crossover, args.cold_start)
+    if args.shape == "million":
+        from jobs import bench_million
+
+        return bench_million.main(args.scale or 1.0, machine())
     if args.sweep:
         from jobs import bench_sweep
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-LEAVES = ["jobs.bench_sweep", "jobs.bench_methods", "jobs.bench_engine", "jobs.bench_data"]
+LEAVES = ["jobs.bench_sweep", "jobs.bench_methods", "jobs.bench_engine", "jobs.bench_million", "jobs.bench_data"]
 
 
 @pytest.mark.parametrize("module", LEAVES)
