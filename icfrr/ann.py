@@ -142,13 +142,24 @@ def build_graph(feats: np.ndarray | torch.Tensor, k: int, spec: GraphSpec) -> Ne
 
 def _without_self(found: np.ndarray, sq: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first k of each row without the item itself, ordered by (distance, index); FAISS's -1
-    fillers (and a row short of k) come last with an infinite distance."""
+    fillers (and a row short of k) come last with an infinite distance.
+
+    FAISS returns each row by ascending distance, so dropping the excluded
+    entries (a stable partition) leaves most rows in order; only rows with an
+    equal or a descending pair of distances are sorted by (distance, index).
+    """
     dist = np.sqrt(np.maximum(sq, 0)).astype(np.float32)
     bad = (found == items[:, None]) | (found < 0)
     dist[bad] = np.inf
-    keys = np.where(bad, np.iinfo(np.int64).max, found)
-    order = np.lexsort((keys, dist), axis=1)[:, :k]
-    return np.take_along_axis(found, order, axis=1), np.take_along_axis(dist, order, axis=1)
+    keep = np.argsort(bad, axis=1, kind="stable")
+    found, dist, bad = (np.take_along_axis(a, keep, axis=1) for a in (found, dist, bad))
+    unsorted = ((dist[:, 1:] <= dist[:, :-1]) & ~bad[:, 1:]).any(axis=1)
+    rows = np.flatnonzero(unsorted)
+    if rows.size:
+        keys = np.where(bad[rows], np.iinfo(np.int64).max, found[rows])
+        order = np.lexsort((keys, dist[rows]), axis=1)
+        found[rows], dist[rows] = np.take_along_axis(found[rows], order, 1), np.take_along_axis(dist[rows], order, 1)
+    return found[:, :k], dist[:, :k]
 
 
 def _exact_rows(f: torch.Tensor, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
