@@ -16,6 +16,7 @@ graph is asked for.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -27,6 +28,8 @@ from icfrr._chunks import rows_per_chunk
 from icfrr._sorting import smallest_rows
 from icfrr.neighbors import NeighborGraph, neighbor_graph_from_features, pairwise_distances
 
+#: ``(features [N, D], width) -> int64 [N, width]``: each item's rank list (itself first), for the baselines.
+RankListFinder = Callable[[torch.Tensor, int], np.ndarray]
 #: The graph kinds ``--graph`` accepts.
 GRAPH_KINDS = ("exact", "ivf", "hnsw")
 #: Items in the recall sample by default (all of them when the gallery is smaller).
@@ -138,6 +141,47 @@ def build_graph(feats: np.ndarray | torch.Tensor, k: int, spec: GraphSpec) -> Ne
     if short.size:   # rare: a search that saw fewer than k other items; those rows are found exactly
         idx[short], dist[short] = _exact_rows(torch.from_numpy(f), short, k)
     return NeighborGraph(torch.from_numpy(idx), torch.from_numpy(dist))
+
+
+def rank_lists(feats: np.ndarray | torch.Tensor, width: int, spec: GraphSpec) -> np.ndarray:
+    """Each item's rank list over the items: itself first, then its ``width - 1`` nearest other items.
+
+    The k-NN sets of k-reciprocal and ECN (``icfrr.baselines``) from the graph
+    ``spec`` names (:func:`build_graph`), over the Q + G items given.
+
+    Args:
+        feats: float [N, D] features of the items.
+        width: entries per list (cut at N).
+        spec: The graph kind and its parameters.
+
+    Returns:
+        int64 [N, min(width, N)]: item indices, the item itself in column 0, then by
+        (distance, index) as the graph lists them.
+
+    Raises:
+        FaissMissing: An approximate kind without FAISS.
+        ValueError: Bad features or width.
+    """
+    n = int(as_matrix(feats, "feats").shape[0])
+    width = min(check_positive_int(width, "width"), n)
+    graph = build_graph(feats, width - 1, spec)
+    return np.concatenate([np.arange(n, dtype=np.int64)[:, None], graph.indices.numpy()], axis=1)
+
+
+def item_neighbours(kind: str | None) -> RankListFinder | None:
+    """The rank-list finder of the baselines' streamed forms for a gallery graph of ``kind``.
+
+    None for ``exact`` (or no graph): the baselines then rank every item's full
+    row of distances themselves, which equals their dense paths. For an
+    approximate kind: ``(features [N, D], width) -> rank_lists(...)`` through an
+    index of that kind, its parameters chosen for N items as :func:`default_spec` does.
+
+    Raises:
+        ValueError: An unknown kind.
+    """
+    if kind is None or default_spec(kind, 1).kind == "exact":
+        return None
+    return lambda feats, width: rank_lists(feats, width, default_spec(kind, int(feats.shape[0])))
 
 
 def _without_self(found: np.ndarray, sq: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

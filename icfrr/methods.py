@@ -39,6 +39,8 @@ class MethodInputs:
             when none exist (methods that need them then refuse).
         fq: float [Q, D] L2-normalised query features, None for imported distances.
         fg: float [G, D] L2-normalised gallery features, None for imported distances.
+        neighbours: Rank lists from an approximate index (``icfrr.ann.item_neighbours``) for the
+            streamed k-reciprocal and ECN; None: they rank every item's full row (exact).
     """
 
     qg: np.ndarray | None
@@ -46,6 +48,7 @@ class MethodInputs:
     qq: Loader | None = None
     fq: np.ndarray | None = None
     fg: np.ndarray | None = None
+    neighbours: Callable[[Any, int], np.ndarray] | None = None
     _loaded: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _per_chunk: Any = field(default=None, repr=False)   # FeatureDistances, made on first use
 
@@ -255,6 +258,8 @@ def method_chunks(
     if not can_stream(key, inputs):
         raise ValueError(f"{key} cannot run by query chunks here: it needs its streamed form and the features")
     fn = baseline_function(ADAPTERS[key].streamed)
+    if inputs.neighbours is not None and key in ("k_reciprocal", "ecn"):   # their k-NN sets from the index
+        keywords["neighbours"] = inputs.neighbours
     return fn(inputs.fq, inputs.fg, **keywords, chunk_bytes=chunk_bytes)
 
 

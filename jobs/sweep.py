@@ -700,6 +700,11 @@ def recorded(arts: Artifacts, cfg: writes.RunConfig) -> writes.RunConfig:
         if recall is not None:
             note["graph_recall_at_kg"] = recall
             note["graph_recall_sample"] = arts.meta["graph_recall"]["sample"]
+    kind = arts.meta.get("graph", {}).get("kind", "exact")
+    if cfg.method in ("k_reciprocal", "ecn") and arts.qg_dists is None and kind != "exact":
+        from icfrr.ann import default_spec   # their streamed k-NN sets come from an index of this kind, over Q + G
+
+        note["knn_index"] = default_spec(kind, len(arts.labels_q) + len(arts.labels_g)).record()
     return dataclasses.replace(cfg, extra={**cfg.extra, **note})
 
 

@@ -9,6 +9,7 @@ an inverted index, so no ``N x N`` matrix (N = Q + G) is ever held.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +19,9 @@ from icfrr._checks import check_positive_int
 from icfrr._chunks import rows_per_chunk
 from icfrr.baselines._inputs import ItemFeatures, Matrix, distance_blocks, same_type_as
 from icfrr.baselines._ranks import neighbour_lists, ranked_rows
+
+if TYPE_CHECKING:
+    from icfrr.ann import RankListFinder
 
 
 def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 25) -> Matrix:
@@ -95,7 +99,8 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
 
 
 def ecn_chunks(
-    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = 1 << 27
+    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = 1 << 27,
+    neighbours: RankListFinder | None = None,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``ecn`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
 
@@ -113,6 +118,9 @@ def ecn_chunks(
         fg: float [G, D] gallery features.
         t, q, k: as in ``ecn``.
         chunk_bytes: bytes of one chunk of distance rows.
+        neighbours: ``(features [N, D], width) -> int64 [N, width]`` rank lists (each item
+            first): an approximate index's (``icfrr.ann.item_neighbours``) instead of every
+            item's full row of distances ranked (None, the default: equal to ``ecn``).
 
     Yields:
         (the chunk's query slice, float32 numpy [B, G] re-ranked distances), in query order.
@@ -121,15 +129,19 @@ def ecn_chunks(
         ValueError: a bad parameter, features of different widths, or NaN/inf (on the first chunk).
     """
     t, q, k = check_positive_int(t, "t"), check_positive_int(q, "q"), check_positive_int(k, "k")
-    return _chunks_from_features(fq, fg, t, q, k, chunk_bytes)
+    return _chunks_from_features(fq, fg, t, q, k, chunk_bytes, neighbours)
 
 
-def _chunks_from_features(fq: Matrix, fg: Matrix, t: int, q: int, k: int, budget: int
-                          ) -> Iterator[tuple[slice, np.ndarray]]:
+def _chunks_from_features(fq: Matrix, fg: Matrix, t: int, q: int, k: int, budget: int,
+                          neighbours: RankListFinder | None) -> Iterator[tuple[slice, np.ndarray]]:
     items = ItemFeatures(fq, fg)
     n_query, n_gallery, n_items = items.n_query, items.n_gallery, items.n_items
     k, t, q = min(k, n_items), min(t, n_items - 1), min(q, n_items - 1)
-    ranks = ranked_rows(items.rows, n_query, n_items, max(k, t + 1, q + 1), transform=_self_first, budget=budget)
+    width = max(k, t + 1, q + 1)
+    if neighbours is None:
+        ranks = ranked_rows(items.rows, n_query, n_items, width, transform=_self_first, budget=budget)
+    else:
+        ranks = neighbours(items.features, width)
     expanded, inverted, row_min, scale = _rank_list_parts(ranks, k, t, q)
     top = ranks[:, :k]   # a view, as the dense path passes it (one compiled specialisation)
     m = expanded.shape[1]

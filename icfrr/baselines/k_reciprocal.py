@@ -10,6 +10,7 @@ min-sum through an inverted index on V's columns, one query at a time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,7 +19,10 @@ from numba import njit, prange
 from icfrr._checks import check_positive_int
 from icfrr._chunks import rows_per_chunk
 from icfrr.baselines._inputs import ItemFeatures, Matrix, check_fraction, distance_blocks, same_type_as
-from icfrr.baselines._ranks import combined_entries, neighbour_lists, ranked_rows
+from icfrr.baselines._ranks import combined_entries, neighbour_lists, ranked_rows, row_chunks
+
+if TYPE_CHECKING:
+    from icfrr.ann import RankListFinder
 
 
 def k_reciprocal(
@@ -78,7 +82,7 @@ def k_reciprocal(
 
 def k_reciprocal_chunks(
     fq: Matrix, fg: Matrix, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-    chunk_bytes: int = 1 << 27,
+    chunk_bytes: int = 1 << 27, neighbours: RankListFinder | None = None,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``k_reciprocal`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
 
@@ -96,6 +100,10 @@ def k_reciprocal_chunks(
         fg: float [G, D] gallery features.
         k1, k2, lambda_value: as in ``k_reciprocal``.
         chunk_bytes: bytes of one chunk of distance rows.
+        neighbours: ``(features [N, D], width) -> int64 [N, width]`` rank lists (each item
+            first): an approximate index's (``icfrr.ann.item_neighbours``) instead of every
+            item's full row of distances ranked (None, the default: equal to ``k_reciprocal``).
+            Step 1's per-item maximum still takes one pass over the rows of distances (no sort).
 
     Yields:
         (the chunk's query slice, float32 numpy [B, G] re-ranked distances), in query order.
@@ -104,17 +112,22 @@ def k_reciprocal_chunks(
         ValueError: a bad parameter, features of different widths, or NaN/inf (on the first chunk).
     """
     k1, k2, lam = _check(k1, k2, lambda_value)
-    return _chunks_from_features(fq, fg, k1, k2, lam, chunk_bytes)
+    return _chunks_from_features(fq, fg, k1, k2, lam, chunk_bytes, neighbours)
 
 
-def _chunks_from_features(fq: Matrix, fg: Matrix, k1: int, k2: int, lam: float, budget: int
-                          ) -> Iterator[tuple[slice, np.ndarray]]:
+def _chunks_from_features(fq: Matrix, fg: Matrix, k1: int, k2: int, lam: float, budget: int,
+                          neighbours: RankListFinder | None) -> Iterator[tuple[slice, np.ndarray]]:
     items = ItemFeatures(fq, fg)
     n_query, n_items = items.n_query, items.n_items
     k_full, k_qe = min(k1 + 1, n_items), min(k2, n_items)
     scale = np.empty(n_items, dtype=np.float64)
-    ranks = ranked_rows(items.rows, n_query, n_items, max(k_full, k_qe), transform=_normaliser(scale),
-                        budget=budget)
+    normalise = _normaliser(scale)
+    if neighbours is None:
+        ranks = ranked_rows(items.rows, n_query, n_items, max(k_full, k_qe), transform=normalise, budget=budget)
+    else:
+        ranks = neighbours(items.features, max(k_full, k_qe))
+        for start, stop in row_chunks(n_query, n_items, budget):   # step 1's maxima (C is symmetric here)
+            normalise(items.rows(start, stop), start, stop)
     v = _expanded_v(ranks, k1, k2, scale, items.entries)
     v_query, v_gallery = _split(v, n_query)
     del v, ranks
