@@ -320,8 +320,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_sweep.main(args.shape or "tuberlin", args.n_configs, args.share_betas, machine())
     shape = args.shape or "both"
+    if shape == "quickdraw" and args.methods:
+        from jobs.bench_methods import run_shapes
+
+        print(f"Machine: {machine()}\n", flush=True)
+        run_shapes(["quickdraw"], args.scale or 1.0)
+        return 0
     if shape == "quickdraw":
-        print("bench: error: the quickdraw shape is a sweep benchmark: add --sweep", file=sys.stderr)
+        print("bench: error: the quickdraw shape is a sweep or methods benchmark: add --sweep or --methods",
+              file=sys.stderr)
         return 2
     shapes = ["quick"] if args.quick else (["quarter", "tuberlin"] if shape == "both" else [shape])
     if args.methods:

@@ -1,4 +1,5 @@
-"""``python -m jobs.bench --shape million [--scale F]``: its flags and its shape (the benchmark itself is not run here)."""
+"""``python -m jobs.bench --shape million`` and ``--methods --shape quickdraw`` with ``--scale F``: the flags and
+the shape (the benchmarks themselves are not run here)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from jobs.bench_million import FULL, shape_at
     (["--shape", "quarter", "--scale", "0.5"], "--scale applies to"),
     (["--sweep", "--shape", "quickdraw", "--scale", "0.5"], "--scale applies to"),
     (["--shape", "million", "--scale", "half"], "invalid float value"),
+    (["--methods", "--shape", "quickdraw", "--scale", "2"], "--scale must be in (0, 1]"),
 ])
 def test_bad_scale_is_one_line_and_exit_2(capsys, argv: list[str], message: str) -> None:
     assert bench.main(argv) == 2
