@@ -104,14 +104,20 @@ def _child(key: str, folder: Path, streamed: bool = False) -> dict:
 def bench_shape(name: str) -> list[str]:
     """Every registry method on one shape: a Markdown table."""
     from icfrr.registry import METHODS
-    from store.report import params_text
 
     n_query, n_gallery = SHAPES[name]
     with tempfile.TemporaryDirectory(prefix="icfrr-bench-methods-") as tmp:
         folder = Path(tmp)
         make_inputs(n_query, n_gallery, folder)
         results = [(m, _child(m.key, folder)) for m in METHODS]
-    lines = [f"#### {name}: Q={n_query}, G={n_gallery}, D=768, each method at its defaults", "",
+    return _table(f"#### {name}: Q={n_query}, G={n_gallery}, D=768, each method at its defaults", results)
+
+
+def _table(title: str, results: list) -> list[str]:
+    """A Markdown table of (registry method, child result) pairs under ``title``."""
+    from store.report import params_text
+
+    lines = [title, "",
              "| method | parameters | time (s) | peak memory (GiB) | inputs loaded (GiB) | mAP@all before -> after |",
              "|---|---|---:|---:|---:|---|"]
     for m, r in results:
@@ -160,7 +166,6 @@ def bench_streamed(name: str, scale: float = 1.0) -> list[str]:
     """Every registry method from features on a shape of :data:`STREAMED_SHAPES` (Q and G times ``scale``)."""
     from icfrr.registry import METHODS
     from jobs.bench_data import make_features
-    from store.report import params_text
 
     n_query, n_gallery = (max(4, round(n * scale)) for n in STREAMED_SHAPES[name])
     with tempfile.TemporaryDirectory(prefix="icfrr-bench-methods-") as tmp:
@@ -168,14 +173,9 @@ def bench_streamed(name: str, scale: float = 1.0) -> list[str]:
         for label, array in zip(("fq", "fg", "labels_q", "labels_g"), make_features(n_query, n_gallery)):
             np.save(folder / f"{label}.npy", array.numpy())
         results = [(m, _child(m.key, folder, streamed=True)) for m in METHODS]
-    lines = [f"#### {name}" + (f" at scale {scale:g}" if scale != 1 else "") + f": Q={n_query:,}, G={n_gallery:,}, "
-             "D=768, each method at its defaults, from features by query chunks (no [Q, G] matrix held)", "",
-             "| method | parameters | time (s) | peak memory (GiB) | inputs loaded (GiB) | mAP@all before -> after |",
-             "|---|---|---:|---:|---:|---|"]
-    for m, r in results:
-        lines.append(f"| {m.label} | {params_text(m.key, r['params'])} | {r['seconds']:.2f} | {r['peak_gib']:.2f} | "
-                     f"{r['inputs_gib']:.2f} | {r['before']:.4f} -> {r['after']:.4f} |")
-    return lines + [""]
+    return _table(f"#### {name}" + (f" at scale {scale:g}" if scale != 1 else "") + f": Q={n_query:,}, "
+                  f"G={n_gallery:,}, D=768, each method at its defaults, from features by query chunks "
+                  "(no [Q, G] matrix held)", results)
 
 
 def main(argv: list[str]) -> int:
