@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit
 
 from icfrr._checks import check_positive_int
 from icfrr._chunks import rows_per_chunk
+from icfrr._sorting import on_row_slices
 from icfrr.baselines._inputs import ItemFeatures, Matrix, distance_blocks, same_type_as
 from icfrr.baselines._ranks import neighbour_lists, ranked_rows
 
@@ -196,10 +197,24 @@ def _rank_list_parts(ranks: np.ndarray, k: int, t: int, q: int
     return expanded, inverted, row_min, scale
 
 
-@njit(parallel=True, cache=True)
-def _gallery_sums(
+def _on_blocks(kernel, args: tuple) -> None:
+    """``kernel(*args, first, stop)`` over slices of blocks 0 .. args[-1] - 1 on the row thread pool.
+
+    The kernels are serial and release the GIL: threads from ``on_row_slices``
+    instead of ``parallel=True``, whose parfor compile cost seconds on a fresh cache.
+    """
+    on_row_slices(lambda first, stop: kernel(*args, first, stop), args[-1])
+
+
+def _gallery_sums(*args) -> None:
+    """``_gallery_sums_blocks`` over all its blocks (the arguments before ``first, stop``)."""
+    _on_blocks(_gallery_sums_blocks, args)
+
+
+@njit(cache=True, nogil=True)
+def _gallery_sums_blocks(
     lo, hi, top, scale, indptr, indices, data, rev_indptr, rev_items, rev_count, offset, offset_int, sums,
-    overlap, n_blocks,
+    overlap, n_blocks, first, stop,
 ) -> None:  # pragma: no cover - compiled
     """sums[p - lo, g] = sum_{e in expanded(g)} S~(e, p) for the queries lo <= p < hi; overlap: a term is > 0.
 
@@ -211,7 +226,7 @@ def _gallery_sums(
     n = top.shape[0]
     n_rows = hi - lo
     width = sums.shape[1]
-    for blk in prange(n_blocks):
+    for blk in range(first, stop):
         s = np.zeros(n, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         acc = np.zeros(width)
@@ -250,12 +265,18 @@ def _similarities(a, top, indptr, indices, data, acc, touched) -> int:  # pragma
     return count
 
 
-@njit(parallel=True, cache=True)
-def _row_minima(top, indptr, indices, data, n_blocks) -> np.ndarray:  # pragma: no cover - compiled
+def _row_minima(top: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n_blocks: int
+                ) -> np.ndarray:
     """min_c S(a, c) for every item a: 0 unless a shares a top-k item with every item."""
+    out = np.zeros(top.shape[0], dtype=np.int64)
+    _on_blocks(_row_minima_blocks, (top, indptr, indices, data, out, n_blocks))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _row_minima_blocks(top, indptr, indices, data, out, n_blocks, first, stop) -> None:  # pragma: no cover - compiled
     n = top.shape[0]
-    out = np.zeros(n, dtype=np.int64)
-    for blk in prange(n_blocks):
+    for blk in range(first, stop):
         acc = np.zeros(n, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         for a in range(blk * n // n_blocks, (blk + 1) * n // n_blocks):
@@ -264,12 +285,16 @@ def _row_minima(top, indptr, indices, data, n_blocks) -> np.ndarray:  # pragma: 
                 out[a] = acc.min()
             for x in range(count):
                 acc[touched[x]] = 0
-    return out
 
 
-@njit(parallel=True, cache=True)
-def _cross_sums(
-    expanded, top, scale, row_min, indptr, indices, data, lo, hi, sums, overlap, n_blocks
+def _cross_sums(*args) -> None:
+    """``_cross_sums_blocks`` over all its blocks (the arguments before ``first, stop``)."""
+    _on_blocks(_cross_sums_blocks, args)
+
+
+@njit(cache=True, nogil=True)
+def _cross_sums_blocks(
+    expanded, top, scale, row_min, indptr, indices, data, lo, hi, sums, overlap, n_blocks, first, stop
 ) -> None:  # pragma: no cover - compiled
     """sums[r, b - lo] = sum_{e in expanded[r]} S~(e, b) for items lo <= b < hi; overlap: a term is > 0.
 
@@ -281,7 +306,7 @@ def _cross_sums(
     n = top.shape[0]
     k = top.shape[1]
     width = hi - lo
-    for blk in prange(n_blocks):
+    for blk in range(first, stop):
         y = np.zeros(n)
         y_int = np.zeros(n, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from numba import njit
 
 from icfrr._checks import check_positive_int
 from icfrr._chunks import rows_per_chunk
+from icfrr._sorting import on_row_slices
 from icfrr.baselines._inputs import ItemFeatures, Matrix, check_fraction, distance_blocks, same_type_as
 from icfrr.baselines._ranks import combined_entries, neighbour_lists, ranked_rows, row_chunks
 
@@ -208,30 +209,42 @@ def _encoding(
     return sp.csr_matrix((weights, cols, indptr), shape=(n_items, n_items))
 
 
-@njit(parallel=True, cache=True)
-def _reciprocal(ranks: np.ndarray, k: int) -> np.ndarray:  # pragma: no cover - compiled
+def _reciprocal(ranks: np.ndarray, k: int) -> np.ndarray:
     """mask [N, k]: ranks[i, p] has i among its own first k items."""
-    n = ranks.shape[0]
-    out = np.zeros((n, k), dtype=np.bool_)
-    for i in prange(n):
+    out = np.zeros((ranks.shape[0], k), dtype=np.bool_)
+    on_row_slices(lambda start, stop: _reciprocal_rows(ranks, k, out, start, stop), ranks.shape[0])
+    return out
+
+
+# The kernels below are serial and release the GIL: their rows are spread over threads by ``on_row_slices``
+# instead of ``parallel=True``, whose parfor compile cost seconds on a fresh cache.
+@njit(cache=True, nogil=True)
+def _reciprocal_rows(ranks, k, out, start, stop) -> None:  # pragma: no cover - compiled
+    for i in range(start, stop):
         for p in range(k):
             j = ranks[i, p]
             for r in range(k):
                 if ranks[j, r] == i:
                     out[i, p] = True
                     break
-    return out
 
 
-@njit(parallel=True, cache=True)
 def _expanded_sets(
     ranks: np.ndarray, k_full: int, k_half: int, recip_full: np.ndarray, recip_half: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+) -> tuple[np.ndarray, np.ndarray]:
     """R*(i) of every item: (sets [N, cap] sorted ascending in the first sizes[i] places, sizes [N])."""
     n = ranks.shape[0]
     sets = np.empty((n, k_full + k_full * k_half), dtype=np.int64)
     sizes = np.zeros(n, dtype=np.int64)
-    for i in prange(n):
+    on_row_slices(lambda start, stop: _expanded_sets_rows(ranks, k_full, k_half, recip_full, recip_half, sets, sizes,
+                                                          start, stop), n)
+    return sets, sizes
+
+
+@njit(cache=True, nogil=True)
+def _expanded_sets_rows(ranks, k_full, k_half, recip_full, recip_half, sets, sizes, start, stop
+                        ) -> None:  # pragma: no cover - compiled
+    for i in range(start, stop):
         buf = sets[i]
         m = 0
         for p in range(k_full):
@@ -256,19 +269,41 @@ def _expanded_sets(
                     if recip_half[c, p]:
                         buf[m] = ranks[c, p]
                         m += 1
-        unique = np.unique(buf[:m])
-        buf[: unique.size] = unique
-        sizes[i] = unique.size
-    return sets, sizes
+        sizes[i] = _sort_unique(buf, m)
 
 
-@njit(parallel=True, cache=True)
-def _jaccard_mix(
-    q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scale, lam, out
+@njit(cache=True, nogil=True)
+def _sort_unique(buf, m) -> int:  # pragma: no cover - compiled
+    """Sort ``buf[:m]`` ascending in place (insertion sort: m is at most k1 + 1 + (k1 + 1)(k1 / 2 + 1)), drop
+    repeats to the front; returns how many distinct values (``np.unique``'s, without its compile cost)."""
+    for a in range(1, m):
+        x = buf[a]
+        b = a - 1
+        while b >= 0 and buf[b] > x:
+            buf[b + 1] = buf[b]
+            b -= 1
+        buf[b + 1] = x
+    n_unique = 0
+    for a in range(m):
+        if n_unique == 0 or buf[a] != buf[n_unique - 1]:
+            buf[n_unique] = buf[a]
+            n_unique += 1
+    return n_unique
+
+
+def _jaccard_mix(q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scale, lam, out) -> None:
+    """``_jaccard_mix_rows`` for every query of ``qg``, rows spread over threads."""
+    on_row_slices(lambda start, stop: _jaccard_mix_rows(q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg,
+                                                        scale, lam, out, start, stop), qg.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _jaccard_mix_rows(
+    q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scale, lam, out, start, stop
 ) -> None:  # pragma: no cover - compiled
     """out[i, j] = (1 - lam) (1 - s / (2 - s)) + lam qg[i, j]^2 / scale[i], s = sum_l min(V[i, l], V[Q + j, l])."""
-    n_query, n_gallery = qg.shape
-    for i in prange(n_query):
+    n_gallery = qg.shape[1]
+    for i in range(start, stop):
         acc = np.zeros(n_gallery)
         for a in range(q_indptr[i], q_indptr[i + 1]):
             col = q_indices[a]
