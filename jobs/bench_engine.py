@@ -103,6 +103,9 @@ _GROUPS = [
     ("row sort (baselines' rankings, iter_rerank)", "from icfrr._sorting import stable_argsort_rows; stable_argsort_rows(qg)"),
     ("metrics of whole rankings (evaluate)", "icfrr.evaluate(np.argsort(qg, 1), lq, lg)"),
     ("one-step update (iter_rerank)", "list(icfrr.iter_rerank(qg, gg, kg=8, kq=8, n_iter=1, device='cpu'))"),
+    ("k-reciprocal (streamed from features)",
+     "from icfrr.baselines.k_reciprocal import k_reciprocal_chunks; list(k_reciprocal_chunks(fq, fg))"),
+    ("ECN (streamed from features)", "from icfrr.baselines.ecn import ecn_chunks; list(ecn_chunks(fq, fg))"),
 ]
 
 _CHILD = """
@@ -116,6 +119,7 @@ from numba.core import event
 icfrr._sorting._POOL = None  # one thread: compiles are not raced (the same work; the compile profile stays nested)
 qg, nbr, lq, lg = _inputs(6, 400, 8)
 gg = np.abs(np.subtract.outer(np.arange(400.0), np.arange(400.0))).astype(np.float32)
+fq, fg = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32), gg[:200, :8] / 400
 def run(sparse, variant):
     _cpu_seconds(qg, nbr, lq, lg, 8, 2, sparse, variant)
 out = {"import": time.process_time() - t0}
