@@ -274,21 +274,38 @@ def _expanded_sets_rows(ranks, k_full, k_half, recip_full, recip_half, sets, siz
 
 @njit(cache=True, nogil=True)
 def _sort_unique(buf, m) -> int:  # pragma: no cover - compiled
-    """Sort ``buf[:m]`` ascending in place (insertion sort: m is at most k1 + 1 + (k1 + 1)(k1 / 2 + 1)), drop
-    repeats to the front; returns how many distinct values (``np.unique``'s, without its compile cost)."""
-    for a in range(1, m):
-        x = buf[a]
-        b = a - 1
-        while b >= 0 and buf[b] > x:
-            buf[b + 1] = buf[b]
-            b -= 1
-        buf[b + 1] = x
+    """Sort ``buf[:m]`` ascending in place (heapsort: O(m log m) for any k1, and a small compile), move the
+    distinct values to the front; returns how many (``np.unique``'s result, without its compile cost)."""
+    for root in range(m // 2 - 1, -1, -1):
+        _sift_down(buf, root, m)
+    for end in range(m - 1, 0, -1):
+        top = buf[0]
+        buf[0] = buf[end]
+        buf[end] = top
+        _sift_down(buf, 0, end)
     n_unique = 0
     for a in range(m):
         if n_unique == 0 or buf[a] != buf[n_unique - 1]:
             buf[n_unique] = buf[a]
             n_unique += 1
     return n_unique
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(heap, root, n) -> None:  # pragma: no cover - compiled
+    """Restore the max-heap ``heap[:n]`` below ``root``."""
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and heap[child + 1] > heap[child]:
+            child += 1
+        if heap[root] >= heap[child]:
+            return
+        value = heap[root]
+        heap[root] = heap[child]
+        heap[child] = value
+        root = child
 
 
 def _jaccard_mix(q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scale, lam, out) -> None:
