@@ -41,6 +41,8 @@ EXAMPLES = """
     python -m jobs.bench --sweep --shape quickdraw --n-configs 1                # 92,291 x 54,151 from features
     python -m jobs.bench --methods --shape quarter                              # every re-ranking method
     python -m jobs.bench --crossover --cold-start                               # sparse/dense crossover, compile cost
+    python -m jobs.bench --shape million [--scale 0.05]                         # jobs.sweep, Q=10k x G=1M features
+    python -m jobs.bench --methods --shape quickdraw [--scale 0.05]             # every method from features
 """
 #: name -> (Q, G, KG = KQ)
 SHAPES = {"tuberlin": (2400, 27989, 512), "quarter": (600, 7000, 512), "quick": (300, 2000, 64)}
