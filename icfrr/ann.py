@@ -16,6 +16,7 @@ graph is asked for.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -27,6 +28,8 @@ from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr._sorting import smallest_rows
 from icfrr.neighbors import NeighborGraph, neighbor_graph_from_features, pairwise_distances
 
+#: ``(features [N, D], width) -> int64 [N, width]``: each item's rank list (itself first), for the baselines.
+RankListFinder = Callable[[torch.Tensor, int], np.ndarray]
 #: The graph kinds ``--graph`` accepts.
 GRAPH_KINDS = ("exact", "ivf", "hnsw")
 #: Items in the recall sample by default (all of them when the gallery is smaller).
@@ -141,15 +144,67 @@ def build_graph(feats: np.ndarray | torch.Tensor, k: int, spec: GraphSpec) -> Ne
     return NeighborGraph(torch.from_numpy(idx), torch.from_numpy(dist))
 
 
+def rank_lists(feats: np.ndarray | torch.Tensor, width: int, spec: GraphSpec) -> np.ndarray:
+    """Each item's rank list over the items: itself first, then its ``width - 1`` nearest other items.
+
+    The k-NN sets of k-reciprocal and ECN (``icfrr.baselines``) from the graph
+    ``spec`` names (:func:`build_graph`), over the Q + G items given.
+
+    Args:
+        feats: float [N, D] features of the items.
+        width: entries per list (cut at N).
+        spec: The graph kind and its parameters.
+
+    Returns:
+        int64 [N, min(width, N)]: item indices, the item itself in column 0, then by
+        (distance, index) as the graph lists them.
+
+    Raises:
+        FaissMissing: An approximate kind without FAISS.
+        ValueError: Bad features or width.
+    """
+    n = int(as_matrix(feats, "feats").shape[0])
+    width = min(check_positive_int(width, "width"), n)
+    graph = build_graph(feats, width - 1, spec)
+    return np.concatenate([np.arange(n, dtype=np.int64)[:, None], graph.indices.numpy()], axis=1)
+
+
+def item_neighbours(kind: str | None) -> RankListFinder | None:
+    """The rank-list finder of the baselines' streamed forms for a gallery graph of ``kind``.
+
+    None for ``exact`` (or no graph): the baselines then rank every item's full
+    row of distances themselves, which equals their dense paths. For an
+    approximate kind: ``(features [N, D], width) -> rank_lists(...)`` through an
+    index of that kind, its parameters chosen for N items as :func:`default_spec` does.
+
+    Raises:
+        ValueError: An unknown kind.
+    """
+    if kind is None or default_spec(kind, 1).kind == "exact":
+        return None
+    return lambda feats, width: rank_lists(feats, width, default_spec(kind, int(feats.shape[0])))
+
+
 def _without_self(found: np.ndarray, sq: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The first k of each row without the item itself, ordered by (distance, index); FAISS's -1
-    fillers (and a row short of k) come last with an infinite distance."""
+    fillers (and a row short of k) come last with an infinite distance.
+
+    FAISS returns each row by ascending distance, so dropping the excluded
+    entries (a stable partition) leaves most rows in order; only rows with an
+    equal or a descending pair of distances are sorted by (distance, index).
+    """
     dist = np.sqrt(np.maximum(sq, 0)).astype(np.float32)
     bad = (found == items[:, None]) | (found < 0)
     dist[bad] = np.inf
-    keys = np.where(bad, np.iinfo(np.int64).max, found)
-    order = np.lexsort((keys, dist), axis=1)[:, :k]
-    return np.take_along_axis(found, order, axis=1), np.take_along_axis(dist, order, axis=1)
+    keep = np.argsort(bad, axis=1, kind="stable")
+    found, dist, bad = (np.take_along_axis(a, keep, axis=1) for a in (found, dist, bad))
+    unsorted = ((dist[:, 1:] <= dist[:, :-1]) & ~bad[:, 1:]).any(axis=1)
+    rows = np.flatnonzero(unsorted)
+    if rows.size:
+        keys = np.where(bad[rows], np.iinfo(np.int64).max, found[rows])
+        order = np.lexsort((keys, dist[rows]), axis=1)
+        found[rows], dist[rows] = np.take_along_axis(found[rows], order, 1), np.take_along_axis(dist[rows], order, 1)
+    return found[:, :k], dist[:, :k]
 
 
 def _exact_rows(f: torch.Tensor, items: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

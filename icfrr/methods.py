@@ -16,6 +16,7 @@ engine's order (ascending, ties by gallery index).
 from __future__ import annotations
 
 import importlib
+import inspect
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ class MethodInputs:
             when none exist (methods that need them then refuse).
         fq: float [Q, D] L2-normalised query features, None for imported distances.
         fg: float [G, D] L2-normalised gallery features, None for imported distances.
+        neighbours: Rank lists from an approximate index (``icfrr.ann.item_neighbours``) for the
+            streamed k-reciprocal and ECN; None: they rank every item's full row (exact).
     """
 
     qg: np.ndarray | None
@@ -48,6 +51,7 @@ class MethodInputs:
     qq: Loader | None = None
     fq: np.ndarray | None = None
     fg: np.ndarray | None = None
+    neighbours: Callable[[Any, int], np.ndarray] | None = None
     _loaded: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _per_chunk: Any = field(default=None, repr=False)   # FeatureDistances, made on first use
 
@@ -229,7 +233,16 @@ def method_chunks(
     if not can_stream(key, inputs):
         raise ValueError(f"{key} cannot run by query chunks here: it needs its streamed form and the features")
     fn = baseline_function(_entry(key).streamed)
+    if inputs.neighbours is not None and reads_item_neighbours(key):
+        keywords["neighbours"] = inputs.neighbours   # k-NN sets from the sweep's graph index
     return fn(inputs.fq, inputs.fg, **keywords, chunk_bytes=chunk_bytes)
+
+
+def reads_item_neighbours(key: str) -> bool:
+    """Whether method ``key``'s streamed form takes its k-NN sets from an index (a ``neighbours``
+    keyword, :attr:`MethodInputs.neighbours`): k-reciprocal and ECN; False without a streamed form."""
+    name = _entry(key).streamed
+    return bool(name) and "neighbours" in inspect.signature(baseline_function(name)).parameters
 
 
 def ranking_from_distances(d: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 from icfrr._checks import as_labels
+from icfrr._sorting import on_row_slices
 from icfrr.registry import METRIC_KEYS, METRICS, QUERY_COLUMNS, Hits
 
 #: Metric names as ``evaluate`` returns them (the registry's summary keys).
@@ -64,10 +65,17 @@ def row_positions(order, labels_g, label, n_relevant, out):  # pragma: no cover 
             found += 1
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def rows_positions(ranking, labels_g, labels_q, n_relevant, out):  # pragma: no cover - compiled
-    """``row_positions`` of each row of ``ranking`` [Q, G] into ``out`` [Q, R], in parallel."""
-    for q in prange(ranking.shape[0]):
+def rows_positions(ranking: np.ndarray, labels_g: np.ndarray, labels_q: np.ndarray, n_relevant: np.ndarray,
+                   out: np.ndarray) -> None:
+    """``row_positions`` of each row of ``ranking`` [Q, G] into ``out`` [Q, R], slices of rows on threads
+    (a serial nogil kernel: no ``parallel=True`` parfor to compile)."""
+    on_row_slices(lambda start, stop: _rows_positions(ranking, labels_g, labels_q, n_relevant, out, start, stop),
+                  ranking.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _rows_positions(ranking, labels_g, labels_q, n_relevant, out, start, stop):  # pragma: no cover - compiled
+    for q in range(start, stop):
         row_positions(ranking[q], labels_g, labels_q[q], n_relevant[q], out[q])
 
 

@@ -25,18 +25,15 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
+from jobs.bench_data import DIM, make_features, peak_gib
 
 #: More examples for --help (the module docstring's second paragraph lists the first ones).
 EXAMPLES = """
@@ -44,27 +41,12 @@ EXAMPLES = """
     python -m jobs.bench --sweep --shape quickdraw --n-configs 1                # 92,291 x 54,151 from features
     python -m jobs.bench --methods --shape quarter                              # every re-ranking method
     python -m jobs.bench --crossover --cold-start                               # sparse/dense crossover, compile cost
+    python -m jobs.bench --shape million [--scale 0.05]                         # jobs.sweep, Q=10k x G=1M features
+    python -m jobs.bench --methods --shape quickdraw [--scale 0.05]             # every method from features
 """
 #: name -> (Q, G, KG = KQ)
 SHAPES = {"tuberlin": (2400, 27989, 512), "quarter": (600, 7000, 512), "quick": (300, 2000, 64)}
-DIM, N_CLASSES, NOISE, SHIFT, BETA = 768, 30, 3.2, 0.6, 0.5
-
-
-def make_features(n_query: int, n_gallery: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Synthetic clustered features: (query [Q, D], gallery [G, D], labels_q [Q], labels_g [G]).
-
-    L2-normalised float32; queries shifted by a common offset (the domain gap).
-    """
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(N_CLASSES, DIM, generator=gen)
-    shift = torch.randn(DIM, generator=gen) * SHIFT  # the domain gap between queries and gallery
-    labels_q = torch.randint(0, N_CLASSES, (n_query,), generator=gen)
-    labels_g = torch.randint(0, N_CLASSES, (n_gallery,), generator=gen)
-    fq = torch.nn.functional.normalize(centres[labels_q] + shift + NOISE * torch.randn(n_query, DIM, generator=gen), dim=1)
-    fg = torch.nn.functional.normalize(centres[labels_g] + NOISE * torch.randn(n_gallery, DIM, generator=gen), dim=1)
-    return fq, fg, labels_q, labels_g
+BETA = 0.5
 
 
 def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> None:
@@ -80,21 +62,6 @@ def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> No
     del gg
     np.save(folder / "labels_q.npy", labels_q.numpy())
     np.save(folder / "labels_g.npy", labels_g.numpy())
-
-
-def peak_gib() -> float:
-    """This process's peak resident memory in GiB (VmHWM of /proc/self/status).
-
-    Not ``ru_maxrss``: Linux carries the parent's peak across fork + exec into
-    a child's ``ru_maxrss``, so a benchmark child would report the memory of
-    the process that generated its inputs.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 2**20
 
 
 def _sync(device: str) -> None:
@@ -255,8 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="python -m jobs.bench", description=__doc__.split("\n\n")[0],
                            epilog="examples:\n" + __doc__.split("\n\n")[1] + EXAMPLES)
-    parser.add_argument("--shape", choices=["tuberlin", "quarter", "both", "quickdraw"], default=None,
-                        help="default: both (quarter, then tuberlin); with --sweep: tuberlin")
+    parser.add_argument("--shape", choices=["tuberlin", "quarter", "both", "quickdraw", "million"], default=None,
+                        help="default: both (quarter, then tuberlin); with --sweep: tuberlin; million: "
+                             "jobs.sweep on Q=10,000 x G=1,000,000 features (jobs.bench_million)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="with --shape million or --methods --shape quickdraw: run that shape's Q and G "
+                             "times this factor (default 1)")
     parser.add_argument("--sweep", action="store_true", help="time whole sweeps (see jobs.bench_sweep)")
     parser.add_argument("--n-configs", type=int, default=6, help="with --sweep: configurations (default 6)")
     parser.add_argument("--share-betas", action="store_true",
@@ -293,6 +264,11 @@ def check_flags(args: argparse.Namespace) -> None:
 
     if args.n_configs < 1:
         raise UsageError(f"--n-configs must be at least 1, got {args.n_configs}")
+    if args.scale is not None:
+        if not (args.shape == "million" or (args.methods and args.shape == "quickdraw")):
+            raise UsageError("--scale applies to --shape million and --methods --shape quickdraw only")
+        if not 0 < args.scale <= 1:
+            raise UsageError(f"--scale must be in (0, 1], got {args.scale}")
     internal = [flag for flag, value in (("--folder", args.folder), ("--device", args.device), ("--k", args.k))
                 if value is not None]
     if args.side is None:
@@ -337,13 +313,24 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"Machine: {machine()}\n", flush=True)
         return bench_engine.main(args.crossover, args.cold_start)
+    if args.shape == "million":
+        from jobs import bench_million
+
+        return bench_million.main(args.scale or 1.0, machine())
     if args.sweep:
         from jobs import bench_sweep
 
         return bench_sweep.main(args.shape or "tuberlin", args.n_configs, args.share_betas, machine())
     shape = args.shape or "both"
+    if shape == "quickdraw" and args.methods:
+        from jobs.bench_methods import run_shapes
+
+        print(f"Machine: {machine()}\n", flush=True)
+        run_shapes(["quickdraw"], args.scale or 1.0)
+        return 0
     if shape == "quickdraw":
-        print("bench: error: the quickdraw shape is a sweep benchmark: add --sweep", file=sys.stderr)
+        print("bench: error: the quickdraw shape is a sweep or methods benchmark: add --sweep or --methods",
+              file=sys.stderr)
         return 2
     shapes = ["quick"] if args.quick else (["quarter", "tuberlin"] if shape == "both" else [shape])
     if args.methods:

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import numpy as np
+from numba.core import event
 
 #: (Q, G, KQ = KG) rows of the crossover table; the last ones are the large-G shape of issue 19.
 CROSSOVER_SHAPES = [
@@ -102,6 +103,9 @@ _GROUPS = [
     ("row sort (baselines' rankings, iter_rerank)", "from icfrr._sorting import stable_argsort_rows; stable_argsort_rows(qg)"),
     ("metrics of whole rankings (evaluate)", "icfrr.evaluate(np.argsort(qg, 1), lq, lg)"),
     ("one-step update (iter_rerank)", "list(icfrr.iter_rerank(qg, gg, kg=8, kq=8, n_iter=1, device='cpu'))"),
+    ("k-reciprocal (streamed from features)",
+     "from icfrr.baselines.k_reciprocal import k_reciprocal_chunks; list(k_reciprocal_chunks(fq, fg))"),
+    ("ECN (streamed from features)", "from icfrr.baselines.ecn import ecn_chunks; list(ecn_chunks(fq, fg))"),
 ]
 
 _CHILD = """
@@ -110,18 +114,53 @@ t0 = time.process_time()
 import numpy as np
 import icfrr
 import icfrr._update, icfrr.metrics  # torch and the engine modules load here, not inside a timed group
-from jobs.bench_engine import _cpu_seconds, _inputs
+from jobs.bench_engine import _cpu_seconds, _inputs, CompileProfile
+from numba.core import event
+icfrr._sorting._POOL = None  # one thread: compiles are not raced (the same work; the compile profile stays nested)
 qg, nbr, lq, lg = _inputs(6, 400, 8)
 gg = np.abs(np.subtract.outer(np.arange(400.0), np.arange(400.0))).astype(np.float32)
+fq, fg = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32), gg[:200, :8] / 400
 def run(sparse, variant):
     _cpu_seconds(qg, nbr, lq, lg, 8, 2, sparse, variant)
 out = {"import": time.process_time() - t0}
+profiles = {}
 for name, code in json.loads(sys.argv[1]):
-    t = time.process_time()
-    exec(code)
-    out[name] = time.process_time() - t
-print(json.dumps(out))
+    profile = CompileProfile()
+    with event.install_listener("numba:compile", profile):
+        t = time.process_time()
+        exec(code)
+        out[name] = time.process_time() - t
+    profiles[name] = profile.own
+print(json.dumps(out | {"profiles": profiles}))
 """
+
+
+class CompileProfile(event.Listener):
+    """A numba ``numba:compile`` event listener: CPU seconds of each compiled function's own compilation.
+
+    ``own[name]`` is the time between the compile's start and end events less
+    that of the compiles nested in it (its callees, numba's own overloads),
+    summed over signatures. numba's overloads (``np.empty``, ``np.zeros``, ...)
+    are counted together as ``numba overloads``.
+    """
+
+    def __init__(self) -> None:
+        self.own: dict[str, float] = {}
+        self._stack: list[list] = []
+
+    def on_start(self, ev) -> None:
+        self._stack.append([time.process_time(), 0.0])
+
+    def on_end(self, ev) -> None:
+        start, nested = self._stack.pop()
+        spent = time.process_time() - start
+        if self._stack:
+            self._stack[-1][1] += spent
+        func = ev.data["dispatcher"].py_func
+        name = func.__qualname__ if "<locals>" not in func.__qualname__ else "numba overloads"
+        if name != "numba overloads":
+            name = f"{func.__module__}.{name}"
+        self.own[name] = self.own.get(name, 0.0) + spent - nested
 
 
 def _child_times(cache_dir: str, groups=_GROUPS) -> dict:
@@ -154,6 +193,21 @@ def cold_start_table() -> list[str]:
                          ("first configuration alone, sparse path (large G)", "sparse engine, reference")]:
         f, w = _first_configuration(group)
         lines.append(f"| **{label}** | {f:.2f} | {w:.2f} | {f - w:.2f} |")
+    return lines + ["", "Where the fresh cache's compile time goes (CPU s of each function's own compilation, "
+                    "callees excluded; a function compiled in an earlier group is not compiled again):", ""] \
+        + profile_table(fresh["profiles"])
+
+
+def profile_table(profiles: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown rows: kernel group, compiled function, own seconds (largest first), group total."""
+    lines = ["| kernel group | compiled function | own compile s |", "|---|---|---:|"]
+    for group, own in profiles.items():
+        if not own:
+            lines.append(f"| {group} | (nothing compiled) | 0.00 |")
+            continue
+        for name, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {group} | {name.removeprefix('icfrr.')} | {seconds:.2f} |")
+        lines.append(f"| {group} | **total** | **{sum(own.values()):.2f}** |")
     return lines
 
 

@@ -3,6 +3,7 @@
     python -m jobs.bench --methods                   # quarter shape, then TU-Berlin shape
     python -m jobs.bench --methods --shape quarter   # Q=600, G=7000 only
     python -m jobs.bench --methods --quick           # a small shape, seconds
+    python -m jobs.bench --methods --shape quickdraw [--scale F]   # Q=92,291, G=54,151 from features
 
 The same synthetic clustered features as ``jobs.bench`` (D=768, 30 classes,
 a domain shift between queries and gallery), L2-normalised, are written once
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.bench import peak_gib
+from jobs.bench_data import peak_gib
 
 SHAPES = {"tuberlin": (2400, 27989), "quarter": (600, 7000), "quick": (300, 2000)}
 
@@ -35,7 +36,7 @@ def make_inputs(n_query: int, n_gallery: int, folder: Path, seed: int = 0) -> No
     import torch
 
     from icfrr import pairwise_distances
-    from jobs.bench import make_features
+    from jobs.bench_data import make_features
 
     fq, fg, labels_q, labels_g = make_features(n_query, n_gallery, seed)
     np.save(folder / "fq.npy", fq.numpy())
@@ -95,8 +96,8 @@ def run_one(key: str, folder: Path) -> dict:
             "inputs_gib": inputs_gib, "before": before, "after": after}
 
 
-def _child(key: str, folder: Path) -> dict:
-    cmd = [sys.executable, "-m", "jobs.bench_methods", "--child", key, str(folder)]
+def _child(key: str, folder: Path, streamed: bool = False) -> dict:
+    cmd = [sys.executable, "-m", "jobs.bench_methods", "--child-streamed" if streamed else "--child", key, str(folder)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -104,14 +105,20 @@ def _child(key: str, folder: Path) -> dict:
 def bench_shape(name: str) -> list[str]:
     """Every registry method on one shape: a Markdown table."""
     from icfrr.registry import METHODS
-    from icfrr.labels import params_text
 
     n_query, n_gallery = SHAPES[name]
     with tempfile.TemporaryDirectory(prefix="icfrr-bench-methods-") as tmp:
         folder = Path(tmp)
         make_inputs(n_query, n_gallery, folder)
         results = [(m, _child(m.key, folder)) for m in METHODS]
-    lines = [f"#### {name}: Q={n_query}, G={n_gallery}, D=768, each method at its defaults", "",
+    return _table(f"#### {name}: Q={n_query}, G={n_gallery}, D=768, each method at its defaults", results)
+
+
+def _table(title: str, results: list) -> list[str]:
+    """A Markdown table of (registry method, child result) pairs under ``title``."""
+    from icfrr.labels import params_text
+
+    lines = [title, "",
              "| method | parameters | time (s) | peak memory (GiB) | inputs loaded (GiB) | mAP@all before -> after |",
              "|---|---|---:|---:|---:|---|"]
     for m, r in results:
@@ -120,18 +127,71 @@ def bench_shape(name: str) -> list[str]:
     return lines + [""]
 
 
+#: Shapes run from features only (their [Q, G] distances would not fit): name -> (Q, G).
+STREAMED_SHAPES = {"quickdraw": (92291, 54151)}
+
+
+def run_one_streamed(key: str, folder: Path) -> dict:
+    """Run method ``key`` at its defaults from the features in ``folder``, by query chunks, as a sweep
+    does when the [Q, G] distances do not fit: ICFRR on the exact gallery graph with each chunk's
+    distances computed from the features, the others through their streamed forms."""
+    import icfrr
+    from icfrr.methods import MethodInputs
+    from jobs.method_runner import run_method
+    from jobs.sweep_runner import run_config
+    from store.writes import RunConfig
+
+    params = _defaults(key)
+    fq, fg = np.load(folder / "fq.npy"), np.load(folder / "fg.npy")
+    lq, lg = np.load(folder / "labels_q.npy"), np.load(folder / "labels_g.npy")
+    tiny = (fq[:4], fg[:40], lq[:4], lg[:40])      # compile / load the kernels outside the timing
+    if key == "icfrr":
+        def run(fq_, fg_, lq_, lg_):
+            graph = icfrr.neighbor_graph_from_features(fg_, min(params["kg"], len(fg_) - 1))
+            cfg = RunConfig(kg=min(params["kg"], len(fg_) - 1), kq=min(params["kq"], len(fg_)), beta=params["beta"],
+                            n_iter=params["n_iter"], variant=params["variant"])
+            return run_config(icfrr.FeatureDistances(fq_, fg_), graph, lq_, lg_, cfg, device="cpu")
+    else:
+        def run(fq_, fg_, lq_, lg_):
+            return run_method(MethodInputs(None, fq=fq_, fg=fg_), lq_, lg_, RunConfig.for_method(key, params))
+    run(*tiny)
+    inputs_gib = peak_gib()
+    t0 = time.perf_counter()
+    outcome = run(fq, fg, lq, lg)
+    seconds = time.perf_counter() - t0
+    return {"method": key, "params": params, "seconds": seconds, "peak_gib": peak_gib(), "inputs_gib": inputs_gib,
+            "before": outcome.metrics[0]["map_all"], "after": outcome.metrics[-1]["map_all"]}
+
+
+def bench_streamed(name: str, scale: float = 1.0) -> list[str]:
+    """Every registry method from features on a shape of :data:`STREAMED_SHAPES` (Q and G times ``scale``)."""
+    from icfrr.registry import METHODS
+    from jobs.bench_data import make_features
+
+    n_query, n_gallery = (max(4, round(n * scale)) for n in STREAMED_SHAPES[name])
+    with tempfile.TemporaryDirectory(prefix="icfrr-bench-methods-") as tmp:
+        folder = Path(tmp)
+        for label, array in zip(("fq", "fg", "labels_q", "labels_g"), make_features(n_query, n_gallery)):
+            np.save(folder / f"{label}.npy", array.numpy())
+        results = [(m, _child(m.key, folder, streamed=True)) for m in METHODS]
+    return _table(f"#### {name}" + (f" at scale {scale:g}" if scale != 1 else "") + f": Q={n_query:,}, "
+                  f"G={n_gallery:,}, D=768, each method at its defaults, from features by query chunks "
+                  "(no [Q, G] matrix held)", results)
+
+
 def main(argv: list[str]) -> int:
-    """``--child KEY FOLDER`` runs one method and prints JSON; else ``main_shapes``."""
-    if argv[:1] == ["--child"]:
-        print(json.dumps(run_one(argv[1], Path(argv[2]))))
+    """``--child KEY FOLDER`` (or ``--child-streamed``) runs one method and prints JSON; else ``run_shapes``."""
+    if argv[:1] in (["--child"], ["--child-streamed"]):
+        run = run_one if argv[0] == "--child" else run_one_streamed
+        print(json.dumps(run(argv[1], Path(argv[2]))))
         return 0
     raise SystemExit("run it as python -m jobs.bench --methods")
 
 
-def run_shapes(shapes: list[str]) -> None:
-    """Print one table per shape (``python -m jobs.bench --methods``)."""
+def run_shapes(shapes: list[str], scale: float = 1.0) -> None:
+    """Print one table per shape (``python -m jobs.bench --methods``); ``scale`` shrinks a streamed shape."""
     for name in shapes:
-        print("\n".join(bench_shape(name)), flush=True)
+        print("\n".join(bench_streamed(name, scale) if name in STREAMED_SHAPES else bench_shape(name)), flush=True)
 
 
 if __name__ == "__main__":

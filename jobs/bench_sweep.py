@@ -1,6 +1,6 @@
 """Whole-sweep benchmark: ``python -m jobs.bench --sweep [--n-configs N] [--shape S] [--share-betas]``.
 
-Synthetic clustered features (``jobs.bench.make_features``) are written to a
+Synthetic clustered features (``jobs.bench_data.make_features``) are written to a
 temporary folder; a child process loads them and runs a sweep end to end as
 ``jobs.sweep`` does: the gallery neighbour graph from features (once, at the
 largest KG), then per configuration the streamed engine (every iteration,
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.bench import peak_gib
+from jobs.bench_data import peak_gib
 
 #: name -> (Q, G, dense qg input, KG values, KQ values, n_iter)
 SHAPES = {
@@ -186,7 +186,7 @@ def report(res: dict, machine: str) -> str:
 
 def main(shape: str, n_configs: int, share_betas: bool, machine: str) -> int:
     """Write the inputs, run the sweep in a child process, print its tables."""
-    from jobs.bench import make_features
+    from jobs.bench_data import make_features
 
     if shape not in SHAPES:
         print(f"bench: error: --sweep needs --shape tuberlin, quarter or quickdraw, not {shape!r}", file=sys.stderr)

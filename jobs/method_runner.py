@@ -18,6 +18,7 @@ import torch
 
 import icfrr
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
+from icfrr.ann import item_neighbours
 from icfrr.methods import MethodInputs, apply_method, method_chunks, ranking_from_distances, streams
 from jobs.engine_runner import RunOutcome
 from jobs.artifacts import dense_gg, qq_dists
@@ -38,7 +39,8 @@ def method_inputs(arts: Artifacts, log: Callable[[str], None], qq: np.ndarray | 
     return MethodInputs(
         qg=arts.qg_dists.numpy() if arts.qg_dists is not None else None, gg=lambda: dense_gg(arts),
         qq=(lambda: qq) if qq is not None else (lambda: qq_dists(arts, log)),
-        fq=arts.features("query") if features else None, fg=arts.features("gallery") if features else None)
+        fq=arts.features("query") if features else None, fg=arts.features("gallery") if features else None,
+        neighbours=item_neighbours(arts.meta.get("graph", {}).get("kind")) if features else None)
 
 
 def run_method(

@@ -283,6 +283,13 @@ def recorded(arts: Artifacts, cfg: RunConfig) -> RunConfig:
         if recall is not None:
             note["graph_recall_at_kg"] = recall
             note["graph_recall_sample"] = arts.meta["graph_recall"]["sample"]
+    kind = arts.meta.get("graph", {}).get("kind", "exact")
+    if arts.qg_dists is None and kind != "exact" and not cfg.entry.iterative:
+        from icfrr.ann import default_spec
+        from icfrr.methods import reads_item_neighbours
+
+        if reads_item_neighbours(cfg.method):   # its streamed k-NN sets come from an index of this kind, over Q + G
+            note["knn_index"] = default_spec(kind, len(arts.labels_q) + len(arts.labels_g)).record()
     return cfg.with_params({}, note)
 
 

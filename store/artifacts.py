@@ -170,9 +170,18 @@ class Artifacts:
         return read_rows(path, ["feature"])[0]["feature"]
 
 
+#: Bytes the neighbour lists kept beyond ``kg_max`` may take (12 per entry: int64 index, float32 distance).
+GRAPH_SPARE_BYTES = 1 << 30
+
+
 def graph_k(n_gallery: int, kg_max: int = MIN_GRAPH_K) -> int:
-    """Neighbours kept per gallery item: max(512, kg_max), capped at G - 1."""
-    return max(0, min(max(MIN_GRAPH_K, kg_max), n_gallery - 1))
+    """Neighbours kept per gallery item: max(512, kg_max), capped at G - 1.
+
+    Above G = 174,762 the 512 shrink (not below ``kg_max``) to what
+    :data:`GRAPH_SPARE_BYTES` holds: at a million items 512 lists would take 6 GiB.
+    """
+    spare = min(MIN_GRAPH_K, GRAPH_SPARE_BYTES // (12 * max(n_gallery, 1)))
+    return max(0, min(max(spare, kg_max), n_gallery - 1))
 
 
 def now() -> str:

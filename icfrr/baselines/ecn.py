@@ -9,15 +9,20 @@ an inverted index, so no ``N x N`` matrix (N = Q + G) is ever held.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit
 
 from icfrr._checks import check_positive_int
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
+from icfrr._sorting import on_row_slices
 from icfrr.baselines._inputs import ItemFeatures, Matrix, distance_blocks, same_type_as
 from icfrr.baselines._ranks import neighbour_lists, ranked_rows
+
+if TYPE_CHECKING:
+    from icfrr.ann import RankListFinder
 
 
 def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 25) -> Matrix:
@@ -110,7 +115,8 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
 
 
 def ecn_chunks(
-    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = CHUNK_BYTES
+    fq: Matrix, fg: Matrix, *, t: int = 3, q: int = 8, k: int = 25, chunk_bytes: int = CHUNK_BYTES,
+    neighbours: RankListFinder | None = None,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``ecn`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
 
@@ -128,6 +134,9 @@ def ecn_chunks(
         fg: float [G, D] gallery features.
         t, q, k: as in ``ecn``.
         chunk_bytes: bytes of one chunk of distance rows.
+        neighbours: ``(features [N, D], width) -> int64 [N, width]`` rank lists (each item
+            first): an approximate index's (``icfrr.ann.item_neighbours``) instead of every
+            item's full row of distances ranked (None, the default: equal to ``ecn``).
 
     Yields:
         (the chunk's query slice, float32 numpy [B, G] re-ranked distances), in query order.
@@ -136,15 +145,19 @@ def ecn_chunks(
         ValueError: a bad parameter, features of different widths, or NaN/inf (on the first chunk).
     """
     t, q, k = check_positive_int(t, "t"), check_positive_int(q, "q"), check_positive_int(k, "k")
-    return _chunks_from_features(fq, fg, t, q, k, chunk_bytes)
+    return _chunks_from_features(fq, fg, t, q, k, chunk_bytes, neighbours)
 
 
-def _chunks_from_features(fq: Matrix, fg: Matrix, t: int, q: int, k: int, budget: int
-                          ) -> Iterator[tuple[slice, np.ndarray]]:
+def _chunks_from_features(fq: Matrix, fg: Matrix, t: int, q: int, k: int, budget: int,
+                          neighbours: RankListFinder | None) -> Iterator[tuple[slice, np.ndarray]]:
     items = ItemFeatures(fq, fg)
     n_query, n_gallery, n_items = items.n_query, items.n_gallery, items.n_items
     k, t, q = min(k, n_items), min(t, n_items - 1), min(q, n_items - 1)
-    ranks = ranked_rows(items.rows, n_query, n_items, max(k, t + 1, q + 1), transform=_self_first, budget=budget)
+    width = max(k, t + 1, q + 1)
+    if neighbours is None:
+        ranks = ranked_rows(items.rows, n_query, n_items, width, transform=_self_first, budget=budget)
+    else:
+        ranks = neighbours(items.features, width)
     expanded, inverted, row_min, scale = _rank_list_parts(ranks, k, t, q)
     top = ranks[:, :k]   # a view, as the dense path passes it (one compiled specialisation)
     m = expanded.shape[1]
@@ -199,10 +212,24 @@ def _rank_list_parts(ranks: np.ndarray, k: int, t: int, q: int
     return expanded, inverted, row_min, scale
 
 
-@njit(parallel=True, cache=True)
-def _gallery_sums(
+def _on_blocks(kernel, args: tuple) -> None:
+    """``kernel(*args, first, stop)`` over slices of blocks 0 .. args[-1] - 1 on the row thread pool.
+
+    The kernels are serial and release the GIL: threads from ``on_row_slices``
+    instead of ``parallel=True``, whose parfor compile cost seconds on a fresh cache.
+    """
+    on_row_slices(lambda first, stop: kernel(*args, first, stop), args[-1])
+
+
+def _gallery_sums(*args) -> None:
+    """``_gallery_sums_blocks`` over all its blocks (the arguments before ``first, stop``)."""
+    _on_blocks(_gallery_sums_blocks, args)
+
+
+@njit(cache=True, nogil=True)
+def _gallery_sums_blocks(
     lo, hi, top, scale, indptr, indices, data, rev_indptr, rev_items, rev_count, offset, offset_int, sums,
-    overlap, n_blocks,
+    overlap, n_blocks, first, stop,
 ) -> None:  # pragma: no cover - compiled
     """sums[p - lo, g] = sum_{e in expanded(g)} S~(e, p) for the queries lo <= p < hi; overlap: a term is > 0.
 
@@ -214,7 +241,7 @@ def _gallery_sums(
     n = top.shape[0]
     n_rows = hi - lo
     width = sums.shape[1]
-    for blk in prange(n_blocks):
+    for blk in range(first, stop):
         s = np.zeros(n, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         acc = np.zeros(width)
@@ -253,12 +280,18 @@ def _similarities(a, top, indptr, indices, data, acc, touched) -> int:  # pragma
     return count
 
 
-@njit(parallel=True, cache=True)
-def _row_minima(top, indptr, indices, data, n_blocks) -> np.ndarray:  # pragma: no cover - compiled
+def _row_minima(top: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n_blocks: int
+                ) -> np.ndarray:
     """min_c S(a, c) for every item a: 0 unless a shares a top-k item with every item."""
+    out = np.zeros(top.shape[0], dtype=np.int64)
+    _on_blocks(_row_minima_blocks, (top, indptr, indices, data, out, n_blocks))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _row_minima_blocks(top, indptr, indices, data, out, n_blocks, first, stop) -> None:  # pragma: no cover - compiled
     n = top.shape[0]
-    out = np.zeros(n, dtype=np.int64)
-    for blk in prange(n_blocks):
+    for blk in range(first, stop):
         acc = np.zeros(n, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)
         for a in range(blk * n // n_blocks, (blk + 1) * n // n_blocks):
@@ -267,12 +300,16 @@ def _row_minima(top, indptr, indices, data, n_blocks) -> np.ndarray:  # pragma: 
                 out[a] = acc.min()
             for x in range(count):
                 acc[touched[x]] = 0
-    return out
 
 
-@njit(parallel=True, cache=True)
-def _cross_sums(
-    expanded, top, scale, row_min, indptr, indices, data, lo, hi, sums, overlap, n_blocks
+def _cross_sums(*args) -> None:
+    """``_cross_sums_blocks`` over all its blocks (the arguments before ``first, stop``)."""
+    _on_blocks(_cross_sums_blocks, args)
+
+
+@njit(cache=True, nogil=True)
+def _cross_sums_blocks(
+    expanded, top, scale, row_min, indptr, indices, data, lo, hi, sums, overlap, n_blocks, first, stop
 ) -> None:  # pragma: no cover - compiled
     """sums[r, b - lo] = sum_{e in expanded[r]} S~(e, b) for items lo <= b < hi; overlap: a term is > 0.
 
@@ -284,7 +321,7 @@ def _cross_sums(
     n = top.shape[0]
     k = top.shape[1]
     width = hi - lo
-    for blk in prange(n_blocks):
+    for blk in range(first, stop):
         y = np.zeros(n)
         y_int = np.zeros(n, dtype=np.int64)
         touched = np.empty(n, dtype=np.int64)

@@ -10,15 +10,20 @@ min-sum through an inverted index on V's columns, one query at a time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from numba import njit
 
 from icfrr._checks import check_positive_int
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
+from icfrr._sorting import on_row_slices
 from icfrr.baselines._inputs import ItemFeatures, Matrix, check_fraction, distance_blocks, same_type_as
-from icfrr.baselines._ranks import combined_entries, neighbour_lists, ranked_rows
+from icfrr.baselines._ranks import combined_entries, neighbour_lists, ranked_rows, row_chunks
+
+if TYPE_CHECKING:
+    from icfrr.ann import RankListFinder
 
 
 def k_reciprocal(
@@ -93,7 +98,7 @@ def k_reciprocal(
 
 def k_reciprocal_chunks(
     fq: Matrix, fg: Matrix, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int = CHUNK_BYTES, neighbours: RankListFinder | None = None,
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """``k_reciprocal`` from features, one chunk of queries at a time: nothing [Q, G] or [N, N] is held.
 
@@ -111,6 +116,10 @@ def k_reciprocal_chunks(
         fg: float [G, D] gallery features.
         k1, k2, lambda_value: as in ``k_reciprocal``.
         chunk_bytes: bytes of one chunk of distance rows.
+        neighbours: ``(features [N, D], width) -> int64 [N, width]`` rank lists (each item
+            first): an approximate index's (``icfrr.ann.item_neighbours``) instead of every
+            item's full row of distances ranked (None, the default: equal to ``k_reciprocal``).
+            Step 1's per-item maximum still takes one pass over the rows of distances (no sort).
 
     Yields:
         (the chunk's query slice, float32 numpy [B, G] re-ranked distances), in query order.
@@ -119,17 +128,22 @@ def k_reciprocal_chunks(
         ValueError: a bad parameter, features of different widths, or NaN/inf (on the first chunk).
     """
     k1, k2, lam = _check(k1, k2, lambda_value)
-    return _chunks_from_features(fq, fg, k1, k2, lam, chunk_bytes)
+    return _chunks_from_features(fq, fg, k1, k2, lam, chunk_bytes, neighbours)
 
 
-def _chunks_from_features(fq: Matrix, fg: Matrix, k1: int, k2: int, lam: float, budget: int
-                          ) -> Iterator[tuple[slice, np.ndarray]]:
+def _chunks_from_features(fq: Matrix, fg: Matrix, k1: int, k2: int, lam: float, budget: int,
+                          neighbours: RankListFinder | None) -> Iterator[tuple[slice, np.ndarray]]:
     items = ItemFeatures(fq, fg)
     n_query, n_items = items.n_query, items.n_items
     k_full, k_qe = min(k1 + 1, n_items), min(k2, n_items)
     scale = np.empty(n_items, dtype=np.float64)
-    ranks = ranked_rows(items.rows, n_query, n_items, max(k_full, k_qe), transform=_normaliser(scale),
-                        budget=budget)
+    normalise = _normaliser(scale)
+    if neighbours is None:
+        ranks = ranked_rows(items.rows, n_query, n_items, max(k_full, k_qe), transform=normalise, budget=budget)
+    else:
+        ranks = neighbours(items.features, max(k_full, k_qe))
+        for start, stop in row_chunks(n_query, n_items, budget):   # step 1's maxima (C is symmetric here)
+            normalise(items.rows(start, stop), start, stop)
     v = _expanded_v(ranks, k1, k2, scale, items.entries)
     v_query, v_gallery = _split(v, n_query)
     del v, ranks
@@ -210,30 +224,42 @@ def _encoding(
     return sp.csr_matrix((weights, cols, indptr), shape=(n_items, n_items))
 
 
-@njit(parallel=True, cache=True)
-def _reciprocal(ranks: np.ndarray, k: int) -> np.ndarray:  # pragma: no cover - compiled
+def _reciprocal(ranks: np.ndarray, k: int) -> np.ndarray:
     """mask [N, k]: ranks[i, p] has i among its own first k items."""
-    n = ranks.shape[0]
-    out = np.zeros((n, k), dtype=np.bool_)
-    for i in prange(n):
+    out = np.zeros((ranks.shape[0], k), dtype=np.bool_)
+    on_row_slices(lambda start, stop: _reciprocal_rows(ranks, k, out, start, stop), ranks.shape[0])
+    return out
+
+
+# The kernels below are serial and release the GIL: their rows are spread over threads by ``on_row_slices``
+# instead of ``parallel=True``, whose parfor compile cost seconds on a fresh cache.
+@njit(cache=True, nogil=True)
+def _reciprocal_rows(ranks, k, out, start, stop) -> None:  # pragma: no cover - compiled
+    for i in range(start, stop):
         for p in range(k):
             j = ranks[i, p]
             for r in range(k):
                 if ranks[j, r] == i:
                     out[i, p] = True
                     break
-    return out
 
 
-@njit(parallel=True, cache=True)
 def _expanded_sets(
     ranks: np.ndarray, k_full: int, k_half: int, recip_full: np.ndarray, recip_half: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+) -> tuple[np.ndarray, np.ndarray]:
     """R*(i) of every item: (sets [N, cap] sorted ascending in the first sizes[i] places, sizes [N])."""
     n = ranks.shape[0]
     sets = np.empty((n, k_full + k_full * k_half), dtype=np.int64)
     sizes = np.zeros(n, dtype=np.int64)
-    for i in prange(n):
+    on_row_slices(lambda start, stop: _expanded_sets_rows(ranks, k_full, k_half, recip_full, recip_half, sets, sizes,
+                                                          start, stop), n)
+    return sets, sizes
+
+
+@njit(cache=True, nogil=True)
+def _expanded_sets_rows(ranks, k_full, k_half, recip_full, recip_half, sets, sizes, start, stop
+                        ) -> None:  # pragma: no cover - compiled
+    for i in range(start, stop):
         buf = sets[i]
         m = 0
         for p in range(k_full):
@@ -258,19 +284,58 @@ def _expanded_sets(
                     if recip_half[c, p]:
                         buf[m] = ranks[c, p]
                         m += 1
-        unique = np.unique(buf[:m])
-        buf[: unique.size] = unique
-        sizes[i] = unique.size
-    return sets, sizes
+        sizes[i] = _sort_unique(buf, m)
 
 
-@njit(parallel=True, cache=True)
-def _jaccard_mix(
-    q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scale, lam, out
+@njit(cache=True, nogil=True)
+def _sort_unique(buf, m) -> int:  # pragma: no cover - compiled
+    """Sort ``buf[:m]`` ascending in place (heapsort: O(m log m) for any k1, and a small compile), move the
+    distinct values to the front; returns how many (``np.unique``'s result, without its compile cost)."""
+    for root in range(m // 2 - 1, -1, -1):
+        _sift_down(buf, root, m)
+    for end in range(m - 1, 0, -1):
+        top = buf[0]
+        buf[0] = buf[end]
+        buf[end] = top
+        _sift_down(buf, 0, end)
+    n_unique = 0
+    for a in range(m):
+        if n_unique == 0 or buf[a] != buf[n_unique - 1]:
+            buf[n_unique] = buf[a]
+            n_unique += 1
+    return n_unique
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(heap, root, n) -> None:  # pragma: no cover - compiled
+    """Restore the max-heap ``heap[:n]`` below ``root``."""
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and heap[child + 1] > heap[child]:
+            child += 1
+        if heap[root] >= heap[child]:
+            return
+        value = heap[root]
+        heap[root] = heap[child]
+        heap[child] = value
+        root = child
+
+
+def _jaccard_mix(q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scale, lam, out) -> None:
+    """``_jaccard_mix_rows`` for every query of ``qg``, rows spread over threads."""
+    on_row_slices(lambda start, stop: _jaccard_mix_rows(q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg,
+                                                        scale, lam, out, start, stop), qg.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _jaccard_mix_rows(
+    q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scale, lam, out, start, stop
 ) -> None:  # pragma: no cover - compiled
     """out[i, j] = (1 - lam) (1 - s / (2 - s)) + lam qg[i, j]^2 / scale[i], s = sum_l min(V[i, l], V[Q + j, l])."""
-    n_query, n_gallery = qg.shape
-    for i in prange(n_query):
+    n_gallery = qg.shape[1]
+    for i in range(start, stop):
         acc = np.zeros(n_gallery)
         for a in range(q_indptr[i], q_indptr[i + 1]):
             col = q_indices[a]

@@ -96,3 +96,28 @@ def test_missing_faiss_is_one_line_that_says_what_to_do(monkeypatch):
 def test_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown graph kind"):
         default_spec("lsh", 100)
+
+
+def test_search_results_lose_self_and_fillers_and_keep_distance_then_index_order():
+    """Against a full (distance, index) sort of every row: ties, the item itself, -1 fillers, unsorted rows."""
+    from icfrr.ann import _without_self
+
+    rng = np.random.default_rng(3)
+    n, width, k = 400, 12, 9
+    sq = np.sort(rng.integers(0, 6, (n, width)).astype(np.float32), axis=1)   # many equal distances
+    found = np.stack([rng.permutation(50)[:width] for _ in range(n)]).astype(np.int64)
+    items = rng.integers(0, 50, n)
+    found[rng.random((n, width)) < 0.1] = -1                                   # FAISS's fillers
+    sq[found < 0] = np.finfo(np.float32).max
+    hit = rng.random(n) < 0.5
+    found[hit, rng.integers(0, width, n)[hit]] = items[hit]                    # the item itself
+    shuffled = rng.random(n) < 0.2                                             # rows not by distance
+    sq[shuffled] = rng.permuted(sq[shuffled], axis=1)
+
+    dist = np.sqrt(np.maximum(sq, 0)).astype(np.float32)
+    bad = (found == items[:, None]) | (found < 0)
+    dist[bad] = np.inf
+    order = np.lexsort((np.where(bad, np.iinfo(np.int64).max, found), dist), axis=1)[:, :k]
+    got_idx, got_dist = _without_self(found, sq, items, k)
+    np.testing.assert_array_equal(got_idx, np.take_along_axis(found, order, axis=1))
+    np.testing.assert_array_equal(got_dist, np.take_along_axis(dist, order, axis=1))

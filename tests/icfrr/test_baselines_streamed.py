@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from icfrr import pairwise_distances
+from icfrr.ann import GraphSpec, item_neighbours, rank_lists
 from icfrr.baselines import ecn, k_reciprocal, query_expansion as qe
 from icfrr.baselines.ecn import ecn_chunks
 from icfrr.baselines.k_reciprocal import k_reciprocal_chunks
@@ -135,3 +136,58 @@ def test_ecn_chunks_without_overlap_fall_back_like_the_dense_path():
     streamed, _ = gather(ecn_chunks(fq, fg, t=1, q=1, k=2, chunk_bytes=1), 12)
     assert ((streamed > 1) == (dense > 1)).all()
     assert_same_rankings(streamed, dense, atol=1e-6)
+
+
+# The rank lists from a neighbour index (``--graph``): an exact graph, and FAISS searching every cell (exact too),
+# must give the dense path's result; an approximate one only lists fewer true neighbours.
+EXACT_FINDERS = {
+    "exact graph": lambda f, w: rank_lists(f, w, GraphSpec("exact")),
+    "ivf, every cell searched": lambda f, w: rank_lists(f, w, GraphSpec("ivf", {"nlist": 3, "nprobe": 3})),
+}
+
+
+@pytest.mark.parametrize("finder", list(EXACT_FINDERS))
+def test_k_reciprocal_and_ecn_with_an_exact_index_equal_the_dense_path(finder):
+    pytest.importorskip("faiss")
+    fq, fg = features(seed=2)
+    blocks = dense_blocks(fq, fg)
+    find = EXACT_FINDERS[finder]
+    dense = k_reciprocal(*blocks, k1=8, k2=3, lambda_value=0.3)
+    streamed, _ = gather(k_reciprocal_chunks(fq, fg, k1=8, k2=3, lambda_value=0.3, chunk_bytes=3_000,
+                                             neighbours=find), len(fq))
+    assert_same_rankings(streamed, dense, atol=1e-5)
+    dense = ecn(*blocks, t=3, q=4, k=12)
+    streamed, _ = gather(ecn_chunks(fq, fg, t=3, q=4, k=12, chunk_bytes=3_000, neighbours=find), len(fq))
+    assert_same_rankings(streamed, dense, atol=1e-6)
+
+
+def test_rank_lists_put_each_item_first_then_its_nearest_others():
+    fq, fg = features(5, 40, seed=7)
+    f = torch.from_numpy(np.concatenate([fq, fg]))
+    d = pairwise_distances(f, f).numpy().astype(np.float64)
+    np.fill_diagonal(d, -1.0)                                # itself first
+    np.testing.assert_array_equal(rank_lists(f, 6, GraphSpec("exact")), np.argsort(d, axis=1, kind="stable")[:, :6])
+    assert rank_lists(f, 100, GraphSpec("exact")).shape == (45, 45)
+    assert item_neighbours("exact") is None and item_neighbours(None) is None
+
+
+def test_an_approximate_index_gives_lists_of_distinct_items_each_first():
+    pytest.importorskip("faiss")
+    fq, fg = features(seed=3)
+    f = torch.from_numpy(np.concatenate([fq, fg]))
+    ranks = item_neighbours("hnsw")(f, 9)
+    assert ranks.shape == (93, 9) and (ranks[:, 0] == np.arange(93)).all()
+    assert all(len(set(row)) == 9 for row in ranks.tolist())
+    streamed, _ = gather(ecn_chunks(fq, fg, neighbours=item_neighbours("hnsw")), len(fq))
+    assert np.isfinite(streamed).all()
+
+
+@pytest.mark.parametrize("m", [0, 1, 2, 7, 64, 900])
+def test_the_compiled_sort_unique_of_k_reciprocal_equals_numpys(m):
+    from icfrr.baselines.k_reciprocal import _sort_unique
+
+    rng = np.random.default_rng(m)
+    buf = rng.integers(0, max(m // 3, 1), m + 4).astype(np.int64)   # repeats, and a tail it must not read
+    want = np.unique(buf[:m])
+    n_unique = _sort_unique(buf, m)
+    np.testing.assert_array_equal(buf[:n_unique], want)

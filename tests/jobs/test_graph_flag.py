@@ -110,3 +110,24 @@ def test_extract_prints_an_approximate_graphs_recall(tmp_path: Path, capsys) -> 
     assert f"APPROXIMATE ivf graph: recall against exact neighbours on 90 sampled items @10: {curve[9]:.4f}" in out
     assert extract.main([*argv, "--cache_root", str(tmp_path / "c2")]) == 0
     assert "APPROXIMATE" not in capsys.readouterr().out
+
+
+def test_streamed_k_reciprocal_and_ecn_take_their_neighbours_from_the_index_and_say_so(
+        tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import icfrr.ann
+    import jobs.artifacts
+
+    monkeypatch.setattr(jobs.artifacts, "dense_qg_fits", lambda n_query, n_gallery: False)  # the streamed path
+    built: list[tuple[int, str]] = []
+    rank_lists = icfrr.ann.rank_lists
+    monkeypatch.setattr(icfrr.ann, "rank_lists",
+                        lambda f, w, spec: built.append((int(f.shape[0]), spec.kind)) or rank_lists(f, w, spec))
+    argv = [*_features(tmp_path), "--cache_root", str(tmp_path / "c"), "--method", "icfrr", "k_reciprocal",
+            "ecn", "--k1", "6", "--k2", "3", "--ecn-k", "10"]
+    assert sweep.main([*argv, "--db", str(tmp_path / "exact.duckdb")]) == 0
+    assert built == [] and not any("knn_index" in p for p in _params(tmp_path / "exact.duckdb"))
+    assert sweep.main([*argv, "--db", str(tmp_path / "hnsw.duckdb"), "--graph", "hnsw"]) == 0
+    capsys.readouterr()
+    assert built == [(120, "hnsw"), (120, "hnsw")]        # one index over the Q + G items per method
+    with_index = [p for p in _params(tmp_path / "hnsw.duckdb") if "knn_index" in p]
+    assert len(with_index) == 2 and {p["knn_index"]["kind"] for p in with_index} == {"hnsw"}
