@@ -65,7 +65,7 @@ def child(folder: Path) -> dict:
     """Run the sweep on the files in ``folder`` in this process, with every stage timed."""
     import icfrr.reranking as reranking
     import icfrr._update as update
-    import jobs.artifacts as artifacts
+    import jobs.artifact_graph as artifacts   # where the graph is built and the dense limit applied
     import store.artifacts as store_artifacts
     from icfrr.neighbors import FeatureDistances
     from jobs import sweep

@@ -115,9 +115,9 @@ def test_extract_prints_an_approximate_graphs_recall(tmp_path: Path, capsys) -> 
 def test_streamed_k_reciprocal_and_ecn_take_their_neighbours_from_the_index_and_say_so(
         tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     import icfrr.ann
-    import jobs.artifacts
+    import jobs.artifact_graph
 
-    monkeypatch.setattr(jobs.artifacts, "dense_qg_fits", lambda n_query, n_gallery: False)  # the streamed path
+    monkeypatch.setattr(jobs.artifact_graph, "dense_qg_fits", lambda n_query, n_gallery: False)  # the streamed path
     built: list[tuple[int, str]] = []
     rank_lists = icfrr.ann.rank_lists
     monkeypatch.setattr(icfrr.ann, "rank_lists",
