@@ -141,8 +141,8 @@ def method_intervals(table: pd.DataFrame, title: str, subtitle: str = "") -> alt
                                     title=alt.TitleParams(title, subtitle=subtitle or alt.Undefined))
 
 
-#: Panel titles of the sensitivity chart's parameters (any other: its registry name).
-PARAM_TITLES = {"kg": "KG", "kq": "KQ", "beta": "β", "n_iter": "T (iteration)"}
+#: Panel titles of the sensitivity chart's parameters that differ from their registry symbol (``Param.label``).
+PARAM_TITLES = {"n_iter": "T (iteration)"}
 
 
 def sensitivity_params(entry: Method) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -152,7 +152,7 @@ def sensitivity_params(entry: Method) -> tuple[dict[str, str], tuple[str, ...]]:
         (numeric parameter name -> panel title, in registry order; the names of its text
         parameters, held at the chosen value).
     """
-    drawn = {p.name: PARAM_TITLES.get(p.name, p.name) for p in entry.params if p.kind is not str}
+    drawn = {p.name: PARAM_TITLES.get(p.name, p.label) for p in entry.params if p.kind is not str}
     return drawn, tuple(p.name for p in entry.params if p.kind is str)
 
 

@@ -12,16 +12,11 @@ from collections.abc import Mapping
 from icfrr.registry import METHOD_KEYS, METHODS, method
 
 #: Short symbols of method parameters in the compact parameter text.
-SYMBOLS: dict[str, str] = {
-    "kg": "KG", "kq": "KQ", "beta": "β", "n_iter": "T", "variant": "variant",
-    "k1": "k1", "k2": "k2", "lambda_value": "λ",
-    "t": "t", "q": "q", "k": "k",
-    "qe_n": "QE n", "qe_alpha": "QE α", "dba_n": "DBA n", "dba_alpha": "DBA α",
-}
+SYMBOLS: dict[str, str] = {p.name: p.label for m in METHODS for p in m.params}
 #: runs.params keys that are bookkeeping, not parameters (shown for methods outside the registry):
 #: the sweep's notes, and the grid value asked for before it was capped (``asked_<param>``).
 BOOKKEEPING = frozenset({"method", "best_iteration", "top_n", "graph", "graph_recall_at_kg",
-                         "graph_recall_sample"}
+                         "graph_recall_sample", "knn_index"}
                         | {f"asked_{p.name}" for m in METHODS for p in m.params})
 
 
@@ -47,7 +42,7 @@ def params_text(method_key: str, params: Mapping[str, object]) -> str:
     for p in grid:
         if p.name not in params or (p.kind is str and params[p.name] == p.default[0]):
             continue
-        parts.append(f"{SYMBOLS.get(p.name, p.name)} {_fmt_value(params[p.name])}")
+        parts.append(f"{p.label} {_fmt_value(params[p.name])}")
     return ", ".join(parts)
 
 

@@ -180,6 +180,7 @@ class Param:
             size, known once the distances are loaded) change nothing and are
             clamped to it; the asked value is kept as ``asked_<name>`` in
             ``runs.params``.
+        symbol: How tables and charts name it (``"β"``); empty: its name.
     """
 
     name: str
@@ -192,6 +193,12 @@ class Param:
     help: str = ""
     column: bool = False
     gallery_cap: int | None = None
+    symbol: str = ""
+
+    @property
+    def label(self) -> str:
+        """Its display name: :attr:`symbol`, else :attr:`name`."""
+        return self.symbol or self.name
 
     def check(self, value: object) -> str | None:
         """None when ``value`` is allowed, else a one-line reason."""
@@ -286,25 +293,25 @@ class Method:
         return tuple(p.name for p in self.params if p.column)
 
 
-_DBA = (Param("dba_n", ("--dba-n", "--dba_n"), int, (10,), minimum=0,
+_DBA = (Param("dba_n", ("--dba-n", "--dba_n"), int, (10,), symbol="DBA n", minimum=0,
               help="gallery neighbours averaged into each gallery item (DBA; default 10)"),
-        Param("dba_alpha", ("--dba-alpha", "--dba_alpha"), float, (3.0,), minimum=0,
+        Param("dba_alpha", ("--dba-alpha", "--dba_alpha"), float, (3.0,), symbol="DBA α", minimum=0,
               help="DBA weight exponent: weights sim^alpha (default 3)"))
-_QE = (Param("qe_n", ("--qe-n", "--qe_n"), int, (10,), minimum=0,
+_QE = (Param("qe_n", ("--qe-n", "--qe_n"), int, (10,), symbol="QE n", minimum=0,
              help="top gallery items averaged into the query (alpha-QE; default 10)"),
-       Param("qe_alpha", ("--qe-alpha", "--qe_alpha"), float, (3.0,), minimum=0,
+       Param("qe_alpha", ("--qe-alpha", "--qe_alpha"), float, (3.0,), symbol="QE α", minimum=0,
              help="alpha-QE weight exponent: weights sim^alpha (default 3)"))
 
 #: Every method, in report order; ICFRR first.
 METHODS: tuple[Method, ...] = (
     Method("icfrr", "ICFRR", "Hudson & Smith, 2023", (
-        Param("kg", ("--kg", "--KG"), int, (256,), minimum=1, column=True, gallery_cap=-1,
+        Param("kg", ("--kg", "--KG"), int, (256,), symbol="KG", minimum=1, column=True, gallery_cap=-1,
               help="gallery neighbours that vote (default 256)"),
-        Param("kq", ("--kq", "--KQ"), int, (250,), minimum=1, column=True, gallery_cap=0,
+        Param("kq", ("--kq", "--KQ"), int, (250,), symbol="KQ", minimum=1, column=True, gallery_cap=0,
               help="top items of the query's ranking whose neighbours vote (default 250)"),
-        Param("beta", ("--beta",), float, (0.5,), minimum=0, column=True,
+        Param("beta", ("--beta",), float, (0.5,), symbol="β", minimum=0, column=True,
               help="update strength, finite and >= 0 (default 0.5)"),
-        Param("n_iter", ("--n-times", "--n_times"), int, (5,), minimum=1, maximum=100,
+        Param("n_iter", ("--n-times", "--n_times"), int, (5,), symbol="T", minimum=1, maximum=100,
               help="iterations, 1 to 100 (default 5); every iteration's metrics are stored"),
         Param("variant", ("--variant",), str, ("reference",), choices=("reference", "paper"), column=True,
               help="reference (position-based, default) or paper (accumulating)"),
@@ -312,7 +319,7 @@ METHODS: tuple[Method, ...] = (
     Method("k_reciprocal", "k-reciprocal", "Zhong et al., CVPR 2017", (
         Param("k1", ("--k1",), int, (20,), minimum=1, help="k-reciprocal neighbourhood size (default 20)"),
         Param("k2", ("--k2",), int, (6,), minimum=1, help="local query expansion size (default 6)"),
-        Param("lambda_value", ("--lambda-value", "--lambda_value"), float, (0.3,), minimum=0, maximum=1,
+        Param("lambda_value", ("--lambda-value", "--lambda_value"), float, (0.3,), symbol="λ", minimum=0, maximum=1,
               help="weight of the original distance against the Jaccard distance (default 0.3)"),
     ), needs_qq=True, function="k_reciprocal", streamed="k_reciprocal_chunks"),
     Method("ecn", "ECN", "Sarfraz et al., CVPR 2018", (

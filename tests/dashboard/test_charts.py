@@ -115,4 +115,4 @@ def test_sensitivity_draws_a_methods_numeric_registry_parameters_and_holds_its_t
     drawn, held = charts.sensitivity_params(next(m for m in METHODS if m.iterative))
     assert (drawn, held) == ({"kg": "KG", "kq": "KQ", "beta": "β", "n_iter": "T (iteration)"}, ("variant",))
     assert charts.sensitivity_params(next(m for m in METHODS if m.key == "k_reciprocal"))[0] == \
-        {"k1": "k1", "k2": "k2", "lambda_value": "lambda_value"}
+        {"k1": "k1", "k2": "k2", "lambda_value": "λ"}   # Param.symbol

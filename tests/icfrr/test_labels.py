@@ -44,3 +44,22 @@ def test_graph_text_names_approximate_graphs_only() -> None:
     assert labels.graph_text({"graph": {"kind": "hnsw", "params": {"m": 16}},
                               "graph_recall_at_kg": 0.5}) == "graph hnsw, recall@KG 0.5000"
     assert labels.graph_text({"graph": {"kind": "ivf"}}) == "graph ivf, recall@KG not measured"
+
+
+def test_a_parameters_symbol_comes_from_its_registry_entry() -> None:
+    """The compact text names each parameter by its Param.symbol (its name when it has none)."""
+    import dataclasses
+
+    from icfrr import registry
+
+    entry = registry.method("k_reciprocal")
+    renamed = dataclasses.replace(entry, params=tuple(dataclasses.replace(p, symbol=p.name.upper() + "!")
+                                                      for p in entry.params))
+    params = {"k1": 20, "k2": 6, "lambda_value": 0.3}
+    assert labels.params_text("k_reciprocal", params) == "k1 20, k2 6, λ 0.3"
+    original = registry.METHODS
+    try:
+        registry.METHODS = tuple(renamed if m.key == "k_reciprocal" else m for m in original)
+        assert labels.params_text("k_reciprocal", params) == "K1! 20, K2! 6, LAMBDA_VALUE! 0.3"
+    finally:
+        registry.METHODS = original

@@ -17,7 +17,7 @@ from jobs import executors, sweep
 from jobs.executors import ChunkAssembler, Group, query_chunks
 from jobs.engine_runner import run_configs
 from icfrr.run_config import RunConfig
-from tests.jobs.test_sweep_runner import _assert_same_outcome
+from tests.jobs.test_engine_runner import _assert_same_outcome
 from tests.jobs.toy import toy_distances
 
 REPO = Path(__file__).resolve().parents[2]
