@@ -50,7 +50,7 @@ from icfrr.registry import method
 TEST_LABEL = "tuned on the reported queries (optimistic)"
 #: Decimals the mean APs are rounded to before comparing (ties across tools).
 TIE_DECIMALS = 12
-#: The protocol offered first (the dashboard's and the report's default): the honest one.
+#: The protocol chosen when none is named (the dashboard's selector, ``ProtocolOptions``): the honest one.
 DEFAULT_PROTOCOL = "holdout"
 #: The split options a protocol may read -> its ``python -m jobs.report`` flag, a template of the value.
 OPTION_FLAGS = {"tune_fraction": "--tune-fraction {:g}", "folds": "--folds {}"}
