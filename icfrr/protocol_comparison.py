@@ -3,7 +3,8 @@
 ``store.protocol_report`` reads every stored (run, iteration) of one
 dataset's distances with its per-query values (:class:`Candidates`);
 :func:`build_protocol_comparison` lets each method choose its configuration
-and iteration under ``test``, ``holdout`` or ``cv`` and reports every metric
+and iteration under a protocol (``test``, ``holdout``, ``cv``: the entries of
+:data:`icfrr.protocols.PROTOCOL_ENTRIES`) and reports every metric
 over the reported queries only, with: a 95% bootstrap interval of mAP@all and
 of its difference from the baseline (:func:`icfrr.stats.bootstrap_ci`), the
 paired test against the baseline on the reported queries (Holm-corrected
@@ -58,11 +59,11 @@ class ProtocolRow:
         label: Method label, or ``INITIAL``.
         method: ``runs.method``; None for the initial ranking.
         role: ``initial``, ``method`` or ``baseline`` (the method tested against).
-        run_id: The chosen run (cv: the one chosen most often).
+        run_id: The chosen run (several choices, cv: the one chosen most often).
         iteration: Its chosen iteration (0 for the initial ranking).
         params: Compact parameter text of the choice, T being the chosen iteration.
-        chosen: cv: ``(params text, run id, folds that chose it)``, most often
-            first; test/holdout: the one choice.
+        chosen: ``(params text, run id, choices that picked it)``, most often
+            first: one per fold for cv, the one choice for test and holdout.
         values: Metric key -> mean over the reported queries.
         deltas: Metric key -> value minus the initial ranking's on the same queries.
         ci: 95% interval of mAP@all (NaN, NaN without ``--ci``).
@@ -107,12 +108,12 @@ class ProtocolComparison:
     Attributes:
         dataset / dataset_id / artifact_id / backbone / metrics / test / alpha /
             baseline: as in :class:`icfrr.comparison.Comparison`.
-        protocol: ``test``, ``holdout`` or ``cv``.
+        protocol: A key of :data:`icfrr.protocols.PROTOCOLS`.
         seed / tune_fraction / folds: The split's parameters.
         ci: ``class``, ``query`` or ``none``; n_boot: bootstrap resamples.
         n_queries: Queries reported on.
-        tuning_classes / reported_classes: Class labels (holdout; cv and test:
-            every class reported, none held out).
+        tuning_classes / reported_classes: Class labels: those that only ever
+            choose (holdout's tuning classes; none for cv and test) and those reported.
         stored_note: A sentence when some runs hold only some iterations'
             per-query metrics (older stores), else "".
         rows: The initial ranking first, then one row per method.
@@ -141,13 +142,9 @@ class ProtocolComparison:
     @property
     def split(self) -> str:
         """The split in words, e.g. ``"holdout: 6 tuning / 6 reported classes, seed 0"``."""
-        if self.protocol == "holdout":
-            return (f"holdout: {len(self.tuning_classes)} tuning / {len(self.reported_classes)} "
-                    f"reported classes (--tune-fraction {self.tune_fraction:g}), seed {self.seed}")
-        if self.protocol == "cv":
-            return (f"cv: {self.folds} folds of {len(self.reported_classes)} classes, seed "
-                    f"{self.seed}; every query scored once, by a choice made on the other folds")
-        return f"test: no split, every class reported; {protocols.TEST_LABEL}"
+        return protocols.protocol(self.protocol).split_text.format(
+            seed=self.seed, tune_fraction=self.tune_fraction, folds=self.folds,
+            n_tuning=len(self.tuning_classes), n_reported=len(self.reported_classes))
 
     def note(self) -> str:
         """One sentence on the marks: baseline, test, correction and level."""
@@ -160,11 +157,7 @@ class ProtocolComparison:
 
 def selection_text(pc: ProtocolComparison) -> str:
     """What chose each configuration, in words."""
-    if pc.protocol == "test":
-        return protocols.TEST_LABEL
-    if pc.protocol == "holdout":
-        return "chosen on the tuning classes' queries, reported on the other classes' queries"
-    return "each fold's queries scored by the choice made on the other folds"
+    return protocols.protocol(pc.protocol).selection
 
 
 def intervals_text(pc: ProtocolComparison) -> str:
@@ -189,7 +182,7 @@ class ProtocolOptions:
     """The protocol table's choices, checked when made (:class:`ReportError`, one line).
 
     Attributes:
-        protocol: ``test``, ``holdout`` or ``cv`` (:mod:`icfrr.protocols`).
+        protocol: A key of :data:`icfrr.protocols.PROTOCOLS` (default: the honest holdout).
         metrics / test / alpha: As in :class:`icfrr.comparison.ComparisonOptions`.
         baseline: None or ``"initial"`` (the initial ranking) or a method key
             (that method under the same protocol).
@@ -200,7 +193,7 @@ class ProtocolOptions:
         n_boot: Bootstrap resamples, >= 100.
     """
 
-    protocol: str = "holdout"
+    protocol: str = protocols.DEFAULT_PROTOCOL
     metrics: Sequence[str] | None = None
     baseline: str | None = None
     test: str = "randomisation"
@@ -213,15 +206,16 @@ class ProtocolOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", check_metrics(self.metrics))
-        if self.protocol not in protocols.PROTOCOLS:
-            raise ReportError(f"unknown protocol {self.protocol!r}; use one of "
-                              f"{', '.join(protocols.PROTOCOLS)}")
+        try:
+            entry = protocols.protocol(self.protocol)
+        except protocols.ProtocolError as exc:
+            raise ReportError(str(exc)) from None
         if self.ci not in CI_UNITS:
             raise ReportError(f"unknown --ci {self.ci!r}; use one of {', '.join(CI_UNITS)}")
         if self.n_boot < 100:
             raise ReportError(f"--n-boot must be at least 100, got {self.n_boot}")
         check_test(self.test, self.alpha)
-        if self.protocol == "holdout" and not 0.0 < self.tune_fraction < 1.0:
+        if "tune_fraction" in entry.options and not 0.0 < self.tune_fraction < 1.0:
             raise ReportError("--tune-fraction must lie strictly between 0 and 1, "
                               f"got {self.tune_fraction:g}")
 
@@ -294,13 +288,11 @@ def build_protocol_comparison(
         sels = {k: protocols.choose(protocol, c.values["ap"], c.run_ids, c.iterations, labels,
                                     tune_fraction=tune_fraction, folds=folds, seed=seed)
                 for k, c in cands.items()}
+        tuning_cls, reported_cls = protocols.split_classes(protocol, labels, tune_fraction=tune_fraction,
+                                                           folds=folds, seed=seed)
     except protocols.ProtocolError as exc:
         raise ReportError(str(exc)) from None
     reported = next(iter(sels.values())).reported
-    if protocol == "holdout":
-        tuning_cls, reported_cls = protocols.holdout_classes(labels, tune_fraction, seed)
-    else:
-        tuning_cls, reported_cls = np.array([], np.int64), np.unique(labels[labels != -1])
 
     first = cands[order[0]]
     init_rows = np.flatnonzero(first.iterations == 0)

@@ -18,6 +18,11 @@ excluded) sorted ascending, permuted with
 ``round(tune_fraction * n_classes)`` permuted classes tune; for cv the class
 at permuted position p belongs to fold ``p % folds``.
 
+Each protocol is one :class:`Protocol` entry of :data:`PROTOCOL_ENTRIES`: its
+split (one ``(choose_mask, report_mask)`` pair per choice), the options it
+reads and the words every output uses; :func:`choose` and every caller read
+the entry, never the name.
+
 The rule: among a method's candidates, every (run, iteration) with iteration
 >= 1 (iteration 0 is the initial ranking, not a configuration), the highest
 mean AP (mAP@all, :data:`icfrr.registry.HEADLINE`) over the choosing queries;
@@ -34,19 +39,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from icfrr.registry import method
 
-#: Protocol names, as ``python -m jobs.report --protocol`` spells them.
-PROTOCOLS = ("test", "holdout", "cv")
 #: How every output labels the ``test`` protocol.
 TEST_LABEL = "tuned on the reported queries (optimistic)"
 #: Decimals the mean APs are rounded to before comparing (ties across tools).
 TIE_DECIMALS = 12
+#: The protocol chosen when none is named (the dashboard's selector, ``ProtocolOptions``): the honest one.
+DEFAULT_PROTOCOL = "holdout"
+#: The split options a protocol may read -> its ``python -m jobs.report`` flag, a template of the value.
+OPTION_FLAGS = {"tune_fraction": "--tune-fraction {:g}", "folds": "--folds {}"}
 
 
 class ProtocolError(ValueError):
@@ -169,8 +176,8 @@ class Selection:
         protocol: A key of :data:`PROTOCOLS`.
         pick: int64 [Q] the candidate (row of ``ap``) that scores each query;
             -1 for queries not reported on (tuning classes, unknown label).
-        chosen: The candidate chosen by each choice: one for ``test`` and
-            ``holdout``, one per fold for ``cv``.
+        chosen: The candidate chosen by each choice of the split: one for
+            ``test`` and ``holdout``, one per fold for ``cv``.
         reported: bool [Q] the queries reported on.
     """
 
@@ -201,8 +208,123 @@ class Selection:
         return out
 
 
+#: One choice's queries: ``(choose_mask, report_mask)``, each bool [Q].
+Split = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One selection protocol: how the queries are split into choosing and reported ones.
+
+    Attributes:
+        key: The name ``--protocol`` takes and every output prints.
+        label: One line on what chooses: the dashboard's selector shows
+            ``"<key>: <label>"``.
+        flag_help: The few words ``--protocol``'s help says of it.
+        selection: What chose each configuration, in words (every format's header).
+        split_text: The split in words, a ``str.format`` template over ``seed``,
+            ``tune_fraction``, ``folds``, ``n_tuning`` and ``n_reported`` (classes).
+        split: ``(labels, *, tune_fraction, folds, seed) -> sequence of Split``:
+            one ``(choose_mask, report_mask)`` per choice; the report masks are
+            disjoint and exclude unknown labels (raises :class:`ProtocolError`).
+        options: Which of :data:`OPTION_FLAGS` the split reads.
+        tunes_on_reported: Whether it chooses on the very queries it reports
+            (optimistic: labelled :data:`TEST_LABEL`, no optimism to show).
+        several_choices: Whether it makes one choice per fold (outputs list
+            every choice and the run chosen most often).
+    """
+
+    key: str
+    label: str
+    flag_help: str
+    selection: str
+    split_text: str
+    split: Callable[..., Sequence[Split]]
+    options: tuple[str, ...] = ()
+    tunes_on_reported: bool = False
+    several_choices: bool = False
+
+
+def on_reported_split(labels: np.ndarray, *, tune_fraction: float, folds: int, seed: int) -> tuple[Split, ...]:
+    """``test``: choose on every query of known label and report on the same ones."""
+    known = np.asarray(labels, dtype=np.int64) != -1
+    return ((known, known),)
+
+
+def holdout_split(labels: np.ndarray, *, tune_fraction: float, folds: int, seed: int) -> tuple[Split, ...]:
+    """``holdout``: choose on the tuning classes' queries, report on the others (:func:`holdout_classes`)."""
+    lab = np.asarray(labels, dtype=np.int64)
+    tuning, reported = holdout_classes(lab, tune_fraction, seed)
+    return ((np.isin(lab, tuning), np.isin(lab, reported)),)
+
+
+def cv_split(labels: np.ndarray, *, tune_fraction: float, folds: int, seed: int) -> tuple[Split, ...]:
+    """``cv``: fold f's queries reported with the choice made on every other fold (:func:`cv_folds`)."""
+    lab = np.asarray(labels, dtype=np.int64)
+    fold = cv_folds(lab, folds, seed)
+    return tuple(((lab != -1) & (fold != f), fold == f) for f in range(folds))
+
+
+#: Every selection protocol, in the order the outputs offer them.
+PROTOCOL_ENTRIES: tuple[Protocol, ...] = (
+    Protocol("test", TEST_LABEL, f"on the reported queries: {TEST_LABEL}", TEST_LABEL,
+             "test: no split, every class reported; " + TEST_LABEL,
+             on_reported_split, tunes_on_reported=True),
+    Protocol("holdout", "tuned on some classes, reported on the others",
+             "on tuning classes, reported on the others",
+             "chosen on the tuning classes' queries, reported on the other classes' queries",
+             "holdout: {n_tuning} tuning / {n_reported} reported classes "
+             "(--tune-fraction {tune_fraction:g}), seed {seed}",
+             holdout_split, options=("tune_fraction",)),
+    Protocol("cv", "k folds of classes, each scored by a choice made without it", "k folds of classes",
+             "each fold's queries scored by the choice made on the other folds",
+             "cv: {folds} folds of {n_reported} classes, seed {seed}; every query scored once, "
+             "by a choice made on the other folds",
+             cv_split, options=("folds",), several_choices=True),
+)
+#: Protocol names, as ``python -m jobs.report --protocol`` spells them.
+PROTOCOLS = tuple(p.key for p in PROTOCOL_ENTRIES)
+
+
+def protocol(key: str) -> Protocol:
+    """The entry of protocol ``key``.
+
+    Raises:
+        ProtocolError: An unknown key, naming the known ones.
+    """
+    for entry in PROTOCOL_ENTRIES:
+        if entry.key == key:
+            return entry
+    raise ProtocolError(f"unknown protocol {key!r}; use one of {', '.join(p.key for p in PROTOCOL_ENTRIES)}")
+
+
+def split_classes(
+    key: str, labels: np.ndarray, *, tune_fraction: float = 0.5, folds: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The tuning-only and the reported classes of protocol ``key``'s split.
+
+    Args:
+        key: A protocol key.
+        labels: int [Q] query labels (-1: unknown).
+        tune_fraction / folds / seed: The split's options.
+
+    Returns:
+        ``(tuning, reported)`` sorted class labels: classes that only ever
+        choose, and classes whose queries are reported on.
+
+    Raises:
+        ProtocolError: An unknown protocol or an impossible split.
+    """
+    lab = np.asarray(labels, dtype=np.int64)
+    splits = protocol(key).split(lab, tune_fraction=tune_fraction, folds=folds, seed=seed)
+    choosing = np.logical_or.reduce([c for c, _ in splits])
+    reported = np.logical_or.reduce([r for _, r in splits])
+    reported_cls = np.unique(lab[reported])
+    return np.setdiff1d(np.unique(lab[choosing & (lab != -1)]), reported_cls), reported_cls
+
+
 def choose(
-    protocol: str,
+    key: str,
     ap: np.ndarray,
     run_ids: np.ndarray,
     iterations: np.ndarray,
@@ -212,10 +334,10 @@ def choose(
     folds: int = 5,
     seed: int = 0,
 ) -> Selection:
-    """Apply one protocol to one method's candidates.
+    """Apply one protocol to one method's candidates: every choice picks on its choosing queries.
 
     Args:
-        protocol: ``test``, ``holdout`` or ``cv``.
+        key: A protocol key (:data:`PROTOCOLS`).
         ap: float [C, Q] per-query AP of each candidate.
         run_ids: int [C] run of each candidate.
         iterations: int [C] iteration of each candidate.
@@ -225,32 +347,22 @@ def choose(
         seed: Seed of the class permutation.
 
     Returns:
-        The :class:`Selection`.
+        The :class:`Selection`: each choice's pick scores its report mask.
 
     Raises:
         ProtocolError: An unknown protocol or an impossible split.
     """
     lab = np.asarray(labels, dtype=np.int64)
-    known = lab != -1
-    q = lab.size
-    if protocol == "test":
-        best = select(ap, run_ids, iterations, known)
-        return Selection(protocol, np.where(known, best, -1), (best,), known)
-    if protocol == "holdout":
-        tuning, reported_classes = holdout_classes(lab, tune_fraction, seed)
-        reported = np.isin(lab, reported_classes)
-        best = select(ap, run_ids, iterations, np.isin(lab, tuning))
-        return Selection(protocol, np.where(reported, best, -1), (best,), reported)
-    if protocol == "cv":
-        fold = cv_folds(lab, folds, seed)
-        pick = np.full(q, -1, dtype=np.int64)
-        chosen = []
-        for f in range(folds):
-            best = select(ap, run_ids, iterations, known & (fold != f))
-            pick[fold == f] = best
-            chosen.append(best)
-        return Selection(protocol, pick, tuple(chosen), known)
-    raise ProtocolError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    splits = protocol(key).split(lab, tune_fraction=tune_fraction, folds=folds, seed=seed)
+    pick = np.full(lab.size, -1, dtype=np.int64)
+    reported = np.zeros(lab.size, dtype=bool)
+    chosen = []
+    for choose_mask, report_mask in splits:
+        best = select(ap, run_ids, iterations, choose_mask)
+        pick[report_mask] = best
+        reported |= report_mask
+        chosen.append(best)
+    return Selection(key, pick, tuple(chosen), reported)
 
 
 def optimism(ap: np.ndarray, run_ids: np.ndarray, iterations: np.ndarray, sel: Selection) -> tuple[float, float]:
@@ -323,6 +435,7 @@ def default_candidate(
     return None
 
 
-__all__ = ["PROTOCOLS", "TEST_LABEL", "TIE_DECIMALS", "ProtocolError", "Selection", "choose",
-           "cv_folds", "default_candidate", "holdout_classes", "mean_ap", "optimism", "permuted_classes", "select",
-           "spread"]
+__all__ = ["DEFAULT_PROTOCOL", "OPTION_FLAGS", "PROTOCOLS", "PROTOCOL_ENTRIES", "TEST_LABEL", "TIE_DECIMALS",
+           "Protocol", "ProtocolError", "Selection", "Split", "choose", "cv_folds", "cv_split", "default_candidate",
+           "holdout_classes", "holdout_split", "mean_ap", "on_reported_split", "optimism", "permuted_classes",
+           "protocol", "select", "split_classes", "spread"]

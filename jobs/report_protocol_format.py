@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from icfrr.protocols import protocol
 from icfrr.registry import HEADLINE, LABELS
 from jobs.report_cells import align, csv_text, latex_escape, latex_sup, latex_table, num, p_text
 
@@ -74,9 +75,10 @@ def to_text(pc: ProtocolComparison) -> str:
              f"sensitivity ({HEADLINE.label} over each method's grid, every run and iteration >= 1, "
              "on the reported queries; default params: the registry's defaults):",
              *align(sens, {0})]
-    if pc.protocol == "cv":
-        lines += ["", f"chosen per fold (of {pc.folds}):"]
-        lines += [f"  {r.label}: {chosen_text(r)}" for r in pc.rows if r.method is not None]
+    if protocol(pc.protocol).several_choices:
+        methods = [r for r in pc.rows if r.method is not None]
+        lines += ["", f"chosen per fold (of {sum(n for *_, n in methods[0].chosen)}):"]
+        lines += [f"  {r.label}: {chosen_text(r)}" for r in methods]
     lines += ["", "Δ: change from the initial ranking on the same queries; vs baseline: mean "
               f"per-query AP difference from {pc.baseline}; test-tuned: {HEADLINE.label} on the "
               "reported queries of the choice made on them; optimism: test-tuned minus the "

@@ -1,4 +1,4 @@
-"""``python -m jobs.report --protocol test|holdout|cv``: its flags and its three formats.
+"""``python -m jobs.report --protocol <key of icfrr.protocols.PROTOCOLS>``: its flags and its three formats.
 
 The table is ``store.protocol_report.protocol_comparison`` (the store's reads
 handed to ``icfrr.protocol_comparison``); this module adds the flags to the
@@ -14,7 +14,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 # Light imports only: --help must answer without loading the store or scipy.
-from icfrr.protocols import PROTOCOLS, TEST_LABEL
+from icfrr.protocols import PROTOCOL_ENTRIES, PROTOCOLS
 from jobs.report_protocol_format import FORMATTERS
 
 if TYPE_CHECKING:
@@ -28,11 +28,11 @@ CI_UNITS = ("class", "query", "none")
 
 def add_protocol_flags(parser: argparse.ArgumentParser) -> None:
     """Add ``--protocol --tune-fraction --folds --seed --ci --n-boot`` to the report's parser."""
+    *first, last = [f"{p.key} ({p.flag_help})" for p in PROTOCOL_ENTRIES]
+    offered = f"{', '.join(first)} or {last}" if first else last
     parser.add_argument("--protocol", choices=PROTOCOLS,
-                        help="how each method's configuration and iteration are chosen: test (on "
-                             f"the reported queries: {TEST_LABEL}), holdout (on tuning classes, "
-                             "reported on the others) or cv (k folds of classes); without it, "
-                             "each method's best run at its last iteration")
+                        help=f"how each method's configuration and iteration are chosen: {offered}; "
+                             "without it, each method's best run at its last iteration")
     parser.add_argument("--tune-fraction", "--tune_fraction", dest="tune_fraction", type=float,
                         default=0.5, metavar="F",
                         help="holdout: share of the query classes that tune, in (0, 1) (default 0.5)")

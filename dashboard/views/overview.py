@@ -16,7 +16,7 @@ from dashboard.format import (AFTER, BEFORE, BEST, GAIN, HEAD, METRIC_NAMES, NO_
                               signed)
 from dashboard.sidebar import Context, best_run, context, run_choices
 from icfrr.protocol_comparison import ProtocolComparison, intervals_text, selection_text, to_records
-from icfrr.protocols import PROTOCOLS, TEST_LABEL
+from icfrr.protocols import DEFAULT_PROTOCOL, OPTION_FLAGS, PROTOCOL_ENTRIES, TEST_LABEL, protocol as entry
 from icfrr.registry import METHOD_KEYS
 from icfrr.stats import PAIRED_TESTS
 from store import report
@@ -123,10 +123,6 @@ def _file_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "store"
 
 
-#: How each selection protocol is offered (``test`` always with its warning).
-PROTOCOL_NAMES = {"test": f"test: {TEST_LABEL}",
-                  "holdout": "holdout: tuned on some classes, reported on the others",
-                  "cv": "cv: k folds of classes, each scored by a choice made without it"}
 #: Command-line flags in the store's one-line reasons, as the widgets here name them.
 _FLAG_NAMES = (("--tune-fraction", "Tune fraction"), ("--folds", "Folds"),
                ("(use --protocol test)", "(choose the test protocol)"),
@@ -146,20 +142,27 @@ def _ci_text(lo: float, hi: float, sign: bool = False) -> str:
     return f"[{signed(lo) if sign else f'{lo:.4f}'}, {signed(hi) if sign else f'{hi:.4f}'}]"
 
 
+def protocol_names() -> dict[str, str]:
+    """Protocol key -> how the selector offers it, ``"<key>: <label>"`` (``test`` with its warning)."""
+    return {p.key: f"{p.key}: {p.label}" for p in PROTOCOL_ENTRIES}
+
+
 def _protocol_inputs() -> tuple[str, float, int, int]:
     """The protocol selector and its split's inputs: (protocol, tune fraction, folds, seed)."""
     cols = st.columns([3, 1, 1, 1])
-    protocol = state.select(cols[0], "Selection protocol", list(PROTOCOLS), "protocol",
-                            default="holdout", format_func=PROTOCOL_NAMES.get,
+    names = protocol_names()
+    protocol = state.select(cols[0], "Selection protocol", list(names), "protocol",
+                            default=DEFAULT_PROTOCOL, format_func=names.get,
                             help="How each method's configuration and iteration are chosen "
                                  f"(by {METRIC_NAMES[HEAD]} over iterations 1..T), and on "
                                  "which queries the table reports.")
     tune = state.number(cols[1], "Tune fraction", "tune_fraction", default=0.5, min_value=0.01,
                         max_value=0.99, step=0.05, format="%.2f",
-                        disabled=protocol != "holdout",
+                        disabled="tune_fraction" not in entry(protocol).options,
                         help="holdout: share of the query classes that tune")
     folds = state.number(cols[2], "Folds", "folds", default=5, min_value=2, step=1,
-                         disabled=protocol != "cv", help="cv: folds of query classes")
+                         disabled="folds" not in entry(protocol).options,
+                         help="cv: folds of query classes")
     seed = state.number(cols[3], "Seed", "seed", default=0, min_value=0, step=1,
                         help="seed of the class split and of the bootstrap intervals")
     return protocol, tune, folds, seed
@@ -191,8 +194,8 @@ def _methods(ctx: Context) -> None:
     except report.ReportError as exc:
         st.info(plain(f"Protocol {protocol}: {_reason(str(exc))}"))
         return
-    # the split names test's and cv's selection itself; holdout's is said here
-    how = f"{selection_text(pc).capitalize()}. " if protocol == "holdout" else ""
+    # a split without held-out classes (test, cv) names its selection itself; holdout's is said here
+    how = f"{selection_text(pc).capitalize()}. " if pc.tuning_classes else ""
     st.caption(plain(f"{run.dataset} (backbone {run.backbone}) · protocol {pc.split}. "
                      f"{how}Every value is over the {pc.n_queries} reported queries of "
                      f"{len(pc.reported_classes)} classes."))
@@ -209,17 +212,18 @@ def _methods(ctx: Context) -> None:
     table["delta_ci_shown"] = [_ci_text(lo, hi, sign=True) for lo, hi in
                                zip(table.delta_ci_lo, table.delta_ci_hi)]
     others = [m for m in pc.metrics if m != HEAD]
-    # the headline metric, its interval and (holdout, cv) its optimism first, then the choice:
-    # the columns in view beside the interval chart
-    shown = ["label", f"{HEAD}_shown", "ci_shown",
-             *(["optimism_shown"] if protocol != "test" else []), "run_id", "iteration", "params",
-             *(["test_tuned_shown"] if protocol != "test" else []), *others,
+    # the headline metric, its interval and (unless tuned on the reported queries) its optimism
+    # first, then the choice: the columns in view beside the interval chart
+    kind = entry(protocol)
+    optimistic = [] if kind.tunes_on_reported else ["optimism_shown"]
+    shown = ["label", f"{HEAD}_shown", "ci_shown", *optimistic, "run_id", "iteration", "params",
+             *(["test_tuned_shown"] if optimistic else []), *others,
              *(f"{m}_delta" for m in pc.metrics), "ap_diff", "delta_ci_shown", "p_value",
-             "p_holm", *(["chosen"] if protocol == "cv" else [])]
+             "p_holm", *(["chosen"] if kind.several_choices else [])]
     config: dict[str, object] = {
         "label": "method", "params": "parameters",
         "run_id": st.column_config.NumberColumn(
-            "run", width="small", help="cv: the run chosen by the most folds" if protocol == "cv"
+            "run", width="small", help="cv: the run chosen by the most folds" if kind.several_choices
             else "the chosen run"),
         "iteration": st.column_config.NumberColumn("it", width="small",
                                                    help="the chosen iteration (T)"),
@@ -247,7 +251,7 @@ def _methods(ctx: Context) -> None:
     right.altair_chart(charts.method_intervals(
         table[["label", HEAD, f"{HEAD}_ci_lo", f"{HEAD}_ci_hi"]],
         f"{METRIC_NAMES[HEAD]}, protocol {protocol}",
-        TEST_LABEL if protocol == "test" else f"{pc.n_queries} reported queries"))
+        TEST_LABEL if kind.tunes_on_reported else f"{pc.n_queries} reported queries"))
     few = (" n/a: fewer than 2 reported classes to resample." if pc.ci == "class"
            and len(pc.reported_classes) < 2 else "")
     st.caption(plain(f"{intervals_text(pc)}.{few} {pc.note()}. Δ: change from the initial "
@@ -267,10 +271,7 @@ def latex_command(db: object, pc: ProtocolComparison) -> str:
     """The ``python -m jobs.report`` command that writes ``pc`` as LaTeX (the formats live in jobs)."""
     flags = [f"--db {shlex.quote(str(db))}", f"--dataset {pc.dataset_id}", f"--backbone {pc.artifact_id}",
              f"--protocol {pc.protocol}", f"--seed {pc.seed}", f"--test {pc.test}"]
-    if pc.protocol == "holdout":
-        flags.append(f"--tune-fraction {pc.tune_fraction:g}")
-    if pc.protocol == "cv":
-        flags.append(f"--folds {pc.folds}")
+    flags += [OPTION_FLAGS[option].format(getattr(pc, option)) for option in entry(pc.protocol).options]
     if pc.baseline != "the initial ranking":
         flags.append(f"--baseline {next(r.method for r in pc.rows if r.role == 'baseline')}")
     return "python -m jobs.report " + " ".join(flags) + " --format latex"
@@ -290,12 +291,13 @@ def _sensitivity(ctx: Context, pc: ProtocolComparison) -> None:
     if slices.empty:
         st.info("ICFRR's chosen configuration holds no stored scores: no sensitivity chart.")
         return
-    chose = "the most often chosen" if pc.protocol == "cv" else "the chosen"
+    kind = entry(pc.protocol)
+    chose = "the most often chosen" if kind.several_choices else "the chosen"
     st.caption(plain(
         f"{METRIC_NAMES[HEAD]} over the {pc.n_queries} reported queries against each "
         f"parameter, the others held at {chose} configuration ({row.params}, run #{row.run_id}; "
         f"ringed), protocol {pc.protocol}"
-        + (f": {TEST_LABEL}" if pc.protocol == "test" else "")
+        + (f": {TEST_LABEL}" if kind.tunes_on_reported else "")
         + f". A panel with one point: the sweep did not vary that parameter around the choice."))
     st.altair_chart(charts.sensitivity(slices, f"ICFRR sensitivity, protocol {pc.protocol}"))
 

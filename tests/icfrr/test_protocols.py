@@ -187,3 +187,48 @@ def test_default_candidate_is_the_registry_defaults_at_their_iteration() -> None
     k = {p.name: p.default[0] for p in method("k_reciprocal").params}
     assert P.default_candidate("k_reciprocal", np.array([3, 3]), np.array([0, 1]), {3: k}) == 1
     assert P.default_candidate("mine", np.array([3]), np.array([1]), {3: {}}) is None
+
+
+def _halves(labels, *, tune_fraction, folds, seed):
+    """A two-choice split: each half of the permuted classes is scored by the choice made on the other."""
+    lab = np.asarray(labels)
+    order = P.permuted_classes(lab, seed)
+    first, second = np.isin(lab, order[: order.size // 2]), np.isin(lab, order[order.size // 2:])
+    return ((second, first), (first, second))
+
+
+def test_an_added_entry_is_chosen_on_its_own_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    halves = P.Protocol("halves", "each half scored by the other", "halves", "each half by the other",
+                        "halves, seed {seed}", _halves, several_choices=True)
+    monkeypatch.setattr(P, "PROTOCOL_ENTRIES", (*P.PROTOCOL_ENTRIES, halves))
+    ap, run_ids, its, labels = _problem(5)
+    order = _literal_order(labels, 4)
+    first = np.isin(labels, order[: len(order) // 2])
+    second = np.isin(labels, order[len(order) // 2:])
+    sel = P.choose("halves", ap, run_ids, its, labels, seed=4)
+    want = (_literal_select(ap, run_ids, its, second), _literal_select(ap, run_ids, its, first))
+    assert sel.protocol == "halves" and sel.chosen == want
+    assert sel.pick.tolist() == [want[0] if a else want[1] if b else -1 for a, b in zip(first, second)]
+    assert sel.reported.tolist() == (labels != -1).tolist()
+    tuning, reported = P.split_classes("halves", labels, seed=4)
+    assert tuning.tolist() == [] and reported.tolist() == sorted(order)
+    assert P.protocol("halves") is halves
+
+
+def test_split_classes_are_the_documented_recipes() -> None:
+    _, _, _, labels = _problem()
+    order = _literal_order(labels, 2)
+    n = round(0.3 * len(order))
+    tuning, reported = P.split_classes("holdout", labels, tune_fraction=0.3, seed=2)
+    assert tuning.tolist() == sorted(order[:n]) and reported.tolist() == sorted(order[n:])
+    for key in ("test", "cv"):
+        tuning, reported = P.split_classes(key, labels, folds=3, seed=2)
+        assert tuning.tolist() == [] and reported.tolist() == sorted(order)
+
+
+def test_every_entry_is_looked_up_by_its_key_and_reads_known_options() -> None:
+    assert P.PROTOCOLS == ("test", "holdout", "cv")
+    for entry in P.PROTOCOL_ENTRIES:
+        assert P.protocol(entry.key) is entry and set(entry.options) <= set(P.OPTION_FLAGS)
+    with pytest.raises(P.ProtocolError, match=r"unknown protocol 'best'; use one of test, holdout, cv$"):
+        P.protocol("best")

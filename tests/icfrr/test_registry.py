@@ -4,8 +4,6 @@ registry reaches the store, the report and the dashboard with no other edit."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,9 +12,8 @@ import pytest
 
 from icfrr import registry
 from icfrr.registry import Hits, average_precision, best_iteration, precision_at
+from tests.guard import REPO, run_guard
 from tests.icfrr.test_metrics import brute_ap
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _literal_ap(rel_row: np.ndarray, cutoff: int | None) -> float:
@@ -149,11 +146,4 @@ _GUARD = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_a_metric_added_to_the_registry_reaches_store_report_and_dashboard(tmp_path: Path) -> None:
-    script = tmp_path / "guard.py"
-    script.write_text(_GUARD)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "g.duckdb"),
-                           str(REPO / "dashboard" / "app.py")],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "guard ok" in done.stdout
+    assert "guard ok" in run_guard(_GUARD, tmp_path, tmp_path / "g.duckdb", REPO / "dashboard" / "app.py")

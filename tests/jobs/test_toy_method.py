@@ -10,15 +10,13 @@ the toy distances ranked and scored here by brute force.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.guard import run_guard
 
 
 def toy_rerank(qg: np.ndarray, gg: np.ndarray, *, toy_shift: float) -> np.ndarray:
@@ -112,10 +110,4 @@ _GUARD = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_a_method_added_to_the_registry_reaches_sweep_store_report_and_dashboard(tmp_path: Path) -> None:
-    script = tmp_path / "guard.py"
-    script.write_text(_GUARD)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "toy ok" in done.stdout
+    assert "toy ok" in run_guard(_GUARD, tmp_path, tmp_path)
