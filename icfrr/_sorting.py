@@ -3,7 +3,7 @@
 A float's bits, mapped to an unsigned integer that orders like the float
 (-0.0 taken as 0.0), give keys whose ascending order is the float's. Uses:
 
-- full row sorts (``stable_argsort_rows``, ``argsort_row_f32``) and float64
+- full row sorts (``stable_argsort_rows``, ``row_sort_keys``) and float64
   scores, descending (``sort_desc_stable``): one compiled stable sort of keys
   with a payload (``sort_pairs``): LSD radix passes of 11 bits on the top 32
   bits of the keys, then the rare runs equal in those bits finished by
@@ -83,7 +83,8 @@ _TOP32 = np.uint32(1 << 31)
 
 
 _DIGIT_BITS = 11
-_DIGIT = np.uint64((1 << _DIGIT_BITS) - 1)
+_RADIX = 1 << _DIGIT_BITS
+_DIGIT = np.uint64(_RADIX - 1)
 _LOW_BIT = 32  # radix passes on bits 32..63
 _N_PASSES = (64 - _LOW_BIT + _DIGIT_BITS - 1) // _DIGIT_BITS
 
@@ -103,7 +104,10 @@ def sort_pairs(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.nd
         (sorted keys, payload in the same order).
     """
     n = keys.shape[0]
-    counts = np.zeros((_N_PASSES, 1 << _DIGIT_BITS), dtype=np.int64)
+    counts = np.empty((_N_PASSES, _RADIX), dtype=np.int64)  # not np.zeros: one numba overload fewer to compile
+    for pass_ in range(_N_PASSES):
+        for d in range(_RADIX):
+            counts[pass_, d] = 0
     for i in range(n):
         key = keys[i]
         for pass_ in range(_N_PASSES):
@@ -190,26 +194,33 @@ def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover -
 
 
 @njit(cache=True, nogil=True)
-def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Stable ascending sort of one float32 row ``x`` [N] into ``order`` (int64) and ``values`` (float32)."""
+def row_sort_keys(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """``sort_pairs`` input for one float32 row ``x`` [N]: (uint64 keys, int32 positions 0..N-1).
+
+    The keys order like the floats (-0.0 as 0.0) and sit on bits 32..63, so
+    ``sort_pairs`` gives the stable ascending order; the positions are int32,
+    the payload of every engine sort (one compiled specialisation). The
+    callers sort and gather themselves: a row-sort kernel between them and
+    ``sort_pairs`` would be one more compiled layer re-optimising the sort.
+    """
     n = x.shape[0]
     keys = np.empty(n, dtype=np.uint64)
+    payload = np.empty(n, dtype=np.int32)
     for i in range(n):
         bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
-        keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32) << np.uint64(32)  # sorted on bits 32..63
-    payload = np.empty(n, dtype=np.int32)  # int32, as every engine sort: one compiled specialisation
-    for i in range(n):
+        keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32) << np.uint64(32)
         payload[i] = i
-    row_order = sort_pairs(keys, payload)[1]
-    for i in range(n):
-        order[i] = row_order[i]
-        values[i] = x[row_order[i]]
+    return keys, payload
 
 
 @njit(cache=True, nogil=True)
 def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray, start: int, stop: int) -> None:  # pragma: no cover
     for b in range(start, stop):  # rows in parallel through on_row_slices: no parfor to compile
-        argsort_row_f32(x[b], order[b], values[b])
+        keys, payload = row_sort_keys(x[b])
+        keys, payload = sort_pairs(keys, payload)
+        for i in range(x.shape[1]):
+            order[b, i] = payload[i]
+            values[b, i] = x[b, payload[i]]
 
 
 def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from icfrr._sorting import argsort_row_f32, desc_key, sort_pairs
+from icfrr._sorting import desc_key, row_sort_keys, sort_pairs
 from icfrr.metrics import row_positions
 
 #: The sparse path is used when G is at least this many times KQ * KG. Measured (``jobs.bench --crossover``,
@@ -135,17 +135,23 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
         top_n = out_top.shape[3]
         order0 = np.empty(n_gallery, dtype=np.int64)
         values = np.empty(n_gallery, dtype=np.float32)
-        argsort_row_f32(dist, order0, values)
+        keys, idx = row_sort_keys(dist)
+        keys, idx = sort_pairs(keys, idx)
         pos0 = np.empty(n_gallery, dtype=np.int64)
         for p in range(n_gallery):
+            order0[p] = idx[p]
+            values[p] = dist[idx[p]]
             pos0[order0[p]] = p
         rel0 = out_positions[0, b, 0]  # relevant items' pi_0 positions, ascending (read, never written, below)
         row_positions(order0, labels_g, label, n_relevant, rel0)
         cap_v = min(n_gallery, kq * kg)
         cap_u = min(n_gallery, max(n_iter, 1) * kq * kg)
         n_prefix = max(kq, top_n)
-        votes = np.zeros(n_gallery, dtype=np.int64)
-        in_u = np.zeros(n_gallery, dtype=np.bool_)
+        votes = np.empty(n_gallery, dtype=np.int64)
+        in_u = np.empty(n_gallery, dtype=np.int32)  # 0/1; int32 and np.empty: no more numba overloads to compile
+        for j in range(n_gallery):
+            votes[j] = 0
+            in_u[j] = 0
         cur = np.empty(n_gallery, dtype=np.int64)  # current position, for items of U
         item_score = np.empty(n_gallery)  # paper: accumulated score, for items of U
         shown = np.empty(n_gallery)  # score at the item's position in the newest ranking, for items of U
@@ -204,7 +210,7 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                 for a in range(m):
                     j = voted[a]
                     if not in_u[j]:
-                        in_u[j] = True
+                        in_u[j] = 1
                         cur[j] = r_v[a]
                         if paper:
                             item_score[j] = -np.float64(values[pos0[j]])
@@ -317,4 +323,4 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                         dest[out] = rel_b[ib]
                         ib += 1
             for a in range(n_u):
-                in_u[u_items[a]] = False
+                in_u[u_items[a]] = 0

@@ -31,7 +31,7 @@ from numba import njit
 
 from icfrr._sparse import sparse_rows
 from icfrr._sorting import (
-    argsort_row_f32, on_row_slices, desc_key, sort_pairs, stable_argsort_rows, value_of_desc_key,
+    on_row_slices, desc_key, row_sort_keys, sort_pairs, stable_argsort_rows, value_of_desc_key,
 )
 from icfrr.metrics import positions_buffer, row_positions, rows_from_positions
 from icfrr.variants import ItemScores, PositionScores, Variant
@@ -237,8 +237,11 @@ def _run_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, la
     for b in range(start, stop):
         dist = dists[b]
         label = labels_q[b]
-        argsort_row_f32(dist, order0, values)
+        keys, positions = row_sort_keys(dist)
+        keys, positions = sort_pairs(keys, positions)
         for r in range(n_gallery):
+            order0[r] = positions[r]
+            values[r] = dist[positions[r]]
             base[r] = -values[r]
             base64[r] = base[r]
             votes0[r] = 0
