@@ -183,28 +183,28 @@ def _move_votes(order, kq, in_top, prev_top, nbr, weights, votes):  # pragma: no
             in_top[j] = 3  # entering
         else:
             in_top[j] = 2  # staying
-    if 2 * entered >= kq:
-        votes[:] = 0
-        for a in range(kq):
-            prev = prev_top[a]
-            if in_top[prev] == 1:
-                in_top[prev] = 0
-        _add_votes(order[:kq], 1, nbr, weights, votes)
-    else:
-        for a in range(kq):
-            prev = prev_top[a]
-            if in_top[prev] == 1:  # left the top
-                in_top[prev] = 0
-                neighbours = nbr[prev]  # withdrawn here: a -1 call would compile _add_votes a second time
+    recount = 2 * entered >= kq
+    if recount:
+        for j in range(votes.shape[0]):
+            votes[j] = 0
+    # The vote loops are written out, not calls of ``_add_votes``: a callee is one more compiled library,
+    # and its code is optimised again in every caller's.
+    for a in range(kq):
+        prev = prev_top[a]
+        if in_top[prev] == 1:  # left the top
+            in_top[prev] = 0
+            if not recount:
+                neighbours = nbr[prev]
                 for r in range(neighbours.shape[0]):
                     votes[neighbours[r]] -= weights[r]
-        for a in range(kq):
-            j = order[a]
-            if in_top[j] == 3:
-                _add_votes(order[a : a + 1], 1, nbr, weights, votes)
     for a in range(kq):
-        in_top[order[a]] = 1
-        prev_top[a] = order[a]
+        j = order[a]
+        if recount or in_top[j] == 3:  # every voter in a recount, else those that entered
+            neighbours = nbr[j]
+            for r in range(neighbours.shape[0]):
+                votes[neighbours[r]] += weights[r]
+        in_top[j] = 1
+        prev_top[a] = j
 
 
 @njit(cache=True, nogil=True)
@@ -246,7 +246,10 @@ def _run_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, la
             base64[r] = base[r]
             votes0[r] = 0
         row_positions(order0, labels_g, label, n_relevant[b], out_positions[0, b, 0])
-        _add_votes(order0[:kq], 1, nbr, weights, votes0)
+        for a in range(kq):  # the votes of pi_0's top, written out as in _move_votes (no callee to compile)
+            neighbours = nbr[order0[a]]
+            for r in range(neighbours.shape[0]):
+                votes0[neighbours[r]] += weights[r]
         for c in range(betas.shape[0]):
             for a in range(top_n):
                 out_top[c, b, 0, a] = order0[a]
