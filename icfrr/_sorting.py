@@ -3,12 +3,11 @@
 A float's bits, mapped to an unsigned integer that orders like the float
 (-0.0 taken as 0.0), give keys whose ascending order is the float's. Uses:
 
-- full row sorts (``stable_argsort_rows``, ``argsort_row_f32``): a compiled
-  LSD radix sort of those keys (11 bits a pass, ``radix_sort_pairs``), stable,
-  so ties keep index order;
-- float64 scores, descending (``sort_desc_stable``): radix passes on the top
-  32 bits of the keys carrying a payload (positions), then the rare runs equal
-  in those bits finished by insertion sort (``sort_runs``);
+- full row sorts (``stable_argsort_rows``, ``row_sort_keys``) and float64
+  scores, descending (``sort_desc_stable``): one compiled stable sort of keys
+  with a payload (``sort_pairs``): LSD radix passes of 11 bits on the top 32
+  bits of the keys, then the rare runs equal in those bits finished by
+  insertion sort, so ties keep input order;
 - the k smallest of each row (``smallest_rows``): numpy's argpartition picks
   k + 1 candidates, whose keys, shifted left 32 bits and OR-ed with the column
   index, sort into (distance, index) order; rows where a tie crosses the cut
@@ -84,32 +83,39 @@ _TOP32 = np.uint32(1 << 31)
 
 
 _DIGIT_BITS = 11
-_DIGIT = np.uint64((1 << _DIGIT_BITS) - 1)
+_RADIX = 1 << _DIGIT_BITS
+_DIGIT = np.uint64(_RADIX - 1)
+_LOW_BIT = 32  # radix passes on bits 32..63
+_N_PASSES = (64 - _LOW_BIT + _DIGIT_BITS - 1) // _DIGIT_BITS
 
 
 @njit(cache=True, nogil=True)
-def radix_sort_pairs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """Stable LSD radix sort of uint64 ``keys`` with their integer ``payload`` on bits ``low_bit``..63.
+def sort_pairs(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Stable sort of uint64 ``keys`` with their integer ``payload``: the order of a full 64-bit sort.
 
-    11 bits a pass; one read counts every pass's digits, and a pass where all
-    keys share the digit is skipped (so 32-bit keys cost at most 3 passes).
-    Keys equal above ``low_bit`` keep their input order: ``sort_runs``
-    finishes them. The inputs are used as scratch.
+    LSD radix passes of 11 bits on the top 32 bits of the keys (one read counts
+    every pass's digits; a pass where all keys share the digit is skipped), then
+    the rare runs equal in those bits are finished by insertion sort. One
+    function, not a radix kernel and a run kernel: each compiled function costs
+    its own compilation, and its callers re-optimise its code. The inputs are
+    used as scratch.
 
     Returns:
         (sorted keys, payload in the same order).
     """
     n = keys.shape[0]
-    n_passes = (64 - low_bit + _DIGIT_BITS - 1) // _DIGIT_BITS
-    counts = np.zeros((n_passes, 1 << _DIGIT_BITS), dtype=np.int64)
+    counts = np.empty((_N_PASSES, _RADIX), dtype=np.int64)  # not np.zeros: one numba overload fewer to compile
+    for pass_ in range(_N_PASSES):
+        for d in range(_RADIX):
+            counts[pass_, d] = 0
     for i in range(n):
         key = keys[i]
-        for pass_ in range(n_passes):
-            counts[pass_, (key >> np.uint64(low_bit + _DIGIT_BITS * pass_)) & _DIGIT] += 1
+        for pass_ in range(_N_PASSES):
+            counts[pass_, (key >> np.uint64(_LOW_BIT + _DIGIT_BITS * pass_)) & _DIGIT] += 1
     spare_keys = np.empty(n, dtype=np.uint64)
     spare_payload = np.empty_like(payload)
-    for pass_ in range(n_passes):
-        shift = np.uint64(low_bit + _DIGIT_BITS * pass_)
+    for pass_ in range(_N_PASSES):
+        shift = np.uint64(_LOW_BIT + _DIGIT_BITS * pass_)
         offsets = counts[pass_]
         if n == 0 or offsets[(keys[0] >> shift) & _DIGIT] == n:
             continue
@@ -126,17 +132,9 @@ def radix_sort_pairs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> tup
             spare_payload[p] = payload[i]
         keys, spare_keys = spare_keys, keys
         payload, spare_payload = spare_payload, payload
-    return keys, payload
-
-
-@njit(cache=True, nogil=True)
-def sort_runs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> None:  # pragma: no cover - compiled
-    """Finish ``radix_sort_pairs``: stable insertion sort of each run of keys equal above ``low_bit``."""
-    if low_bit == 0:
-        return
-    shift = np.uint64(low_bit)
+    # Runs of keys equal in the top 32 bits: insertion sort on the whole key (stable).
+    shift = np.uint64(_LOW_BIT)
     start = 0
-    n = keys.shape[0]
     while start < n:
         stop = start + 1
         high = keys[start] >> shift
@@ -150,6 +148,7 @@ def sort_runs(keys: np.ndarray, payload: np.ndarray, low_bit: int) -> None:  # p
                 j -= 1
             keys[j + 1], payload[j + 1] = key, item
         start = stop
+    return keys, payload
 
 
 @njit(cache=True, nogil=True)
@@ -185,18 +184,7 @@ def sort_desc_stable(values: np.ndarray, payload: np.ndarray) -> tuple[np.ndarra
     keys = np.empty(n, dtype=np.uint64)
     for i in range(n):
         keys[i] = desc_key(values[i])
-    return sort_runs_after_radix(keys, payload.copy())
-
-
-@njit(cache=True, nogil=True)
-def sort_runs_after_radix(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """Stable sort of uint64 ``keys`` with ``payload``: radix passes on the top 32 bits, runs finished after.
-
-    The inputs are used as scratch. Returns (sorted keys, payload in the same order).
-    """
-    keys, payload = radix_sort_pairs(keys, payload, 32)
-    sort_runs(keys, payload, 32)
-    return keys, payload
+    return sort_pairs(keys, payload.copy())
 
 
 @njit(cache=True, nogil=True)
@@ -206,26 +194,33 @@ def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover -
 
 
 @njit(cache=True, nogil=True)
-def argsort_row_f32(x: np.ndarray, order: np.ndarray, values: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Stable ascending sort of one float32 row ``x`` [N] into ``order`` (int64) and ``values`` (float32)."""
+def row_sort_keys(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """``sort_pairs`` input for one float32 row ``x`` [N]: (uint64 keys, int32 positions 0..N-1).
+
+    The keys order like the floats (-0.0 as 0.0) and sit on bits 32..63, so
+    ``sort_pairs`` gives the stable ascending order; the positions are int32,
+    the payload of every engine sort (one compiled specialisation). The
+    callers sort and gather themselves: a row-sort kernel between them and
+    ``sort_pairs`` would be one more compiled layer re-optimising the sort.
+    """
     n = x.shape[0]
     keys = np.empty(n, dtype=np.uint64)
+    payload = np.empty(n, dtype=np.int32)
     for i in range(n):
         bits = np.float32(x[i] + np.float32(0.0)).view(np.uint32)
-        keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32) << np.uint64(32)  # sorted on bits 32..63
-    payload = np.empty(n, dtype=np.int32)  # int32, as every engine sort: one compiled specialisation
-    for i in range(n):
+        keys[i] = np.uint64(~bits if bits & _TOP32 else bits | _TOP32) << np.uint64(32)
         payload[i] = i
-    row_order = radix_sort_pairs(keys, payload, 32)[1]
-    for i in range(n):
-        order[i] = row_order[i]
-        values[i] = x[row_order[i]]
+    return keys, payload
 
 
 @njit(cache=True, nogil=True)
 def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray, start: int, stop: int) -> None:  # pragma: no cover
     for b in range(start, stop):  # rows in parallel through on_row_slices: no parfor to compile
-        argsort_row_f32(x[b], order[b], values[b])
+        keys, payload = row_sort_keys(x[b])
+        keys, payload = sort_pairs(keys, payload)
+        for i in range(x.shape[1]):
+            order[b, i] = payload[i]
+            values[b, i] = x[b, payload[i]]
 
 
 def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from icfrr._sorting import argsort_row_f32, desc_key, sort_runs_after_radix
+from icfrr._sorting import desc_key, row_sort_keys, sort_pairs
 from icfrr.metrics import row_positions
 
 #: The sparse path is used when G is at least this many times KQ * KG. Measured (``jobs.bench --crossover``,
@@ -113,210 +113,214 @@ def _sort_by_position(items, n, cur, out_items, out_pos):  # pragma: no cover - 
     for a in range(n):
         keys[a] = np.uint64(cur[items[a]]) << np.uint64(32)
         idx[a] = a
-    keys, idx = sort_runs_after_radix(keys, idx)
+    keys, idx = sort_pairs(keys, idx)
     for a in range(n):
         out_items[a] = items[idx[a]]
         out_pos[a] = cur[items[idx[a]]]
 
 
 @njit(cache=True, nogil=True)
-def _sparse_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, label, n_relevant,
-                out_top, out_scores, out_positions):  # pragma: no cover - compiled
-    """One query through every iteration for each beta; outputs [C, T+1, ...] as ``_update._run_row``."""
-    n_gallery = dist.shape[0]
-    kg = nbr.shape[1]
-    top_n = out_top.shape[2]
-    order0 = np.empty(n_gallery, dtype=np.int64)
-    values = np.empty(n_gallery, dtype=np.float32)
-    argsort_row_f32(dist, order0, values)
-    pos0 = np.empty(n_gallery, dtype=np.int64)
-    for p in range(n_gallery):
-        pos0[order0[p]] = p
-    row_positions(order0, labels_g, label, n_relevant, out_positions[0, 0])
-    rel0 = out_positions[0, 0, :n_relevant].astype(np.int64)  # relevant items' pi_0 positions, ascending
-    cap_v = min(n_gallery, kq * kg)
-    cap_u = min(n_gallery, max(n_iter, 1) * kq * kg)
-    n_prefix = max(kq, top_n)
-    votes = np.zeros(n_gallery, dtype=np.int64)
-    in_u = np.zeros(n_gallery, dtype=np.bool_)
-    cur = np.empty(n_gallery, dtype=np.int64)  # current position, for items of U
-    item_score = np.empty(n_gallery)  # paper: accumulated score, for items of U
-    shown = np.empty(n_gallery)  # score at the item's position in the newest ranking, for items of U
-    u_items = np.empty(cap_u, dtype=np.int64)
-    u0 = np.empty(cap_u, dtype=np.int64)  # pos0 of U, ascending
-    u_items_by0 = np.empty(cap_u, dtype=np.int64)
-    ucur_items = np.empty(cap_u, dtype=np.int64)  # U by current position
-    ucur = np.empty(cap_u, dtype=np.int64)
-    old_ucur = np.empty(cap_u, dtype=np.int64)
-    voted = np.empty(cap_v, dtype=np.int64)
-    r_v = np.empty(cap_v, dtype=np.int64)
-    u_v = np.empty(cap_v)
-    vpos = np.empty(cap_v, dtype=np.int64)  # voted current positions, ascending
-    new_v = np.empty(cap_v, dtype=np.int64)  # voted new positions, in score order (ascending)
-    plain_key = np.empty(cap_u, dtype=np.uint64)  # paper: unvoted items of U, by position
-    plain_pos = np.empty(cap_u, dtype=np.int64)
-    prefix = np.empty(n_prefix, dtype=np.int64)
-    rel_a = np.empty(max(n_relevant, 1), dtype=np.int64)
-    rel_b = np.empty(max(n_relevant, 1), dtype=np.int64)
-    for c in range(betas.shape[0]):
-        beta = betas[c]
-        for a in range(top_n):
-            out_top[c, 0, a] = order0[a]
-            out_scores[c, 0, a] = -values[a]
-        for a in range(out_positions.shape[2]):  # element loops: a slice assignment compiles an error message
-            out_positions[c, 0, a] = out_positions[0, 0, a]
-        for a in range(min(n_prefix, n_gallery)):
-            prefix[a] = order0[a]
-        n_u = kq - kq  # 0, typed int64: a literal 0 would compile the helpers it is passed to twice
-        for t in range(1, n_iter + 1):
-            # Votes of the current top KQ; the voted items in order of first vote.
-            m = 0
-            for a in range(kq):
-                neighbours = nbr[prefix[a]]
-                for r in range(kg):
-                    j = neighbours[r]
-                    if votes[j] == 0:
-                        voted[m] = j
-                        m += 1
-                    votes[j] += weights[r]
-            # Where the voted items sit now, and their new scores.
-            for a in range(m):
-                j = voted[a]
-                if in_u[j]:
-                    r_v[a] = cur[j]
-                else:
-                    r_v[a] = _slot(ucur, n_u, pos0[j] - _count_below(u0, n_u, pos0[j]))
-            for a in range(m):
-                j = voted[a]
-                bonus = beta * (votes[j] / denom)
-                if paper:
-                    u_v[a] = (item_score[j] if in_u[j] else -np.float64(values[pos0[j]])) + bonus
-                else:
-                    u_v[a] = -np.float64(values[r_v[a]]) + bonus
-            # U' = U and the newly voted items, in both orders (current positions: before the update).
-            for a in range(m):
-                j = voted[a]
-                if not in_u[j]:
-                    in_u[j] = True
-                    cur[j] = r_v[a]
+def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant_q,
+                out_top, out_scores, out_positions, start, stop):  # pragma: no cover - compiled
+    """Queries ``start .. stop - 1`` of a chunk through every iteration for each beta (outputs [C, B, T+1, ...]).
+
+    As ``_update._run_rows``, and with the loop over queries here too: a wrapper
+    kernel would re-optimise the whole of this one (a second compilation).
+    """
+    for b in range(start, stop):
+        dist, label, n_relevant = dists[b], labels_q[b], n_relevant_q[b]
+        n_gallery = dist.shape[0]
+        zero = kq - kq  # 0 typed int64: a literal 0 passed to a helper compiles it a second time
+        kg = nbr.shape[1]
+        top_n = out_top.shape[3]
+        order0 = np.empty(n_gallery, dtype=np.int64)
+        values = np.empty(n_gallery, dtype=np.float32)
+        keys, idx = row_sort_keys(dist)
+        keys, idx = sort_pairs(keys, idx)
+        pos0 = np.empty(n_gallery, dtype=np.int64)
+        for p in range(n_gallery):
+            order0[p] = idx[p]
+            values[p] = dist[idx[p]]
+            pos0[order0[p]] = p
+        rel0 = out_positions[0, b, 0]  # relevant items' pi_0 positions, ascending (read, never written, below)
+        row_positions(order0, labels_g, label, n_relevant, rel0)
+        cap_v = min(n_gallery, kq * kg)
+        cap_u = min(n_gallery, max(n_iter, 1) * kq * kg)
+        n_prefix = max(kq, top_n)
+        votes = np.empty(n_gallery, dtype=np.int64)
+        in_u = np.empty(n_gallery, dtype=np.int32)  # 0/1; int32 and np.empty: no more numba overloads to compile
+        for j in range(n_gallery):
+            votes[j] = 0
+            in_u[j] = 0
+        cur = np.empty(n_gallery, dtype=np.int64)  # current position, for items of U
+        item_score = np.empty(n_gallery)  # paper: accumulated score, for items of U
+        shown = np.empty(n_gallery)  # score at the item's position in the newest ranking, for items of U
+        u_items = np.empty(cap_u, dtype=np.int64)
+        u0 = np.empty(cap_u, dtype=np.int64)  # pos0 of U, ascending
+        u_items_by0 = np.empty(cap_u, dtype=np.int64)
+        ucur_items = np.empty(cap_u, dtype=np.int64)  # U by current position
+        ucur = np.empty(cap_u, dtype=np.int64)
+        old_ucur = np.empty(cap_u, dtype=np.int64)
+        voted = np.empty(cap_v, dtype=np.int64)
+        r_v = np.empty(cap_v, dtype=np.int64)
+        u_v = np.empty(cap_v)
+        vpos = np.empty(cap_v, dtype=np.int64)  # voted current positions, ascending
+        new_v = np.empty(cap_v, dtype=np.int64)  # voted new positions, in score order (ascending)
+        plain_key = np.empty(cap_u, dtype=np.uint64)  # paper: unvoted items of U, by position
+        plain_pos = np.empty(cap_u, dtype=np.int64)
+        prefix = np.empty(n_prefix, dtype=np.int64)
+        rel_a = np.empty(max(n_relevant, 1), dtype=np.int64)
+        rel_b = np.empty(max(n_relevant, 1), dtype=np.int64)
+        for c in range(betas.shape[0]):
+            beta = betas[c]
+            for a in range(top_n):
+                out_top[c, b, 0, a] = order0[a]
+                out_scores[c, b, 0, a] = -values[a]
+            for a in range(out_positions.shape[3]):  # element loops: a slice assignment compiles an error message
+                out_positions[c, b, 0, a] = rel0[a]
+            for a in range(min(n_prefix, n_gallery)):
+                prefix[a] = order0[a]
+            n_u = zero
+            for t in range(1, n_iter + 1):
+                # Votes of the current top KQ; the voted items in order of first vote.
+                m = zero
+                for a in range(kq):
+                    neighbours = nbr[prefix[a]]
+                    for r in range(kg):
+                        j = neighbours[r]
+                        if votes[j] == 0:
+                            voted[m] = j
+                            m += 1
+                        votes[j] += weights[r]
+                # Where the voted items sit now, and their new scores.
+                for a in range(m):
+                    j = voted[a]
+                    if in_u[j]:
+                        r_v[a] = cur[j]
+                    else:
+                        r_v[a] = _slot(ucur, n_u, pos0[j] - _count_below(u0, n_u, pos0[j]))
+                for a in range(m):
+                    j = voted[a]
+                    bonus = beta * (votes[j] / denom)
                     if paper:
-                        item_score[j] = -np.float64(values[pos0[j]])
-                    u_items[n_u] = j
-                    n_u += 1
-            _sort_by_position(u_items, n_u, pos0, u_items_by0, u0)  # the shared radix sort, not ndarray.sort
-            _sort_by_position(u_items, n_u, cur, ucur_items, ucur)
-            for a in range(n_u):
-                old_ucur[a] = ucur[a]
-            # Voted items: by current position, then stably by new score (descending).
-            keys = np.empty(m, dtype=np.uint64)
-            idx = np.empty(m, dtype=np.int32)
-            for a in range(m):
-                keys[a] = np.uint64(r_v[a]) << np.uint64(32)
-                idx[a] = a
-            keys, idx = sort_runs_after_radix(keys, idx)
-            for a in range(m):
-                vpos[a] = r_v[idx[a]]
-            for a in range(m):
-                keys[a] = desc_key(u_v[idx[a]])
-            keys, by_score = sort_runs_after_radix(keys, idx.copy())  # payload: indices into voted
-            n_plain_u = 0
-            if paper:
+                        u_v[a] = (item_score[j] if in_u[j] else -np.float64(values[pos0[j]])) + bonus
+                    else:
+                        u_v[a] = -np.float64(values[r_v[a]]) + bonus
+                # U' = U and the newly voted items, in both orders (current positions: before the update).
+                for a in range(m):
+                    j = voted[a]
+                    if not in_u[j]:
+                        in_u[j] = 1
+                        cur[j] = r_v[a]
+                        if paper:
+                            item_score[j] = -np.float64(values[pos0[j]])
+                        u_items[n_u] = j
+                        n_u += 1
+                _sort_by_position(u_items, n_u, pos0, u_items_by0, u0)  # the shared radix sort, not ndarray.sort
+                _sort_by_position(u_items, n_u, cur, ucur_items, ucur)
+                for a in range(n_u):
+                    old_ucur[a] = ucur[a]
+                # Voted items: by current position, then stably by new score (descending).
+                keys = np.empty(m, dtype=np.uint64)
+                idx = np.empty(m, dtype=np.int32)
+                for a in range(m):
+                    keys[a] = np.uint64(r_v[a]) << np.uint64(32)
+                    idx[a] = a
+                keys, idx = sort_pairs(keys, idx)
+                for a in range(m):
+                    vpos[a] = r_v[idx[a]]
+                for a in range(m):
+                    keys[a] = desc_key(u_v[idx[a]])
+                keys, by_score = sort_pairs(keys, idx.copy())  # payload: indices into voted
+                n_plain_u = 0
+                if paper:
+                    for a in range(n_u):
+                        j = ucur_items[a]
+                        if votes[j] == 0:
+                            plain_key[n_plain_u] = desc_key(item_score[j])
+                            plain_pos[n_plain_u] = ucur[a]
+                            n_plain_u += 1
+                # Each voted item goes after the unvoted items that sort before it.
+                for i in range(m):
+                    a = by_score[i]
+                    key = keys[i]
+                    r = r_v[a]
+                    below, upto = _v_bounds(values, key)
+                    if paper:
+                        k_lo = below - _count_below(u0, n_u, below)
+                        k_hi = upto - _count_below(u0, n_u, upto)
+                        k_cur = r - _count_below(ucur, n_u, r)
+                        ahead = min(max(k_cur, k_lo), k_hi)
+                        lo, hi = 0, n_plain_u
+                        while lo < hi:
+                            mid = (lo + hi) >> 1
+                            if plain_key[mid] < key or (plain_key[mid] == key and plain_pos[mid] < r):
+                                lo = mid + 1
+                            else:
+                                hi = mid
+                        ahead += lo
+                    else:
+                        p = min(max(r, below), upto)
+                        ahead = p - _count_below(vpos, m, p)
+                    new_v[i] = i + ahead
+                # Scores at the new positions, then the new positions of U'.
                 for a in range(n_u):
                     j = ucur_items[a]
                     if votes[j] == 0:
-                        plain_key[n_plain_u] = desc_key(item_score[j])
-                        plain_pos[n_plain_u] = ucur[a]
-                        n_plain_u += 1
-            # Each voted item goes after the unvoted items that sort before it.
-            for i in range(m):
-                a = by_score[i]
-                key = keys[i]
-                r = r_v[a]
-                below, upto = _v_bounds(values, key)
-                if paper:
-                    k_lo = below - _count_below(u0, n_u, below)
-                    k_hi = upto - _count_below(u0, n_u, upto)
-                    k_cur = r - _count_below(ucur, n_u, r)
-                    ahead = min(max(k_cur, k_lo), k_hi)
-                    lo, hi = 0, n_plain_u
-                    while lo < hi:
-                        mid = (lo + hi) >> 1
-                        if plain_key[mid] < key or (plain_key[mid] == key and plain_pos[mid] < r):
-                            lo = mid + 1
-                        else:
-                            hi = mid
-                    ahead += lo
-                else:
-                    p = min(max(r, below), upto)
-                    ahead = p - _count_below(vpos, m, p)
-                new_v[i] = i + ahead
-            # Scores at the new positions, then the new positions of U'.
-            for a in range(n_u):
-                j = ucur_items[a]
-                if votes[j] == 0:
-                    shown[j] = item_score[j] if paper else -np.float64(values[ucur[a]])
-                    k = ucur[a] - _count_below(vpos, m, ucur[a])
-                    cur[j] = _slot(new_v, m, k)
-            for i in range(m):
-                a = by_score[i]
-                j = voted[a]
-                shown[j] = u_v[a]
-                if paper:
-                    item_score[j] = u_v[a]
-                cur[j] = new_v[i]
-            for a in range(m):
-                votes[voted[a]] = 0
-            _sort_by_position(u_items, n_u, cur, ucur_items, ucur)
-            # The new ranking's first positions (top N and the next voters).
-            iu, p0, k = 0, 0, 0
-            for out in range(min(n_prefix, n_gallery)):
-                if iu < n_u and ucur[iu] == out:
-                    j = ucur_items[iu]
-                    score = shown[j]
-                    iu += 1
-                else:
-                    while in_u[order0[p0]]:
+                        shown[j] = item_score[j] if paper else -np.float64(values[ucur[a]])
+                        k = ucur[a] - _count_below(vpos, m, ucur[a])
+                        cur[j] = _slot(new_v, m, k)
+                for i in range(m):
+                    a = by_score[i]
+                    j = voted[a]
+                    shown[j] = u_v[a]
+                    if paper:
+                        item_score[j] = u_v[a]
+                    cur[j] = new_v[i]
+                for a in range(m):
+                    votes[voted[a]] = 0
+                _sort_by_position(u_items, n_u, cur, ucur_items, ucur)
+                # The new ranking's first positions (top N and the next voters).
+                iu, p0, k = 0, 0, zero
+                for out in range(min(n_prefix, n_gallery)):
+                    if iu < n_u and ucur[iu] == out:
+                        j = ucur_items[iu]
+                        score = shown[j]
+                        iu += 1
+                    else:
+                        while in_u[order0[p0]]:
+                            p0 += 1
+                        j = order0[p0]
+                        score = -np.float64(values[p0]) if paper else -np.float64(values[_slot(old_ucur, n_u, k)])
                         p0 += 1
-                    j = order0[p0]
-                    score = -np.float64(values[p0]) if paper else -np.float64(values[_slot(old_ucur, n_u, k)])
-                    p0 += 1
-                    k += 1
-                prefix[out] = j
-                if out < top_n:
-                    out_top[c, t, out] = j
-                    out_scores[c, t, out] = score
-            # Relevant items' positions: the never-voted ones by their pi_0 rank, U's by position.
-            n_a = 0
-            iu0 = 0
-            for a in range(n_relevant):
-                p = rel0[a]
-                if not in_u[order0[p]]:
-                    while iu0 < n_u and u0[iu0] < p:
-                        iu0 += 1
-                    rel_a[n_a] = _slot(ucur, n_u, p - iu0)
-                    n_a += 1
-            n_b = 0
-            for a in range(n_u if n_relevant > 0 else 0):
-                if labels_g[ucur_items[a]] == label:
-                    rel_b[n_b] = ucur[a]
-                    n_b += 1
-            ia, ib = 0, 0
-            dest = out_positions[c, t]
-            for out in range(n_a + n_b):
-                if ib >= n_b or (ia < n_a and rel_a[ia] < rel_b[ib]):
-                    dest[out] = rel_a[ia]
-                    ia += 1
-                else:
-                    dest[out] = rel_b[ib]
-                    ib += 1
-        for a in range(n_u):
-            in_u[u_items[a]] = False
-
-
-@njit(cache=True, nogil=True)
-def sparse_rows(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant,
-                out_top, out_scores, out_positions, start, stop):  # pragma: no cover - compiled
-    """``_sparse_row`` for queries ``start .. stop - 1`` of a chunk (outputs [C, B, T+1, ...])."""
-    for b in range(start, stop):
-        _sparse_row(dist[b], nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q[b], n_relevant[b],
-                    out_top[:, b], out_scores[:, b], out_positions[:, b])
+                        k += 1
+                    prefix[out] = j
+                    if out < top_n:
+                        out_top[c, b, t, out] = j
+                        out_scores[c, b, t, out] = score
+                # Relevant items' positions: the never-voted ones by their pi_0 rank, U's by position.
+                n_a = 0
+                iu0 = 0
+                for a in range(n_relevant):
+                    p = rel0[a]
+                    if not in_u[order0[p]]:
+                        while iu0 < n_u and u0[iu0] < p:
+                            iu0 += 1
+                        rel_a[n_a] = _slot(ucur, n_u, p - iu0)
+                        n_a += 1
+                n_b = 0
+                for a in range(n_u if n_relevant > 0 else 0):
+                    if labels_g[ucur_items[a]] == label:
+                        rel_b[n_b] = ucur[a]
+                        n_b += 1
+                ia, ib = 0, 0
+                dest = out_positions[c, b, t]
+                for out in range(n_a + n_b):
+                    if ib >= n_b or (ia < n_a and rel_a[ia] < rel_b[ib]):
+                        dest[out] = rel_a[ia]
+                        ia += 1
+                    else:
+                        dest[out] = rel_b[ib]
+                        ib += 1
+            for a in range(n_u):
+                in_u[u_items[a]] = 0

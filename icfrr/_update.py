@@ -31,7 +31,7 @@ from numba import njit
 
 from icfrr._sparse import sparse_rows
 from icfrr._sorting import (
-    argsort_row_f32, on_row_slices, desc_key, sort_desc_stable, sort_runs_after_radix, stable_argsort_rows, value_of_desc_key,
+    on_row_slices, desc_key, row_sort_keys, sort_pairs, stable_argsort_rows, value_of_desc_key,
 )
 from icfrr.metrics import positions_buffer, row_positions, rows_from_positions
 from icfrr.variants import ItemScores, PositionScores, Variant
@@ -70,31 +70,29 @@ def _rerank_row(order, votes, scores, paper, denom, beta, dense, out_order, out_
         positions = np.empty(n_gallery, dtype=np.int32)  # int32: less memory traffic in the full re-sort
         for r in range(n_gallery):
             positions[r] = r
-        keys, positions = sort_runs_after_radix(keys, positions)
+        keys, positions = sort_pairs(keys, positions)
         for out in range(n_gallery):
             out_order[out] = order[positions[out]]
             out_scores[out] = value_of_desc_key(keys[out])
         return
     # Split positions into items with votes (to sort) and without (already in order).
-    voted_pos = np.empty(n_gallery, dtype=np.int32)  # int32: the sort specialisation of the full re-sort
-    voted_u = np.empty(n_gallery)
-    plain = np.empty(n_gallery, dtype=np.bool_)
+    voted_pos = np.empty(n_gallery, dtype=np.int32)  # int32: the payload type of every engine sort
+    voted_keys = np.empty(n_gallery, dtype=np.uint64)
     n_voted = 0
     for r in range(n_gallery):
         j = order[r]
         vote = votes[j]
-        plain[r] = vote <= 0
         if vote > 0:
             voted_pos[n_voted] = r
-            voted_u[n_voted] = scores[j] if paper else scores[r] + beta * (vote / denom)
+            voted_keys[n_voted] = desc_key(scores[j] if paper else scores[r] + beta * (vote / denom))
             n_voted += 1
-    # Sorted keys (order-preserving bits of u) carry the positions along.
-    keys, by_u = sort_desc_stable(voted_u[:n_voted], voted_pos[:n_voted])  # stable: ties keep position order
+    # Sorted keys (order-preserving bits of u) carry the positions along; stable: ties keep position order.
+    keys, by_u = sort_pairs(voted_keys[:n_voted], voted_pos[:n_voted])
     # Merge: take the higher score; on equal scores the earlier current position.
     r = 0
     v = 0
     for out in range(n_gallery):
-        while r < n_gallery and not plain[r]:
+        while r < n_gallery and votes[order[r]] > 0:  # voted: placed from the sorted keys
             r += 1
         take_plain = False
         plain_u = 0.0
@@ -116,21 +114,16 @@ def _rerank_row(order, votes, scores, paper, denom, beta, dense, out_order, out_
 
 
 @njit(cache=True, nogil=True)
-def _update_row(b, ranking, scores, paper, nbr, weights, kq, denom, beta, out_order, out_scores):  # pragma: no cover
-    """Row ``b`` of ``_update_rows_numba``: every vote counted afresh."""
-    order = ranking[b]
-    votes = np.zeros(order.shape[0], dtype=np.int64)
-    _add_votes(order[:kq], 1, nbr, weights, votes)
-    _rerank_row(order, votes, scores[b], paper, denom, beta, kq * nbr.shape[1] >= order.shape[0],
-                out_order, out_scores)
-
-
-@njit(cache=True, nogil=True)
 def _update_rows_numba(
     ranking, scores, paper, nbr, weights, kq, denom, beta, out_ranking, out_scores, start, stop
 ):  # pragma: no cover - compiled
+    """Rows ``start .. stop - 1``: every vote counted afresh (one function: each compiled layer costs its own)."""
     for b in range(start, stop):
-        _update_row(b, ranking, scores, paper, nbr, weights, kq, denom, beta, out_ranking[b], out_scores[b])
+        order = ranking[b]
+        votes = np.zeros(order.shape[0], dtype=np.int64)
+        _add_votes(order[:kq], 1, nbr, weights, votes)
+        _rerank_row(order, votes, scores[b], paper, denom, beta, kq * nbr.shape[1] >= order.shape[0],
+                    out_ranking[b], out_scores[b])
 
 
 def update_cpu(
@@ -178,7 +171,7 @@ def int_weights(weights: torch.Tensor | np.ndarray) -> np.ndarray:
 def _move_votes(order, kq, in_top, prev_top, nbr, weights, votes):  # pragma: no cover - compiled
     """Make ``votes`` those of ``order[:kq]`` from those of ``prev_top`` (exact integer updates).
 
-    ``in_top`` int8 [G] marks ``prev_top`` on entry and ``order[:kq]`` on exit.
+    ``in_top`` int32 [G] marks ``prev_top`` on entry and ``order[:kq]`` on exit.
     Only the items that entered or left the top cast or withdraw their votes,
     unless so many changed that a recount is cheaper.
     """
@@ -190,92 +183,98 @@ def _move_votes(order, kq, in_top, prev_top, nbr, weights, votes):  # pragma: no
             in_top[j] = 3  # entering
         else:
             in_top[j] = 2  # staying
-    if 2 * entered >= kq:
-        votes[:] = 0
-        for a in range(kq):
-            prev = prev_top[a]
-            if in_top[prev] == 1:
-                in_top[prev] = 0
-        _add_votes(order[:kq], 1, nbr, weights, votes)
-    else:
-        for a in range(kq):
-            prev = prev_top[a]
-            if in_top[prev] == 1:  # left the top
-                in_top[prev] = 0
-                neighbours = nbr[prev]  # withdrawn here: a -1 call would compile _add_votes a second time
+    recount = 2 * entered >= kq
+    if recount:
+        for j in range(votes.shape[0]):
+            votes[j] = 0
+    # The vote loops are written out, not calls of ``_add_votes``: a callee is one more compiled library,
+    # and its code is optimised again in every caller's.
+    for a in range(kq):
+        prev = prev_top[a]
+        if in_top[prev] == 1:  # left the top
+            in_top[prev] = 0
+            if not recount:
+                neighbours = nbr[prev]
                 for r in range(neighbours.shape[0]):
                     votes[neighbours[r]] -= weights[r]
-        for a in range(kq):
-            j = order[a]
-            if in_top[j] == 3:
-                _add_votes(order[a : a + 1], 1, nbr, weights, votes)
     for a in range(kq):
-        in_top[order[a]] = 1
-        prev_top[a] = order[a]
+        j = order[a]
+        if recount or in_top[j] == 3:  # every voter in a recount, else those that entered
+            neighbours = nbr[j]
+            for r in range(neighbours.shape[0]):
+                votes[neighbours[r]] += weights[r]
+        in_top[j] = 1
+        prev_top[a] = j
 
 
 @njit(cache=True, nogil=True)
-def _run_row(dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, label, n_relevant,
-             out_top, out_scores, out_positions):  # pragma: no cover - compiled
-    """One query through every iteration for each beta (see ``run_rows_cpu``); outputs [C, T+1, ...]."""
-    n_gallery = dist.shape[0]
-    top_n = out_top.shape[2]
+def _run_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant,
+              out_top, out_scores, out_positions, start, stop):  # pragma: no cover - compiled
+    """Queries ``start .. stop - 1`` of a chunk through every iteration for each beta (see ``run_rows_cpu``).
+
+    Outputs [C, B, T+1, ...]. The loop over queries is here, not in a wrapper
+    kernel: every compiled layer re-optimises the code of the layers below it
+    (a second compilation of the whole engine). Threads come from
+    ``on_row_slices`` (no parfor to compile).
+    """
+    n_gallery = dists.shape[1]
+    top_n = out_top.shape[3]
     order0 = np.empty(n_gallery, dtype=np.int64)
     values = np.empty(n_gallery, dtype=np.float32)
-    argsort_row_f32(dist, order0, values)
     base = np.empty(n_gallery, dtype=np.float32)
     base64 = np.empty(n_gallery)  # exact; the reference variant's scores by position
-    for r in range(n_gallery):  # loops, not array expressions: each of those compiles a ufunc kernel
-        base[r] = -values[r]
-        base64[r] = base[r]
-    row_positions(order0, labels_g, label, n_relevant, out_positions[0, 0])
-    votes0 = np.zeros(n_gallery, dtype=np.int64)
-    _add_votes(order0[:kq], 1, nbr, weights, votes0)
+    votes0 = np.empty(n_gallery, dtype=np.int64)
     order = np.empty(n_gallery, dtype=np.int64)
     new_order = np.empty(n_gallery, dtype=np.int64)
     scores = np.empty(n_gallery)
     votes = np.empty(n_gallery, dtype=np.int64)
-    in_top = np.zeros(n_gallery, dtype=np.int8)
+    in_top = np.empty(n_gallery, dtype=np.int32)  # int32, not int8: one dtype fewer to compile np.empty for
     prev_top = np.empty(kq, dtype=np.int64)
     items = np.empty(n_gallery if paper else 0)
     dense = kq * nbr.shape[1] >= n_gallery  # most items get votes: re-sort every position
-    # Element loops, not slice assignments: those compile numba's shape-mismatch message (seconds of compile).
-    for c in range(betas.shape[0]):
-        for a in range(top_n):
-            out_top[c, 0, a] = order0[a]
-            out_scores[c, 0, a] = base[a]
-        for a in range(out_positions.shape[2]):
-            out_positions[c, 0, a] = out_positions[0, 0, a]
-        for j in range(n_gallery):
-            order[j] = order0[j]
-            votes[j] = votes0[j]
-            in_top[j] = 0
-        for a in range(kq):
-            prev_top[a] = order0[a]
-            in_top[prev_top[a]] = 1
-        if paper:
-            for j in range(n_gallery):
-                items[j] = -np.float64(dist[j])
-        for t in range(1, n_iter + 1):
-            if t > 1:
-                _move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
-            _rerank_row(order, votes, items if paper else base64, paper, denom, betas[c], dense, new_order, scores)
-            order, new_order = new_order, order
-            for a in range(top_n):
-                out_top[c, t, a] = order[a]
-                out_scores[c, t, a] = scores[a]
-            row_positions(order, labels_g, label, n_relevant, out_positions[c, t])
-
-
-@njit(cache=True, nogil=True)
-def _run_rows_numba(
-    dist, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant,
-    out_top, out_scores, out_positions, start, stop,
-):  # pragma: no cover - compiled
-    """``_run_row`` for queries ``start .. stop - 1``; threads come from ``on_row_slices`` (no parfor to compile)."""
+    # Element loops, not slice assignments or array expressions: those compile numba's shape-mismatch
+    # message or a ufunc kernel (seconds of compile).
     for b in range(start, stop):
-        _run_row(dist[b], nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q[b], n_relevant[b],
-                 out_top[:, b], out_scores[:, b], out_positions[:, b])
+        dist = dists[b]
+        label = labels_q[b]
+        keys, positions = row_sort_keys(dist)
+        keys, positions = sort_pairs(keys, positions)
+        for r in range(n_gallery):
+            order0[r] = positions[r]
+            values[r] = dist[positions[r]]
+            base[r] = -values[r]
+            base64[r] = base[r]
+            votes0[r] = 0
+        row_positions(order0, labels_g, label, n_relevant[b], out_positions[0, b, 0])
+        for a in range(kq):  # the votes of pi_0's top, written out as in _move_votes (no callee to compile)
+            neighbours = nbr[order0[a]]
+            for r in range(neighbours.shape[0]):
+                votes0[neighbours[r]] += weights[r]
+        for c in range(betas.shape[0]):
+            for a in range(top_n):
+                out_top[c, b, 0, a] = order0[a]
+                out_scores[c, b, 0, a] = base[a]
+            for a in range(out_positions.shape[3]):
+                out_positions[c, b, 0, a] = out_positions[0, b, 0, a]
+            for j in range(n_gallery):
+                order[j] = order0[j]
+                votes[j] = votes0[j]
+                in_top[j] = 0
+            for a in range(kq):
+                prev_top[a] = order0[a]
+                in_top[prev_top[a]] = 1
+            if paper:
+                for j in range(n_gallery):
+                    items[j] = -np.float64(dist[j])
+            for t in range(1, n_iter + 1):
+                if t > 1:
+                    _move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
+                _rerank_row(order, votes, items if paper else base64, paper, denom, betas[c], dense, new_order, scores)
+                order, new_order = new_order, order
+                for a in range(top_n):
+                    out_top[c, b, t, a] = order[a]
+                    out_scores[c, b, t, a] = scores[a]
+                row_positions(order, labels_g, label, n_relevant[b], out_positions[c, b, t])
 
 
 @dataclass(frozen=True)
@@ -334,7 +333,7 @@ def run_rows_cpu(
     top, scores, positions = spec.outputs(n_relevant)
     args = (np.ascontiguousarray(dist, dtype=np.float32), spec.nbr, spec.weights, spec.kq, spec.denom,
             spec.betas, spec.n_iter, spec.variant is Variant.PAPER, spec.labels_g, labels_q, n_relevant, top, scores, positions)
-    kernel = sparse_rows if spec.sparse else _run_rows_numba
+    kernel = sparse_rows if spec.sparse else _run_rows
     on_row_slices(lambda start, stop: kernel(*args, start, stop), dist.shape[0])
     return top, scores, rows_from_positions(positions, n_relevant[None, :, None])
 

@@ -8,7 +8,7 @@ update gave it (added to its position's original score in the reference
 variant, to its accumulated score in the paper variant).
 
 The rankings come from the engine's own compiled loop for one query
-(``icfrr._update._run_row``, the kernel under ``icfrr.rerank`` on the CPU), so
+(``icfrr._update._run_rows``, the kernel under ``icfrr.rerank`` on the CPU), so
 they are ``icfrr.rerank``'s, near-ties included; the votes are read from the
 neighbour graph for each ranking's voters. (The module is ``explaining``, as
 ``rerank`` lives in ``reranking``: a submodule named ``explain`` would
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from icfrr._update import _run_row
+from icfrr._update import _run_rows
 from icfrr.metrics import positions_buffer
 from icfrr.neighbors import NeighborGraph, as_graph
 from icfrr.reranking import _check_params
@@ -117,8 +117,10 @@ def explain(
     order = np.empty((1, n_iter + 1, n_gallery), dtype=np.int64)
     scores = np.empty((1, n_iter + 1, n_gallery))
     no_labels = np.zeros(n_gallery, dtype=np.int64)
-    _run_row(dist, nbr, weights, kq, denom, np.array([beta]), n_iter, Variant.parse(variant) is Variant.PAPER,
-             no_labels, 0, 0, order, scores, positions_buffer((1, n_iter + 1), np.zeros(1, dtype=np.int64)))
+    no_query = np.zeros(1, dtype=np.int64)  # one query: label 0, no relevant items
+    _run_rows(dist[None], nbr, weights, kq, denom, np.array([beta]), n_iter, Variant.parse(variant) is Variant.PAPER,
+              no_labels, no_query, no_query, order[:, None], scores[:, None],
+              positions_buffer((1, 1, n_iter + 1), no_query), 0, 1)
 
     amounts = beta * (weights / denom)  # beta * alpha[r] / V for r = 0 .. kg' - 1
     keep = amounts != 0  # beta = 0 casts no non-zero vote

@@ -370,7 +370,7 @@ def test_moving_votes_equals_a_fresh_count():
     order = rng.permutation(g)
     votes = np.zeros(g, dtype=np.int64)
     _add_votes(order[:kq], 1, nbr, weights, votes)
-    in_top = np.zeros(g, dtype=np.int8)
+    in_top = np.zeros(g, dtype=np.int32)
     in_top[order[:kq]] = 1
     prev_top = order[:kq].copy()
     for swaps in (1, 2, 4, 6, 10, 0):  # few changes (moved votes) and many (recounted)
