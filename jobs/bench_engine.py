@@ -104,8 +104,8 @@ _GROUPS = [
     ("metrics of whole rankings (evaluate)", "icfrr.evaluate(np.argsort(qg, 1), lq, lg)"),
     ("one-step update (iter_rerank)", "list(icfrr.iter_rerank(qg, gg, kg=8, kq=8, n_iter=1, device='cpu'))"),
     ("k-reciprocal (streamed from features)",
-     "from icfrr.baselines.k_reciprocal import k_reciprocal_chunks; list(k_reciprocal_chunks(fq, fg))"),
-    ("ECN (streamed from features)", "from icfrr.baselines.ecn import ecn_chunks; list(ecn_chunks(fq, fg))"),
+     "from icfrr.baselines.k_reciprocal_encoding import k_reciprocal_chunks; list(k_reciprocal_chunks(fq, fg))"),
+    ("ECN (streamed from features)", "from icfrr.baselines.expanded_cross_neighbourhood import ecn_chunks; list(ecn_chunks(fq, fg))"),
 ]
 
 _CHILD = """

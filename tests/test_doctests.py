@@ -24,7 +24,7 @@ MODULES = sorted(
 #: Functions whose docstring must show an example (as ``module:attribute``; ``ecn`` and ``k_reciprocal``
 #: by their modules, whose names hide the functions' on ``icfrr.baselines`` once imported).
 SHOWN = ["icfrr:rerank", "icfrr:rerank_chunks", "icfrr:neighbor_graph", "icfrr:neighbor_graph_from_features",
-         "icfrr:evaluate", "icfrr:explain", "icfrr.baselines.k_reciprocal:k_reciprocal", "icfrr.baselines.ecn:ecn",
+         "icfrr:evaluate", "icfrr:explain", "icfrr.baselines.k_reciprocal_encoding:k_reciprocal", "icfrr.baselines.expanded_cross_neighbourhood:ecn",
          "icfrr.baselines:alpha_qe", "icfrr.baselines:dba"]
 
 

@@ -24,13 +24,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "k_reciprocal": "icfrr.baselines.k_reciprocal",
-    "ecn": "icfrr.baselines.ecn",
+    "k_reciprocal": "icfrr.baselines.k_reciprocal_encoding",
+    "ecn": "icfrr.baselines.expanded_cross_neighbourhood",
     "alpha_qe": "icfrr.baselines.query_expansion",
     "dba": "icfrr.baselines.query_expansion",
     "dba_alpha_qe": "icfrr.baselines.query_expansion",
-    "k_reciprocal_chunks": "icfrr.baselines.k_reciprocal",
-    "ecn_chunks": "icfrr.baselines.ecn",
+    "k_reciprocal_chunks": "icfrr.baselines.k_reciprocal_encoding",
+    "ecn_chunks": "icfrr.baselines.expanded_cross_neighbourhood",
     "alpha_qe_chunks": "icfrr.baselines.query_expansion",
     "dba_chunks": "icfrr.baselines.query_expansion",
     "dba_alpha_qe_chunks": "icfrr.baselines.query_expansion",
@@ -40,8 +40,8 @@ __all__ = ["alpha_qe", "alpha_qe_chunks", "dba", "dba_alpha_qe", "dba_alpha_qe_c
            "k_reciprocal", "k_reciprocal_chunks"]
 
 if TYPE_CHECKING:
-    from icfrr.baselines.ecn import ecn, ecn_chunks
-    from icfrr.baselines.k_reciprocal import k_reciprocal, k_reciprocal_chunks
+    from icfrr.baselines.expanded_cross_neighbourhood import ecn, ecn_chunks
+    from icfrr.baselines.k_reciprocal_encoding import k_reciprocal, k_reciprocal_chunks
     from icfrr.baselines.query_expansion import (alpha_qe, alpha_qe_chunks, dba, dba_alpha_qe, dba_alpha_qe_chunks,
                                                  dba_chunks)
 

@@ -15,8 +15,8 @@ import torch
 from icfrr import pairwise_distances
 from icfrr.ann import GraphSpec, item_neighbours, rank_lists
 from icfrr.baselines import ecn, k_reciprocal, query_expansion as qe
-from icfrr.baselines.ecn import ecn_chunks
-from icfrr.baselines.k_reciprocal import k_reciprocal_chunks
+from icfrr.baselines.expanded_cross_neighbourhood import ecn_chunks
+from icfrr.baselines.k_reciprocal_encoding import k_reciprocal_chunks
 from tests.icfrr.engine_data import clustered_features
 
 TIE_TOL = 1e-6
@@ -184,10 +184,20 @@ def test_an_approximate_index_gives_lists_of_distinct_items_each_first():
 
 @pytest.mark.parametrize("m", [0, 1, 2, 7, 64, 900])
 def test_the_compiled_sort_unique_of_k_reciprocal_equals_numpys(m):
-    from icfrr.baselines.k_reciprocal import _sort_unique
+    from icfrr.baselines.k_reciprocal_encoding import _sort_unique
 
     rng = np.random.default_rng(m)
     buf = rng.integers(0, max(m // 3, 1), m + 4).astype(np.int64)   # repeats, and a tail it must not read
     want = np.unique(buf[:m])
     n_unique = _sort_unique(buf, m)
     np.testing.assert_array_equal(buf[:n_unique], want)
+
+
+def test_the_package_gives_the_functions_after_their_modules_were_imported() -> None:
+    """This file imported the modules first (above); their names must not hide the functions
+    (a module named like its function is bound on the package and wins over ``__getattr__``)."""
+    import icfrr.baselines.expanded_cross_neighbourhood as ecn_module
+    import icfrr.baselines.k_reciprocal_encoding as kr_module
+    from icfrr.baselines import ecn, k_reciprocal
+
+    assert ecn is ecn_module.ecn and k_reciprocal is kr_module.k_reciprocal

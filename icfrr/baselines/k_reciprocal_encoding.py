@@ -74,7 +74,7 @@ def k_reciprocal(
         query's first ``k2`` items bring it up to second, ahead of the pair at 8 and 10.
 
         >>> import numpy as np
-        >>> from icfrr.baselines.k_reciprocal import k_reciprocal
+        >>> from icfrr.baselines import k_reciprocal
         >>> g, q = np.array([0.0, 3.0, 8.0, 10.0]), np.array([5.2])
         >>> qg, gg, qq = abs(q[:, None] - g), abs(g[:, None] - g), abs(q[:, None] - q)
         >>> qg.argsort(axis=1).tolist()

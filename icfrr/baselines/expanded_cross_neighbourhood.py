@@ -73,7 +73,7 @@ def ecn(qg: Matrix, gg: Matrix, qq: Matrix, *, t: int = 3, q: int = 8, k: int = 
         query's side and fall back to 1 + their distance (3.8 and 5.8).
 
         >>> import numpy as np
-        >>> from icfrr.baselines.ecn import ecn
+        >>> from icfrr.baselines import ecn
         >>> g, q = np.array([0.0, 3.0, 8.0, 10.0]), np.array([5.2])
         >>> qg, gg, qq = abs(q[:, None] - g), abs(g[:, None] - g), abs(q[:, None] - q)
         >>> qg.argsort(axis=1).tolist()
