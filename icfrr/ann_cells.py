@@ -9,8 +9,10 @@ work runs at matrix-product speed. The k-means centroids are trained on a
 seeded subsample of :data:`TRAIN_POINTS_PER_CELL` points a cell.
 
 The result has the form of :func:`icfrr.ann.build_graph`'s: each item's
-nearest other items by (distance, index), Euclidean distances recomputed
-item by item; a row short of k (a cell whose probed cells hold too few items)
+nearest other items by (distance, index), squared Euclidean distances from
+the matrix product (``|a|^2 + |b|^2 - 2 a.b``, as FAISS's flat search
+computes them for large batches; recomputing them item by item took longer
+than the search); a row short of k (a cell whose probed cells hold too few items)
 comes back with FAISS's filler ``-1`` for the caller to complete exactly.
 """
 
@@ -83,14 +85,12 @@ def cell_graph(faiss: ModuleType, f: np.ndarray, k: int, nlist: int, nprobe: int
         ct = torch.from_numpy(cand)
         fc, fc_sq = ft[ct], sq[ct]
         width = min(k + 1, cand.size)
-        step = max(1, budget // (4 * max(cand.size, width * f.shape[1])))   # distances, and the differences
+        step = max(1, budget // (4 * cand.size))
         for s in range(0, members.size, step):
             rows = members[s : s + step]
-            d = fc_sq[None, :] - 2 * (ft[torch.from_numpy(rows)] @ fc.T)
-            found = cand[torch.topk(d, width, dim=1, largest=False, sorted=True).indices.numpy()]
-            diff = f[rows][:, None, :] - f[found]            # distances recomputed item by item
-            exact = np.einsum("ijd,ijd->ij", diff, diff)
-            keep = np.argsort(exact, axis=1, kind="stable")
-            idx[rows, :width] = np.take_along_axis(found, keep, axis=1)
-            dist[rows, :width] = np.take_along_axis(exact, keep, axis=1)
+            rt = torch.from_numpy(rows)
+            d = fc_sq[None, :] - 2 * (ft[rt] @ fc.T)
+            near = torch.topk(d, width, dim=1, largest=False, sorted=True)
+            idx[rows, :width] = cand[near.indices.numpy()]
+            dist[rows, :width] = (near.values + sq[rt][:, None]).clamp_(min=0).numpy()
     return idx, dist
