@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from icfrr._checks import as_matrix, check_positive_int
+from icfrr.ann_cells import cell_graph
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr._sorting import smallest_rows
 from icfrr.neighbors import NeighborGraph, neighbor_graph_from_features, pairwise_distances
@@ -36,6 +37,8 @@ GRAPH_KINDS = ("exact", "ivf", "hnsw")
 RECALL_SAMPLE = 1000
 #: Seed of the recall sample.
 RECALL_SEED = 0
+#: Galleries above this many items get the ivf graph searched a cell at a time (:mod:`icfrr.ann_cells`).
+PER_CELL_MIN_ITEMS = 100_000
 #: Bytes of one block of searched or exact rows: twice the common budget, the size these blocks always
 #: had (a float32 product may round a row differently in blocks of another size).
 _BLOCK_BYTES = 2 * CHUNK_BYTES
@@ -81,7 +84,9 @@ def default_spec(kind: str, n_gallery: int) -> GraphSpec:
     """The parameters used for ``kind`` on a gallery of ``n_gallery`` items.
 
     ivf: ``nlist`` = 4 sqrt(G) cells (at most G / 39, so that k-means has 39 points a
-    cell), ``nprobe`` = 32 searched (at most nlist). hnsw: M = 32 links,
+    cell), ``nprobe`` = 32 searched (at most nlist); above :data:`PER_CELL_MIN_ITEMS`
+    items, ``nlist`` = 2 sqrt(G) cells searched a cell at a time (``per_cell`` = 1,
+    :mod:`icfrr.ann_cells`), ``nprobe`` = 32. hnsw: M = 32 links,
     efConstruction = 80, efSearch = 600 (FAISS searches at least k deep).
 
     Raises:
@@ -89,6 +94,8 @@ def default_spec(kind: str, n_gallery: int) -> GraphSpec:
     """
     if kind not in GRAPH_KINDS:
         raise ValueError(f"unknown graph kind {kind!r}; use one of {', '.join(GRAPH_KINDS)}")
+    if kind == "ivf" and n_gallery > PER_CELL_MIN_ITEMS:
+        return GraphSpec("ivf", {"nlist": int(2 * math.sqrt(n_gallery)), "nprobe": 32, "per_cell": 1})
     if kind == "ivf":
         nlist = max(1, min(int(4 * math.sqrt(n_gallery)), n_gallery // 39))
         return GraphSpec("ivf", {"nlist": nlist, "nprobe": min(32, nlist)})
@@ -121,6 +128,16 @@ def build_graph(feats: np.ndarray | torch.Tensor, k: int, spec: GraphSpec) -> Ne
     k = min(check_positive_int(k, "k"), g - 1)
     if k == 0:
         return NeighborGraph(torch.zeros(g, 0, dtype=torch.int64), torch.zeros(g, 0))
+    idx = np.empty((g, k), dtype=np.int64)
+    dist = np.empty((g, k), dtype=np.float32)
+    if spec.kind == "ivf" and spec.params.get("per_cell"):
+        found, sq = cell_graph(faiss, f, k, spec.params["nlist"], spec.params["nprobe"], _BLOCK_BYTES)
+        step = rows_per_chunk(g, 12 * (k + 1), _BLOCK_BYTES)
+        for s in range(0, g, step):
+            idx[s : s + step], dist[s : s + step] = _without_self(
+                found[s : s + step], sq[s : s + step], np.arange(s, min(s + step, g)), k)
+        del found, sq
+        return _complete(torch.from_numpy(f), idx, dist)
     if spec.kind == "ivf":
         quantizer = faiss.IndexFlatL2(d)
         index = faiss.IndexIVFFlat(quantizer, d, spec.params["nlist"])
@@ -132,15 +149,19 @@ def build_graph(feats: np.ndarray | torch.Tensor, k: int, spec: GraphSpec) -> Ne
         index.hnsw.efConstruction = spec.params["ef_construction"]
         index.add(f)
         index.hnsw.efSearch = spec.params["ef_search"]
-    idx = np.empty((g, k), dtype=np.int64)
-    dist = np.empty((g, k), dtype=np.float32)
     step = rows_per_chunk(g, 12 * (k + 1), _BLOCK_BYTES)
     for s in range(0, g, step):
         sq, found = index.search(f[s : s + step], k + 1)
         idx[s : s + step], dist[s : s + step] = _without_self(found, sq, np.arange(s, min(s + step, g)), k)
+    return _complete(torch.from_numpy(f), idx, dist)
+
+
+def _complete(f: torch.Tensor, idx: np.ndarray, dist: np.ndarray) -> NeighborGraph:
+    """The graph of (indices int64 [G, k], distances float32 [G, k]) with its rows short of k (an
+    infinite distance: a search that saw fewer than k other items, which is rare) found exactly."""
     short = np.flatnonzero(~np.isfinite(dist).all(axis=1))
-    if short.size:   # rare: a search that saw fewer than k other items; those rows are found exactly
-        idx[short], dist[short] = _exact_rows(torch.from_numpy(f), short, k)
+    if short.size:
+        idx[short], dist[short] = _exact_rows(f, short, idx.shape[1])
     return NeighborGraph(torch.from_numpy(idx), torch.from_numpy(dist))
 
 

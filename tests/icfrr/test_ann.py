@@ -29,13 +29,34 @@ def test_exact_kind_is_the_exact_graph():
     assert torch.equal(got.indices, want.indices) and torch.equal(got.distances, want.distances)
 
 
-def test_ivf_searching_every_cell_finds_the_exact_neighbours():
+@pytest.mark.parametrize("per_cell", [{}, {"per_cell": 1}])
+def test_ivf_searching_every_cell_finds_the_exact_neighbours(per_cell):
     f = gallery()
     nlist = default_spec("ivf", len(f)).params["nlist"]
-    got = build_graph(f, 25, GraphSpec("ivf", {"nlist": nlist, "nprobe": nlist}))
+    got = build_graph(f, 25, GraphSpec("ivf", {"nlist": nlist, "nprobe": nlist, **per_cell}))
     want = neighbor_graph_from_features(f, 25)
     assert torch.equal(got.indices, want.indices)
     np.testing.assert_allclose(got.distances, want.distances, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("nprobe", [1, 2])   # one cell of ~20 items holds fewer than k: such rows are completed exactly
+def test_ivf_per_cell_few_cells_lists_k_distinct_other_items_and_misses_some(nprobe):
+    f = gallery(800, seed=4)
+    graph = build_graph(f, 30, GraphSpec("ivf", {"nlist": 40, "nprobe": nprobe, "per_cell": 1}))
+    idx, dist = graph.indices.numpy(), graph.distances.numpy()
+    assert not (idx == np.arange(len(f))[:, None]).any() and all(len(set(row)) == 30 for row in idx)
+    lex = np.lexsort((idx, dist), axis=1)      # by (distance, index)
+    assert (lex == np.arange(30)).all()
+    np.testing.assert_allclose(dist, np.linalg.norm(f[:, None, :] - f[idx], axis=2), rtol=0, atol=1e-5)
+    exact = neighbor_graph_from_features(f, 30).indices.numpy()
+    assert brute_recall(idx, exact, 30) < 0.999     # two of forty cells searched: some neighbours are missed
+
+
+def test_default_ivf_spec_keeps_its_parameters_up_to_100k_and_searches_per_cell_above():
+    for g in (1000, 50_000, 100_000):   # 4 sqrt(G) cells (at most G / 39), 32 probed: as documented
+        nlist = min(int(4 * g ** 0.5), g // 39)
+        assert default_spec("ivf", g).params == {"nlist": nlist, "nprobe": min(32, nlist)}
+    assert default_spec("ivf", 1_000_000).params == {"nlist": 2000, "nprobe": 32, "per_cell": 1}
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
