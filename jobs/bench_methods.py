@@ -137,19 +137,20 @@ def run_one_streamed(key: str, folder: Path) -> dict:
     distances computed from the features, the others through their streamed forms."""
     import icfrr
     from icfrr.methods import MethodInputs
+    from icfrr.registry import method
+    from icfrr.run_config import RunConfig
+    from jobs.engine_runner import run_config
     from jobs.method_runner import run_method
-    from jobs.sweep_runner import run_config
-    from store.writes import RunConfig
 
     params = _defaults(key)
+    entry = method(key)
     fq, fg = np.load(folder / "fq.npy"), np.load(folder / "fg.npy")
     lq, lg = np.load(folder / "labels_q.npy"), np.load(folder / "labels_g.npy")
     tiny = (fq[:4], fg[:40], lq[:4], lg[:40])      # compile / load the kernels outside the timing
-    if key == "icfrr":
+    if entry.iterative:
         def run(fq_, fg_, lq_, lg_):
-            graph = icfrr.neighbor_graph_from_features(fg_, min(params["kg"], len(fg_) - 1))
-            cfg = RunConfig(kg=min(params["kg"], len(fg_) - 1), kq=min(params["kq"], len(fg_)), beta=params["beta"],
-                            n_iter=params["n_iter"], variant=params["variant"])
+            cfg = RunConfig.for_method(key, params).clamped(len(fg_))
+            graph = icfrr.neighbor_graph_from_features(fg_, cfg.params[entry.graph_param])
             return run_config(icfrr.FeatureDistances(fq_, fg_), graph, lq_, lg_, cfg, device="cpu")
     else:
         def run(fq_, fg_, lq_, lg_):

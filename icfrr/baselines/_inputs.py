@@ -106,8 +106,8 @@ class ItemFeatures:
         self.features = torch.cat([q, g]).contiguous()
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        """float64 [stop - start, N]: distances of items ``start:stop`` to every item."""
-        out = pairwise_distances(self.features[start:stop], self.features).numpy().astype(np.float64)
+        """float32 [stop - start, N]: distances of items ``start:stop`` to every item."""
+        out = pairwise_distances(self.features[start:stop], self.features).numpy()
         out[np.arange(stop - start), np.arange(start, stop)] = 0.0
         return out
 

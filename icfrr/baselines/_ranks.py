@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from icfrr._sorting import smallest_candidates
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 
 
@@ -74,7 +75,7 @@ def smallest_stable(x: np.ndarray, k: int) -> np.ndarray:
     if k + 1 >= n:
         return np.argsort(x, axis=1, kind="stable")[:, :k]
     # k + 1 candidates: the (k+1)-th tells whether a tie crosses the cut.
-    cand = np.argpartition(x, k, axis=1)[:, : k + 1]
+    cand = smallest_candidates(x, k)
     cand.sort(axis=1)
     order = np.argsort(np.take_along_axis(x, cand, axis=1), axis=1, kind="stable")
     cand = np.take_along_axis(cand, order, axis=1)

@@ -115,6 +115,18 @@ def test_cpu_partition_path_and_topk_path_agree(values):
         np.testing.assert_array_equal(dist_b.numpy(), dist_a)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("values", [3, 1000])  # many ties, and few
+def test_baselines_smallest_stable_is_the_stable_argsort_prefix(values, dtype):
+    from icfrr.baselines._ranks import smallest_stable
+
+    rng = np.random.default_rng(values)
+    block = rng.integers(0, values, (64, 300)).astype(dtype)
+    block[:, 7] = -np.inf  # an item put first in its own list, as ECN does
+    for k in (1, 10, 298, 299, 300):
+        np.testing.assert_array_equal(smallest_stable(block, k), np.argsort(block, axis=1, kind="stable")[:, :k])
+
+
 def test_feature_distances_are_the_rows_of_pairwise_distances():
     rng = np.random.default_rng(0)
     fq, fg = rng.normal(size=(9, 5)).astype(np.float32), rng.normal(size=(13, 5)).astype(np.float32)
