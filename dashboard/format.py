@@ -128,20 +128,25 @@ def run_params(row: object) -> dict[str, object]:
 def graph_text(row: object) -> str:
     """How a run's gallery graph is named when it is approximate (``runs.params`` records
     ``graph.kind`` and ``graph_recall_at_kg``, written by ``jobs.sweep --graph``):
-    ``"graph: ivf, recall@KG 0.9312"``; ``""`` for an exact graph or none recorded.
+    ``"graph: ivf, recall@KG 0.9312"``; for k-reciprocal and ECN, whose k-NN sets came from an
+    approximate index (``knn_index``, ``knn_recall_at_k``), ``"k-NN index: ivf, recall@20 0.9800"``;
+    ``""`` for an exact graph or none recorded.
 
     Args:
         row: A row of ``store.read.runs`` (its ``params`` JSON text).
     """
     params = _stored_params(row)
-    graph = params.get("graph")
-    kind = graph.get("kind") if isinstance(graph, dict) else None
-    if not isinstance(kind, str) or kind == "exact":
-        return ""
-    recall = params.get("graph_recall_at_kg")
-    number = f"{float(recall):.4f}" if isinstance(recall, (int, float)) and math.isfinite(recall) \
-        else "n/a"
-    return f"graph: {short(kind, 40)}, recall@KG {number}"
+    for key, name, recall, at in (("graph", "graph", "graph_recall_at_kg", "@KG"),
+                                  ("knn_index", "k-NN index", "knn_recall_at_k", None)):
+        kind = params[key].get("kind") if isinstance(params.get(key), dict) else None
+        if isinstance(kind, str) and kind != "exact":
+            k = params.get("knn_recall_k")
+            at = at or (f"@{k}" if isinstance(k, int) and not isinstance(k, bool) else "@k")
+            value = params.get(recall)
+            number = f"{float(value):.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value) else "n/a"
+            return f"{name}: {short(kind, 40)}, recall{at} {number}"
+    return ""
 
 
 def run_label(row: object) -> str:

@@ -110,7 +110,8 @@ class ReportRow:
         p_holms: Metric key -> Holm-adjusted p-value over rows x metrics.
         marks: Metric key -> ``BETTER``/``WORSE``/``""``, as ``mark``.
         graph: ``"graph ivf, recall@KG 0.93"`` when the run voted on an
-            approximate gallery graph, else "" (:func:`icfrr.labels.graph_text`).
+            approximate gallery graph (or a baseline's k-NN sets on an approximate index),
+            else "" (:func:`icfrr.labels.graph_text`).
     """
 
     label: str
@@ -187,10 +188,10 @@ class Comparison:
         return f"Δ: change from {self.baseline}"
 
     def graph_note(self) -> str:
-        """Which rows were built on an approximate gallery graph, with its recall@KG; "" when none."""
+        """Which rows were built on an approximate gallery graph or k-NN index, with its recall; "" when none."""
         rows = [f"{r.label} (run {r.run_id}): {r.graph}" for r in self.rows
                 if r.graph and r.role != "initial"]
-        return ("approximate gallery graph: " + "; ".join(rows)) if rows else ""
+        return ("approximate neighbours: " + "; ".join(rows)) if rows else ""
 
 
 # ------------------------------------------------------------------------ checks

@@ -16,7 +16,8 @@ SYMBOLS: dict[str, str] = {p.name: p.label for m in METHODS for p in m.params}
 #: runs.params keys that are bookkeeping, not parameters (shown for methods outside the registry):
 #: the sweep's notes, and the grid value asked for before it was capped (``asked_<param>``).
 BOOKKEEPING = frozenset({"method", "best_iteration", "top_n", "graph", "graph_recall_at_kg",
-                         "graph_recall_sample", "knn_index"}
+                         "graph_recall_sample", "knn_index", "knn_recall_at_k", "knn_recall_k",
+                         "knn_recall_sample"}
                         | {f"asked_{p.name}" for m in METHODS for p in m.params})
 
 
@@ -75,18 +76,28 @@ def is_iterative(method_key: str) -> bool:
 
 
 def graph_text(params: Mapping[str, object]) -> str:
-    """``"graph ivf, recall@KG 0.9300"`` for a run built on an approximate gallery graph, else "".
+    """``"graph ivf, recall@KG 0.9300"`` for a run built on an approximate gallery graph,
+    ``"k-NN index ivf, recall@20 0.9800"`` for a baseline whose k-NN sets came from an
+    approximate index, else "".
 
     Args:
         params: ``runs.params`` of the run; ``jobs.sweep --graph ivf|hnsw`` stores
-            ``graph`` (``{"kind", "params"}``) and ``graph_recall_at_kg`` there.
+            ``graph`` (``{"kind", "params"}``) and ``graph_recall_at_kg`` there, or
+            ``knn_index`` and ``knn_recall_at_k``/``knn_recall_k`` for k-reciprocal and ECN.
     """
     graph = params.get("graph")
-    if not isinstance(graph, Mapping) or graph.get("kind") in (None, "exact"):
-        return ""
-    recall = params.get("graph_recall_at_kg")
-    shown = f"{float(recall):.4f}" if isinstance(recall, (int, float)) else "not measured"
-    return f"graph {graph['kind']}, recall@KG {shown}"
+    if isinstance(graph, Mapping) and graph.get("kind") not in (None, "exact"):
+        return f"graph {graph['kind']}, recall@KG {_number(params.get('graph_recall_at_kg'))}"
+    index = params.get("knn_index")
+    if isinstance(index, Mapping) and index.get("kind") not in (None, "exact"):
+        k = params.get("knn_recall_k")
+        at = f"@{k}" if isinstance(k, int) and not isinstance(k, bool) else "@k"
+        return f"k-NN index {index['kind']}, recall{at} {_number(params.get('knn_recall_at_k'))}"
+    return ""
+
+
+def _number(value: object) -> str:
+    return f"{float(value):.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not measured"
 
 
 __all__ = ["BOOKKEEPING", "SYMBOLS", "choice_params", "graph_text", "is_iterative", "method_label",

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -41,6 +41,8 @@ class RunOutcome:
         best: The iteration with the highest ``map_all`` (earliest on ties).
         seconds: Wall time of re-ranking plus evaluation (shared work split
             evenly between the configurations run together).
+        notes: What the run measured about its inputs, for ``runs.params`` (the recall of
+            the approximate index that gave a baseline its k-NN sets).
     """
 
     metrics: list[dict[str, float]]
@@ -48,6 +50,7 @@ class RunOutcome:
     per_query: list[dict[str, np.ndarray]]
     best: int
     seconds: float
+    notes: dict[str, object] = field(default_factory=dict)
 
 
 def run_config(

@@ -19,7 +19,8 @@ import torch
 import icfrr
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr.ann import item_neighbours
-from icfrr.methods import MethodInputs, apply_method, method_chunks, ranking_from_distances, streams
+from icfrr.methods import (MethodInputs, apply_method, method_chunks, ranking_from_distances, reads_item_neighbours,
+                           streams)
 from jobs.engine_runner import RunOutcome
 from jobs.artifacts import dense_gg, qq_dists
 from store.artifacts import Artifacts
@@ -127,5 +128,6 @@ def _run_streamed(inputs: MethodInputs, labels_q: np.ndarray, labels_g: np.ndarr
         per_query = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         metrics.append({k: float(v) for k, v in icfrr.summarize(per_query).items()})
         kept[iteration] = KeptIteration(per_query, np.concatenate(tops), np.concatenate(scores))
+    index = inputs.neighbours if reads_item_neighbours(config.method) else None
     return RunOutcome(metrics, kept, [kept[0].per_query, kept[1].per_query], best_iteration(metrics),
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, dict(getattr(index, "recall", None) or {}))

@@ -47,7 +47,7 @@ def to_text(cmp: Comparison) -> str:
     of, run, iteration, each metric (``*`` on the column maximum, then the
     value's significance mark), each metric's change from the baseline, and
     last the Holm-adjusted p-value of each metric (raw ones: ``--format csv``).
-    A last line names the rows built on an approximate gallery graph, if any.
+    A last line names the rows built on an approximate gallery graph or k-NN index, if any.
     """
     best = _best_rows(cmp)
     header = ["method", "params", "configs", "run", "it", *(LABELS[m] for m in cmp.metrics),
@@ -95,8 +95,8 @@ def to_latex(cmp: Comparison, *, label: str = "tab:rerank-comparison", wide: boo
     Columns: method, parameters, configurations the row is the best of, each
     metric (its mark as a superscript), each metric's change from the
     baseline. The caption names the dataset, the baseline, the test and
-    Holm's correction over rows x metrics (and an approximate gallery graph,
-    if any row used one). Needs ``\\usepackage{booktabs}``.
+    Holm's correction over rows x metrics (and an approximate gallery graph
+    or k-NN index, if any row used one). Needs ``\\usepackage{booktabs}``.
 
     Args:
         cmp: The comparison.

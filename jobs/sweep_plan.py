@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -268,9 +268,10 @@ def unanswerable(labels_q: np.ndarray, labels_g: np.ndarray, skip: bool) -> tupl
     return out, "; ".join(parts) or None
 
 
-def recorded(arts: Artifacts, cfg: RunConfig) -> RunConfig:
+def recorded(arts: Artifacts, cfg: RunConfig, measured: Mapping[str, object] | None = None) -> RunConfig:
     """``cfg`` with, in ``runs.params`` (not its key), how its query-gallery distances were held:
-    ``qg_distances`` "dense" or "features per chunk", and the limit that chose it."""
+    ``qg_distances`` "dense" or "features per chunk", the limit that chose it, the gallery graph
+    or k-NN index it read, and what the run ``measured`` (``RunOutcome.notes``)."""
     note: dict[str, object] = {"qg_distances": "dense" if arts.qg_dists is not None else "features per chunk"}
     if "dense_qg_max_bytes" in arts.meta:
         note["dense_qg_max_bytes"] = arts.meta["dense_qg_max_bytes"]
@@ -290,7 +291,7 @@ def recorded(arts: Artifacts, cfg: RunConfig) -> RunConfig:
 
         if reads_item_neighbours(cfg.method):   # its streamed k-NN sets come from an index of this kind, over Q + G
             note["knn_index"] = default_spec(kind, len(arts.labels_q) + len(arts.labels_g)).record()
-    return cfg.with_params({}, note)
+    return cfg.with_params({}, note | dict(measured or {}))
 
 
 def graph_note(arts: Artifacts, configs: Sequence[RunConfig]) -> str | None:

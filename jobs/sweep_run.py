@@ -179,7 +179,7 @@ def run_sweep(plan: Plan, command: str) -> list[Row]:
                 with writer(args.db) as con:
                     run_id = writes.write_run(
                         con, sweep_id=sweep_id, artifact_id=artifact_id, artifact_key=info.key,
-                        config=recorded(plan.arts, cfg), device=plan.device, seconds=outcome.seconds,
+                        config=recorded(plan.arts, cfg, outcome.notes), device=plan.device, seconds=outcome.seconds,
                         metrics=outcome.metrics, kept=outcome.kept,
                         per_query=outcome.per_query, force=args.force or keys[i] in narrower)
                     writes.heartbeat(con, sweep_id)

@@ -90,8 +90,9 @@ def _runs_table(ctx: Context) -> None:
     config["labels"] = st.column_config.TextColumn(
         "labels", help=f"'{NO_LABELS}': the dataset has no labels, the run has no metrics")
     config["graph"] = st.column_config.TextColumn(
-        "graph", help="an approximate gallery graph and its recall of the exact KG neighbours "
-                      "(jobs.sweep --graph); empty: exact")
+        "graph", help="an approximate gallery graph and its recall of the exact KG neighbours, or the "
+                      "approximate k-NN index of k-reciprocal/ECN and its recall@k (jobs.sweep --graph); "
+                      "empty: exact")
     config[GAIN] = f"{METRIC_NAMES[HEAD]} gain"
     config["seconds"] = "time (s)"
     st.dataframe(table[cols].style.format(fmt, na_rep="n/a"), hide_index=True,

@@ -44,6 +44,10 @@ def test_graph_text_names_approximate_graphs_only() -> None:
     assert labels.graph_text({"graph": {"kind": "hnsw", "params": {"m": 16}},
                               "graph_recall_at_kg": 0.5}) == "graph hnsw, recall@KG 0.5000"
     assert labels.graph_text({"graph": {"kind": "ivf"}}) == "graph ivf, recall@KG not measured"
+    assert labels.graph_text({"knn_index": {"kind": "ivf", "params": {}}, "knn_recall_at_k": 0.875,
+                              "knn_recall_k": 20}) == "k-NN index ivf, recall@20 0.8750"
+    assert labels.graph_text({"knn_index": {"kind": "hnsw"}}) == "k-NN index hnsw, recall@k not measured"
+    assert labels.graph_text({"knn_index": {"kind": "exact"}}) == ""
 
 
 def test_a_parameters_symbol_comes_from_its_registry_entry() -> None:

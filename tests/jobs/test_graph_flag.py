@@ -120,8 +120,14 @@ def test_streamed_k_reciprocal_and_ecn_take_their_neighbours_from_the_index_and_
     monkeypatch.setattr(jobs.artifact_graph, "dense_qg_fits", lambda n_query, n_gallery: False)  # the streamed path
     built: list[tuple[int, str]] = []
     rank_lists = icfrr.ann.rank_lists
-    monkeypatch.setattr(icfrr.ann, "rank_lists",
-                        lambda f, w, spec: built.append((int(f.shape[0]), spec.kind)) or rank_lists(f, w, spec))
+    made: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def counted(f, w, spec):
+        built.append((int(f.shape[0]), spec.kind))
+        made.append((np.asarray(f, dtype=np.float64), rank_lists(f, w, spec)))
+        return made[-1][1]
+
+    monkeypatch.setattr(icfrr.ann, "rank_lists", counted)
     argv = [*_features(tmp_path), "--cache_root", str(tmp_path / "c"), "--method", "icfrr", "k_reciprocal",
             "ecn", "--k1", "6", "--k2", "3", "--ecn-k", "10"]
     assert sweep.main([*argv, "--db", str(tmp_path / "exact.duckdb")]) == 0
@@ -131,3 +137,12 @@ def test_streamed_k_reciprocal_and_ecn_take_their_neighbours_from_the_index_and_
     assert built == [(120, "hnsw"), (120, "hnsw")]        # one index over the Q + G items per method
     with_index = [p for p in _params(tmp_path / "hnsw.duckdb") if "knn_index" in p]
     assert len(with_index) == 2 and {p["knn_index"]["kind"] for p in with_index} == {"hnsw"}
+    # each records the recall@k of its lists against exact neighbours (all 120 items sampled), by brute force
+    for p, (f, ranks) in zip(with_index, made):
+        k = ranks.shape[1] - 1
+        d = np.sqrt(((f[:, None, :] - f[None, :, :]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        exact = np.argsort(d, axis=1, kind="stable")[:, :k]
+        want = np.mean([len(set(exact[i]) & set(ranks[i, 1:])) / k for i in range(len(f))])
+        assert (p["knn_recall_k"], p["knn_recall_sample"]) == (k, 120)
+        assert p["knn_recall_at_k"] == pytest.approx(want)

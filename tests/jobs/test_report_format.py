@@ -177,8 +177,8 @@ def test_rows_on_an_approximate_graph_say_so_with_its_recall(store, tmp_path) ->
                                            else "" for r in cmp.rows]
     assert cmp.rows[1:] and [r.values for r in cmp.rows] == [r.values for r in exact.rows]
     text = report_format.to_text(cmp)
-    assert text.splitlines()[-1] == f"approximate gallery graph: ICFRR (run {icfrr_row.run_id}): {want}"
+    assert text.splitlines()[-1] == f"approximate neighbours: ICFRR (run {icfrr_row.run_id}): {want}"
     recs = list(csv.DictReader(io.StringIO(report_format.to_csv(cmp))))
     assert [r["graph"] for r in recs] == [r.graph for r in cmp.rows]
     caption = re.search(r"\\caption\{(.*)\}", report_format.to_latex(cmp)).group(1)
-    assert "Approximate gallery graph: ICFRR (run" in caption and "recall@KG 0.9300" in caption
+    assert "Approximate neighbours: ICFRR (run" in caption and "recall@KG 0.9300" in caption
