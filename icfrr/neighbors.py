@@ -180,13 +180,24 @@ def pairwise_distances(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tenso
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature widths differ: {a.shape[1]} vs {b.shape[1]}")
     if metric == "euclidean":
-        sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-        return sq.clamp_(min=0).sqrt_()
+        return euclidean(a, b, (b * b).sum(1))
     if metric == "cosine":
         an = torch.nn.functional.normalize(a, dim=1)
         bn = torch.nn.functional.normalize(b, dim=1)
         return (1.0 - an @ bn.T).clamp_(min=0)
     raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
+
+
+def euclidean(a: torch.Tensor, b: torch.Tensor, b_sq_norms: torch.Tensor) -> torch.Tensor:
+    """float32 [A, B] Euclidean distances between the rows of ``a`` and ``b``, given ``(b * b).sum(1)``.
+
+    sqrt(max(0, (|a|^2 + |b|^2) - 2 a.b)), the terms in this order, so that it equals the
+    one-expression form bit for bit; two [A, B] temporaries, not four, and the gallery's
+    norms computed once by callers that stream many chunks against it.
+    """
+    ab = a @ b.T
+    out = torch.add((a * a).sum(1, keepdim=True), b_sq_norms[None, :])
+    return out.sub_(ab.mul_(2.0)).clamp_(min=0).sqrt_()
 
 
 class FeatureDistances:
@@ -209,6 +220,7 @@ class FeatureDistances:
         if metric not in ("euclidean", "cosine"):
             raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
         self.metric = metric
+        self._norms: torch.Tensor | None = None   # the gallery's squared norms, once
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -217,7 +229,11 @@ class FeatureDistances:
 
     def __call__(self, queries: slice) -> torch.Tensor:
         """float32 [B, G] distances of ``query[queries]`` to every gallery item."""
-        return pairwise_distances(self.query[queries], self.gallery, self.metric)
+        if self.metric != "euclidean":
+            return pairwise_distances(self.query[queries], self.gallery, self.metric)
+        if self._norms is None:
+            self._norms = (self.gallery * self.gallery).sum(1)
+        return euclidean(self.query[queries].to(self.gallery.device), self.gallery, self._norms)
 
 
 def neighbor_graph_from_features(
@@ -253,7 +269,11 @@ def neighbor_graph_from_features(
     k = _check_k(k, g)
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"unknown metric {metric!r}; use 'euclidean' or 'cosine'")
-    blocks = ((s, pairwise_distances(f[s : s + rows_per_chunk], f, metric)) for s in range(0, g, rows_per_chunk))
+    if metric == "euclidean":
+        norms = (f * f).sum(1)
+        blocks = ((s, euclidean(f[s : s + rows_per_chunk], f, norms)) for s in range(0, g, rows_per_chunk))
+    else:
+        blocks = ((s, pairwise_distances(f[s : s + rows_per_chunk], f, metric)) for s in range(0, g, rows_per_chunk))
     return _graph_by_blocks(blocks, g, k)
 
 

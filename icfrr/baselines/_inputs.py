@@ -9,7 +9,7 @@ import torch
 
 from icfrr._checks import as_matrix
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
-from icfrr.neighbors import pairwise_distances
+from icfrr.neighbors import euclidean
 
 Matrix = np.ndarray | torch.Tensor
 
@@ -104,10 +104,11 @@ class ItemFeatures:
         self.n_query, self.n_gallery = int(q.shape[0]), int(g.shape[0])
         self.n_items = self.n_query + self.n_gallery
         self.features = torch.cat([q, g]).contiguous()
+        self._norms = (self.features * self.features).sum(1)   # squared norms, once for every chunk
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """float32 [stop - start, N]: distances of items ``start:stop`` to every item."""
-        out = pairwise_distances(self.features[start:stop], self.features).numpy()
+        out = euclidean(self.features[start:stop], self.features, self._norms).numpy()
         out[np.arange(stop - start), np.arange(start, stop)] = 0.0
         return out
 
@@ -116,7 +117,7 @@ class ItemFeatures:
         out = np.empty(rows.shape, dtype=np.float64)
         f = self.features
         step = rows_per_chunk(rows.size, 8 * f.shape[1], budget)
-        norms = (f * f).sum(1)
+        norms = self._norms
         for s in range(0, rows.size, step):
             r = torch.from_numpy(rows[s : s + step])
             c = torch.from_numpy(cols[s : s + step])
@@ -128,4 +129,4 @@ class ItemFeatures:
     def query_gallery(self, queries: slice) -> np.ndarray:
         """float32 [B, G]: distances of ``queries`` to the gallery."""
         f = self.features
-        return pairwise_distances(f[: self.n_query][queries], f[self.n_query :]).numpy()
+        return euclidean(f[: self.n_query][queries], f[self.n_query :], self._norms[self.n_query :]).numpy()

@@ -158,3 +158,28 @@ def test_radix_sorts_equal_numpy_stable_sorts(n):
         order, values = stable_argsort_rows(row)
         np.testing.assert_array_equal(order[0], np.argsort(row[0] + np.float32(0.0), kind="stable"))
         np.testing.assert_array_equal(values[0], row[0][order[0]])
+
+
+def test_streamed_euclidean_distances_equal_the_one_expression_form_bit_for_bit():
+    """The chunked callers reuse the gallery's norms and fewer temporaries; the values must not move
+    (cached artifacts and stored runs were made with the one-expression form)."""
+    from icfrr.baselines._inputs import ItemFeatures
+
+    rng = np.random.default_rng(3)
+    q = torch.from_numpy(rng.normal(size=(70, 33)).astype(np.float32))
+    g = torch.from_numpy(rng.normal(size=(90, 33)).astype(np.float32))
+
+    def literal(a, b):
+        return ((a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)).clamp_(min=0).sqrt_()
+
+    assert torch.equal(icfrr.pairwise_distances(q, g), literal(q, g))
+    assert torch.equal(icfrr.FeatureDistances(q, g)(slice(7, 41)), literal(q[7:41], g))
+    items = ItemFeatures(q, g)
+    both = torch.cat([q, g])
+    want = literal(both[60:80], both).numpy()
+    want[np.arange(20), np.arange(60, 80)] = 0.0
+    np.testing.assert_array_equal(items.rows(60, 80), want)
+    np.testing.assert_array_equal(items.query_gallery(slice(0, 25)), literal(q[:25], g).numpy())
+    graph = icfrr.neighbor_graph_from_features(g, 5, rows_per_chunk=16)
+    blocks = torch.cat([literal(g[s : s + 16], g) for s in range(0, 90, 16)]).numpy()  # the same row chunks
+    np.testing.assert_array_equal(graph.distances.numpy(), np.take_along_axis(blocks, graph.indices.numpy(), 1))
