@@ -725,6 +725,7 @@ def test_a_symlink_to_a_held_store_is_refused_and_the_live_sweep_kept(tmp_path, 
 
 _INTERRUPTER = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with SIGINT ignored
 from store import writes
 real = writes.heartbeat
 def interrupt(*a, **k):      # Ctrl-C once the first run is committed
@@ -832,6 +833,7 @@ def test_per_class_with_imported_matrices_applies_to_the_dataset_images(tmp_path
 
 _EXTRACT_INTERRUPTER = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with SIGINT ignored
 from store import artifacts
 real = artifacts._write_graph
 def interrupt(*a, **k):      # Ctrl-C while the cache folder is being written
