@@ -99,6 +99,7 @@ def run_one(key: str, folder: Path) -> dict:
 def _child(key: str, folder: Path, streamed: bool = False) -> dict:
     cmd = [sys.executable, "-m", "jobs.bench_methods", "--child-streamed" if streamed else "--child", key, str(folder)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    print(f"bench: {key} done: {out.stdout.strip().splitlines()[-1]}", file=sys.stderr, flush=True)  # kept if stopped
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
