@@ -74,9 +74,9 @@ def ensure_artifacts(request: ArtifactRequest, log: Callable[[str], None] = log_
     arts = _ensure(request, hashes, log)
     spec = arts.meta.get("graph")
     if spec and spec["kind"] != "exact" and arts.meta.get("graph_recall", {}).get("k") != arts.graph.k:
-        # the cached graph was rebuilt larger: measure the new one (kept in memory with it)
-        arts.meta.update(graph_record(GraphSpec(spec["kind"], spec["params"]), arts.graph,
-                                      arts.features("gallery"), request.recall_sample))
+        # the cached graph was rebuilt larger: measure the new one, and keep its recall with the artifacts
+        cache.record_fields(arts, graph_record(GraphSpec(spec["kind"], spec["params"]), arts.graph,
+                                               arts.features("gallery"), request.recall_sample), log)
     if not arts.imported:
         log(graph_choice(request, arts))
     if request.cache is not CachePolicy.NONE:

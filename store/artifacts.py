@@ -310,6 +310,25 @@ def save(folder: Path | None, ds: Dataset, meta: dict, qg: np.ndarray | None, gr
                      meta | {"files": [p.name for p in paths.values()]}, _features=feats)
 
 
+def record_fields(arts: Artifacts, fields: dict, log: Callable[[str], None]) -> None:
+    """Add ``fields`` to the artifacts' metadata, and to their folder's marker when they have one.
+
+    For what is measured after the files were written (the recall of a
+    rebuilt approximate graph), so the next run reads it instead of measuring
+    it again. The marker is replaced atomically; a folder that cannot be
+    written (a read-only shared cache) keeps its marker and is logged.
+    """
+    arts.meta.update(fields)
+    if arts.cache_dir is None or not (arts.cache_dir / MARKER).is_file():
+        return
+    try:
+        record = json.loads((arts.cache_dir / MARKER).read_text()) | fields
+        atomic_write_bytes(arts.cache_dir / MARKER, json.dumps(record, indent=1).encode())
+    except (OSError, ValueError) as exc:
+        log(f"could not record {', '.join(fields)} in {arts.cache_dir} ({getattr(exc, 'strerror', None) or exc}); "
+            "it is measured again next time")
+
+
 def _complete(folder: Path, key: str) -> dict | None:
     """The marker's record when ``folder`` is a finished cache of ``key``, else None."""
     marker = folder / MARKER
@@ -362,7 +381,8 @@ def _load_folder(folder: Path, record: dict, ds: Dataset, kg_max: int,
     if graph.k < need:
         log(f"the cached neighbour graph keeps {graph.k} neighbours; rebuilding it with {need}")
         graph = rebuild(need)
-        record = record | {"neighbors_k": graph.k}
+        # the recall measured on the smaller graph does not describe this one (the caller measures it again)
+        record = {k: v for k, v in record.items() if k != "graph_recall"} | {"neighbors_k": graph.k}
         try:
             _write_graph(paths["neighbors"], graph, {k: v for k, v in record.items() if k != "files"})
             atomic_write_bytes(folder / MARKER, json.dumps(record, indent=1).encode())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from icfrr.ann import graph_recall, recall_sample
+from icfrr.ann import GraphSpec, graph_recall, recall_sample
 from icfrr.neighbors import NeighborGraph
 from jobs import sweep
 from store.artifacts import read_rows
@@ -146,3 +146,42 @@ def test_streamed_k_reciprocal_and_ecn_take_their_neighbours_from_the_index_and_
         want = np.mean([len(set(exact[i]) & set(ranks[i, 1:])) / k for i in range(len(f))])
         assert (p["knn_recall_k"], p["knn_recall_sample"]) == (k, 120)
         assert p["knn_recall_at_k"] == pytest.approx(want)
+
+
+def test_a_rebuilt_approximate_graph_keeps_its_own_recall_with_the_artifact(tmp_path: Path, monkeypatch) -> None:
+    """A larger KG rebuilds the cached ivf graph: its recall is measured on the new graph, stored in the marker
+    (the old graph's is dropped) and read from there by the next run instead of being measured again."""
+    from jobs import artifact_graph
+    from store import artifacts
+
+    monkeypatch.setattr(artifacts, "MIN_GRAPH_K", 2)   # keep only kg_max neighbours, so a larger KG rebuilds
+    # one cell of two searched: a recall below 1, so the old graph's and the new graph's curves differ
+    monkeypatch.setattr(artifact_graph, "default_spec", lambda kind, n: GraphSpec("ivf", {"nlist": 2, "nprobe": 1}))
+    argv = [*_features(tmp_path), "--cache_root", str(tmp_path / "c"), "--graph", "ivf",
+            "--graph-recall-sample", "50"]
+    kg = argv.index("--kg")
+    small = [*argv[:kg], "--kg", "6", *argv[kg + 3:]]
+    big = [*argv[:kg], "--kg", "20", *argv[kg + 3:]]
+    assert sweep.main([*small, "--db", str(tmp_path / "a.duckdb")]) == 0
+    (marker,) = (tmp_path / "c").rglob("COMPLETE.json")
+    old = json.loads(marker.read_text())["graph_recall"]
+    assert old["k"] == 6
+
+    assert sweep.main([*big, "--db", str(tmp_path / "b.duckdb")]) == 0
+    meta = json.loads(marker.read_text())
+    assert meta["neighbors_k"] == 20 and meta["graph_recall"]["k"] == 20 and meta["graph_recall"]["sample"] == 50
+    nbrs = read_rows(marker.parent / "neighbors.parquet", ["neighbors", "distances"])[0]
+    graph = NeighborGraph(torch.from_numpy(nbrs["neighbors"].astype(np.int64)), torch.from_numpy(nbrs["distances"]))
+    fg = read_rows(marker.parent / "gallery_features.parquet", ["feature"])[0]["feature"]
+    curve = graph_recall(graph, fg, recall_sample(90, 50))
+    assert meta["graph_recall"]["curve"] == pytest.approx(curve, abs=1e-12) and min(curve) < 1
+    assert (len(old["curve"]), len(meta["graph_recall"]["curve"])) == (6, 20)  # the rebuilt graph's, not carried over
+    assert [p["graph_recall_at_kg"] for p in _params(tmp_path / "b.duckdb")] == pytest.approx(
+        [curve[19]] * len(_params(tmp_path / "b.duckdb")), abs=1e-12)
+
+    def measured_again(*_a, **_k):
+        raise AssertionError("the stored recall of the rebuilt graph was measured again")
+
+    monkeypatch.setattr(artifact_graph, "graph_recall", measured_again)
+    assert sweep.main([*big, "--db", str(tmp_path / "c.duckdb")]) == 0
+    assert [p["graph_recall_at_kg"] for p in _params(tmp_path / "c.duckdb")] == pytest.approx([curve[19]] * 2)
