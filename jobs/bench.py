@@ -41,6 +41,7 @@ EXAMPLES = """
     python -m jobs.bench --sweep --shape quickdraw --n-configs 1                # 92,291 x 54,151 from features
     python -m jobs.bench --methods --shape quarter                              # every re-ranking method
     python -m jobs.bench --crossover --cold-start                               # sparse/dense crossover, compile cost
+    python -m jobs.bench --cold-start --repeat 5                                # first configuration's compile, 5 runs
     python -m jobs.bench --shape million [--scale 0.05]                         # jobs.sweep, Q=10k x G=1M features
     python -m jobs.bench --methods --shape quickdraw [--scale 0.05]             # every method from features
 """
@@ -239,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU time per iteration, dense vs sparse update, over (G, KQ*KG) (jobs.bench_engine)")
     parser.add_argument("--cold-start", action="store_true",
                         help="numba compile time per kernel group: first call, fresh cache vs warm (jobs.bench_engine)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="with --cold-start: measure the first configuration's compile cost this many times "
+                             "and print the minimum and median (default 1: the per-group table)")
     parser.add_argument("--side", choices=["engine", "literal"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--device", default=None, help=argparse.SUPPRESS)
@@ -264,6 +268,10 @@ def check_flags(args: argparse.Namespace) -> None:
 
     if args.n_configs < 1:
         raise UsageError(f"--n-configs must be at least 1, got {args.n_configs}")
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
+    if args.repeat > 1 and not args.cold_start:
+        raise UsageError("--repeat applies to --cold-start only")
     if args.scale is not None:
         if not (args.shape == "million" or (args.methods and args.shape == "quickdraw")):
             raise UsageError("--scale applies to --shape million and --methods --shape quickdraw only")
@@ -312,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         from jobs import bench_engine
 
         print(f"Machine: {machine()}\n", flush=True)
-        return bench_engine.main(args.crossover, args.cold_start)
+        return bench_engine.main(args.crossover, args.cold_start, args.repeat)
     if args.shape == "million":
         from jobs import bench_million
 
