@@ -241,26 +241,46 @@ def stable_argsort_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def smallest_rows(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` smallest entries of each row of float32 ``x``, ties by column index.
+    """The ``k`` smallest entries of each row of float ``x`` (float32 or float64), ties by column index.
+
+    The first ``k`` columns of ``np.argsort(x, axis=1, kind="stable")`` (-0.0
+    ties with 0.0), ``k`` cut at the row length.
 
     Returns:
-        (column indices int64 [B, k], values float32 [B, k]), ascending.
+        (column indices int64 [B, k], values [B, k] in ``x``'s dtype), ascending.
     """
     n = x.shape[1]
+    k = min(k, n)
     if k + 1 >= n:
-        order, values = _by_row_slices(_stable_argsort_rows, x)
-        return order[:, :k], values[:, :k]
-    cand = smallest_candidates(x, k)
-    keys = row_keys(np.take_along_axis(x, cand, axis=1), cand)
-    keys.sort(axis=1)
-    idx, values = split_keys(keys)
+        idx, values = _sorted_rows(x)
+        return idx[:, :k], values[:, :k]
+    cand = smallest_candidates(x, k)  # k + 1: the (k+1)-th tells whether a tie crosses the cut
+    cand.sort(axis=1)  # ascending columns: a stable sort of their values then breaks ties by column
+    idx, values = _sorted_rows(np.take_along_axis(x, cand, axis=1), cand)
     straddles = np.flatnonzero(values[:, k] == values[:, k - 1])
     idx, values = idx[:, :k].copy(), values[:, :k].copy()
     for r in straddles:
         # Items tied with the k-th value may lie outside the candidates: sort the whole row.
-        row_idx, row_values = _stable_argsort_rows(x[r : r + 1])
+        row_idx, row_values = _sorted_rows(x[r : r + 1])
         idx[r], values[r] = row_idx[0, :k], row_values[0, :k]
     return idx, values
+
+
+def _sorted_rows(x: np.ndarray, columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of ``x`` ascending, ties by column: (columns int64, values), ``columns`` [B, M] default 0..M-1.
+
+    float32: one sort of (value, column) uint64 keys (whole rows in slices on the thread pool); other
+    floats: numpy's stable argsort, so given ``columns`` must be ascending in each row.
+    """
+    if x.dtype == np.float32:
+        if columns is None:
+            return _by_row_slices(_stable_argsort_rows, x)
+        keys = row_keys(x, columns)
+        keys.sort(axis=1)
+        return split_keys(keys)
+    order = np.argsort(x, axis=1, kind="stable")
+    idx = order if columns is None else np.take_along_axis(columns, order, axis=1)
+    return idx.astype(np.int64, copy=False), np.take_along_axis(x, order, axis=1)
 
 
 def smallest_candidates(x: np.ndarray, k: int) -> np.ndarray:

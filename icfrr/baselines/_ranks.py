@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from icfrr._sorting import smallest_candidates
+from icfrr._sorting import smallest_rows
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 
 
@@ -62,29 +62,6 @@ def row_chunks(n_query: int, n_items: int, budget: int | None = None) -> Iterato
     for lo, hi in ((0, n_query), (n_query, n_items)):
         for start in range(lo, hi, step):
             yield start, min(start + step, hi)
-
-
-def smallest_stable(x: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the ``k`` smallest entries of each row of ``x``, ascending, ties by index.
-
-    The first ``k`` columns of ``np.argsort(x, axis=1, kind="stable")``; ``k``
-    is cut at the row length.
-    """
-    n = x.shape[1]
-    k = min(k, n)
-    if k + 1 >= n:
-        return np.argsort(x, axis=1, kind="stable")[:, :k]
-    # k + 1 candidates: the (k+1)-th tells whether a tie crosses the cut.
-    cand = smallest_candidates(x, k)
-    cand.sort(axis=1)
-    order = np.argsort(np.take_along_axis(x, cand, axis=1), axis=1, kind="stable")
-    cand = np.take_along_axis(cand, order, axis=1)
-    values = np.take_along_axis(x, cand, axis=1)
-    out = cand[:, :k].copy()
-    for r in np.flatnonzero(values[:, k] == values[:, k - 1]):
-        # Items tied with the k-th value may lie outside the candidates: sort the whole row.
-        out[r] = np.argsort(x[r], kind="stable")[:k]
-    return out
 
 
 def neighbour_lists(
@@ -140,5 +117,5 @@ def ranked_rows(
         chunk = rows(start, stop)
         if transform is not None:
             transform(chunk, start, stop)
-        out[start:stop] = smallest_stable(chunk, width)
+        out[start:stop] = smallest_rows(chunk, width)[0]
     return out

@@ -117,14 +117,19 @@ def test_cpu_partition_path_and_topk_path_agree(values):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("values", [3, 1000])  # many ties, and few
-def test_baselines_smallest_stable_is_the_stable_argsort_prefix(values, dtype):
-    from icfrr.baselines._ranks import smallest_stable
+def test_smallest_rows_is_the_stable_argsort_prefix_for_either_float_width(values, dtype):
+    from icfrr._sorting import smallest_rows
 
     rng = np.random.default_rng(values)
     block = rng.integers(0, values, (64, 300)).astype(dtype)
     block[:, 7] = -np.inf  # an item put first in its own list, as ECN does
-    for k in (1, 10, 298, 299, 300):
-        np.testing.assert_array_equal(smallest_stable(block, k), np.argsort(block, axis=1, kind="stable")[:, :k])
+    block[:, 9] = -0.0  # ties with 0.0
+    for k in (1, 10, 298, 299, 300, 301):
+        want = np.argsort(block, axis=1, kind="stable")[:, :k]
+        idx, dist = smallest_rows(block, k)
+        np.testing.assert_array_equal(idx, want)
+        assert idx.dtype == np.int64 and dist.dtype == dtype
+        np.testing.assert_array_equal(dist, np.take_along_axis(block, want, 1))
 
 
 def test_feature_distances_are_the_rows_of_pairwise_distances():
