@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from icfrr.labels import params_text
+from icfrr.labels import approximate_neighbours, params_text
 from icfrr.registry import HEADLINE, LABELS
 from store.read import after_column, before_column, best_column, gain_column, registered
 
@@ -135,18 +135,11 @@ def graph_text(row: object) -> str:
     Args:
         row: A row of ``store.read.runs`` (its ``params`` JSON text).
     """
-    params = _stored_params(row)
-    for key, name, recall, at in (("graph", "graph", "graph_recall_at_kg", "@KG"),
-                                  ("knn_index", "k-NN index", "knn_recall_at_k", None)):
-        kind = params[key].get("kind") if isinstance(params.get(key), dict) else None
-        if isinstance(kind, str) and kind != "exact":
-            k = params.get("knn_recall_k")
-            at = at or (f"@{k}" if isinstance(k, int) and not isinstance(k, bool) else "@k")
-            value = params.get(recall)
-            number = f"{float(value):.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value) else "n/a"
-            return f"{name}: {short(kind, 40)}, recall{at} {number}"
-    return ""
+    found = approximate_neighbours(_stored_params(row))
+    if found is None:
+        return ""
+    recall = "n/a" if found.recall is None else f"{found.recall:.4f}"
+    return f"{found.what}: {short(found.kind, 40)}, recall{found.at} {recall}"
 
 
 def run_label(row: object) -> str:

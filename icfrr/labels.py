@@ -7,7 +7,9 @@ registry only: no numpy maths, no scipy, no database).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from icfrr.registry import METHOD_KEYS, METHODS, method
 
@@ -75,30 +77,56 @@ def is_iterative(method_key: str) -> bool:
         return False
 
 
-def graph_text(params: Mapping[str, object]) -> str:
-    """``"graph ivf, recall@KG 0.9300"`` for a run built on an approximate gallery graph,
-    ``"k-NN index ivf, recall@20 0.9800"`` for a baseline whose k-NN sets came from an
-    approximate index, else "".
+@dataclass(frozen=True)
+class ApproximateNeighbours:
+    """The approximate neighbours a run was built on, as its ``runs.params`` record them.
+
+    Attributes:
+        what: ``"graph"`` (ICFRR's gallery graph) or ``"k-NN index"`` (k-reciprocal's and ECN's k-NN sets).
+        kind: The index kind (``"ivf"``, ``"hnsw"``).
+        at: Where the recall is cut: ``"@KG"``, ``"@20"``, or ``"@k"`` when k is not recorded.
+        recall: Recall against exact neighbours; None when not recorded or not a finite number.
+    """
+
+    what: str
+    kind: str
+    at: str
+    recall: float | None
+
+
+def approximate_neighbours(params: Mapping[str, object]) -> ApproximateNeighbours | None:
+    """What :class:`ApproximateNeighbours` a run used, or None for exact neighbours (or none recorded).
 
     Args:
         params: ``runs.params`` of the run; ``jobs.sweep --graph ivf|hnsw`` stores
             ``graph`` (``{"kind", "params"}``) and ``graph_recall_at_kg`` there, or
             ``knn_index`` and ``knn_recall_at_k``/``knn_recall_k`` for k-reciprocal and ECN.
+            Anything malformed (from a shared store) counts as not recorded.
     """
-    graph = params.get("graph")
-    if isinstance(graph, Mapping) and graph.get("kind") not in (None, "exact"):
-        return f"graph {graph['kind']}, recall@KG {_number(params.get('graph_recall_at_kg'))}"
-    index = params.get("knn_index")
-    if isinstance(index, Mapping) and index.get("kind") not in (None, "exact"):
-        k = params.get("knn_recall_k")
-        at = f"@{k}" if isinstance(k, int) and not isinstance(k, bool) else "@k"
-        return f"k-NN index {index['kind']}, recall{at} {_number(params.get('knn_recall_at_k'))}"
-    return ""
+    for key, what, recall_key in (("graph", "graph", "graph_recall_at_kg"),
+                                  ("knn_index", "k-NN index", "knn_recall_at_k")):
+        entry = params.get(key)
+        kind = entry.get("kind") if isinstance(entry, Mapping) else None
+        if isinstance(kind, str) and kind != "exact":
+            k = params.get("knn_recall_k")
+            at = "@KG" if key == "graph" else f"@{k}" if isinstance(k, int) and not isinstance(k, bool) else "@k"
+            value = params.get(recall_key)
+            finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            return ApproximateNeighbours(what, kind, at, float(value) if finite else None)
+    return None
 
 
-def _number(value: object) -> str:
-    return f"{float(value):.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "not measured"
+def graph_text(params: Mapping[str, object]) -> str:
+    """``"graph ivf, recall@KG 0.9300"`` for a run built on an approximate gallery graph,
+    ``"k-NN index ivf, recall@20 0.9800"`` for a baseline whose k-NN sets came from an
+    approximate index, else "" (see :func:`approximate_neighbours`).
+    """
+    found = approximate_neighbours(params)
+    if found is None:
+        return ""
+    recall = "not measured" if found.recall is None else f"{found.recall:.4f}"
+    return f"{found.what} {found.kind}, recall{found.at} {recall}"
 
 
-__all__ = ["BOOKKEEPING", "SYMBOLS", "choice_params", "graph_text", "is_iterative", "method_label",
+__all__ = ["BOOKKEEPING", "SYMBOLS", "ApproximateNeighbours", "approximate_neighbours", "choice_params", "graph_text", "is_iterative", "method_label",
            "method_order", "params_text"]

@@ -48,6 +48,14 @@ def test_graph_text_names_approximate_graphs_only() -> None:
                               "knn_recall_k": 20}) == "k-NN index ivf, recall@20 0.8750"
     assert labels.graph_text({"knn_index": {"kind": "hnsw"}}) == "k-NN index hnsw, recall@k not measured"
     assert labels.graph_text({"knn_index": {"kind": "exact"}}) == ""
+    # what a shared store may hold: a recall that is not a finite number, a kind that is not a name
+    assert labels.graph_text({"graph": {"kind": "ivf"}, "graph_recall_at_kg": float("nan")}) == \
+        "graph ivf, recall@KG not measured"
+    assert labels.graph_text({"graph": {"kind": "ivf"}, "graph_recall_at_kg": True}) == \
+        "graph ivf, recall@KG not measured"
+    assert labels.graph_text({"graph": {"kind": 3}, "knn_index": {"kind": "ivf"}, "knn_recall_k": True}) == \
+        "k-NN index ivf, recall@k not measured"
+    assert labels.approximate_neighbours({"graph": "ivf"}) is None
 
 
 def test_a_parameters_symbol_comes_from_its_registry_entry() -> None:
