@@ -274,7 +274,7 @@ def _expanded_sets_rows(ranks, k_full, k_half, recip_full, recip_half, sets, siz
                         ) -> None:  # pragma: no cover - compiled
     for i in range(start, stop):
         buf = sets[i]
-        m = 0
+        m = np.int64(0)  # not a literal 0: typing would first compile _sort_unique for Literal[int](0) too
         for p in range(k_full):
             if recip_full[i, p]:
                 buf[m] = ranks[i, p]
@@ -310,7 +310,7 @@ def _sort_unique(buf, m) -> int:  # pragma: no cover - compiled
         top = buf[0]
         buf[0] = buf[end]
         buf[end] = top
-        _sift_down(buf, 0, end)
+        _sift_down(buf, np.int64(0), end)  # np.int64: a literal 0 compiles a second _sift_down
     n_unique = 0
     for a in range(m):
         if n_unique == 0 or buf[a] != buf[n_unique - 1]:
