@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from numba import njit
+
+from icfrr._compiled import helper, kernel
 
 _SIGN = np.uint32(0x80000000)
 _LOW = np.uint64(0xFFFFFFFF)
@@ -91,7 +92,7 @@ _LOW_BIT = 32  # radix passes on bits 32..63
 _N_PASSES = (64 - _LOW_BIT + _DIGIT_BITS - 1) // _DIGIT_BITS
 
 
-@njit(cache=True, nogil=True)
+@helper
 def sort_pairs(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """Stable sort of uint64 ``keys`` with their integer ``payload``: the order of a full 64-bit sort.
 
@@ -153,14 +154,14 @@ def sort_pairs(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.nd
     return keys, payload
 
 
-@njit(cache=True, nogil=True)
+@helper
 def desc_key(value: float) -> np.uint64:  # pragma: no cover - compiled
     """A uint64 whose ascending order is the float64 ``value``'s descending order (-0.0 as 0.0)."""
     bits = np.float64(value + 0.0).view(np.uint64)
     return ~(~bits if bits & _TOP64 else bits | _TOP64)
 
 
-@njit(cache=True, nogil=True)
+@helper
 def value_of_desc_key(key: np.uint64) -> float:  # pragma: no cover - compiled
     """Inverse of ``desc_key`` (0.0 for -0.0)."""
     bits = ~np.uint64(key)
@@ -171,7 +172,7 @@ def value_of_desc_key(key: np.uint64) -> float:  # pragma: no cover - compiled
     return np.uint64(bits).view(np.float64)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def sort_desc_stable(values: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """float64 ``values`` descending, ties in input order, with their ``payload``.
 
@@ -189,13 +190,13 @@ def sort_desc_stable(values: np.ndarray, payload: np.ndarray) -> tuple[np.ndarra
     return sort_pairs(keys, payload.copy())
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """Order of float64 ``values`` descending, ties by index (-0.0 counts as 0.0)."""
     return sort_desc_stable(values, np.arange(values.shape[0]))[1]
 
 
-@njit(cache=True, nogil=True)
+@helper
 def row_sort_keys(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """``sort_pairs`` input for one float32 row ``x`` [N]: (uint64 keys, int32 positions 0..N-1).
 
@@ -215,7 +216,7 @@ def row_sort_keys(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no
     return keys, payload
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _stable_argsort_rows_numba(x: np.ndarray, order: np.ndarray, values: np.ndarray, start: int, stop: int) -> None:  # pragma: no cover
     for b in range(start, stop):  # rows in parallel through on_row_slices: no parfor to compile
         keys, payload = row_sort_keys(x[b])

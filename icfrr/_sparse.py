@@ -32,8 +32,8 @@ float64 scores, the same tie order).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from icfrr._compiled import helper, kernel
 from icfrr._sorting import desc_key, row_sort_keys, sort_pairs
 from icfrr.metrics import row_positions
 
@@ -55,7 +55,7 @@ def use_sparse(n_gallery: int, kq: int, kg: int, top_n: int) -> bool:
     return n_gallery >= SPARSE_MIN_GALLERY and n_gallery >= SPARSE_RATIO * kq * kg and top_n * 4 <= n_gallery
 
 
-@njit(cache=True, nogil=True)
+@helper
 def _count_below(sorted_values, n, value):  # pragma: no cover - compiled
     """How many of ``sorted_values[:n]`` (ascending) are below ``value``."""
     lo, hi = 0, n
@@ -68,7 +68,7 @@ def _count_below(sorted_values, n, value):  # pragma: no cover - compiled
     return lo
 
 
-@njit(cache=True, nogil=True)
+@helper
 def _slot(taken, n, k):  # pragma: no cover - compiled
     """Position of the k-th (0-based) position not in ``taken[:n]`` (ascending, distinct)."""
     lo, hi = 0, n  # count i with taken[i] - i <= k (non-decreasing in i)
@@ -81,7 +81,7 @@ def _slot(taken, n, k):  # pragma: no cover - compiled
     return k + lo
 
 
-@njit(cache=True, nogil=True)
+@helper
 def _v_bounds(values, key):  # pragma: no cover - compiled
     """(positions p whose base score ``-values[p]`` sorts before ``key``, those up to and equal to it).
 
@@ -105,7 +105,7 @@ def _v_bounds(values, key):  # pragma: no cover - compiled
     return below, lo
 
 
-@njit(cache=True, nogil=True)
+@helper
 def _sort_by_position(items, n, cur, out_items, out_pos):  # pragma: no cover - compiled
     """``items[:n]`` ordered by ``cur[item]`` (distinct, < 2**32) into ``out_items``, ``out_pos``."""
     keys = np.empty(n, dtype=np.uint64)
@@ -119,7 +119,7 @@ def _sort_by_position(items, n, cur, out_items, out_pos):  # pragma: no cover - 
         out_pos[a] = cur[items[idx[a]]]
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant_q,
                 out_top, out_scores, out_positions, start, stop):  # pragma: no cover - compiled
     """Queries ``start .. stop - 1`` of a chunk through every iteration for each beta (outputs [C, B, T+1, ...]).

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numba import njit
 
+from icfrr._compiled import helper, kernel
 from icfrr._sparse import sparse_rows
 from icfrr._sorting import (
     on_row_slices, desc_key, row_sort_keys, sort_pairs, stable_argsort_rows, value_of_desc_key,
@@ -37,7 +37,7 @@ from icfrr.metrics import positions_buffer, row_positions, rows_from_positions
 from icfrr.variants import ItemScores, PositionScores, Variant
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _add_votes(items: np.ndarray, sign: int, nbr: np.ndarray, weights: np.ndarray, votes: np.ndarray) -> None:  # pragma: no cover
     """``votes[nbr[i, r]] += sign * weights[r]`` for every i in ``items`` (int64 arithmetic, exact)."""
     for a in range(items.shape[0]):
@@ -46,7 +46,7 @@ def _add_votes(items: np.ndarray, sign: int, nbr: np.ndarray, weights: np.ndarra
             votes[neighbours[r]] += sign * weights[r]
 
 
-@njit(cache=True, nogil=True)
+@helper
 def _rerank_row(order, votes, scores, paper, denom, beta, dense, out_order, out_scores):  # pragma: no cover
     """One update of one query from its item-indexed integer ``votes``.
 
@@ -113,7 +113,7 @@ def _rerank_row(order, votes, scores, paper, denom, beta, dense, out_order, out_
             v += 1
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _update_rows_numba(
     ranking, scores, paper, nbr, weights, kq, denom, beta, out_ranking, out_scores, start, stop
 ):  # pragma: no cover - compiled
@@ -167,7 +167,7 @@ def int_weights(weights: torch.Tensor | np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
+@helper
 def _move_votes(order, kq, in_top, prev_top, nbr, weights, votes):  # pragma: no cover - compiled
     """Make ``votes`` those of ``order[:kq]`` from those of ``prev_top`` (exact integer updates).
 
@@ -207,7 +207,7 @@ def _move_votes(order, kq, in_top, prev_top, nbr, weights, votes):  # pragma: no
         prev_top[a] = j
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _run_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant,
               out_top, out_scores, out_positions, start, stop):  # pragma: no cover - compiled
     """Queries ``start .. stop - 1`` of a chunk through every iteration for each beta (see ``run_rows_cpu``).

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit
 
 from icfrr._checks import as_labels
+from icfrr._compiled import helper, kernel
 from icfrr._sorting import on_row_slices
 from icfrr.registry import METRIC_KEYS, METRICS, QUERY_COLUMNS, Hits
 
@@ -41,7 +41,7 @@ def n_row_metrics() -> int:
     return len(METRICS) + 1
 
 
-@njit(cache=True, nogil=True)
+@helper
 def row_positions(order, labels_g, label, n_relevant, out):  # pragma: no cover - compiled
     """Where the relevant items of one ranking sit.
 
@@ -73,7 +73,7 @@ def rows_positions(ranking: np.ndarray, labels_g: np.ndarray, labels_q: np.ndarr
                   ranking.shape[0])
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _rows_positions(ranking, labels_g, labels_q, n_relevant, out, start, stop):  # pragma: no cover - compiled
     for q in range(start, stop):
         row_positions(ranking[q], labels_g, labels_q[q], n_relevant[q], out[q])

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from numba import get_num_threads, njit
 
 from icfrr._checks import check_positive_int
+from icfrr._compiled import kernel
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr._sorting import on_row_slices
 from icfrr.baselines._inputs import ItemFeatures, Matrix, distance_blocks, same_type_as
@@ -226,7 +227,7 @@ def _gallery_sums(*args) -> None:
     _on_blocks(_gallery_sums_blocks, args)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _gallery_sums_blocks(
     lo, hi, top, scale, indptr, indices, data, rev_indptr, rev_items, rev_count, offset, offset_int, sums,
     overlap, n_blocks, first, stop,
@@ -288,7 +289,7 @@ def _row_minima(top: np.ndarray, indptr: np.ndarray, indices: np.ndarray, data: 
     return out
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _row_minima_blocks(top, indptr, indices, data, out, n_blocks, first, stop) -> None:  # pragma: no cover - compiled
     n = top.shape[0]
     for blk in range(first, stop):
@@ -307,7 +308,7 @@ def _cross_sums(*args) -> None:
     _on_blocks(_cross_sums_blocks, args)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _cross_sums_blocks(
     expanded, top, scale, row_min, indptr, indices, data, lo, hi, sums, overlap, n_blocks, first, stop
 ) -> None:  # pragma: no cover - compiled

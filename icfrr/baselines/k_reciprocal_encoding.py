@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit
 
 from icfrr._checks import check_positive_int
+from icfrr._compiled import helper, kernel
 from icfrr.chunks import CHUNK_BYTES, rows_per_chunk
 from icfrr._sorting import on_row_slices
 from icfrr.baselines._inputs import ItemFeatures, Matrix, check_fraction, distance_blocks, same_type_as
@@ -246,7 +246,7 @@ def _reciprocal(ranks: np.ndarray, k: int) -> np.ndarray:
 
 # The kernels below are serial and release the GIL: their rows are spread over threads by ``on_row_slices``
 # instead of ``parallel=True``, whose parfor compile cost seconds on a fresh cache.
-@njit(cache=True, nogil=True)
+@kernel
 def _reciprocal_rows(ranks, k, out, start, stop) -> None:  # pragma: no cover - compiled
     for i in range(start, stop):
         for p in range(k):
@@ -269,7 +269,7 @@ def _expanded_sets(
     return sets, sizes
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _expanded_sets_rows(ranks, k_full, k_half, recip_full, recip_half, sets, sizes, start, stop
                         ) -> None:  # pragma: no cover - compiled
     for i in range(start, stop):
@@ -300,7 +300,7 @@ def _expanded_sets_rows(ranks, k_full, k_half, recip_full, recip_half, sets, siz
         sizes[i] = _sort_unique(buf, m)
 
 
-@njit(cache=True, nogil=True)
+@helper
 def _sort_unique(buf, m) -> int:  # pragma: no cover - compiled
     """Sort ``buf[:m]`` ascending in place (heapsort: O(m log m) for any k1, and a small compile), move the
     distinct values to the front; returns how many (``np.unique``'s result, without its compile cost)."""
@@ -319,7 +319,7 @@ def _sort_unique(buf, m) -> int:  # pragma: no cover - compiled
     return n_unique
 
 
-@njit(cache=True, nogil=True)
+@helper
 def _sift_down(heap, root, n) -> None:  # pragma: no cover - compiled
     """Restore the max-heap ``heap[:n]`` below ``root``."""
     while True:
@@ -342,7 +342,7 @@ def _jaccard_mix(q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scal
                                                         scale, lam, out, start, stop), qg.shape[0])
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _jaccard_mix_rows(
     q_indptr, q_indices, q_data, g_indptr, g_rows, g_data, qg, scale, lam, out, start, stop
 ) -> None:  # pragma: no cover - compiled

@@ -148,7 +148,11 @@ def test_feature_distances_are_the_rows_of_pairwise_distances():
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 300, 5000])
 def test_radix_sorts_equal_numpy_stable_sorts(n):
-    from icfrr._sorting import argsort_desc_stable, sort_desc_stable, stable_argsort_rows, value_of_desc_key
+    from icfrr._sorting import argsort_desc_stable, sort_desc_stable, stable_argsort_rows
+
+    def value_of_key(key):  # the float a descending key stands for: the inverse of the key map, in numpy
+        bits = ~np.uint64(key)
+        return (bits & ~np.uint64(1 << 63) if bits >> np.uint64(63) else ~bits).view(np.float64)
 
     rng = np.random.default_rng(n)
     cases = [rng.normal(size=n), np.round(rng.normal(size=n), 2), np.where(rng.random(n) < 0.3, -0.0, 0.0),
@@ -158,7 +162,7 @@ def test_radix_sorts_equal_numpy_stable_sorts(n):
         np.testing.assert_array_equal(argsort_desc_stable(x), want)
         keys, payload = sort_desc_stable(x, np.arange(n) * 3)
         np.testing.assert_array_equal(payload, want * 3)
-        np.testing.assert_array_equal([value_of_desc_key(k) for k in keys], x[want] + 0.0)
+        np.testing.assert_array_equal([value_of_key(k) for k in keys], x[want] + 0.0)
         row = x.astype(np.float32)[None]
         order, values = stable_argsort_rows(row)
         np.testing.assert_array_equal(order[0], np.argsort(row[0] + np.float32(0.0), kind="stable"))

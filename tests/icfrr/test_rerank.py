@@ -361,8 +361,11 @@ def test_torch_chunk_path_equals_the_compiled_one(variant):
 
 
 def test_moving_votes_equals_a_fresh_count():
+    from numba import njit
+
     from icfrr._update import _add_votes, _move_votes
 
+    move_votes = njit(lambda *args: _move_votes(*args))  # a compiled helper: reached from compiled code only
     rng = np.random.default_rng(5)
     g, kg, kq = 60, 7, 10
     nbr = rng.integers(0, g, (g, kg))
@@ -379,7 +382,7 @@ def test_moving_votes_equals_a_fresh_count():
             i, j = rng.integers(0, kq), rng.integers(kq, g)
             order[i], order[j] = order[j], order[i]
         rng.shuffle(order[:kq])
-        _move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
+        move_votes(order, kq, in_top, prev_top, nbr, weights, votes)
         want = np.zeros(g, dtype=np.int64)
         for i in order[:kq]:
             for r, j in enumerate(nbr[i]):
