@@ -192,30 +192,20 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                             voted[m] = j
                             m += 1
                         votes[j] += weights[r]
-                # Where the voted items sit now, and their new scores.
-                for a in range(m):
-                    j = voted[a]
-                    if in_u[j]:
-                        r_v[a] = cur[j]
-                    else:
-                        r_v[a] = _slot(ucur, n_u, pos0[j] - _count_below(u0, n_u, pos0[j]))
-                for a in range(m):
-                    j = voted[a]
-                    bonus = beta * (votes[j] / denom)
-                    if paper:
-                        u_v[a] = (item_score[j] if in_u[j] else -np.float64(values[pos0[j]])) + bonus
-                    else:
-                        u_v[a] = -np.float64(values[r_v[a]]) + bonus
-                # U' = U and the newly voted items, in both orders (current positions: before the update).
+                # Where the voted items sit now, their new scores, and U' = U and the newly voted items
+                # (one loop: each item is voted once; positions in U are looked up in U as it was).
+                n_u_before = n_u
                 for a in range(m):
                     j = voted[a]
                     if not in_u[j]:
+                        cur[j] = _slot(ucur, n_u_before, pos0[j] - _count_below(u0, n_u_before, pos0[j]))
+                        item_score[j] = -np.float64(values[pos0[j]])  # paper: a new item's score is its base
                         in_u[j] = 1
-                        cur[j] = r_v[a]
-                        if paper:
-                            item_score[j] = -np.float64(values[pos0[j]])
                         u_items[n_u] = j
                         n_u += 1
+                    r_v[a] = cur[j]
+                    bonus = beta * (votes[j] / denom)
+                    u_v[a] = (item_score[j] if paper else -np.float64(values[r_v[a]])) + bonus
                 _sort_by_position(u_items, n_u, pos0, u_items_by0, u0)  # the shared radix sort, not ndarray.sort
                 _sort_by_position(u_items, n_u, cur, ucur_items, ucur)
                 for a in range(n_u):
@@ -229,7 +219,6 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                 keys, idx = sort_pairs(keys, idx)
                 for a in range(m):
                     vpos[a] = r_v[idx[a]]
-                for a in range(m):
                     keys[a] = desc_key(u_v[idx[a]])
                 keys, by_score = sort_pairs(keys, idx.copy())  # payload: indices into voted
                 n_plain_u = 0
@@ -277,8 +266,7 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                     if paper:
                         item_score[j] = u_v[a]
                     cur[j] = new_v[i]
-                for a in range(m):
-                    votes[voted[a]] = 0
+                    votes[j] = 0  # every vote is counted afresh next time
                 _sort_by_position(u_items, n_u, cur, ucur_items, ucur)
                 # The new ranking's first positions (top N and the next voters).
                 iu, p0, k = 0, 0, zero
