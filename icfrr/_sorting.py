@@ -3,10 +3,10 @@
 A float's bits, mapped to an unsigned integer that orders like the float
 (-0.0 taken as 0.0), give keys whose ascending order is the float's. Uses:
 
-- full row sorts (``stable_argsort_rows``, ``row_sort_keys``) and float64
-  scores, descending (``sort_desc_stable``): one compiled stable sort of keys
-  with a payload (``sort_pairs``): LSD radix passes of 11 bits on the top 32
-  bits of the keys, then the rare runs equal in those bits finished by
+- full row sorts (``stable_argsort_rows``, ``row_sort_keys``) and the
+  engine's float64 scores, descending (``desc_key``): one compiled stable sort
+  of keys with a payload (``sort_pairs``): LSD radix passes of 11 bits on the
+  top 32 bits of the keys, then the rare runs equal in those bits finished by
   insertion sort, so ties keep input order;
 - the k smallest of each row (``smallest_rows``): ``torch.topk`` picks
   k + 1 candidates (numpy's argpartition took 12-84 ns per entry on distance
@@ -170,30 +170,6 @@ def value_of_desc_key(key: np.uint64) -> float:  # pragma: no cover - compiled
     else:
         bits = ~bits
     return np.uint64(bits).view(np.float64)
-
-
-@kernel
-def sort_desc_stable(values: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """float64 ``values`` descending, ties in input order, with their ``payload``.
-
-    Radix passes on the top 32 bits of the order-preserving keys, then the rare
-    runs that share them are finished by insertion sort: the order of a full
-    64-bit sort in half its passes.
-
-    Returns:
-        (``desc_key`` of the sorted values, payload in the same order).
-    """
-    n = values.shape[0]
-    keys = np.empty(n, dtype=np.uint64)
-    for i in range(n):
-        keys[i] = desc_key(values[i])
-    return sort_pairs(keys, payload.copy())
-
-
-@kernel
-def argsort_desc_stable(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Order of float64 ``values`` descending, ties by index (-0.0 counts as 0.0)."""
-    return sort_desc_stable(values, np.arange(values.shape[0]))[1]
 
 
 @helper
