@@ -41,3 +41,14 @@ def test_every_kernel_is_compiled_for_one_signature(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", _CHILD], env=env, check=True, capture_output=True, text=True)
     twice = json.loads(out.stdout.strip().splitlines()[-1])
     assert twice == {}, f"compiled more than once (a literal argument?): {twice}"
+
+
+def test_a_helper_called_from_python_raises_instead_of_crashing() -> None:
+    """Helpers have no Python entry point; numba alone would jump into it and crash the interpreter."""
+    import numpy as np
+    import pytest
+
+    from icfrr._sorting import sort_pairs
+
+    with pytest.raises(TypeError, match="sort_pairs is compiled for compiled callers only"):
+        sort_pairs(np.zeros(3, dtype=np.uint64), np.arange(3, dtype=np.int32))
