@@ -128,5 +128,5 @@ def graph_text(params: Mapping[str, object]) -> str:
     return f"{found.what} {found.kind}, recall{found.at} {recall}"
 
 
-__all__ = ["BOOKKEEPING", "SYMBOLS", "ApproximateNeighbours", "approximate_neighbours", "choice_params", "graph_text", "is_iterative", "method_label",
-           "method_order", "params_text"]
+__all__ = ["BOOKKEEPING", "SYMBOLS", "ApproximateNeighbours", "approximate_neighbours", "choice_params", "graph_text",
+           "is_iterative", "method_label", "method_order", "params_text"]

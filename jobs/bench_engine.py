@@ -110,27 +110,41 @@ _GROUPS = [
     ("ECN (streamed from features)", "from icfrr.baselines.expanded_cross_neighbourhood import ecn_chunks; list(ecn_chunks(fq, fg))"),
 ]
 
+def group_namespace() -> dict:
+    """The names the code of :data:`_GROUPS` runs with: small inputs of every kernel group and
+    ``run(sparse, variant)``, one engine chunk. The row thread pool is switched off, so compiles
+    are not raced (the same work; the compile profile stays nested)."""
+    import icfrr
+    import icfrr._sorting
+
+    icfrr._sorting._POOL = None
+    qg, nbr, lq, lg = _inputs(6, 400, 8)
+    gg = np.abs(np.subtract.outer(np.arange(400.0), np.arange(400.0))).astype(np.float32)
+    fq, fg = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32), gg[:200, :8] / 400
+
+    def run(sparse: bool, variant: str) -> None:
+        _cpu_seconds(qg, nbr, lq, lg, 8, 2, sparse, variant)
+
+    return {"np": np, "icfrr": icfrr, "qg": qg, "nbr": nbr, "lq": lq, "lg": lg, "gg": gg, "fq": fq, "fg": fg,
+            "run": run}
+
+
 _CHILD = """
 import json, sys, time
 t0 = time.process_time()
 import numpy as np
 import icfrr
 import icfrr._update, icfrr.metrics  # torch and the engine modules load here, not inside a timed group
-from jobs.bench_engine import _cpu_seconds, _inputs, CompileProfile
+from jobs.bench_engine import CompileProfile, group_namespace
 from numba.core import event
-icfrr._sorting._POOL = None  # one thread: compiles are not raced (the same work; the compile profile stays nested)
-qg, nbr, lq, lg = _inputs(6, 400, 8)
-gg = np.abs(np.subtract.outer(np.arange(400.0), np.arange(400.0))).astype(np.float32)
-fq, fg = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32), gg[:200, :8] / 400
-def run(sparse, variant):
-    _cpu_seconds(qg, nbr, lq, lg, 8, 2, sparse, variant)
+ns = group_namespace()
 out = {"import": time.process_time() - t0}
 profiles = {}
 for name, code in json.loads(sys.argv[1]):
     profile = CompileProfile()
     with event.install_listener("numba:compile", profile):
         t = time.process_time()
-        exec(code)
+        exec(code, ns)
         out[name] = time.process_time() - t
     profiles[name] = profile.own
 print(json.dumps(out | {"profiles": profiles}))
@@ -179,6 +193,11 @@ def _first_configuration(group: str) -> tuple[float, float]:
         return _child_times(cache, chosen)[group], _child_times(cache, chosen)[group]
 
 
+#: (label, kernel group) of a sweep's first ICFRR configuration on each CPU path.
+FIRST_CONFIGURATIONS = [("dense path (TU-Berlin shape)", "dense engine, reference"),
+                        ("sparse path (large G)", "sparse engine, reference")]
+
+
 def first_configuration_rows(repeat: int) -> list[str]:
     """The first configuration's compile cost (fresh - warm CPU s) per path, ``repeat`` times each: min and median.
 
@@ -187,8 +206,7 @@ def first_configuration_rows(repeat: int) -> list[str]:
     """
     lines = [f"| first configuration alone | compile, min of {repeat} (CPU s) | median | every run |",
              "|---|---:|---:|---|"]
-    for label, group in [("dense path (TU-Berlin shape)", "dense engine, reference"),
-                         ("sparse path (large G)", "sparse engine, reference")]:
+    for label, group in FIRST_CONFIGURATIONS:
         runs = [fresh - warm for fresh, warm in (_first_configuration(group) for _ in range(repeat))]
         lines.append(f"| {label} | {min(runs):.2f} | {statistics.median(runs):.2f} | "
                      f"{', '.join(f'{r:.2f}' for r in runs)} |")
@@ -207,10 +225,9 @@ def cold_start_table() -> list[str]:
     f, w = sum(fresh[n] for n, _ in _GROUPS), sum(warm[n] for n, _ in _GROUPS)
     lines.append(f"| **every group** | {f:.2f} | {w:.2f} | {f - w:.2f} |")
     # A sweep's first ICFRR configuration compiles one engine group only, and pays numba's own start-up with it.
-    for label, group in [("first configuration alone, dense path (TU-Berlin shape)", "dense engine, reference"),
-                         ("first configuration alone, sparse path (large G)", "sparse engine, reference")]:
+    for label, group in FIRST_CONFIGURATIONS:
         f, w = _first_configuration(group)
-        lines.append(f"| **{label}** | {f:.2f} | {w:.2f} | {f - w:.2f} |")
+        lines.append(f"| **first configuration alone, {label}** | {f:.2f} | {w:.2f} | {f - w:.2f} |")
     return lines + ["", "Where the fresh cache's compile time goes (CPU s of each function's own compilation, "
                     "callees excluded; a function compiled in an earlier group is not compiled again):", ""] \
         + profile_table(fresh["profiles"])

@@ -16,19 +16,11 @@ import sys
 
 _CHILD = """
 import gc, json
-import numpy as np
-import icfrr._sorting
-from jobs.bench_engine import _GROUPS, _cpu_seconds, _inputs
+from jobs.bench_engine import _GROUPS, group_namespace
 from numba.core.registry import CPUDispatcher
-icfrr._sorting._POOL = None
-qg, nbr, lq, lg = _inputs(6, 400, 8)
-gg = np.abs(np.subtract.outer(np.arange(400.0), np.arange(400.0))).astype(np.float32)
-fq, fg = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32), gg[:200, :8] / 400
-import icfrr
-def run(sparse, variant):
-    _cpu_seconds(qg, nbr, lq, lg, 8, 2, sparse, variant)
+ns = group_namespace()
 for _, code in _GROUPS:
-    exec(code)
+    exec(code, ns)
 twice = {f"{d.py_func.__module__}.{d.py_func.__qualname__}": [str(s) for s in d.signatures]
          for d in gc.get_objects() if isinstance(d, CPUDispatcher) and d.py_func.__module__.startswith("icfrr")
          and len(d.signatures) > 1}
