@@ -94,7 +94,7 @@ _N_PASSES = (64 - _LOW_BIT + _DIGIT_BITS - 1) // _DIGIT_BITS
 
 @helper
 def sort_pairs(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """Stable sort of uint64 ``keys`` with their integer ``payload``: the order of a full 64-bit sort.
+    """Stable sort of uint64 ``keys`` with their int32 ``payload``: the order of a full 64-bit sort.
 
     LSD radix passes of 11 bits on the top 32 bits of the keys (one read counts
     every pass's digits; a pass where all keys share the digit is skipped), then
@@ -107,19 +107,20 @@ def sort_pairs(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.nd
         (sorted keys, payload in the same order).
     """
     n = keys.shape[0]
-    counts = np.empty((_N_PASSES, _RADIX), dtype=np.int64)  # not np.zeros: one numba overload fewer to compile
-    for pass_ in range(_N_PASSES):
-        for d in range(_RADIX):
-            counts[pass_, d] = 0
+    # Allocations as elsewhere in the engine (1-D, int64/uint64/int32): every other shape or dtype is one
+    # more numba overload to compile on a fresh cache.
+    counts = np.empty(_N_PASSES * _RADIX, dtype=np.int64)
+    for d in range(_N_PASSES * _RADIX):
+        counts[d] = 0
     for i in range(n):
         key = keys[i]
         for pass_ in range(_N_PASSES):
-            counts[pass_, (key >> np.uint64(_LOW_BIT + _DIGIT_BITS * pass_)) & _DIGIT] += 1
+            counts[pass_ * _RADIX + ((key >> np.uint64(_LOW_BIT + _DIGIT_BITS * pass_)) & _DIGIT)] += 1
     spare_keys = np.empty(n, dtype=np.uint64)
-    spare_payload = np.empty_like(payload)
+    spare_payload = np.empty(n, dtype=np.int32)
     for pass_ in range(_N_PASSES):
         shift = np.uint64(_LOW_BIT + _DIGIT_BITS * pass_)
-        offsets = counts[pass_]
+        offsets = counts[pass_ * _RADIX : (pass_ + 1) * _RADIX]
         if n == 0 or offsets[(keys[0] >> shift) & _DIGIT] == n:
             continue
         total = 0

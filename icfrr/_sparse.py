@@ -119,6 +119,35 @@ def _sort_by_position(items, n, cur, out_items, out_pos):  # pragma: no cover - 
         out_pos[a] = cur[items[idx[a]]]
 
 
+@helper
+def _relevant_positions(rel0, n_relevant, order0, in_u, u0, ucur, ucur_items, n_u, labels_g, label, rel_a, rel_b,
+                        dest):  # pragma: no cover - compiled
+    """Current positions of the relevant items, ascending, into ``dest``: the never-voted ones by their
+    pi_0 rank (``rel0``, ascending), those of U by their position; ``rel_a``, ``rel_b`` scratch."""
+    n_a = 0
+    iu0 = 0
+    for a in range(n_relevant):
+        p = rel0[a]
+        if not in_u[order0[p]]:
+            while iu0 < n_u and u0[iu0] < p:
+                iu0 += 1
+            rel_a[n_a] = _slot(ucur, n_u, p - iu0)
+            n_a += 1
+    n_b = 0
+    for a in range(n_u if n_relevant > 0 else 0):
+        if labels_g[ucur_items[a]] == label:
+            rel_b[n_b] = ucur[a]
+            n_b += 1
+    ia, ib = 0, 0
+    for out in range(n_a + n_b):
+        if ib >= n_b or (ia < n_a and rel_a[ia] < rel_b[ib]):
+            dest[out] = rel_a[ia]
+            ia += 1
+        else:
+            dest[out] = rel_b[ib]
+            ib += 1
+
+
 @kernel
 def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, labels_q, n_relevant_q,
                 out_top, out_scores, out_positions, start, stop):  # pragma: no cover - compiled
@@ -144,9 +173,12 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
             pos0[order0[p]] = p
         rel0 = out_positions[0, b, 0]  # relevant items' pi_0 positions, ascending (read, never written, below)
         row_positions(order0, labels_g, label, n_relevant, rel0)
-        cap_v = min(n_gallery, kq * kg)
-        cap_u = min(n_gallery, max(n_iter, 1) * kq * kg)
-        n_prefix = max(kq, top_n)
+        # Conditional expressions, not min/max: those are two more numba overloads to compile.
+        cap_v = kq * kg if kq * kg < n_gallery else n_gallery
+        cap_u = (n_iter if n_iter > 1 else 1) * cap_v
+        cap_u = cap_u if cap_u < n_gallery else n_gallery
+        n_prefix = kq if kq > top_n else top_n
+        n_prefix = n_prefix if n_prefix < n_gallery else n_gallery  # the next voters and the top N
         votes = np.empty(n_gallery, dtype=np.int64)
         in_u = np.empty(n_gallery, dtype=np.int32)  # 0/1; int32 and np.empty: no more numba overloads to compile
         for j in range(n_gallery):
@@ -169,8 +201,8 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
         plain_key = np.empty(cap_u, dtype=np.uint64)  # paper: unvoted items of U, by position
         plain_pos = np.empty(cap_u, dtype=np.int64)
         prefix = np.empty(n_prefix, dtype=np.int64)
-        rel_a = np.empty(max(n_relevant, 1), dtype=np.int64)
-        rel_b = np.empty(max(n_relevant, 1), dtype=np.int64)
+        rel_a = np.empty(n_relevant, dtype=np.int64)
+        rel_b = np.empty(n_relevant, dtype=np.int64)
         for c in range(betas.shape[0]):
             beta = betas[c]
             for a in range(top_n):
@@ -178,7 +210,7 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                 out_scores[c, b, 0, a] = -values[a]
             for a in range(out_positions.shape[3]):  # element loops: a slice assignment compiles an error message
                 out_positions[c, b, 0, a] = rel0[a]
-            for a in range(min(n_prefix, n_gallery)):
+            for a in range(n_prefix):
                 prefix[a] = order0[a]
             n_u = zero
             for t in range(1, n_iter + 1):
@@ -239,7 +271,7 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                         k_lo = below - _count_below(u0, n_u, below)
                         k_hi = upto - _count_below(u0, n_u, upto)
                         k_cur = r - _count_below(ucur, n_u, r)
-                        ahead = min(max(k_cur, k_lo), k_hi)
+                        ahead = k_hi if k_cur > k_hi else (k_lo if k_cur < k_lo else k_cur)
                         lo, hi = 0, n_plain_u
                         while lo < hi:
                             mid = (lo + hi) >> 1
@@ -249,7 +281,7 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                                 hi = mid
                         ahead += lo
                     else:
-                        p = min(max(r, below), upto)
+                        p = upto if r > upto else (below if r < below else r)
                         ahead = p - _count_below(vpos, m, p)
                     new_v[i] = i + ahead
                 # Scores at the new positions, then the new positions of U'.
@@ -270,7 +302,7 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                 _sort_by_position(u_items, n_u, cur, ucur_items, ucur)
                 # The new ranking's first positions (top N and the next voters).
                 iu, p0, k = 0, 0, zero
-                for out in range(min(n_prefix, n_gallery)):
+                for out in range(n_prefix):
                     if iu < n_u and ucur[iu] == out:
                         j = ucur_items[iu]
                         score = shown[j]
@@ -286,29 +318,7 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
                     if out < top_n:
                         out_top[c, b, t, out] = j
                         out_scores[c, b, t, out] = score
-                # Relevant items' positions: the never-voted ones by their pi_0 rank, U's by position.
-                n_a = 0
-                iu0 = 0
-                for a in range(n_relevant):
-                    p = rel0[a]
-                    if not in_u[order0[p]]:
-                        while iu0 < n_u and u0[iu0] < p:
-                            iu0 += 1
-                        rel_a[n_a] = _slot(ucur, n_u, p - iu0)
-                        n_a += 1
-                n_b = 0
-                for a in range(n_u if n_relevant > 0 else 0):
-                    if labels_g[ucur_items[a]] == label:
-                        rel_b[n_b] = ucur[a]
-                        n_b += 1
-                ia, ib = 0, 0
-                dest = out_positions[c, b, t]
-                for out in range(n_a + n_b):
-                    if ib >= n_b or (ia < n_a and rel_a[ia] < rel_b[ib]):
-                        dest[out] = rel_a[ia]
-                        ia += 1
-                    else:
-                        dest[out] = rel_b[ib]
-                        ib += 1
+                _relevant_positions(rel0, n_relevant, order0, in_u, u0, ucur, ucur_items, n_u, labels_g, label,
+                                    rel_a, rel_b, out_positions[c, b, t])
             for a in range(n_u):
                 in_u[u_items[a]] = 0
