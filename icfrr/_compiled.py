@@ -92,8 +92,7 @@ def _compiler(library_class: type) -> type:
             codegen = self.state.targetctx.codegen()
             if self.state.library is None:
                 self.state.library = library_class(codegen, func.__qualname__)
-                if library_class is KernelLibrary:
-                    self.state.library.enable_object_caching()  # for the disk cache
+                self.state.library.enable_object_caching()  # as numba's own lowering does (the disk cache)
             # numba's overloads compiled for this function (np.empty, ...) are only ever linked into
             # compiled callers too: link-only libraries for them, for the length of this compile
             # (numba's global compiler lock is held).

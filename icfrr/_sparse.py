@@ -159,7 +159,7 @@ def sparse_rows(dists, nbr, weights, kq, denom, betas, n_iter, paper, labels_g, 
     for b in range(start, stop):
         dist, label, n_relevant = dists[b], labels_q[b], n_relevant_q[b]
         n_gallery = dist.shape[0]
-        zero = kq - kq  # 0 typed int64: a literal 0 passed to a helper compiles it a second time
+        zero = np.int64(0)  # not a literal 0: a literal passed to a helper compiles it a second time
         kg = nbr.shape[1]
         top_n = out_top.shape[3]
         order0 = np.empty(n_gallery, dtype=np.int64)
